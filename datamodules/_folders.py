@@ -1,0 +1,81 @@
+"""Scan and validate ImageFolder trees (``root/<class>/<image>``) before any training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+
+from tlkit.errors import ConfigError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+InvalidPolicy = Literal["error", "skip"]
+
+
+def _problem(path: Path, verify: bool) -> str | None:
+    """Why ``path`` cannot be used as an image, or None if it can."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})"
+    if verify:
+        try:
+            with Image.open(path) as image:
+                image.load()  # decodes fully, so a truncated file fails here rather than mid-epoch
+        except Exception as err:  # noqa: BLE001 (PIL raises several types for unreadable data)
+            return f"unreadable or truncated image ({err})"
+    return None
+
+
+def scan_image_folder(
+    root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True
+) -> tuple[list[str], list[Path], list[int]]:
+    """Return (class names, image paths, labels) of an ImageFolder tree, checking every file.
+
+    Raises:
+        ConfigError: naming the path of a missing folder, a folder without class folders, an empty class folder, or
+            (with ``on_invalid="error"``) the first non-image or unreadable file.
+    """
+    if not root.is_dir():
+        raise ConfigError(f"Expected data folder {str(root)!r} to exist, but it does not.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ConfigError(
+            f"Expected data folder {str(root)!r} to contain one sub-folder per class (root/<class>/<image>), "
+            "but it has none."
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith("."))
+        found = 0
+        for path in files:
+            problem = _problem(path, verify_images)
+            if problem is None:
+                paths.append(path)
+                labels.append(label)
+                found += 1
+            elif on_invalid == "skip":
+                skipped.append(f"{path}: {problem}")
+            else:
+                raise ConfigError(
+                    f"Expected every file under {str(root)!r} to be a readable image, but {str(path)!r} is {problem}. "
+                    "Remove it, or set `on_invalid: skip`."
+                )
+        if found == 0:
+            raise ConfigError(f"Expected class folder {str(root / name)!r} to contain images, but it has none.")
+    if skipped:
+        rank_zero_warn(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(skipped))
+    return classes, paths, labels
+
+
+def check_same_classes(reference: list[str], other: list[str], reference_dir: Path, other_dir: Path) -> None:
+    """Raise naming the differing class names if two folders disagree on the class set."""
+    if reference != other:
+        only_ref = sorted(set(reference) - set(other))
+        only_other = sorted(set(other) - set(reference))
+        raise ConfigError(
+            f"Expected {str(other_dir)!r} to have the same class folders as {str(reference_dir)!r}, but "
+            f"only in {reference_dir.name}: {only_ref or 'none'}; only in {other_dir.name}: {only_other or 'none'}."
+        )

@@ -1,0 +1,188 @@
+"""`ClassificationDataModule`: splits, limited labels, transforms and loaders shared by the image datamodules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from tlkit.datamodules._splits import limit_labels, stratified_split
+from tlkit.datamodules.transforms import eval_transform, train_transform
+from torch.utils.data import DataLoader, Dataset
+
+from tlkit.backbones import DataConfig
+from tlkit.errors import config_error
+
+
+@dataclass
+class Split:
+    """Samples (file paths or in-memory images) and their integer labels."""
+
+    samples: list[Any]
+    labels: list[int]
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        return Split([self.samples[i] for i in indices], [self.labels[i] for i in indices])
+
+
+class ImageDataset(Dataset):
+    """Samples opened with ``load`` (a path or an in-memory image to an RGB PIL image), then ``transform``ed."""
+
+    def __init__(self, split: Split, load: Callable[[Any], Image.Image], transform: Callable | None) -> None:
+        self.split, self.load, self.transform = split, load, transform
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, index: int):
+        image = self.load(self.split.samples[index])
+        return (self.transform(image) if self.transform else image), self.split.labels[index]
+
+
+class ClassificationDataModule(LightningDataModule):
+    """Base for labelled image datamodules: subclasses implement `load_splits`; this class does the rest.
+
+    Transforms come from the backbone's data config (the attached model's ``backbone.data_config``, found through the
+    trainer), optionally overridden by ``image_size`` and ``crop_pct``.
+
+    Args:
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory for faster GPU transfer.
+        persistent_workers: keep workers alive between epochs (needs ``num_workers > 0``).
+        image_size: override the backbone's input size.
+        crop_pct: override the backbone's centre-crop fraction for evaluation (1.0 = no crop).
+        augment: use the small-data augmentation preset (random resized crop, flip, TrivialAugment) for training.
+        hflip: include the horizontal flip in the preset.
+        val_fraction: fraction of each class held out for validation when there is no validation folder.
+        test_fraction: fraction of each class held out for testing when there is no test folder.
+        labels_per_class: keep only this many labelled training images per class (limited-label experiments).
+        train_fraction: keep only this fraction of each class's training images.
+        seed: seed for every split and subset.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+        augment: bool = True,
+        hflip: bool = True,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        labels_per_class: int | None = None,
+        train_fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise config_error("batch_size", "an integer >= 1", batch_size)
+        if persistent_workers and num_workers == 0:
+            raise config_error("persistent_workers", "false when num_workers is 0", persistent_workers)
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise config_error(name, "in [0, 1)", value)
+        if val_fraction + test_fraction >= 1.0:
+            raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+        if labels_per_class is not None and train_fraction is not None:
+            raise config_error("labels_per_class", "unset when train_fraction is set", labels_per_class)
+        if labels_per_class is not None and labels_per_class < 1:
+            raise config_error("labels_per_class", "an integer >= 1", labels_per_class)
+        if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
+            raise config_error("train_fraction", "in (0, 1]", train_fraction)
+        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+            raise config_error("crop_pct", "in (0, 1]", crop_pct)
+        self.save_hyperparameters()
+        self.classes: list[str] = []
+        self.splits: dict[str, Split] = {}
+        self.data_config: DataConfig | None = None
+        self._loaded: tuple[list[str], dict[str, Split]] | None = None
+
+    # ----------------------------------------------------------------------------------------- for subclasses
+    def load_splits(self) -> tuple[list[str], dict[str, Split]]:
+        """Return (class names, splits); ``train`` is required, ``val``/``test`` are split off ``train`` if missing."""
+        raise NotImplementedError
+
+    def load_image(self, sample: Any) -> Image.Image:
+        """Turn one stored sample into an RGB PIL image (default: open a file path)."""
+        with Image.open(sample) as image:
+            return image.convert("RGB")
+
+    # --------------------------------------------------------------------------------------------- common
+    @property
+    def num_classes(self) -> int:
+        return len(self._load()[0])
+
+    def _load(self) -> tuple[list[str], dict[str, Split]]:
+        # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
+        if self._loaded is None:
+            self._loaded = self.load_splits()
+        return self._loaded
+
+    def resolve_data_config(self) -> DataConfig:
+        """The attached model's backbone data config (ImageNet defaults without one), with this module's overrides."""
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        backbone = getattr(model, "backbone", None)
+        config = self.data_config or getattr(backbone, "data_config", None) or DataConfig()
+        hp = self.hparams
+        return replace(
+            config,
+            image_size=hp.image_size or config.image_size,
+            crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        classes, loaded = self._load()
+        self.classes, splits = classes, dict(loaded)
+        train = splits["train"]
+        if "test" not in splits:
+            rest, held = stratified_split(train.labels, hp.test_fraction, hp.seed)
+            train, splits["test"] = train.subset(rest), train.subset(held)
+        if "val" not in splits:
+            rest, held = stratified_split(train.labels, hp.val_fraction, hp.seed + 1)
+            train, splits["val"] = train.subset(rest), train.subset(held)
+        keep = limit_labels(train.labels, self.classes, hp.seed, hp.labels_per_class, hp.train_fraction)
+        splits["train"] = train.subset(keep)
+        self.splits = splits
+
+    def dataset(self, split: str, train: bool | None = None) -> ImageDataset:
+        """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name)."""
+        config = self.resolve_data_config()
+        use_train = split == "train" if train is None else train
+        if use_train:
+            transform = train_transform(config, self.hparams.augment, self.hparams.hflip)
+        else:
+            transform = eval_transform(config)
+        return ImageDataset(self.splits[split], self.load_image, transform)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.dataset(split),
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,95 @@
+"""`ImageFolderDataModule`: your own images, in torchvision's ImageFolder layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
+from tlkit.datamodules.classification import ClassificationDataModule, Split
+
+# Accepted names of the split folders inside ``data_dir``.
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """Images in ``data_dir/<class>/<image>``, or in ``data_dir/{train,val,test}/<class>/<image>``.
+
+    With ``train/`` present, ``val/`` (or ``valid/``) and ``test/`` are used when they exist and are split off
+    ``train/`` by ``val_fraction``/``test_fraction`` (stratified, seeded) when they do not. Without it, ``data_dir``
+    itself is the one folder to split. Every file is checked before training: a missing folder, an empty class
+    folder, a non-image or truncated file, or class folders that differ between splits is a one-line error naming
+    the path (``on_invalid: skip`` skips bad files with a warning naming them instead).
+
+    Args:
+        data_dir: the image folder.
+        on_invalid: ``error`` on a non-image or unreadable file, or ``skip`` it with a warning.
+        verify_images: decode every image once up front (catches truncated files before training).
+
+    The other arguments are `ClassificationDataModule`'s.
+
+    Example:
+        >>> dm = ImageFolderDataModule("data/flowers", labels_per_class=10, batch_size=16)
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        on_invalid: InvalidPolicy = "error",
+        verify_images: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+        augment: bool = True,
+        hflip: bool = True,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        labels_per_class: int | None = None,
+        train_fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            image_size=image_size,
+            crop_pct=crop_pct,
+            augment=augment,
+            hflip=hflip,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            labels_per_class=labels_per_class,
+            train_fraction=train_fraction,
+            seed=seed,
+        )
+        self.data_dir = Path(data_dir).expanduser()
+        self.on_invalid = on_invalid
+        self.verify_images = verify_images
+
+    def split_dirs(self) -> dict[str, Path]:
+        """The folder of each split that exists on disk."""
+        if not (self.data_dir / "train").is_dir():
+            return {"train": self.data_dir}
+        found = {}
+        for split, names in SPLIT_DIRS.items():
+            for name in names:
+                if (self.data_dir / name).is_dir():
+                    found[split] = self.data_dir / name
+                    break
+        return found
+
+    def load_splits(self) -> tuple[list[str], dict[str, Split]]:
+        dirs = self.split_dirs()
+        classes: list[str] = []
+        splits: dict[str, Split] = {}
+        for split, folder in dirs.items():
+            names, paths, labels = scan_image_folder(folder, self.on_invalid, self.verify_images)
+            if split == "train":
+                classes = names
+            else:
+                check_same_classes(classes, names, dirs["train"], folder)
+            splits[split] = Split(paths, labels)
+        return classes, splits

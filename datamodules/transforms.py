@@ -1,0 +1,33 @@
+"""Image transforms derived from a backbone's data config."""
+
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+from tlkit.backbones import DataConfig
+
+
+def eval_transform(config: DataConfig) -> T.Compose:
+    """Resize to ``image_size / crop_pct``, centre-crop ``image_size``, normalise with the backbone's mean/std."""
+    interpolation = T.InterpolationMode(config.interpolation)
+    resize = round(config.image_size / config.crop_pct)
+    return T.Compose(
+        [
+            T.Resize(resize, interpolation=interpolation),
+            T.CenterCrop(config.image_size),
+            T.ToTensor(),
+            T.Normalize(config.mean, config.std),
+        ]
+    )
+
+
+def train_transform(config: DataConfig, augment: bool = True, hflip: bool = True) -> T.Compose:
+    """The small-data preset: random resized crop, horizontal flip, TrivialAugment. ``augment=False`` is eval's."""
+    if not augment:
+        return eval_transform(config)
+    interpolation = T.InterpolationMode(config.interpolation)
+    steps: list = [T.RandomResizedCrop(config.image_size, scale=(0.35, 1.0), interpolation=interpolation)]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.TrivialAugmentWide(interpolation=interpolation), T.ToTensor(), T.Normalize(config.mean, config.std)]
+    return T.Compose(steps)

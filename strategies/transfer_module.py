@@ -1,0 +1,188 @@
+"""`TransferModule`: backbone + new head, the LightningModule every tlkit strategy derives from."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from tlkit.strategies.heads import HeadKind, make_head
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from tlkit.backbones import Backbone
+from tlkit.errors import ConfigError, config_error
+
+Stage = Literal["train", "val", "test"]
+
+
+class TransferModule(LightningModule):
+    """A pretrained backbone with a new classification head, trained end to end.
+
+    Strategies subclass it and override only what differs (which groups train, the loss, extra modules). The
+    optimizer gets one named param group per backbone layer group plus ``head`` (every parameter outside the
+    backbone), all created up front: freezing only flips ``requires_grad``, so schedulers and resume stay consistent.
+
+    Args:
+        backbone: a timm name, ``torchvision:<name>``, or a ready `Backbone` (research code).
+        weights: ``imagenet``, ``null`` for random init, or a path to a state-dict file.
+        num_classes: number of classes; taken from the datamodule's ``num_classes`` when omitted.
+        head: ``linear``, or ``mlp`` (Linear-BN-ReLU-Dropout-Linear).
+        head_hidden_dim: width of the MLP head's hidden layer.
+        dropout: dropout before the head's last Linear layer.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        optimizer: optimizer factory; its ``lr`` is the head's learning rate. Default AdamW(lr=1e-3, wd=0.01).
+        lr_scheduler: scheduler factory; default (``null``) is cosine annealing to zero over the run, per step.
+        scheduler_interval: whether a configured ``lr_scheduler`` steps every ``step`` or every ``epoch``.
+
+    Example:
+        >>> model = TransferModule("resnet18", weights=None, num_classes=10)
+        >>> [g["name"] for g in model.param_groups()][-2:]
+        ['layer4', 'head']
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        super().__init__()
+        if head not in ("linear", "mlp"):
+            raise config_error("head", "'linear' or 'mlp'", head)
+        if not 0.0 <= dropout < 1.0:
+            raise config_error("dropout", "in [0, 1)", dropout)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise config_error("label_smoothing", "in [0, 1)", label_smoothing)
+        if num_classes is not None and num_classes < 2:
+            raise config_error("num_classes", "an integer >= 2", num_classes)
+        if scheduler_interval not in ("step", "epoch"):
+            raise config_error("scheduler_interval", "'step' or 'epoch'", scheduler_interval)
+        ignore = ["optimizer", "lr_scheduler"] + ([] if isinstance(backbone, str) else ["backbone"])
+        self.save_hyperparameters(ignore=ignore)
+        self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, weights=weights)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.head: nn.Module | None = None
+        if num_classes is not None:
+            self._build_head(num_classes)
+        self.configure_backbone()
+
+    def configure_backbone(self) -> None:
+        """Called once at the end of ``__init__``: where a strategy freezes what it does not train."""
+
+    # ----------------------------------------------------------------------------------------------------- building
+    def _build_head(self, num_classes: int) -> None:
+        hp = self.hparams
+        self.num_classes = num_classes
+        self.head = make_head(hp.head, self.backbone.num_features, num_classes, hp.head_hidden_dim, hp.dropout)
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
+        )
+
+    @staticmethod
+    def _make_metrics(stage: Stage, num_classes: int) -> MetricCollection:
+        metrics: dict[str, Any] = {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+        if num_classes >= 5:
+            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        return MetricCollection(metrics, prefix=f"{stage}/")
+
+    def setup(self, stage: str) -> None:
+        if self.head is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        num_classes = getattr(datamodule, "num_classes", None)
+        if num_classes is None:
+            raise ConfigError(
+                "Expected `model.num_classes` to be set, or a datamodule with a `num_classes` attribute, "
+                "but got neither."
+            )
+        self.hparams.num_classes = num_classes  # saved in checkpoints, so load_from_checkpoint rebuilds the head
+        self._build_head(num_classes)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One named group per backbone layer group (input to output), then ``head`` with everything else.
+
+        Each group carries ``lr_scale``; `configure_optimizers` turns it into the group's real ``lr``.
+        """
+        n = len(self.backbone.layer_groups)
+        groups = [
+            {"name": g.name, "params": g.parameters, "lr_scale": self.lr_scale(depth=n - g.index)}
+            for g in self.backbone.layer_groups
+        ]
+        backbone_params = {id(p) for p in self.backbone.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in backbone_params]
+        groups.append({"name": "head", "params": rest, "lr_scale": 1.0})
+        return groups
+
+    def lr_scale(self, depth: int) -> float:
+        """Learning-rate factor for the layer group ``depth`` places below the head (the head is depth 0)."""
+        return 1.0
+
+    def configure_optimizers(self) -> Any:
+        groups = self.param_groups()
+        scales = [g.pop("lr_scale") for g in groups]
+        optimizer = self.optimizer(groups)
+        base_lr = optimizer.defaults["lr"]
+        # The scale goes into the group's real `lr` (timm's `lr_scale` key is ignored by torch's schedulers).
+        for group, scale in zip(optimizer.param_groups, scales):
+            group["lr"] = base_lr * scale
+        if self.lr_scheduler is None:
+            total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+            interval = "step"
+        else:
+            scheduler = self.lr_scheduler(optimizer)
+            interval = self.hparams.scheduler_interval
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    # ------------------------------------------------------------------------------------------------------ forward
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features; strategies override this to change how the backbone runs (e.g. under no_grad)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.head(self.extract_features(x))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
+    # -------------------------------------------------------------------------------------------------------- steps
+    def _shared_step(self, batch: Any, stage: Stage) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.metrics[f"{stage}_metrics"].update(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(
+            self.metrics[f"{stage}_metrics"], on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y)
+        )
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class probabilities, shape (N, num_classes); ``batch`` is images or (images, labels)."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(dim=-1)

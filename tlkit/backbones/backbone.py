@@ -1,0 +1,150 @@
+"""`Backbone`: the one adapter every strategy uses, whatever the model's origin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tlkit.backbones._builders import DataConfig, build, group_names, pool_features
+from tlkit.errors import ConfigError, closest
+
+GroupRef = int | str
+
+
+@dataclass
+class LayerGroup:
+    """A named slice of the backbone that is frozen, unfrozen and given a learning rate as one unit."""
+
+    name: str
+    index: int  # 0 = nearest the input
+    parameters: list[nn.Parameter]
+    parameter_names: list[str]
+    batch_norms: list[_BatchNorm]
+
+
+class Backbone(nn.Module):
+    """A pretrained feature extractor with ordered layer groups, built from a name or any ``nn.Module``.
+
+    Args:
+        name: a timm model name (``tf_efficientnet_lite0``, ``resnet50``, ``vit_small_patch16_224``) or a torchvision
+            one prefixed with ``torchvision:`` (``torchvision:resnet18``). Ignored when ``model`` is given.
+        weights: ``None`` for random init, ``imagenet`` for the library's default pretrained weights, or a path to a
+            local state-dict file.
+        model: any ``nn.Module`` returning (N, C) or (N, C, H, W) features; its top-level children become the groups.
+        num_features: the width of ``model``'s features; inferred with one forward pass when omitted.
+        data_config: override the input size, mean and std the datamodules use.
+
+    Example:
+        >>> backbone = Backbone("resnet18", weights=None)
+        >>> backbone.group_names[:2]
+        ['conv1+bn1', 'layer1']
+        >>> backbone.freeze()  # everything
+        >>> backbone.unfreeze(["layer4"])  # by name, or by index: unfreeze([-1])
+    """
+
+    def __init__(
+        self,
+        name: str = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        model: nn.Module | None = None,
+        num_features: int | None = None,
+        data_config: DataConfig | None = None,
+    ) -> None:
+        super().__init__()
+        built = build(name, weights, model, num_features, data_config)
+        self.name = name if model is None else type(model).__name__
+        self.model = built.model
+        self.num_features = built.num_features
+        self.data_config = built.data_config
+        self.layer_groups = self._make_groups(built.groups)
+        # Indices of groups whose BatchNorm layers stay in eval mode (running statistics frozen) while training.
+        self._bn_eval: set[int] = set()
+
+    def _make_groups(self, groups: list[list[str]]) -> list[LayerGroup]:
+        params = dict(self.model.named_parameters())
+        group_of = {name: i for i, names in enumerate(groups) for name in names}
+        batch_norms: list[list[_BatchNorm]] = [[] for _ in groups]
+        last = 0
+        for module_name, module in self.model.named_modules():
+            own = [f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters(recurse=False)]
+            if own and own[0] in group_of:
+                last = group_of[own[0]]
+            if isinstance(module, _BatchNorm):
+                batch_norms[last].append(module)  # a BN without affine params belongs with the layer before it
+        return [
+            LayerGroup(name, i, [params[n] for n in names], names, batch_norms[i])
+            for i, (name, names) in enumerate(zip(group_names(groups), groups))
+        ]
+
+    @property
+    def group_names(self) -> list[str]:
+        """Layer group names, input to output."""
+        return [g.name for g in self.layer_groups]
+
+    def resolve_groups(self, groups: GroupRef | Iterable[GroupRef] | None) -> list[LayerGroup]:
+        """Groups by index (negative counts from the output end) or name; ``None`` means all."""
+        if groups is None:
+            return list(self.layer_groups)
+        if isinstance(groups, (int, str)):
+            groups = [groups]
+        resolved = []
+        by_name = {g.name: g for g in self.layer_groups}
+        n = len(self.layer_groups)
+        for ref in groups:
+            if isinstance(ref, int) and -n <= ref < n:
+                resolved.append(self.layer_groups[ref])
+            elif isinstance(ref, str) and ref in by_name:
+                resolved.append(by_name[ref])
+            else:
+                options = closest(ref, by_name) if isinstance(ref, str) else []
+                raise ConfigError(
+                    f"Expected a layer group of backbone {self.name!r} (an index in [{-n}, {n - 1}] or a name), "
+                    f"but got {ref!r}. Valid names: {', '.join(options or self.group_names)}."
+                )
+        return resolved
+
+    def freeze(self, groups: GroupRef | Sequence[GroupRef] | None = None, bn_eval: bool = True) -> None:
+        """Stop training ``groups`` (all by default); their BatchNorm statistics freeze too unless ``bn_eval=False``."""
+        for group in self.resolve_groups(groups):
+            for p in group.parameters:
+                p.requires_grad_(False)
+            if bn_eval:
+                self._bn_eval.add(group.index)
+        self.train(self.training)
+
+    def unfreeze(self, groups: GroupRef | Sequence[GroupRef] | None = None, bn_eval: bool = False) -> None:
+        """Train ``groups`` (all by default); ``bn_eval=True`` keeps their BatchNorm statistics frozen anyway."""
+        for group in self.resolve_groups(groups):
+            for p in group.parameters:
+                p.requires_grad_(True)
+            if bn_eval:
+                self._bn_eval.add(group.index)
+            else:
+                self._bn_eval.discard(group.index)
+        self.train(self.training)
+
+    def is_trainable(self, group: LayerGroup) -> bool:
+        return any(p.requires_grad for p in group.parameters)
+
+    @property
+    def trainable_group_names(self) -> list[str]:
+        return [g.name for g in self.layer_groups if self.is_trainable(g)]
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if mode:
+            for index in self._bn_eval:
+                for bn in self.layer_groups[index].batch_norms:
+                    bn.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, shape (N, num_features)."""
+        return pool_features(self.model(x))
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, num_features={self.num_features}, groups={len(self.layer_groups)}"

