@@ -143,11 +143,14 @@ class ClassificationDataModule(LightningDataModule):
         classes, loaded = self._load()
         self.classes, splits = classes, dict(loaded)
         train = splits["train"]
+        val_fraction = hp.val_fraction
         if "test" not in splits:
             rest, held = stratified_split(train.labels, hp.test_fraction, hp.seed)
             train, splits["test"] = train.subset(rest), train.subset(held)
+            # Both fractions are of the whole folder: rescale val's to what is left after the test split.
+            val_fraction = hp.val_fraction / (1.0 - hp.test_fraction)
         if "val" not in splits:
-            rest, held = stratified_split(train.labels, hp.val_fraction, hp.seed + 1)
+            rest, held = stratified_split(train.labels, val_fraction, hp.seed + 1)
             train, splits["val"] = train.subset(rest), train.subset(held)
         keep = limit_labels(train.labels, self.classes, hp.seed, hp.labels_per_class, hp.train_fraction)
         splits["train"] = train.subset(keep)

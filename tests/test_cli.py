@@ -1,0 +1,98 @@
+"""The `tlkit` command: every shipped config runs, defaults log to TensorBoard and checkpoint, bad options fail."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import write_image_folder
+from tlkit.cli import TLKitCLI
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def data_overrides(config: Path, tmp_path: Path) -> list[str]:
+    """Point configs that expect a user's image folder at a small real one."""
+    if "data_dir:" in config.read_text():
+        return ["--data.init_args.data_dir", str(write_image_folder(tmp_path / "images", per_class=8))]
+    return []
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_fast_dev_runs(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(config), "--trainer.fast_dev_run=true", *data_overrides(config, tmp_path)]
+    cli = TLKitCLI(args=args)
+    assert cli.trainer.state.finished
+    assert cli.trainer.global_step == 1
+
+
+def test_console_script_runs_a_config(tmp_path):
+    tlkit = Path(sys.executable).parent / "tlkit"
+    result = subprocess.run(
+        [str(tlkit), "fit", "--config", str(REPO / "configs" / "digits_finetune.yaml"), "--trainer.fast_dev_run=true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max_steps=1` reached" in result.stderr + result.stdout
+
+
+def test_defaults_log_group_lrs_to_tensorboard_and_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit",
+        "--model=FineTuning",
+        "--model.backbone=test_resnet",
+        "--model.weights=null",
+        "--data=DigitsDataModule",
+        "--data.image_size=32",
+        "--data.labels_per_class=3",
+        "--trainer.max_epochs=2",
+        "--trainer.log_every_n_steps=1",
+    ]
+    cli = TLKitCLI(args=args)
+    log_dir = Path(cli.trainer.logger.log_dir).resolve()
+    assert log_dir == tmp_path / "logs" / "tlkit" / "version_0"
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    group_tags = {f"lr-AdamW/{name}" for name in cli.model.backbone.group_names + ["head"]}
+    assert group_tags <= tags, sorted(tags)
+    assert {"val/acc", "train/loss_step"} <= tags
+    checkpoints = sorted(p.name for p in (log_dir / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints), checkpoints
+    assert (log_dir / "config.yaml").is_file()
+
+
+def test_print_config_resolves_short_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        TLKitCLI(args=["fit", "--config", str(REPO / "configs" / "digits_finetune.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: tlkit.strategies.FineTuning" in printed
+    assert "class_path: tlkit.datamodules.DigitsDataModule" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--model.init_args.lr_decai=0.5"], r"lr_decai"),
+        (["--model=NoSuchStrategy"], r"NoSuchStrategy"),
+        (["--model.init_args.head=conv"], r"head"),
+    ],
+)
+def test_bad_cli_options_fail_with_a_message(args, match, capsys):
+    base = ["fit", "--config", str(REPO / "configs" / "digits_finetune.yaml")]
+    with pytest.raises(SystemExit) as exit_info:
+        TLKitCLI(args=base + args)
+    assert exit_info.value.code != 0
+    assert re.search(match, capsys.readouterr().err)
