@@ -1,0 +1,14 @@
+"""`make demo` end to end, shortened to one batch per run: both runs train, test and print the table."""
+
+from tlkit import demo
+
+
+def test_demo_prints_the_comparison_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    results = demo.main(short + ["--trainer.limit_test_batches=1"])
+    assert set(results) == {"ImageNet-pretrained", "random init"}
+    assert all(0.0 <= r["acc"] <= 1.0 for r in results.values())
+    printed = capsys.readouterr().out
+    assert "| ImageNet-pretrained  |" in printed and "tensorboard --logdir logs" in printed
+    assert (tmp_path / "logs" / "tlkit" / "version_1" / "checkpoints" / "last.ckpt").is_file()
