@@ -6,11 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.transforms import eval_transform, train_transform
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlkit.backbones import DataConfig
 from tlkit.errors import config_error
@@ -39,6 +40,28 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         image = self.load(self.split.samples[index])
         return (self.transform(image) if self.transform else image), self.split.labels[index]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles with a permutation seeded by ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before every epoch, so epoch ``k`` sees the same order in an uninterrupted run and
+    in one resumed from a checkpoint (a plain ``shuffle=True`` draws from the global RNG, which a resume does not
+    restore). Under DDP Lightning swaps in a DistributedSampler, which is epoch-seeded the same way.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class ClassificationDataModule(LightningDataModule):
@@ -168,10 +191,11 @@ class ClassificationDataModule(LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), hp.seed) if shuffle else None,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers,

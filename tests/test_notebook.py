@@ -12,7 +12,9 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("TLKIT_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     last_output = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
     assert "| ImageNet-pretrained  |" in last_output and "| random init          |" in last_output
     assert (tmp_path / "logs" / "quickstart-pretrained").is_dir()
