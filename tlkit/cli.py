@@ -19,7 +19,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-import tlkit.datamodules  # noqa: F401 (imported so their classes resolve by short name)
+import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
+import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
 from tlkit.strategies import TransferModule
 

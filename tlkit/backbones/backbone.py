@@ -127,6 +127,21 @@ class Backbone(nn.Module):
                 self._bn_eval.discard(group.index)
         self.train(self.training)
 
+    def set_trainable_parameters(self, names: set[str], freeze_bn: bool = False) -> None:
+        """Train exactly the parameters named in ``names`` (names as in ``LayerGroup.parameter_names``).
+
+        A group with no trainable parameter keeps its BatchNorm in eval mode; ``freeze_bn`` keeps every group's
+        BatchNorm in eval mode.
+        """
+        for group in self.layer_groups:
+            for name, p in zip(group.parameter_names, group.parameters):
+                p.requires_grad_(name in names)
+            if freeze_bn or not self.is_trainable(group):
+                self._bn_eval.add(group.index)
+            else:
+                self._bn_eval.discard(group.index)
+        self.train(self.training)
+
     def is_trainable(self, group: LayerGroup) -> bool:
         return any(p.requires_grad for p in group.parameters)
 

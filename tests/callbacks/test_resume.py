@@ -1,0 +1,54 @@
+"""Resuming from any epoch's checkpoint, before or after any phase change and mid warm-up, ends bitwise identical to
+the uninterrupted run, for every schedule form."""
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tests.callbacks._helpers import loaders, max_difference, model, trainer
+from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
+
+SCHEDULES = {
+    "gradual": dict(every_n_epochs=2, groups_per_step=2),
+    "milestones": dict(milestones={1: ["layer4.0"], 3: [r"layer2\.0\.conv", "layer3.0"], 4: "all"}),
+    "plateau": dict(monitor="val/loss", patience=1, max_epochs_per_phase=2),
+}
+EPOCHS = 6
+
+
+def callbacks():
+    # 4 steps per epoch: the 10-step warm-up of each newly unfrozen group spans checkpoints.
+    return [LRWarmup(duration=10, shape="cosine")]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=list(SCHEDULES))
+def test_resume_is_bitwise_identical(tmp_path, schedule):
+    train, val = loaders()
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+    unfreezing = ProgressiveUnfreezing(**SCHEDULES[schedule])
+    reference = model()
+    trainer(tmp_path, [unfreezing, *callbacks(), every_epoch], max_epochs=EPOCHS).fit(reference, train, val)
+    assert unfreezing.phase >= 2, "the schedule must change phase more than once within the run"
+    expected = {k: v.clone() for k, v in reference.state_dict().items()}
+
+    for epoch in range(EPOCHS - 1):
+        resumed = model()
+        resumed_unfreezing = ProgressiveUnfreezing(**SCHEDULES[schedule])
+        trainer(tmp_path / f"resume{epoch}", [resumed_unfreezing, *callbacks()], max_epochs=EPOCHS).fit(
+            resumed, train, val, ckpt_path=tmp_path / "ckpt" / f"epoch={epoch}.ckpt"
+        )
+        assert max_difference(expected, resumed.state_dict()) == 0.0, f"resumed from the end of epoch {epoch}"
+        assert resumed.backbone.trainable_group_names == reference.backbone.trainable_group_names
+        assert resumed_unfreezing.phase == unfreezing.phase
+
+
+def test_checkpoint_holds_callback_progress_in_plain_types(tmp_path):
+    train, val = loaders()
+    trainer_ = trainer(tmp_path, [ProgressiveUnfreezing(every_n_epochs=1), LRWarmup(duration=3)], max_epochs=2)
+    trainer_.fit(model(), train, val)
+    trainer_.save_checkpoint(tmp_path / "last.ckpt")
+    states = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
+    unfreezing = next(v for k, v in states.items() if k.startswith("ProgressiveUnfreezing"))
+    warmup = next(v for k, v in states.items() if k.startswith("LRWarmup"))
+    assert unfreezing["phase"] == 1 and unfreezing["trainable_groups"] == ["layer4.0"]
+    assert warmup["started_at"] == {"head": 0, "layer4.0": 4}
