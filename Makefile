@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q --durations=15
+
+# Benchmarks print Markdown tables and write JSON under benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/frozen_prefix.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
