@@ -1,12 +1,17 @@
-"""DataModules: labelled image folders and bundled data, validated before training."""
+"""DataModules: labelled image folders, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule, EpochShuffleSampler, ImageDataset, Split
 from tlkit.datamodules.digits import DigitsDataModule
+from tlkit.datamodules.digits_m import DigitsMDataModule
+from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
 
 __all__ = [
     "ClassificationDataModule",
     "DigitsDataModule",
+    "DigitsMDataModule",
+    "DomainAdaptationDataModule",
+    "DomainDataModule",
     "EpochShuffleSampler",
     "ImageDataset",
     "ImageFolderDataModule",

@@ -43,25 +43,34 @@ class ImageDataset(Dataset):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with a permutation seeded by ``(seed, epoch)``.
+    """Shuffles with permutations seeded by ``(seed, epoch)``.
 
     Lightning calls ``set_epoch`` before every epoch, so epoch ``k`` sees the same order in an uninterrupted run and
     in one resumed from a checkpoint (a plain ``shuffle=True`` draws from the global RNG, which a resume does not
     restore). Under DDP Lightning swaps in a DistributedSampler, which is epoch-seeded the same way.
+
+    Args:
+        size: dataset length.
+        seed: base seed.
+        num_samples: indices per epoch; more than ``size`` chains fresh permutations (for fixed-length epochs over a
+            small domain). Default ``size``.
     """
 
-    def __init__(self, size: int, seed: int = 0) -> None:
+    def __init__(self, size: int, seed: int = 0, num_samples: int | None = None) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.num_samples = size if num_samples is None else num_samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        rounds = -(-self.num_samples // self.size)
+        indices = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
+        return iter(indices[: self.num_samples].tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
 
 class ClassificationDataModule(LightningDataModule):

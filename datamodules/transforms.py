@@ -31,3 +31,27 @@ def train_transform(config: DataConfig, augment: bool = True, hflip: bool = True
         steps.append(T.RandomHorizontalFlip())
     steps += [T.TrivialAugmentWide(interpolation=interpolation), T.ToTensor(), T.Normalize(config.mean, config.std)]
     return T.Compose(steps)
+
+
+def weak_transform(config: DataConfig, hflip: bool = True) -> T.Compose:
+    """FixMatch's weak view: a mild random resized crop (and flip)."""
+    interpolation = T.InterpolationMode(config.interpolation)
+    steps: list = [T.RandomResizedCrop(config.image_size, scale=(0.7, 1.0), interpolation=interpolation)]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(config.mean, config.std)])
+
+
+def strong_transform(config: DataConfig, hflip: bool = True) -> T.Compose:
+    """FixMatch's strong view: random resized crop (and flip), RandAugment, random erasing."""
+    interpolation = T.InterpolationMode(config.interpolation)
+    steps: list = [T.RandomResizedCrop(config.image_size, scale=(0.35, 1.0), interpolation=interpolation)]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [
+        T.RandAugment(num_ops=2, magnitude=10, interpolation=interpolation),
+        T.ToTensor(),
+        T.Normalize(config.mean, config.std),
+        T.RandomErasing(p=0.5, scale=(0.02, 0.15)),
+    ]
+    return T.Compose(steps)

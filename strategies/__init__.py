@@ -1,7 +1,28 @@
 """Strategies: one LightningModule per transfer technique, all sharing `tlkit.backbones.Backbone`."""
 
+from tlkit.strategies.adversarial import CDAN, DANN
+from tlkit.strategies.discrepancy import DAN, DeepCORAL
+from tlkit.strategies.domain_adaptation import DomainAdaptation, SourceOnly
 from tlkit.strategies.feature_extraction import FeatureExtraction
 from tlkit.strategies.fine_tuning import FineTuning
+from tlkit.strategies.joint_training import JointTraining
+from tlkit.strategies.mcc import MCC
+from tlkit.strategies.mme import MME
+from tlkit.strategies.self_training import SelfTraining
 from tlkit.strategies.transfer_module import TransferModule
 
-__all__ = ["FeatureExtraction", "FineTuning", "TransferModule"]
+__all__ = [
+    "CDAN",
+    "DAN",
+    "DANN",
+    "DeepCORAL",
+    "DomainAdaptation",
+    "FeatureExtraction",
+    "FineTuning",
+    "JointTraining",
+    "MCC",
+    "MME",
+    "SelfTraining",
+    "SourceOnly",
+    "TransferModule",
+]

@@ -44,6 +44,9 @@ class TransferModule(LightningModule):
         ['layer4', 'head']
     """
 
+    #: (metric, mode) that checkpoints select on by default in the `tlkit` command.
+    checkpoint_monitor = ("val/acc", "max")
+
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Sequence
 
+import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -26,6 +27,7 @@ from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
 LOG_DIR = "logs"
+DEFAULT_MONITOR = "val/acc"
 
 
 def load_plugins() -> None:
@@ -62,7 +64,7 @@ class TLKitCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/acc",
+                "checkpoint.monitor": DEFAULT_MONITOR,
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 # Metric names contain "/", which ModelCheckpoint would turn into sub-folders.
@@ -74,9 +76,20 @@ class TLKitCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
     def before_fit(self) -> None:
+        self._select_checkpoint_metric()
         logger = self.trainer.logger
         if logger is not None and getattr(logger, "log_dir", None):
             rank_zero_info(f"tlkit: TensorBoard logs in {logger.log_dir}  (view with: tensorboard --logdir {LOG_DIR})")
+
+    def _select_checkpoint_metric(self) -> None:
+        """Checkpoint on the strategy's own metric (``val/im`` for domain adaptation) unless the user chose one."""
+        callback = self.trainer.checkpoint_callback
+        metric, mode = getattr(self.model, "checkpoint_monitor", (DEFAULT_MONITOR, "max"))
+        if callback is None or callback.monitor != DEFAULT_MONITOR or metric == DEFAULT_MONITOR:
+            return
+        callback.monitor, callback.mode = metric, mode
+        callback.kth_value = torch.tensor(-torch.inf if mode == "max" else torch.inf)
+        callback.filename = f"epoch{{epoch:03d}}-{metric.replace('/', '_')}{{{metric}:.4f}}"
 
 
 def main(args: Sequence[str] | None = None) -> None:

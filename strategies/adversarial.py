@@ -1,0 +1,208 @@
+"""Adversarial domain adaptation: `DANN` and `CDAN`, both with a gradient-reversed domain discriminator."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from tlkit.strategies.domain_adaptation import DomainAdaptation, binary_domain_loss
+from tlkit.strategies.heads import HeadKind
+from torch import nn
+from torchmetrics.classification import BinaryAccuracy
+
+from tlkit.backbones import Backbone
+from tlkit.errors import config_error
+from tlkit.functional import grad_reverse, warm_start_lambda
+
+
+def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:
+    """Two hidden layers with BatchNorm, as in DANN and TLlib, ending in one logit (source vs target)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_dim),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, 1),
+    )
+
+
+class _Adversarial(DomainAdaptation):
+    """Shared by DANN and CDAN: gradient reversal with DANN's warm-start coefficient, domain accuracy logging."""
+
+    def __init__(self, discriminator_hidden_dim: int, **kwargs) -> None:
+        if discriminator_hidden_dim < 1:
+            raise config_error("discriminator_hidden_dim", "an integer >= 1", discriminator_hidden_dim)
+        self.discriminator_hidden_dim = discriminator_hidden_dim
+        super().__init__(**kwargs)
+
+    def grl_coefficient(self) -> float:
+        """lambda = 2 / (1 + exp(-10 p)) - 1 with p = global_step / estimated_stepping_batches (resume-safe)."""
+        return warm_start_lambda(self.progress)
+
+    def discriminator_input(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def adaptation_loss(self, source_features, target_features, source_logits, target_logits):
+        coefficient = self.grl_coefficient()
+        self.log("train/grl_lambda", coefficient, on_step=True, on_epoch=False, batch_size=len(source_features))
+        features = torch.cat([source_features, target_features])
+        logits = torch.cat([source_logits, target_logits])
+        domain_logits = self.discriminator(grad_reverse(self.discriminator_input(features, logits), coefficient))
+        return self.domain_loss(domain_logits, logits, len(source_features))
+
+    def domain_loss(self, domain_logits: torch.Tensor, logits: torch.Tensor, n_source: int) -> torch.Tensor:
+        return binary_domain_loss(domain_logits, n_source)
+
+    def validation_features(self, features: torch.Tensor, domain: str) -> None:
+        domain_logits = self.discriminator(self.discriminator_input(features, self.head(features))).squeeze(1)
+        target = torch.full_like(domain_logits, 1 if domain == "source" else 0, dtype=torch.long)
+        self.domain_accuracy.update(domain_logits.sigmoid(), target)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        # Logged here rather than per step: the metric spans both validation loaders (source and target).
+        self.log("val/domain_acc", self.domain_accuracy.compute())
+        self.domain_accuracy.reset()
+
+
+class DANN(_Adversarial):
+    """Domain-adversarial training (Ganin & Lempitsky, 2015): a domain discriminator on the features, trained through
+    a gradient reversal layer so the backbone learns features the discriminator cannot tell apart.
+
+    The reversal coefficient follows lambda = 2 / (1 + exp(-10 p)) - 1, with p computed from
+    ``trainer.global_step / trainer.estimated_stepping_batches`` so it continues correctly after a resume.
+
+    Args:
+        discriminator_hidden_dim: width of the discriminator's two hidden layers.
+
+    The other arguments are `DomainAdaptation`'s.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        trade_off: float = 1.0,
+        discriminator_hidden_dim: int = 1024,
+        backbone_lr_factor: float = 0.1,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        super().__init__(
+            discriminator_hidden_dim=discriminator_hidden_dim,
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            trade_off=trade_off,
+            backbone_lr_factor=backbone_lr_factor,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+
+    def build_adaptation_modules(self, num_classes: int) -> None:
+        self.discriminator = domain_discriminator(self.backbone.num_features, self.discriminator_hidden_dim)
+        self.domain_accuracy = BinaryAccuracy()
+
+
+class CDAN(_Adversarial):
+    """Conditional domain-adversarial training (Long et al., 2018): the discriminator sees the multilinear map of
+    features and class predictions, so alignment respects the classes; entropy conditioning weights confident
+    examples up.
+
+    When ``num_features * num_classes`` exceeds ``randomized_dim``, the randomized multilinear map
+    ``(f R_f) * (g R_g) / sqrt(d)`` with fixed random matrices replaces the outer product.
+
+    Args:
+        discriminator_hidden_dim: width of the discriminator's two hidden layers.
+        randomized_dim: output size of the randomized multilinear map, used when the outer product is larger.
+        entropy_conditioning: weight each example by ``1 + exp(-entropy)`` of its prediction.
+
+    The other arguments are `DomainAdaptation`'s.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        trade_off: float = 1.0,
+        discriminator_hidden_dim: int = 1024,
+        randomized_dim: int = 1024,
+        entropy_conditioning: bool = True,
+        backbone_lr_factor: float = 0.1,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        if randomized_dim < 1:
+            raise config_error("randomized_dim", "an integer >= 1", randomized_dim)
+        self.randomized_dim = randomized_dim
+        self.entropy_conditioning = entropy_conditioning
+        super().__init__(
+            discriminator_hidden_dim=discriminator_hidden_dim,
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            trade_off=trade_off,
+            backbone_lr_factor=backbone_lr_factor,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+
+    def build_adaptation_modules(self, num_classes: int) -> None:
+        f = self.backbone.num_features
+        self.randomized = f * num_classes > self.randomized_dim
+        if self.randomized:
+            # Fixed random projections, saved with the model (buffers) so a resumed run uses the same map.
+            generator = torch.Generator().manual_seed(0)
+            self.register_buffer("random_features", torch.randn(f, self.randomized_dim, generator=generator))
+            self.register_buffer("random_classes", torch.randn(num_classes, self.randomized_dim, generator=generator))
+            in_features = self.randomized_dim
+        else:
+            in_features = f * num_classes
+        self.discriminator = domain_discriminator(in_features, self.discriminator_hidden_dim)
+        self.domain_accuracy = BinaryAccuracy()
+
+    def discriminator_input(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        g = F.softmax(logits, dim=1).detach()  # the class predictions condition the map but are not trained by it
+        if self.randomized:
+            return (features @ self.random_features) * (g @ self.random_classes) / math.sqrt(self.randomized_dim)
+        return torch.bmm(g.unsqueeze(2), features.unsqueeze(1)).flatten(1)
+
+    def domain_loss(self, domain_logits: torch.Tensor, logits: torch.Tensor, n_source: int) -> torch.Tensor:
+        if not self.entropy_conditioning:
+            return binary_domain_loss(domain_logits, n_source)
+        probabilities = F.softmax(logits, dim=1).detach()
+        entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(dim=1)
+        weights = 1.0 + torch.exp(-entropy)
+        # Normalise per domain so each domain carries the same total weight.
+        weights[:n_source] = weights[:n_source] / weights[:n_source].sum()
+        weights[n_source:] = weights[n_source:] / weights[n_source:].sum()
+        labels = torch.cat([torch.ones(n_source), torch.zeros(len(logits) - n_source)]).to(domain_logits)
+        losses = F.binary_cross_entropy_with_logits(domain_logits.squeeze(1), labels, reduction="none")
+        return (weights * losses).sum() / weights.sum()

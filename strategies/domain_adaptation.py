@@ -1,0 +1,258 @@
+"""`DomainAdaptation`: the base of every domain-adaptation strategy, and `SourceOnly`, the baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from tlkit.strategies.heads import HeadKind
+from tlkit.strategies.transfer_module import TransferModule
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from tlkit.backbones import Backbone
+from tlkit.errors import ConfigError, config_error
+from tlkit.functional import bnm_score, im_score, snd_score, warm_start_lambda
+
+# Validators are computed on at most this many target validation images (SND is quadratic in their number).
+MAX_VALIDATOR_SAMPLES = 2048
+EMBEDDING_SAMPLES_PER_DOMAIN = 300
+
+
+class DomainAdaptation(TransferModule):
+    """Backbone + head trained on a labelled source domain while adapting to a target domain.
+
+    Use with a `DomainDataModule` (`DigitsMDataModule`, `DomainAdaptationDataModule`). Each training step runs the
+    source and target batches through the backbone together, adds the strategy's `adaptation_loss` on the features
+    and logits, weighted by ``trade_off``, to the source cross-entropy. Strategies override `adaptation_loss` (and,
+    where they need more, `training_step`).
+
+    Every validation epoch logs source accuracy, target accuracy (the target validation split has labels in the
+    bundled and folder datamodules) and three validators that need no target label, computed on the target
+    validation predictions: ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density) and
+    ``val/bnm`` (batch nuclear-norm). Checkpoints select on ``val/im`` by default, never on target test data. At the
+    end of fit, source and target features go to TensorBoard's embedding projector with domain and class metadata.
+
+    Args:
+        trade_off: weight of the adaptation loss.
+        backbone_lr_factor: learning-rate factor of every backbone group relative to the head (0.1 is customary).
+
+    The other arguments are `TransferModule`'s.
+    """
+
+    checkpoint_monitor = ("val/im", "max")
+    #: "weak_strong" asks the datamodule for two augmented views of each target image.
+    target_views = "single"
+    #: Whether the strategy trains on labelled target images (semi-supervised and supervised DA).
+    uses_target_labels = False
+    #: Whether the adaptation weight ramps up with DANN's warm-start schedule.
+    warm_start = False
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        trade_off: float = 1.0,
+        backbone_lr_factor: float = 0.1,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        if trade_off < 0:
+            raise config_error("trade_off", "a number >= 0", trade_off)
+        if not 0.0 < backbone_lr_factor <= 1.0:
+            raise config_error("backbone_lr_factor", "in (0, 1]", backbone_lr_factor)
+        self.trade_off = trade_off
+        self.backbone_lr_factor = backbone_lr_factor
+        super().__init__(
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+        self._target_val_probabilities: list[torch.Tensor] = []
+
+    def lr_scale(self, depth: int) -> float:
+        return 1.0 if depth == 0 else self.backbone_lr_factor
+
+    def _build_head(self, num_classes: int) -> None:
+        super()._build_head(num_classes)
+        self.build_adaptation_modules(num_classes)
+        self.domain_metrics = nn.ModuleDict(
+            {
+                "source": MetricCollection(
+                    {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="val/source_"
+                ),
+                "target": MetricCollection(
+                    {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="val/target_"
+                ),
+            }
+        )
+
+    def build_adaptation_modules(self, num_classes: int) -> None:
+        """Create extra modules (a domain discriminator, ...) once the number of classes is known."""
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and not hasattr(datamodule, "load_domains"):
+            raise ConfigError(
+                f"Expected {type(self).__name__} to train on a DomainDataModule (DigitsMDataModule, "
+                f"DomainAdaptationDataModule), but got {type(datamodule).__name__}."
+            )
+        if stage == "fit" and self.uses_target_labels and datamodule.hparams.target_labels == "none":
+            raise ConfigError(
+                f"Expected `data.target_labels` to be 'few' or 'all' for {type(self).__name__}, which trains on "
+                "labelled target images, but got 'none'."
+            )
+
+    # ---------------------------------------------------------------------------------------------- training
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1], from the restored step counter, so schedules survive a resume."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        return min(1.0, self.trainer.global_step / max(1, total))
+
+    def adaptation_weight(self) -> float:
+        return self.trade_off * (warm_start_lambda(self.progress) if self.warm_start else 1.0)
+
+    def adaptation_loss(
+        self,
+        source_features: torch.Tensor,
+        target_features: torch.Tensor,
+        source_logits: torch.Tensor,
+        target_logits: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The strategy's loss on one source and one target batch; None for no adaptation."""
+        return None
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["source"]
+        xt = batch["target"]
+        n = len(xs)
+        features = self.extract_features(torch.cat([xs, xt]))
+        logits = self.head(features)
+        cls_loss = self.loss(logits[:n], ys)
+        weight = self.adaptation_weight()
+        adaptation = self.adaptation_loss(features[:n], features[n:], logits[:n], logits[n:])
+        loss = cls_loss if adaptation is None else cls_loss + weight * adaptation
+        if self.uses_target_labels:
+            loss = loss + self.labelled_target_loss(batch["target_labeled"])
+        self.log_training(loss, cls_loss, adaptation, weight, logits[:n], ys)
+        return loss
+
+    def labelled_target_loss(self, labelled: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = labelled
+        return self.loss(self(x), y)
+
+    def log_training(self, loss, cls_loss, adaptation, weight, source_logits, source_labels) -> None:
+        n = len(source_labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/cls_loss", cls_loss, on_step=False, on_epoch=True, batch_size=n)
+        if adaptation is not None:
+            self.log("train/adaptation_loss", adaptation, on_step=False, on_epoch=True, batch_size=n)
+            self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False, batch_size=n)
+        metrics = self.metrics["train_metrics"]
+        metrics.update(source_logits, source_labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+
+    # -------------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        features = self.extract_features(x)
+        logits = self.head(features)
+        domain = "source" if dataloader_idx == 0 else "target"
+        self.domain_metrics[domain].update(logits, y)
+        self.log_dict(self.domain_metrics[domain], on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
+        if domain == "target":
+            self.log("val/loss", self.loss(logits, y), on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
+            self._target_val_probabilities.append(logits.softmax(dim=1).detach())
+        self.validation_features(features, domain)
+
+    def validation_features(self, features: torch.Tensor, domain: str) -> None:
+        """Hook for strategies that score features per domain (e.g. the domain discriminator's accuracy)."""
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._target_val_probabilities:
+            return
+        probabilities = torch.cat(self._target_val_probabilities)
+        self._target_val_probabilities = []
+        # Every rank scores the same gathered predictions, so checkpointing and early stopping agree across ranks.
+        probabilities = self.all_gather(probabilities).reshape(-1, probabilities.shape[-1])[:MAX_VALIDATOR_SAMPLES]
+        probabilities = probabilities.float()
+        self.log("val/im", im_score(probabilities), prog_bar=True)
+        self.log("val/snd", snd_score(probabilities))
+        self.log("val/bnm", bnm_score(probabilities))
+
+    # ------------------------------------------------------------------------------------------------ monitoring
+    def on_fit_end(self) -> None:
+        logger = self.logger
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not isinstance(logger, TensorBoardLogger) or not self.trainer.is_global_zero or datamodule is None:
+            return
+        source_loader, target_loader = datamodule.val_dataloader()
+        features, metadata = [], []
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            for domain, loader in (("source", source_loader), ("target", target_loader)):
+                seen = 0
+                for x, y in loader:
+                    x = x[: EMBEDDING_SAMPLES_PER_DOMAIN - seen].to(self.device)
+                    features.append(self.extract_features(x).float().cpu())
+                    metadata += [[domain, datamodule.classes[int(c)]] for c in y[: len(x)]]
+                    seen += len(x)
+                    if seen >= EMBEDDING_SAMPLES_PER_DOMAIN:
+                        break
+        self.train(was_training)
+        logger.experiment.add_embedding(
+            torch.cat(features),
+            metadata=metadata,
+            metadata_header=["domain", "class"],
+            tag="features",
+            global_step=self.trainer.global_step,
+        )
+
+    # ------------------------------------------------------------------------------------------------- testing
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Target test accuracy and F1 as ``test/acc`` and ``test/f1``."""
+        return self._shared_step(batch, "test")
+
+
+class SourceOnly(DomainAdaptation):
+    """The baseline: train on the labelled source domain only, evaluate on the target.
+
+    Takes `DomainAdaptation`'s arguments (``trade_off`` is unused).
+    """
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["source"]
+        logits = self(xs)
+        loss = self.loss(logits, ys)
+        self.log_training(loss, loss, None, 0.0, logits, ys)
+        return loss
+
+
+def domain_labels(n_source: int, n_target: int, device: torch.device) -> torch.Tensor:
+    """1 for source rows, 0 for target rows."""
+    return torch.cat([torch.ones(n_source, device=device), torch.zeros(n_target, device=device)])
+
+
+def binary_domain_loss(domain_logits: torch.Tensor, n_source: int) -> torch.Tensor:
+    labels = domain_labels(n_source, len(domain_logits) - n_source, domain_logits.device)
+    return F.binary_cross_entropy_with_logits(domain_logits.squeeze(1), labels)

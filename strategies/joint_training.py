@@ -1,0 +1,72 @@
+"""`JointTraining`: supervised domain adaptation on labelled source and labelled target images."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.heads import HeadKind
+
+from tlkit.backbones import Backbone
+from tlkit.errors import config_error
+
+
+class JointTraining(DomainAdaptation):
+    """Train on labelled source and labelled target images together: ``source_weight * CE(source) + CE(target)``.
+
+    With ``target_labels: all`` and ``source_weight: 0`` it is the target oracle, the upper reference for the
+    unsupervised methods.
+
+    Args:
+        source_weight: weight of the source cross-entropy (0 trains on the target alone).
+
+    The other arguments are `DomainAdaptation`'s (``trade_off`` is unused).
+    """
+
+    uses_target_labels = True
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        source_weight: float = 1.0,
+        backbone_lr_factor: float = 0.1,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        if source_weight < 0:
+            raise config_error("source_weight", "a number >= 0", source_weight)
+        self.source_weight = source_weight
+        super().__init__(
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            backbone_lr_factor=backbone_lr_factor,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["source"]
+        xl, yl = batch["target_labeled"]
+        n = len(xs)
+        logits = self(torch.cat([xs, xl]))
+        source_loss = self.loss(logits[:n], ys)
+        target_loss = self.loss(logits[n:], yl)
+        loss = self.source_weight * source_loss + target_loss
+        self.log("train/target_cls_loss", target_loss, on_step=False, on_epoch=True, batch_size=len(yl))
+        self.log_training(loss, source_loss, None, 0.0, logits[:n], ys)
+        return loss

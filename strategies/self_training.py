@@ -1,0 +1,78 @@
+"""`SelfTraining`: confidence-thresholded pseudo-labels with weak/strong augmentation (FixMatch-style)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.heads import HeadKind
+
+from tlkit.backbones import Backbone
+from tlkit.errors import config_error
+
+
+class SelfTraining(DomainAdaptation):
+    """Self-training baseline (Sohn et al., 2020, applied to the target domain): the prediction on a weakly augmented
+    target image, where its confidence reaches ``threshold``, becomes the label for a strongly augmented view of the
+    same image. The datamodule supplies both views.
+
+    Args:
+        threshold: minimum confidence for a pseudo-label to count.
+
+    The other arguments are `DomainAdaptation`'s (``trade_off`` weights the pseudo-label loss).
+    """
+
+    target_views = "weak_strong"
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        trade_off: float = 1.0,
+        threshold: float = 0.9,
+        backbone_lr_factor: float = 0.1,
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise config_error("threshold", "in (0, 1)", threshold)
+        self.threshold = threshold
+        super().__init__(
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            trade_off=trade_off,
+            backbone_lr_factor=backbone_lr_factor,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["source"]
+        weak, strong = batch["target"]
+        n, m = len(xs), len(weak)
+        logits = self(torch.cat([xs, weak, strong]))
+        source_logits, weak_logits, strong_logits = logits[:n], logits[n : n + m], logits[n + m :]
+        cls_loss = self.loss(source_logits, ys)
+        confidence, pseudo_labels = F.softmax(weak_logits.detach(), dim=1).max(dim=1)
+        mask = (confidence >= self.threshold).float()
+        pseudo_loss = (F.cross_entropy(strong_logits, pseudo_labels, reduction="none") * mask).mean()
+        weight = self.adaptation_weight()
+        loss = cls_loss + weight * pseudo_loss
+        self.log("train/pseudo_label_ratio", mask.mean(), on_step=False, on_epoch=True, batch_size=m)
+        self.log_training(loss, cls_loss, pseudo_loss, weight, source_logits, ys)
+        return loss

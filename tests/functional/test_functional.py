@@ -1,0 +1,119 @@
+"""Each loss and score against a straightforward loop-and-numpy reference implementation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tlkit.functional import (
+    bnm_score,
+    coral_loss,
+    entropy,
+    grad_reverse,
+    im_score,
+    mcc_loss,
+    mmd_loss,
+    snd_score,
+    warm_start_lambda,
+)
+
+rng = np.random.default_rng(0)
+
+
+def softmax(a, axis=1):
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_grad_reverse_flips_and_scales_the_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    y = grad_reverse(x, 0.3)
+    assert torch.equal(y, x)
+    (y * torch.arange(3.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.3 * torch.arange(3.0).expand(4, 3))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_warm_start_lambda(p):
+    assert warm_start_lambda(p) == pytest.approx(2 / (1 + math.exp(-10 * p)) - 1)
+    assert warm_start_lambda(p, max_value=0.5) == pytest.approx(0.5 * warm_start_lambda(p))
+
+
+def reference_mmd(x, y, multipliers):
+    pooled = np.concatenate([x, y])
+    sigma2 = np.mean([np.sum((a - b) ** 2) for a in pooled for b in pooled])
+
+    def k(a, b):
+        d = np.sum((a - b) ** 2)
+        return sum(np.exp(-d / (m * sigma2)) for m in multipliers)
+
+    def mean_k(p, q):
+        return np.mean([k(a, b) for a in p for b in q])
+
+    return mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y)
+
+
+def test_mmd_matches_reference_and_vanishes_for_equal_samples():
+    x, y = rng.normal(size=(6, 4)), rng.normal(loc=0.5, size=(5, 4))
+    multipliers = (0.5, 1.0, 2.0)
+    got = mmd_loss(torch.tensor(x), torch.tensor(y), multipliers).item()
+    assert got == pytest.approx(reference_mmd(x, y, multipliers), rel=1e-6)
+    assert abs(mmd_loss(torch.tensor(x), torch.tensor(x)).item()) < 1e-9
+
+
+def test_coral_matches_reference():
+    x, y = rng.normal(size=(8, 3)), rng.normal(scale=2.0, size=(7, 3))
+    expected = np.sum((np.cov(x, rowvar=False) - np.cov(y, rowvar=False)) ** 2) / (4 * 3 * 3)
+    assert coral_loss(torch.tensor(x), torch.tensor(y)).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_entropy_matches_reference():
+    logits = rng.normal(size=(5, 4))
+    p = softmax(logits)
+    expected = [-sum(q * math.log(q) for q in row) for row in p]
+    got = entropy(torch.tensor(logits), reduction="none")
+    assert np.allclose(got.numpy(), expected)
+    assert entropy(torch.tensor(logits)).item() == pytest.approx(np.mean(expected))
+
+
+def test_mcc_matches_reference():
+    logits = rng.normal(size=(6, 3)) * 3
+    t = 2.5
+    p = softmax(logits / t)
+    h = np.array([-sum(q * math.log(q + 1e-5) for q in row) for row in p])
+    w = 1 + np.exp(-h)
+    w = len(p) * w / w.sum()
+    confusion = np.zeros((3, 3))
+    for i in range(len(p)):
+        confusion += w[i] * np.outer(p[i], p[i])
+    confusion /= confusion.sum(axis=1, keepdims=True)
+    expected = (confusion.sum() - np.trace(confusion)) / 3
+    assert mcc_loss(torch.tensor(logits), t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_im_matches_reference_and_prefers_confident_diverse_predictions():
+    p = softmax(rng.normal(size=(10, 4)))
+    mean = p.mean(axis=0)
+    expected = -np.sum(mean * np.log(mean)) - np.mean([-np.sum(row * np.log(row)) for row in p])
+    assert im_score(torch.tensor(p)).item() == pytest.approx(expected, rel=1e-6)
+    confident_diverse = torch.eye(4).repeat(3, 1) * 0.97 + 0.01
+    collapsed = torch.tensor([[0.97, 0.01, 0.01, 0.01]]).repeat(12, 1)
+    assert im_score(confident_diverse) > im_score(collapsed)
+
+
+def test_snd_matches_reference():
+    p = softmax(rng.normal(size=(7, 3)) * 2)
+    x = p / np.linalg.norm(p, axis=1, keepdims=True)
+    total = 0.0
+    for i in range(len(x)):
+        sims = np.array([x[i] @ x[j] for j in range(len(x)) if j != i]) / 0.05
+        q = softmax(sims[None])[0]
+        total += -np.sum(q * np.log(q + 1e-12))
+    assert snd_score(torch.tensor(p)).item() == pytest.approx(total / len(x), rel=1e-6)
+
+
+def test_bnm_matches_reference():
+    p = softmax(rng.normal(size=(9, 4)))
+    expected = np.sum(np.linalg.svd(p, compute_uv=False)) / 9
+    assert bnm_score(torch.tensor(p)).item() == pytest.approx(expected, rel=1e-9)

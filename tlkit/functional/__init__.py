@@ -1,0 +1,19 @@
+"""Pure loss and score functions for domain adaptation and model selection without target labels."""
+
+from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
+from tlkit.functional.entropy import entropy, mcc_loss
+from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
+from tlkit.functional.validators import bnm_score, im_score, snd_score
+
+__all__ = [
+    "bnm_score",
+    "coral_loss",
+    "entropy",
+    "gaussian_kernels",
+    "grad_reverse",
+    "im_score",
+    "mcc_loss",
+    "mmd_loss",
+    "snd_score",
+    "warm_start_lambda",
+]
