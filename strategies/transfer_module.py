@@ -76,6 +76,9 @@ class TransferModule(LightningModule):
         self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, weights=weights)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.head_kind, self.head_hidden_dim, self.dropout = head, head_hidden_dim, dropout
+        self.label_smoothing = label_smoothing
         self.head: nn.Module | None = None
         if num_classes is not None:
             self._build_head(num_classes)
@@ -86,9 +89,10 @@ class TransferModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------------- building
     def _build_head(self, num_classes: int) -> None:
-        hp = self.hparams
         self.num_classes = num_classes
-        self.head = make_head(hp.head, self.backbone.num_features, num_classes, hp.head_hidden_dim, hp.dropout)
+        self.head = make_head(
+            self.head_kind, self.backbone.num_features, num_classes, self.head_hidden_dim, self.dropout
+        )
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
         )
@@ -149,7 +153,7 @@ class TransferModule(LightningModule):
             interval = "step"
         else:
             scheduler = self.lr_scheduler(optimizer)
-            interval = self.hparams.scheduler_interval
+            interval = self.scheduler_interval
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     # ------------------------------------------------------------------------------------------------------ forward
@@ -162,7 +166,7 @@ class TransferModule(LightningModule):
         return self.head(self.extract_features(x))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     # -------------------------------------------------------------------------------------------------------- steps
     def _shared_step(self, batch: Any, stage: Stage) -> torch.Tensor:
