@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
 from tlkit.datamodules import DigitsMDataModule
 from tlkit.strategies import CDAN, DANN, MCC, JointTraining, SelfTraining, SourceOnly
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
-from tlkit.datamodules._splits import limit_labels, stratified_split
-from tlkit.datamodules.transforms import eval_transform, train_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlkit.backbones import DataConfig
+from tlkit.datamodules._splits import limit_labels, stratified_split
+from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
 from tlkit.datamodules.classification import Split
 from tlkit.datamodules.digits import digit_images
 from tlkit.datamodules.domain_adaptation import DomainDataModule, EpochLength, TargetLabels

@@ -11,13 +11,13 @@ from typing import Any, Literal
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from tlkit.backbones import DataConfig
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.classification import EpochShuffleSampler, ImageDataset, Split
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
-from torch.utils.data import DataLoader, Dataset
-
-from tlkit.backbones import DataConfig
 from tlkit.errors import config_error
 
 TargetLabels = Literal["none", "few", "all"]

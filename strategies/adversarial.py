@@ -8,14 +8,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.domain_adaptation import DomainAdaptation, binary_domain_loss
-from tlkit.strategies.heads import HeadKind
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import grad_reverse, warm_start_lambda
+from tlkit.strategies.domain_adaptation import DomainAdaptation, binary_domain_loss
+from tlkit.strategies.heads import HeadKind
 
 
 def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tlkit.strategies.domain_adaptation import DomainAdaptation
-
 from tlkit.functional import coral_loss, mmd_loss
+from tlkit.strategies.domain_adaptation import DomainAdaptation
 
 
 class DAN(DomainAdaptation):

@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
-from tlkit.strategies.heads import HeadKind
-from tlkit.strategies.transfer_module import TransferModule
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -17,6 +15,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional import bnm_score, im_score, snd_score, warm_start_lambda
+from tlkit.strategies.heads import HeadKind
+from tlkit.strategies.transfer_module import TransferModule
 
 # Validators are computed on at most this many target validation images (SND is quadratic in their number).
 MAX_VALIDATOR_SAMPLES = 2048

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from tlkit.strategies.transfer_module import TransferModule
 
 

@@ -6,11 +6,11 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.heads import HeadKind
-from tlkit.strategies.transfer_module import TransferModule
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
+from tlkit.strategies.heads import HeadKind
+from tlkit.strategies.transfer_module import TransferModule
 
 
 class FineTuning(TransferModule):

@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.heads import HeadKind
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.heads import HeadKind
 
 
 class JointTraining(DomainAdaptation):

@@ -6,12 +6,12 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.heads import HeadKind
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import mcc_loss
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.heads import HeadKind
 
 
 class MCC(DomainAdaptation):

@@ -7,12 +7,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.domain_adaptation import DomainAdaptation
 from torch import nn
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import entropy, grad_reverse, warm_start_lambda
+from tlkit.strategies.domain_adaptation import DomainAdaptation
 
 
 class CosineClassifier(nn.Module):

@@ -7,11 +7,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.heads import HeadKind
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.heads import HeadKind
 
 
 class SelfTraining(DomainAdaptation):

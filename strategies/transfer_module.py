@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from tlkit.strategies.heads import HeadKind, make_head
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error
+from tlkit.strategies.heads import HeadKind, make_head
 
 Stage = Literal["train", "val", "test"]
 

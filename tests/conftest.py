@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
 from tlkit.datamodules.digits import digit_images
 
 TINY_BACKBONES = ["test_efficientnet", "test_resnet", "test_vit"]

@@ -5,9 +5,9 @@ import timm
 import torch
 from PIL import Image
 from skimage import data
-from tlkit.datamodules.transforms import eval_transform
 
 from tlkit.backbones import Backbone, efficientnet_lite0_state_dict
+from tlkit.datamodules.transforms import eval_transform
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+
 from tlkit.datamodules import EpochShuffleSampler
 from tlkit.strategies import FineTuning
-from torch.utils.data import DataLoader, TensorDataset
 
 NUM_CLASSES = 4
 

@@ -5,11 +5,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tlkit.strategies import FeatureExtraction
 
 from tests.callbacks._helpers import loaders, model, trainer
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.errors import ConfigError
+from tlkit.strategies import FeatureExtraction
 
 GROUPS = ["conv1+bn1", "layer1.0", "layer2.0", "layer3.0", "layer4.0"]  # test_resnet, input to output
 

@@ -3,10 +3,10 @@ from collections import Counter
 
 import pytest
 import torch
-from tlkit.datamodules import DigitsDataModule, ImageFolderDataModule
 
 from tests.conftest import write_image_folder
 from tlkit.backbones import DataConfig
+from tlkit.datamodules import DigitsDataModule, ImageFolderDataModule
 from tlkit.errors import ConfigError
 
 
@@ -144,9 +144,8 @@ def test_bad_datamodule_arguments(kwargs, match):
 
 
 def test_transforms_come_from_the_attached_backbone():
-    from tlkit.strategies import FeatureExtraction
-
     from tests.conftest import quiet_trainer
+    from tlkit.strategies import FeatureExtraction
 
     model = FeatureExtraction("test_vit", weights=None)
     dm = DigitsDataModule(image_size=None, batch_size=4, labels_per_class=1, augment=False)

@@ -2,12 +2,12 @@ import copy
 
 import pytest
 import torch
-from tlkit.datamodules import DigitsDataModule
-from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import quiet_trainer
+from tlkit.datamodules import DigitsDataModule
 from tlkit.errors import ConfigError
+from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 
 
 def random_loader(n=24, classes=4, size=32, batch_size=8):

@@ -1,0 +1,134 @@
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from tests.conftest import quiet_trainer
+from tlkit.cli import TLKitCLI
+from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
+from tlkit.errors import ConfigError
+from tlkit.strategies import CDAN, DANN, MME, SourceOnly
+
+STRATEGIES = {
+    "SourceOnly": "none",
+    "DANN": "none",
+    "CDAN": "none",
+    "DAN": "none",
+    "DeepCORAL": "none",
+    "MCC": "none",
+    "SelfTraining": "none",
+    "MME": "few",
+    "JointTraining": "all",
+}
+
+
+@pytest.mark.parametrize(("strategy", "target_labels"), STRATEGIES.items(), ids=list(STRATEGIES))
+def test_each_strategy_fast_dev_runs_through_the_cli(strategy, target_labels, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = TLKitCLI(
+        args=[
+            "fit",
+            f"--model={strategy}",
+            "--model.backbone=test_efficientnet",
+            "--model.weights=null",
+            "--data=DigitsMDataModule",
+            "--data.image_size=32",
+            "--data.batch_size=8",
+            f"--data.target_labels={target_labels}",
+            "--trainer.fast_dev_run=true",
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 1
+    assert {"train/loss", "val/source_acc", "val/target_acc", "val/im", "val/snd", "val/bnm"} <= set(metrics)
+    if strategy in ("DANN", "CDAN"):
+        assert "val/domain_acc" in metrics and "train/grl_lambda" in metrics
+
+
+def test_cli_checkpoints_domain_adaptation_on_a_label_free_validator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--model=DANN", "--model.backbone=test_efficientnet", "--model.weights=null"]
+    args += ["--data=DigitsMDataModule", "--data.image_size=32", "--data.iters_per_epoch=2"]
+    args += ["--trainer.max_epochs=1", "--trainer.limit_val_batches=2"]
+    cli = TLKitCLI(args=args)
+    checkpoint = cli.trainer.checkpoint_callback
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/im", "max")
+    assert checkpoint.best_model_path.endswith(".ckpt") and "val_im" in checkpoint.best_model_path
+
+
+class RecordLambda(Callback):
+    def __init__(self):
+        self.by_step = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.by_step[trainer.global_step] = float(trainer.callback_metrics["train/grl_lambda"])
+
+
+def dann_run(tmp_path, ckpt_path=None, checkpoint=None):
+    L.seed_everything(0, verbose=False)
+    record = RecordLambda()
+    model = DANN("test_efficientnet", weights=None)
+    data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3)
+    callbacks = [record] + ([checkpoint] if checkpoint else [])
+    trainer = quiet_trainer(
+        max_epochs=3,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        enable_checkpointing=checkpoint is not None,
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return record.by_step
+
+
+def test_dann_lambda_continues_after_resume(tmp_path):
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+    uninterrupted = dann_run(tmp_path / "a", checkpoint=every_epoch)
+    resumed = dann_run(tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+    assert sorted(resumed) == [4, 5, 6, 7, 8, 9]
+    assert all(resumed[step] == uninterrupted[step] for step in resumed)
+    assert uninterrupted[1] == 0.0 < uninterrupted[2] < uninterrupted[5] < uninterrupted[9] < 1.0
+
+
+def test_embedding_projector_is_written_at_the_end_of_fit(tmp_path):
+    model = SourceOnly("test_efficientnet", weights=None)
+    data = DigitsMDataModule(image_size=32, batch_size=16, iters_per_epoch=1)
+    logger = TensorBoardLogger(tmp_path, name="da")
+    quiet_trainer(max_epochs=1, limit_val_batches=1, logger=logger).fit(model, datamodule=data)
+    projector = (tmp_path / "da" / "version_0" / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "features' in projector
+    metadata = next((tmp_path / "da" / "version_0").rglob("metadata.tsv")).read_text().splitlines()
+    assert metadata[0] == "domain\tclass"
+    domains = {line.split("\t")[0] for line in metadata[1:]}
+    val_sizes = [min(300, len(data.splits[split].labels)) for split in ("source_val", "target_val")]
+    assert domains == {"source", "target"} and len(metadata) == 1 + sum(val_sizes)
+
+
+def test_cdan_uses_the_randomized_map_only_when_the_outer_product_is_large():
+    small = CDAN("test_efficientnet", weights=None, num_classes=10, randomized_dim=4096)  # 256 x 10 = 2560
+    large = CDAN("test_efficientnet", weights=None, num_classes=10, randomized_dim=1024)
+    assert not small.randomized and small.discriminator[0].in_features == 2560
+    assert large.randomized and large.discriminator[0].in_features == 1024
+    features, logits = torch.randn(4, 256), torch.randn(4, 10)
+    assert large.discriminator_input(features, logits).shape == (4, 1024)
+    outer = small.discriminator_input(features, logits)
+    expected = torch.einsum("nc,nf->ncf", logits.softmax(1), features).flatten(1)
+    assert torch.allclose(outer, expected)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "match"),
+    [
+        (
+            lambda: MME("test_efficientnet", weights=None),
+            lambda: DigitsMDataModule(image_size=32),
+            r"target_labels.*'few'",
+        ),
+        (lambda: DANN("test_efficientnet", weights=None), lambda: DigitsDataModule(image_size=32), r"DomainDataModule"),
+        (lambda: DANN("test_efficientnet", weights=None, trade_off=-1), None, r"`trade_off` to be a number >= 0"),
+    ],
+)
+def test_bad_domain_adaptation_setups(model, data, match):
+    with pytest.raises(ConfigError, match=match):
+        quiet_trainer(fast_dev_run=True).fit(model(), datamodule=data())
