@@ -25,7 +25,11 @@ test: $(STAMP)
 
 # Benchmarks print Markdown tables and write JSON under benchmarks/results/.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/linear_probe.py
 	$(BIN)/python benchmarks/frozen_prefix.py
+	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/domain_adaptation.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

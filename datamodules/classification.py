@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -15,6 +16,7 @@ from tlkit.backbones import DataConfig
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error
+from tlkit.feature_cache import data_fingerprint
 
 
 @dataclass
@@ -188,7 +190,7 @@ class ClassificationDataModule(LightningDataModule):
         splits["train"] = train.subset(keep)
         self.splits = splits
 
-    def dataset(self, split: str, train: bool | None = None) -> ImageDataset:
+    def dataset(self, split: str, train: bool | None = None) -> Dataset:
         """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name)."""
         config = self.resolve_data_config()
         use_train = split == "train" if train is None else train
@@ -196,7 +198,25 @@ class ClassificationDataModule(LightningDataModule):
             transform = train_transform(config, self.hparams.augment, self.hparams.hflip)
         else:
             transform = eval_transform(config)
-        return ImageDataset(self.splits[split], self.load_image, transform)
+        dataset = ImageDataset(self.splits[split], self.load_image, transform)
+        return self._maybe_cached(dataset, split, transform, random=use_train and self.hparams.augment)
+
+    def _maybe_cached(self, dataset: ImageDataset, split: str, transform: Any, random: bool) -> Dataset:
+        """Backbone features instead of images when the attached model caches them and the transform allows it."""
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        cache = getattr(model, "feature_cache", None)
+        if cache is None:
+            return dataset
+        if random:
+            rank_zero_info(
+                f"FeatureCache: the {split} transform is random (augment: true), so {split} features are not cached "
+                "and the backbone runs every step; set augment: false to cache them."
+            )
+            return dataset
+        data = self.splits[split]
+        return cache.dataset(
+            model.backbone, dataset, data_fingerprint(data.samples, data.labels), repr(transform), name=split
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from tlkit.backbones import Backbone
+from tlkit.feature_cache import FeatureCache
+from tlkit.strategies.heads import HeadKind
 from tlkit.strategies.transfer_module import TransferModule
 
 
 class FeatureExtraction(TransferModule):
     """Train only the head; the backbone is frozen, its BatchNorm statistics never change, and it runs under no_grad.
 
-    Takes `TransferModule`'s arguments.
+    With a tlkit datamodule and deterministic transforms (``augment: false`` for training; evaluation always is),
+    the backbone's features are computed once and the head trains on the cached features: an N-epoch linear probe
+    costs one backbone pass over the data plus N cheap head epochs. The cache is keyed by backbone weights,
+    transform and data, so a change to any of them computes afresh. With random training augmentation the training
+    features cannot be cached; the log says so.
+
+    Args:
+        cache_features: ``memory``, ``disk`` (under ``cache_dir``, reused across runs) or ``off``.
+        cache_dir: folder for ``disk`` caching.
+
+    The other arguments are `TransferModule`'s.
 
     Example:
         >>> model = FeatureExtraction("resnet18", weights=None, num_classes=10)
@@ -18,10 +34,42 @@ class FeatureExtraction(TransferModule):
         []
     """
 
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        cache_features: Literal["memory", "disk", "off"] = "memory",
+        cache_dir: str = ".tlkit_cache",
+        head: HeadKind = "linear",
+        head_hidden_dim: int = 512,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            weights=weights,
+            num_classes=num_classes,
+            head=head,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scheduler_interval=scheduler_interval,
+        )
+        # Datamodules look for this attribute: its presence means "serve me features, not images, where you can".
+        self.feature_cache = None if cache_features == "off" else FeatureCache(cache_features, cache_dir)
+
     def configure_backbone(self) -> None:
         self.backbone.freeze(bn_eval=True)
 
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:  # already features, served from the cache
+            return x
         # No graph through the backbone: no activation memory, and no gradient can reach a frozen weight.
         with torch.no_grad():
             return self.backbone(x)

@@ -147,7 +147,7 @@ def test_transforms_come_from_the_attached_backbone():
     from tests.conftest import quiet_trainer
     from tlkit.strategies import FeatureExtraction
 
-    model = FeatureExtraction("test_vit", weights=None)
+    model = FeatureExtraction("test_vit", weights=None, cache_features="off")  # images, not cached features
     dm = DigitsDataModule(image_size=None, batch_size=4, labels_per_class=1, augment=False)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=1)
     trainer.fit(model, dm)

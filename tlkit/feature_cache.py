@@ -1,0 +1,122 @@
+"""`FeatureCache`: compute a frozen backbone's features once and reuse them across epochs and runs.
+
+A linear probe (FeatureExtraction) otherwise runs the same frozen backbone over the same images every epoch: with
+deterministic transforms its output is a pure function of (weights, transform, image), so it is computed once and
+the head trains on the stored features. The key covers all three, so changing any of them computes afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+CacheMode = Literal["memory", "disk"]
+
+
+def _sample_fingerprint(sample: Any) -> bytes:
+    if isinstance(sample, Image.Image):
+        return sample.mode.encode() + str(sample.size).encode() + sample.tobytes()
+    path = Path(sample)
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+
+
+def data_fingerprint(samples: Sequence[Any], labels: Sequence[int]) -> str:
+    """Hash of the samples (file path, size and mtime; or pixels for in-memory images) and their labels."""
+    digest = hashlib.sha256()
+    for sample, label in zip(samples, labels):
+        digest.update(_sample_fingerprint(sample))
+        digest.update(label.to_bytes(4, "little", signed=True))
+    return digest.hexdigest()
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Hash of every parameter and buffer (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Features of a frozen backbone, keyed by backbone weights, transform and data; in memory or on disk.
+
+    Args:
+        mode: ``memory`` (kept for the life of the process, shared by every cache in it) or ``disk``.
+        directory: where ``disk`` mode stores ``<key>.pt`` files.
+        batch_size: images per backbone pass while computing.
+
+    Example:
+        >>> cache = FeatureCache("disk", ".tlkit_cache")
+        >>> features = cache.dataset(backbone, dataset, data_key="digits-train", transform=str(transform))
+    """
+
+    _memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __init__(self, mode: CacheMode = "memory", directory: str | Path | None = None, batch_size: int = 128):
+        if mode == "disk" and directory is None:
+            raise ValueError("FeatureCache(mode='disk') needs a directory.")
+        self.mode, self.batch_size = mode, batch_size
+        self.directory = Path(directory) if directory is not None else None
+        self.computed = 0  # how many times features were computed rather than reused (for tests and logs)
+
+    def key(self, backbone: nn.Module, data_key: str, transform: str) -> str:
+        parts = (weights_fingerprint(backbone), data_key, transform)
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+    def dataset(self, backbone: nn.Module, dataset: Dataset, data_key: str, transform: str, name: str = "") -> Dataset:
+        """A TensorDataset of (features, label) for ``dataset``, computed now or reused."""
+        key = self.key(backbone, data_key, transform)
+        stored = self._load(key)
+        if stored is None:
+            started = time.perf_counter()
+            stored = self._compute(backbone, dataset)
+            self.computed += 1
+            self._store(key, stored)
+            rank_zero_info(
+                f"FeatureCache: computed {name or 'split'} features ({len(stored[1])} images) in "
+                f"{time.perf_counter() - started:.1f} s, kept in {self.mode}"
+            )
+        return TensorDataset(*stored)
+
+    @torch.no_grad()
+    def _compute(self, backbone: nn.Module, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(backbone.parameters()).device
+        was_training = backbone.training
+        backbone.eval()
+        features, labels = [], []
+        for x, y in DataLoader(dataset, batch_size=self.batch_size, shuffle=False):
+            features.append(backbone(x.to(device)).float().cpu())
+            labels.append(torch.as_tensor(y))
+        backbone.train(was_training)
+        return torch.cat(features), torch.cat(labels)
+
+    def _load(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.mode == "memory":
+            return self._memory.get(key)
+        path = self.directory / f"{key}.pt"
+        if path.is_file():
+            stored = torch.load(path, weights_only=True)
+            return stored["features"], stored["labels"]
+        return None
+
+    def _store(self, key: str, stored: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if self.mode == "memory":
+            self._memory[key] = stored
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so an interrupted run never leaves a truncated cache file behind.
+        partial = self.directory / f"{key}.pt.partial"
+        torch.save({"features": stored[0], "labels": stored[1]}, partial)
+        partial.replace(self.directory / f"{key}.pt")
