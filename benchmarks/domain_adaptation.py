@@ -1,7 +1,7 @@
 """Domain adaptation on the bundled DigitsM shift (digits -> digits on photo patches) with the pretrained
 EfficientNet-Lite0: target test accuracy of each method over several seeds.
 
-    python benchmarks/domain_adaptation.py [--seeds 0 1 2] [--epochs 4] [--iters 25] [--methods SourceOnly DANN ...]
+    python benchmarks/domain_adaptation.py [--seeds 0 1 2] [--epochs 3] [--iters 20] [--methods SourceOnly DANN ...]
 
 Each run selects its checkpoint without target labels (best ``val/im``) and is tested on the target test split.
 Prints a Markdown table (mean and std over seeds, wall time) and writes benchmarks/results/domain_adaptation.json.
@@ -70,16 +70,28 @@ def run(name: str, seed: int, args: argparse.Namespace, out_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iters", type=int, default=25, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=20, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--backbone-lr-factor", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args()
     results_dir = Path(__file__).parent / "results"
-    runs = [run(name, seed, args, results_dir / "da_checkpoints") for name in args.methods for seed in args.seeds]
+    out = results_dir / "domain_adaptation.json"
+    results_dir.mkdir(exist_ok=True)
+    # Each finished run is saved at once; a rerun with the same settings skips the runs already done.
+    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "methods")}
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    runs = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
+    for name in args.methods:
+        for seed in args.seeds:
+            if any(r["method"] == name and r["seed"] == seed for r in runs):
+                continue
+            runs.append(run(name, seed, args, results_dir / "da_checkpoints"))
+            out.write_text(json.dumps({"settings": settings, "runs": runs}, indent=2))
+    runs = [r for r in runs if r["method"] in args.methods and r["seed"] in args.seeds]
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     print(
@@ -102,9 +114,8 @@ def main() -> None:
             best = max(unsupervised, key=lambda n: summary[n]["mean"])
             recovered = (summary[best]["mean"] - low) / (high - low)
             print(f"Best unsupervised method: {best}, recovering {100 * recovered:.0f}% of the SourceOnly-oracle gap.")
-    out = results_dir / "domain_adaptation.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "machine": machine, "runs": runs, "summary": summary}, indent=2))
+    payload = {"settings": settings, "machine": machine, "runs": runs, "summary": summary}
+    out.write_text(json.dumps(payload, indent=2))
     print(f"JSON: {out}")
 
 

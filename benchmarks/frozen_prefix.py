@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import machine, table, write_json
 
 
 def measure(backbone: str, trainable_groups: int, image_size: int, batch_size: int, steps: int) -> dict:
@@ -83,26 +82,25 @@ def main() -> None:
         ]
         rows.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
     full = rows[-1]
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
-    print(
-        f"\nFrozen prefix: FineTuning {args.backbone}, {args.image_size} px, batch {args.batch_size}, CPU ({machine})"
-    )
-    print("| trainable groups | step time (median) | vs all | saved activations | vs all | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    lines = []
     for r in rows:
         label = "head only" if r["trainable_groups"] == 0 else f"top {r['trainable_groups']} of {r['groups']}"
         time_ratio = r["step_ms_median"] / full["step_ms_median"]
         memory_ratio = r["saved_activations_mib"] / full["saved_activations_mib"]
-        print(
-            f"| {label} | {r['step_ms_median']:.0f} ms | {time_ratio:.2f}x "
-            f"| {r['saved_activations_mib']:.1f} MiB | {memory_ratio:.2f}x | {r['peak_rss_mib']:.0f} MiB |"
+        lines.append(
+            [
+                label,
+                f"{r['step_ms_median']:.0f} ms",
+                f"{time_ratio:.2f}x",
+                f"{r['saved_activations_mib']:.1f} MiB",
+                f"{memory_ratio:.2f}x",
+                f"{r['peak_rss_mib']:.0f} MiB",
+            ]
         )
-    out = Path(__file__).parent / "results" / "frozen_prefix.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "machine": machine, "rows": rows}, indent=2))
-    print(f"JSON: {out}")
+    print(f"\nFrozen prefix: FineTuning {args.backbone}, {args.image_size} px, batch {args.batch_size} ({machine()})")
+    header = ["trainable groups", "step time (median)", "vs all", "saved activations", "vs all", "peak RSS"]
+    print(table(header, lines))
+    print(f"JSON: {write_json('frozen_prefix', {'args': vars(args), 'rows': rows})}")
 
 
 if __name__ == "__main__":
