@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlkit.backbones import DataConfig
+from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error
@@ -159,16 +160,8 @@ class ClassificationDataModule(LightningDataModule):
         return self._loaded
 
     def resolve_data_config(self) -> DataConfig:
-        """The attached model's backbone data config (ImageNet defaults without one), with this module's overrides."""
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        backbone = getattr(model, "backbone", None)
-        config = self.data_config or getattr(backbone, "data_config", None) or DataConfig()
-        hp = self.hparams
-        return replace(
-            config,
-            image_size=hp.image_size or config.image_size,
-            crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
-        )
+        """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""
+        return resolve_data_config(self)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -203,7 +196,7 @@ class ClassificationDataModule(LightningDataModule):
 
     def _maybe_cached(self, dataset: ImageDataset, split: str, transform: Any, random: bool) -> Dataset:
         """Backbone features instead of images when the attached model caches them and the transform allows it."""
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        model = attached_model(self)
         cache = getattr(model, "feature_cache", None)
         if cache is None:
             return dataset

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
+from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.classification import EpochShuffleSampler, ImageDataset, Split
@@ -117,14 +117,8 @@ class DomainDataModule(LightningDataModule):
         return len(self.classes)
 
     def resolve_data_config(self) -> DataConfig:
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        config = self.data_config or getattr(getattr(model, "backbone", None), "data_config", None) or DataConfig()
-        hp = self.hparams
-        return replace(
-            config,
-            image_size=hp.image_size or config.image_size,
-            crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
-        )
+        """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""
+        return resolve_data_config(self)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -146,7 +140,7 @@ class DomainDataModule(LightningDataModule):
 
     def _target_views(self) -> list[Callable]:
         config, hp = self.resolve_data_config(), self.hparams
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        model = attached_model(self)
         if getattr(model, "target_views", "single") == "weak_strong":
             return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
         return [train_transform(config, hp.augment, hp.hflip)]
