@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error
+from tlkit.feature_cache import FeatureCache
 from tlkit.strategies.heads import HeadKind, make_head
 
 Stage = Literal["train", "val", "test"]
@@ -46,6 +47,9 @@ class TransferModule(LightningModule):
 
     #: (metric, mode) that checkpoints select on by default in the `tlkit` command.
     checkpoint_monitor = ("val/acc", "max")
+    #: A `FeatureCache` while the whole backbone is frozen (set by `FeatureExtraction` and `ProgressiveUnfreezing`'s
+    #: head-only phase): tlkit datamodules then serve cached features instead of images where transforms allow.
+    feature_cache: FeatureCache | None = None
 
     def __init__(
         self,
@@ -158,7 +162,12 @@ class TransferModule(LightningModule):
 
     # ------------------------------------------------------------------------------------------------------ forward
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features; strategies override this to change how the backbone runs (e.g. under no_grad)."""
+        """Backbone features; strategies override this to change how the backbone runs (e.g. under no_grad).
+
+        A 2-D input already is features: a datamodule serves them from `feature_cache` while the backbone is frozen.
+        """
+        if x.ndim == 2:
+            return x
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

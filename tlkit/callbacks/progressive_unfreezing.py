@@ -9,10 +9,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.utils.data import Dataset
 from typing_extensions import override
 
 from tlkit.callbacks._distributed import rebuild_ddp_wrapper, reset_compiled_graphs
 from tlkit.errors import ConfigError, closest, config_error
+from tlkit.feature_cache import CacheMode, FeatureCache
 
 GroupSpec = int | str
 Milestones = dict[int, list[GroupSpec] | Literal["all"]]
@@ -34,6 +37,11 @@ class ProgressiveUnfreezing(Callback):
     activation memory: autograd records nothing below the lowest trainable parameter. The param groups already exist
     (`TransferModule` builds them all up front), so schedulers, discriminative LRs and checkpoints are unaffected.
 
+    While only the head trains (``initial_groups=0``, before the first phase change), the whole backbone is a fixed
+    function: with a tlkit datamodule, its features are computed once and served from a `FeatureCache` (training
+    features only with deterministic transforms, ``augment: false``; validation always). From the first phase
+    that trains a backbone group on, the same dataloaders serve images.
+
     All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under DDP the
     model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau decisions
     are taken on rank 0 and broadcast. With a ``torch.compile``'d model, dynamo's caches are reset at a phase change.
@@ -48,6 +56,8 @@ class ProgressiveUnfreezing(Callback):
         min_delta: smallest change of ``monitor`` that counts as an improvement.
         max_epochs_per_phase: plateau schedule: move on after this many epochs in a phase regardless.
         initial_groups: top backbone groups that train from the start (0: the head only).
+        cache_features: head-only phase: serve cached backbone features from ``memory``, ``disk`` or ``off``.
+        cache_dir: folder for ``disk`` caching.
 
     Example:
         >>> trainer = Trainer(callbacks=[ProgressiveUnfreezing(every_n_epochs=2), LRWarmup(duration=50)])
@@ -64,6 +74,8 @@ class ProgressiveUnfreezing(Callback):
         min_delta: float = 0.0,
         max_epochs_per_phase: int | None = None,
         initial_groups: int = 0,
+        cache_features: Literal["memory", "disk", "off"] = "memory",
+        cache_dir: str = ".tlkit_cache",
     ) -> None:
         given = [
             name
@@ -86,6 +98,8 @@ class ProgressiveUnfreezing(Callback):
             raise config_error("max_epochs_per_phase", "an integer >= 1", max_epochs_per_phase)
         if initial_groups < 0:
             raise config_error("initial_groups", "an integer >= 0", initial_groups)
+        if cache_features not in ("memory", "disk", "off"):
+            raise config_error("cache_features", "'memory', 'disk' or 'off'", cache_features)
         for epoch in milestones or {}:
             if not isinstance(epoch, int) or epoch < 1:
                 raise config_error("milestones", "keyed by epochs >= 1 (epoch 0 is `initial_groups`)", epoch)
@@ -98,6 +112,8 @@ class ProgressiveUnfreezing(Callback):
         self.min_delta = min_delta
         self.max_epochs_per_phase = max_epochs_per_phase
         self.initial_groups = initial_groups
+        self.cache_features = cache_features
+        self.cache_dir = cache_dir
         # Resolved at setup: the parameter names each phase makes trainable, and (epoch schedules) when it starts.
         self._phases: list[set[str]] = []
         self._phase_epochs: list[int] = []
@@ -108,6 +124,8 @@ class ProgressiveUnfreezing(Callback):
         self.best: float | None = None
         self.wait = 0
         self.advance_pending = False
+        # Shared with dataloader workers: whether datasets built during the head-only phase serve features now.
+        self._serving_features = torch.zeros((), dtype=torch.bool).share_memory_()
 
     # ------------------------------------------------------------------------------------------------- schedule
     @property
@@ -176,6 +194,10 @@ class ProgressiveUnfreezing(Callback):
     def trainable_parameter_names(self, phase: int) -> set[str]:
         return set().union(*self._phases[: phase + 1])
 
+    def head_only(self, phase: int) -> bool:
+        """Whether no backbone parameter trains in ``phase``."""
+        return not self.trainable_parameter_names(phase)
+
     # ---------------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -195,12 +217,15 @@ class ProgressiveUnfreezing(Callback):
         self._module = pl_module
         self._build_schedule(backbone)
         self._apply(self.phase)
+        if self.cache_features != "off" and self.head_only(0):
+            pl_module.feature_cache = _HeadOnlyPhaseCache(self, self.cache_features, self.cache_dir)
 
     def _apply(self, phase: int) -> None:
         module = self._module
         module.backbone.set_trainable_parameters(
             self.trainable_parameter_names(phase), freeze_bn=bool(getattr(module, "freeze_bn", False))
         )
+        self._serving_features.fill_(self.head_only(phase))
 
     def _target_phase(self, epoch: int) -> int:
         if self._phase_epochs and len(self._phase_epochs) == len(self._phases):
@@ -280,6 +305,37 @@ class ProgressiveUnfreezing(Callback):
             # Checkpoints are restored after `setup` and before DDP wraps the model: apply the phase now so the
             # wrapper registers the right parameters.
             self._apply(self.phase)
+
+
+class _HeadOnlyPhaseCache(FeatureCache):
+    """A `FeatureCache` whose datasets serve features while the phase trains the head only, images after.
+
+    Lightning builds dataloaders before ``on_train_epoch_start`` applies an epoch's phase (and keeps them across
+    epochs), so the switch happens inside the dataset, read at every item: no loader needs rebuilding.
+    """
+
+    def __init__(self, callback: ProgressiveUnfreezing, mode: CacheMode, directory: str) -> None:
+        super().__init__(mode, directory)
+        self.callback = callback
+
+    def dataset(self, backbone: nn.Module, dataset: Dataset, data_key: str, transform: str, name: str = "") -> Dataset:
+        if not self.callback.head_only(self.callback.phase):
+            return dataset  # resumed after the head-only phase: nothing to cache
+        features = super().dataset(backbone, dataset, data_key, transform, name)
+        return _FeaturesWhileFrozen(dataset, features, self.callback._serving_features)
+
+
+class _FeaturesWhileFrozen(Dataset):
+    """(features, label) while ``serving`` is true, else the image dataset's (image, label)."""
+
+    def __init__(self, images: Dataset, features: Dataset, serving: torch.Tensor) -> None:
+        self.images, self.features, self.serving = images, features, serving
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.features[index] if bool(self.serving) else self.images[index]
 
 
 def _is_compiled(trainer: pl.Trainer) -> bool:
