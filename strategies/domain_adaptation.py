@@ -167,9 +167,7 @@ class DomainAdaptation(TransferModule):
         if adaptation is not None:
             self.log("train/adaptation_loss", adaptation, on_step=False, on_epoch=True, batch_size=n)
             self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False, batch_size=n)
-        metrics = self.metrics["train_metrics"]
-        metrics.update(source_logits, source_labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+        self.metrics["train_metrics"].update(source_logits, source_labels)  # logged at epoch end
 
     # -------------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -177,8 +175,7 @@ class DomainAdaptation(TransferModule):
         features = self.extract_features(x)
         logits = self.head(features)
         domain = "source" if dataloader_idx == 0 else "target"
-        self.domain_metrics[domain].update(logits, y)
-        self.log_dict(self.domain_metrics[domain], on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
+        self.domain_metrics[domain].update(logits, y)  # logged at epoch end
         if domain == "target":
             self.log("val/loss", self.loss(logits, y), on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
             self._target_val_probabilities.append(logits.softmax(dim=1).detach())
@@ -188,6 +185,8 @@ class DomainAdaptation(TransferModule):
         """Hook for strategies that score features per domain (e.g. the domain discriminator's accuracy)."""
 
     def on_validation_epoch_end(self) -> None:
+        for metrics in self.domain_metrics.values():
+            self.log_epoch_metrics(metrics)
         if not self._target_val_probabilities:
             return
         probabilities = torch.cat(self._target_val_probabilities)

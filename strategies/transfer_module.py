@@ -184,13 +184,31 @@ class TransferModule(LightningModule):
         loss = self.loss(logits, y)
         self.metrics[f"{stage}_metrics"].update(logits, y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(
-            self.metrics[f"{stage}_metrics"], on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y)
-        )
         return loss
+
+    def log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
+        """Compute (synchronised across ranks), log and reset ``metrics``, updated step by step during the epoch.
+
+        Logging the Metric objects themselves on every step would cost about 1 ms per metric per step in Lightning's
+        result bookkeeping: more than a step of the head on cached features.
+        """
+        # Skip metrics nothing updated (e.g. a strategy whose validation uses metrics of its own).
+        if not any(metric.update_called for metric in metrics.values()):
+            return
+        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        metrics.reset()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_metrics(self.metrics["train_metrics"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_metrics(self.metrics["val_metrics"], prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_metrics(self.metrics["test_metrics"], prog_bar=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")

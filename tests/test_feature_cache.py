@@ -5,8 +5,9 @@ import logging
 import torch
 
 from tests.conftest import quiet_trainer
+from tlkit.backbones import Backbone
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache
+from tlkit.feature_cache import FeatureCache, channels_last
 from tlkit.strategies import FeatureExtraction
 
 
@@ -58,3 +59,16 @@ def test_random_augmentation_is_not_cached_and_says_so(caplog):
         model = probe("memory", augment=True, epochs=1)
     assert model.feature_cache.computed == 1  # validation only
     assert "the train transform is random (augment: true), so train features are not cached" in caplog.text
+
+
+def test_channels_last_pass_gives_the_same_features_and_restores_the_layout():
+    backbone = Backbone("test_efficientnet", weights=None).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = backbone(x)
+        with channels_last(backbone):
+            stem = backbone.model.conv_stem.weight
+            assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+            got = backbone(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert backbone.model.conv_stem.weight.is_contiguous()
