@@ -1,10 +1,10 @@
 """Linear probe: 20 epochs of FeatureExtraction with the feature cache, without it, and Lightning's
 BackboneFinetuning-style frozen training, against the floor of one backbone forward pass over the training data.
+Then LP-FT (ProgressiveUnfreezing: head-only epochs, then everything) with its head-only phase cached and not.
 
-    python benchmarks/linear_probe.py [--epochs 20] [--image-size 64] [--repeats 1]
+    python benchmarks/linear_probe.py [--epochs 20] [--image-size 64] [--repeats 1] [--lp-ft-epochs 10 2]
 
-Prints a Markdown table (wall time of fit, ratio to the cached run and to the floor, test accuracy) and writes
-benchmarks/results/linear_probe.json.
+Prints two Markdown tables (wall time of fit, ratios, test accuracy) and writes benchmarks/results/linear_probe.json.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ import torch
 from _common import machine, table, write_json
 from lightning.pytorch.callbacks import BackboneFinetuning
 
+from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache
-from tlkit.strategies import FeatureExtraction, TransferModule
+from tlkit.feature_cache import FeatureCache, channels_last
+from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 
 
 def data(args) -> DigitsDataModule:
     return DigitsDataModule(image_size=args.image_size, batch_size=args.batch_size, augment=False)
 
 
-def fit_and_test(model, callbacks, args) -> tuple[float, float]:
+def fit_and_test(model, callbacks, args, epochs: int | None = None) -> tuple[float, float]:
     L.seed_everything(0, verbose=False)
     dm = data(args)
     trainer = L.Trainer(
-        max_epochs=args.epochs,
+        max_epochs=epochs or args.epochs,
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,
@@ -66,17 +67,34 @@ def lightning_backbone_finetuning(args):
     return fit_and_test(model, [BackboneFinetuning(unfreeze_backbone_at_epoch=args.epochs + 1)], args)
 
 
-def floor(args) -> float:
-    """One backbone forward pass over the training images (eval mode, no_grad): the cost a cache cannot avoid."""
+def lp_ft(cache_features: str, args) -> tuple[float, float]:
+    FeatureCache._memory.clear()
+    head_epochs, all_epochs = args.lp_ft_epochs
+    unfreezing = ProgressiveUnfreezing(milestones={head_epochs: "all"}, cache_features=cache_features)
+    model = FineTuning(lr_decay=0.5, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    return fit_and_test(model, [unfreezing], args, epochs=head_epochs + all_epochs)
+
+
+def floor(args, nhwc: bool = False) -> float:
+    """One backbone forward pass over the training images (eval mode, no_grad): the cost a cache cannot avoid.
+
+    ``nhwc``: the same pass as FeatureCache makes it, with channels-last weights and inputs under inference_mode.
+    """
     model = FeatureExtraction(cache_features="off")
     dm = data(args)
     dm.data_config = model.backbone.data_config
     dm.setup()
-    model.backbone.eval()
+    backbone = model.backbone.eval()
+    loader = torch.utils.data.DataLoader(dm.dataset("train"), batch_size=128)
     started = time.perf_counter()
-    with torch.no_grad():
-        for x, _ in torch.utils.data.DataLoader(dm.dataset("train"), batch_size=128):
-            model.backbone(x)
+    if nhwc:
+        with channels_last(backbone), torch.inference_mode():
+            for x, _ in loader:
+                backbone(x.contiguous(memory_format=torch.channels_last))
+    else:
+        with torch.no_grad():
+            for x, _ in loader:
+                backbone(x)
     return time.perf_counter() - started
 
 
@@ -87,40 +105,67 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--lp-ft-epochs", type=int, nargs=2, default=[10, 2], metavar=("HEAD", "ALL"), help="LP-FT epochs per phase"
+    )
     args = parser.parse_args()
     runs = {
+        "floor": lambda a: (floor(a), None),
+        "floor, channels_last": lambda a: (floor(a, nhwc=True), None),
         "cached": cached,
         "uncached": uncached,
         "Lightning BackboneFinetuning (frozen)": lightning_backbone_finetuning,
+        "LP-FT, head phase cached": lambda a: lp_ft("memory", a),
+        "LP-FT, head phase uncached": lambda a: lp_ft("off", a),
     }
     results = {name: [] for name in runs}
-    floors = []
     for _ in range(args.repeats):  # interleaved, so machine noise hits every variant alike
-        floors.append(floor(args))
         for name, run in runs.items():
             results[name].append(run(args))
-    floor_s = statistics.median(floors)
-    cached_s = statistics.median(s for s, _ in results["cached"])
-    rows = [["one backbone pass over train (floor)", f"{floor_s:.1f} s", f"{floor_s / cached_s:.2f}x", "1.00x", "-"]]
-    summary = {"floor_seconds": floor_s}
-    for name, values in results.items():
-        seconds = statistics.median(s for s, _ in values)
-        accuracy = statistics.median(a for _, a in values)
-        summary[name] = {"seconds": seconds, "test_acc": accuracy}
+    summary = {
+        name: {
+            "seconds": statistics.median(s for s, _ in values),
+            "test_acc": None if values[0][1] is None else statistics.median(a for _, a in values),
+        }
+        for name, values in results.items()
+    }
+    seconds = {name: v["seconds"] for name, v in summary.items()}
+    labels = {
+        "floor": "one backbone pass over train (floor)",
+        "floor, channels_last": "the same pass, channels_last + inference_mode (as the cache runs it)",
+        "cached": "FeatureExtraction, cached",
+        "uncached": "FeatureExtraction, uncached",
+    }
+    rows = []
+    for name in ("floor", "floor, channels_last", "cached", "uncached", "Lightning BackboneFinetuning (frozen)"):
+        accuracy = summary[name]["test_acc"]
         rows.append(
             [
-                f"FeatureExtraction, {name}" if name in ("cached", "uncached") else name,
-                f"{seconds:.1f} s",
-                f"{seconds / cached_s:.2f}x",
-                f"{seconds / floor_s:.2f}x",
-                f"{accuracy:.3f}",
+                labels.get(name, name),
+                f"{seconds[name]:.1f} s",
+                f"{seconds[name] / seconds['cached']:.2f}x",
+                f"{seconds[name] / seconds['floor']:.2f}x",
+                f"{seconds[name] / seconds['floor, channels_last']:.2f}x",
+                "-" if accuracy is None else f"{accuracy:.3f}",
             ]
         )
     print(
         f"\nLinear probe: tf_efficientnet_lite0 (ImageNet, frozen), DigitsDataModule {args.image_size} px, "
         f"{args.epochs} epochs, median of {args.repeats} ({machine()})"
     )
-    print(table(["run", "fit wall time", "vs cached", "vs floor", "test accuracy"], rows))
+    print(table(["run", "fit wall time", "vs cached", "vs floor", "vs channels_last floor", "test accuracy"], rows))
+    head, full = args.lp_ft_epochs
+    lp_ft_rows = [
+        [
+            name,
+            f"{seconds[name]:.1f} s",
+            f"{seconds[name] / seconds['LP-FT, head phase cached']:.2f}x",
+            f"{summary[name]['test_acc']:.3f}",
+        ]
+        for name in ("LP-FT, head phase cached", "LP-FT, head phase uncached")
+    ]
+    print(f"\nLP-FT: FineTuning + ProgressiveUnfreezing(milestones={{{head}: all}}), {head} + {full} epochs")
+    print(table(["run", "fit wall time", "vs cached", "test accuracy"], lp_ft_rows))
     print(f"JSON: {write_json('linear_probe', {'args': vars(args), 'summary': summary})}")
 
 

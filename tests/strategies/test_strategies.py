@@ -130,3 +130,18 @@ def test_mlp_head_and_label_smoothing_train():
 def test_bad_strategy_arguments(cls, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         cls("test_resnet", weights=None, **kwargs)
+
+
+def test_epoch_metrics_cover_exactly_the_last_epoch():
+    # Metrics are updated every step and logged once per epoch: the logged value must be that epoch's alone.
+    model = FineTuning("test_resnet", weights=None, num_classes=4)
+    train, val = random_loader(n=32), random_loader(n=20, batch_size=6)  # uneven last batch
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(model, train, val)
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(x).argmax(1) for x, _ in val])
+    labels = torch.cat([y for _, y in val])
+    assert trainer.callback_metrics["val/acc"].item() == pytest.approx((predictions == labels).float().mean().item())
+    test_acc = trainer.test(model, val, verbose=False)[0]["test/acc"]
+    assert test_acc == pytest.approx((predictions == labels).float().mean().item())
