@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tlkit.functional import (
+    align_distribution,
     bnm_score,
     coral_loss,
     entropy,
@@ -117,3 +118,17 @@ def test_bnm_matches_reference():
     p = softmax(rng.normal(size=(9, 4)))
     expected = np.sum(np.linalg.svd(p, compute_uv=False)) / 9
     assert bnm_score(torch.tensor(p)).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_align_distribution_matches_the_remixmatch_formula():
+    torch.manual_seed(0)
+    probabilities = torch.softmax(torch.randn(6, 4), dim=1)
+    running_mean = torch.tensor([0.55, 0.25, 0.15, 0.05])
+    expected = torch.empty_like(probabilities)
+    for i, row in enumerate(probabilities):  # ReMixMatch: p * prior / running mean, renormalised (prior uniform)
+        scaled = [float(row[k]) * 0.25 / float(running_mean[k]) for k in range(4)]
+        expected[i] = torch.tensor([v / sum(scaled) for v in scaled])
+    aligned = align_distribution(probabilities, running_mean)
+    assert torch.allclose(aligned, expected, atol=1e-6)
+    assert aligned[:, 0].mean() < probabilities[:, 0].mean()  # the over-predicted class loses mass
+    assert torch.allclose(align_distribution(probabilities, torch.full((4,), 0.25)), probabilities, atol=1e-6)

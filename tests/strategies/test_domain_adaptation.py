@@ -132,3 +132,15 @@ def test_cdan_uses_the_randomized_map_only_when_the_outer_product_is_large():
 def test_bad_domain_adaptation_setups(model, data, match):
     with pytest.raises(ConfigError, match=match):
         quiet_trainer(fast_dev_run=True).fit(model(), datamodule=data())
+
+
+@pytest.mark.parametrize("alignment", [True, False])
+def test_self_training_tracks_target_predictions_for_distribution_alignment(alignment):
+    from tlkit.strategies import SelfTraining
+
+    model = SelfTraining("test_efficientnet", weights=None, distribution_alignment=alignment)
+    data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3)
+    quiet_trainer(max_epochs=1, limit_val_batches=1, num_sanity_val_steps=0).fit(model, datamodule=data)
+    mean = model.state_dict()["target_prediction_mean"]
+    assert mean.shape == (10,) and mean.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(mean, torch.full((10,), 0.1)) != alignment  # moved only when aligning

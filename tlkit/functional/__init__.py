@@ -3,9 +3,11 @@
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.entropy import entropy, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
+from tlkit.functional.pseudo_labels import align_distribution
 from tlkit.functional.validators import bnm_score, im_score, snd_score
 
 __all__ = [
+    "align_distribution",
     "bnm_score",
     "coral_loss",
     "entropy",
