@@ -1,7 +1,7 @@
 """Domain adaptation on the bundled DigitsM shift (digits -> digits on photo patches) with the pretrained
 EfficientNet-Lite0: target test accuracy of each method over several seeds.
 
-    python benchmarks/domain_adaptation.py [--seeds 0 1 2] [--epochs 6] [--iters 40] [--methods SourceOnly DANN ...]
+    python benchmarks/domain_adaptation.py [--seeds 0 1 2 3 4] [--epochs 6] [--iters 40] [--methods SourceOnly DANN ...]
 
 Each run selects its checkpoint without target labels (best ``val/im``) and is tested on the target test split.
 Prints a Markdown table (mean and std over seeds, wall time) and writes benchmarks/results/domain_adaptation.json.
@@ -69,7 +69,7 @@ def run(name: str, seed: int, args: argparse.Namespace, out_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iters", type=int, default=40, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=32)
