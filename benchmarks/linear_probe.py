@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import BackboneFinetuning
 
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache, channels_last
+from tlkit.feature_cache import FeatureCache
 from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 
 
@@ -80,22 +80,19 @@ def lp_ft(cache_features: str, args) -> tuple[float, float]:
 def floor(args, nhwc: bool = False) -> float:
     """One backbone forward pass over the training images (eval mode, no_grad): the cost a cache cannot avoid.
 
-    ``nhwc``: the same pass as FeatureCache makes it, with channels-last weights and inputs under inference_mode.
+    ``nhwc``: FeatureCache's own pass (channels-last weights and inputs under inference_mode).
     """
     model = FeatureExtraction(cache_features="off")
     dm = data(args)
     dm.data_config = model.backbone.data_config
     dm.setup()
-    backbone = model.backbone.eval()
-    loader = torch.utils.data.DataLoader(dm.dataset("train"), batch_size=128)
+    backbone, train = model.backbone.eval(), dm.dataset("train")
     started = time.perf_counter()
     if nhwc:
-        with channels_last(backbone), torch.inference_mode():
-            for x, _ in loader:
-                backbone(x.contiguous(memory_format=torch.channels_last))
+        FeatureCache(batch_size=128)._compute(backbone, train)
     else:
         with torch.no_grad():
-            for x, _ in loader:
+            for x, _ in torch.utils.data.DataLoader(train, batch_size=128):
                 backbone(x)
     return time.perf_counter() - started
 

@@ -122,8 +122,8 @@ class FeatureCache:
                 features.append(backbone(x).float().cpu())
                 labels.append(torch.as_tensor(y))
         backbone.train(was_training)
-        # Plain tensors (inference tensors cannot be saved for backward by the head that trains on them).
-        return torch.cat(features).clone(), torch.cat(labels).clone()
+        # Concatenated outside inference mode: plain tensors, which the head's backward can save.
+        return torch.cat(features), torch.cat(labels)
 
     def _load(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.mode == "memory":
