@@ -1,10 +1,11 @@
 """DataModules: labelled image folders, bundled data and domain pairs, validated before training."""
 
-from tlkit.datamodules.classification import ClassificationDataModule, EpochShuffleSampler, ImageDataset, Split
+from tlkit.datamodules.classification import ClassificationDataModule, ImageDataset, Split
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
+from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
     "ClassificationDataModule",
@@ -15,5 +16,6 @@ __all__ = [
     "EpochShuffleSampler",
     "ImageDataset",
     "ImageFolderDataModule",
+    "ResumableDataLoader",
     "Split",
 ]

@@ -6,18 +6,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
 from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._splits import limit_labels, stratified_split
+from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error
 from tlkit.feature_cache import data_fingerprint
+from tlkit.randomness import sample_seed, seeded
 
 
 @dataclass
@@ -42,38 +43,10 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(self.split.samples[index])
-        return (self.transform(image) if self.transform else image), self.split.labels[index]
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with permutations seeded by ``(seed, epoch)``.
-
-    Lightning calls ``set_epoch`` before every epoch, so epoch ``k`` sees the same order in an uninterrupted run and
-    in one resumed from a checkpoint (a plain ``shuffle=True`` draws from the global RNG, which a resume does not
-    restore). Under DDP Lightning swaps in a DistributedSampler, which is epoch-seeded the same way.
-
-    Args:
-        size: dataset length.
-        seed: base seed.
-        num_samples: indices per epoch; more than ``size`` chains fresh permutations (for fixed-length epochs over a
-            small domain). Default ``size``.
-    """
-
-    def __init__(self, size: int, seed: int = 0, num_samples: int | None = None) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-        self.num_samples = size if num_samples is None else num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        rounds = -(-self.num_samples // self.size)
-        indices = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
-        return iter(indices[: self.num_samples].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+        if self.transform is not None:
+            with seeded(sample_seed(index)):  # a training index carries its augmentation seed
+                image = self.transform(image)
+        return image, self.split.labels[index]
 
 
 class ClassificationDataModule(LightningDataModule):
@@ -137,6 +110,14 @@ class ClassificationDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.data_config: DataConfig | None = None
         self._loaded: tuple[list[str], dict[str, Split]] | None = None
+        self._positions = LoaderPositions()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""
+        return {"train_loaders": self._positions.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._positions.load_state_dict(state_dict.get("train_loaders", {}))
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
@@ -214,15 +195,16 @@ class ClassificationDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
         dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=hp.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), hp.seed) if shuffle else None,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers,
-            drop_last=False,
         )
+        if shuffle:
+            loader = ResumableDataLoader(dataset, sampler=EpochShuffleSampler(len(dataset), hp.seed), **options)
+            return self._positions.track(split, loader)
+        return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

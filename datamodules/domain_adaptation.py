@@ -16,9 +16,11 @@ from tlkit.backbones import DataConfig
 from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
-from tlkit.datamodules.classification import EpochShuffleSampler, ImageDataset, Split
+from tlkit.datamodules.classification import ImageDataset, Split
+from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
 from tlkit.errors import config_error
+from tlkit.randomness import sample_seed, seeded
 
 TargetLabels = Literal["none", "few", "all"]
 EpochLength = int | Literal["max", "min"]
@@ -35,7 +37,8 @@ class UnlabelledDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(self.split.samples[index])
-        views = [t(image) for t in self.transforms]
+        with seeded(sample_seed(index)):  # one seed for all views: the draws continue from view to view
+            views = [t(image) for t in self.transforms]
         return views[0] if len(views) == 1 else views
 
 
@@ -100,6 +103,14 @@ class DomainDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.data_config: DataConfig | None = None
         self.steps_per_epoch: int | None = None
+        self._positions = LoaderPositions()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each domain loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""
+        return {"train_loaders": self._positions.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._positions.load_state_dict(state_dict.get("train_loaders", {}))
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_domains(self) -> tuple[list[str], Split, Split]:
@@ -145,10 +156,10 @@ class DomainDataModule(LightningDataModule):
             return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
         return [train_transform(config, hp.augment, hp.hflip)]
 
-    def _train_loader(self, dataset: Dataset, num_samples: int | None, seed_offset: int) -> DataLoader:
+    def _train_loader(self, dataset: Dataset, num_samples: int | None, seed_offset: int) -> ResumableDataLoader:
         hp = self.hparams
         sampler = EpochShuffleSampler(len(dataset), hp.seed + seed_offset, num_samples)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=hp.batch_size,
             sampler=sampler,
@@ -174,7 +185,7 @@ class DomainDataModule(LightningDataModule):
         else:
             steps = max(batches.values()) if hp.iters_per_epoch == "max" else min(batches.values())
         loaders = {
-            name: self._train_loader(d, steps * hp.batch_size, offset)
+            name: self._positions.track(name, self._train_loader(d, steps * hp.batch_size, offset))
             for offset, (name, d) in enumerate(datasets.items())
         }
         self.steps_per_epoch = steps

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error
 from tlkit.feature_cache import FeatureCache
+from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
 Stage = Literal["train", "val", "test"]
@@ -84,6 +85,10 @@ class TransferModule(LightningModule):
         self.head_kind, self.head_hidden_dim, self.dropout = head, head_hidden_dim, dropout
         self.label_smoothing = label_smoothing
         self.head: nn.Module | None = None
+        #: Class names in label order, from the datamodule (``classes``) or a checkpoint; used by predict.
+        self.class_names: list[str] | None = None
+        #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
+        self.run_seed: int | None = None
         if num_classes is not None:
             self._build_head(num_classes)
         self.configure_backbone()
@@ -112,6 +117,7 @@ class TransferModule(LightningModule):
         return MetricCollection(metrics, prefix=f"{stage}/")
 
     def setup(self, stage: str) -> None:
+        self.class_names = self.class_names or self._datamodule_class_names()
         if self.head is not None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -123,6 +129,38 @@ class TransferModule(LightningModule):
             )
         self.hparams.num_classes = num_classes  # saved in checkpoints, so load_from_checkpoint rebuilds the head
         self._build_head(num_classes)
+
+    def _datamodule_class_names(self) -> list[str] | None:
+        from tlkit.datamodules import ClassificationDataModule, DomainDataModule
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, (ClassificationDataModule, DomainDataModule)) and datamodule.classes:
+            return list(datamodule.classes)
+        return None
+
+    # ------------------------------------------------------------------------------------- randomness and checkpoints
+    def on_fit_start(self) -> None:
+        if self.run_seed is None:  # a resumed run already has the checkpoint's
+            self.run_seed = default_seed()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the global RNGs from (run seed, epoch, batch, rank): dropout & co. resume exactly (tlkit.randomness).
+
+        Subclasses that override this hook must call ``super().on_train_batch_start(batch, batch_idx)``.
+        """
+        reseed_for_step(self.run_seed, self.current_epoch, batch_idx, self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tlkit"] = {
+            "seed": self.run_seed,
+            "class_names": self.class_names,
+            "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("tlkit", {})
+        self.run_seed = saved.get("seed", self.run_seed)
+        self.class_names = saved.get("class_names") or self.class_names
 
     def param_groups(self) -> list[dict[str, Any]]:
         """One named group per backbone layer group (input to output), then ``head`` with everything else.

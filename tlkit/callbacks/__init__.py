@@ -1,6 +1,7 @@
-"""Callbacks that change which layer groups train and how fast, resumable and DDP-safe."""
+"""Callbacks that change which layer groups train and how fast, resumable and DDP-safe; and safe checkpoints."""
 
 from tlkit.callbacks.lr_warmup import LRWarmup
 from tlkit.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from tlkit.callbacks.resumable_checkpoint import ResumableCheckpoint
 
-__all__ = ["LRWarmup", "ProgressiveUnfreezing"]
+__all__ = ["LRWarmup", "ProgressiveUnfreezing", "ResumableCheckpoint"]

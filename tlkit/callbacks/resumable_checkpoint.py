@@ -1,0 +1,59 @@
+"""`ResumableCheckpoint`: ModelCheckpoint whose ``last.ckpt`` is always the latest save, written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
+from typing_extensions import override
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for resuming: ``last.ckpt`` follows every save point, and no file is ever half-written.
+
+    Since Lightning 2.6, ``save_last=True`` refreshes ``last.ckpt`` only when a top-k checkpoint is saved at the same
+    step, so with a monitored metric and ``save_top_k=1`` it usually holds the best epoch, not the latest, and
+    resuming from it silently repeats epochs. Here every save point (each epoch, and every ``every_n_train_steps``
+    when configured) refreshes ``last.ckpt`` whether or not the metric improved.
+
+    Each checkpoint is written to a temporary file in the same folder and renamed over the target, so a run killed
+    while saving (SIGKILL, out of memory) leaves the previous checkpoint intact instead of a truncated one.
+
+    Takes ModelCheckpoint's arguments; the `tlkit` command uses it as ``--checkpoint.*``.
+
+    Example:
+        >>> trainer = Trainer(callbacks=[ResumableCheckpoint(monitor="val/acc", mode="max", save_last=True)])
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_written_at: tuple[int, int] | None = None
+
+    @override
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        # Every save point refreshes last.ckpt, improved or not (Lightning skips it when no top-k file was written).
+        self._save_last_checkpoint(trainer, monitor_candidates)
+
+    @override
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        position = (trainer.current_epoch, trainer.global_step)
+        if self._last_written_at == position:  # Lightning asks again after a top-k save at the same step
+            return
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_written_at = position
+
+    @override
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        target = Path(filepath)
+        partial = target.with_name(f".{target.name}.partial")
+        super()._save_checkpoint(trainer, str(partial))
+        if trainer.is_global_zero:
+            os.replace(partial, target)  # atomic on POSIX and Windows within one folder
+        trainer.strategy.barrier("ResumableCheckpoint")
+        self._last_checkpoint_saved = filepath
