@@ -27,6 +27,26 @@ def _problem(path: Path, verify: bool) -> str | None:
     return None
 
 
+def check_folder(path: Path, what: str) -> None:
+    """Raise naming ``path`` if it is missing or is a file rather than a folder."""
+    if path.is_file():
+        raise ConfigError(f"Expected {what} {str(path)!r} to be a folder, but it is a file.")
+    if not path.is_dir():
+        raise ConfigError(f"Expected {what} {str(path)!r} to exist, but it does not.")
+
+
+def scan_images(root: Path, verify_images: bool = True) -> list[Path]:
+    """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images."""
+    check_folder(root, "predict folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if _problem(p, verify_images) is None]
+    if not images:
+        raise ConfigError(
+            f"Expected predict folder {str(root)!r} to contain images ({', '.join(IMAGE_EXTENSIONS)}), but it has none."
+        )
+    return images
+
+
 def scan_image_folder(
     root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True
 ) -> tuple[list[str], list[Path], list[int]]:
@@ -36,8 +56,7 @@ def scan_image_folder(
         ConfigError: naming the path of a missing folder, a folder without class folders, an empty class folder, or
             (with ``on_invalid="error"``) the first non-image or unreadable file.
     """
-    if not root.is_dir():
-        raise ConfigError(f"Expected data folder {str(root)!r} to exist, but it does not.")
+    check_folder(root, "data folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise ConfigError(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
@@ -13,12 +15,31 @@ from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
 from tlkit.datamodules._attached import attached_model, resolve_data_config
+from tlkit.datamodules._folders import scan_images
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error
 from tlkit.feature_cache import data_fingerprint
 from tlkit.randomness import sample_seed, seeded
+
+
+def open_rgb(path: Any) -> Image.Image:
+    """Open an image file as 8-bit RGB, scaling 16- and 32-bit greyscale to the full 8-bit range.
+
+    PIL's ``convert("RGB")`` clips 16-bit values above 255 instead of scaling them, so a 16-bit PNG would become
+    nearly all white (only 2 grey levels survive in a typical scan).
+    """
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):  # "I;16", "I;16B", "I" (32-bit): scale by the type's range
+            pixels = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else float(pixels.max())
+            image = Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
+        elif image.mode == "F":
+            pixels = np.asarray(image, dtype=np.float64)
+            low, high = float(pixels.min()), float(pixels.max())
+            image = Image.fromarray(((pixels - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8), mode="L")
+        return image.convert("RGB")
 
 
 @dataclass
@@ -69,6 +90,7 @@ class ClassificationDataModule(LightningDataModule):
         labels_per_class: keep only this many labelled training images per class (limited-label experiments).
         train_fraction: keep only this fraction of each class's training images.
         seed: seed for every split and subset.
+        predict_dir: a folder of images to label with ``tlkit predict`` (any layout); default: the test split.
     """
 
     def __init__(
@@ -86,6 +108,7 @@ class ClassificationDataModule(LightningDataModule):
         labels_per_class: int | None = None,
         train_fraction: float | None = None,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -126,13 +149,16 @@ class ClassificationDataModule(LightningDataModule):
 
     def load_image(self, sample: Any) -> Image.Image:
         """Turn one stored sample into an RGB PIL image (default: open a file path)."""
-        with Image.open(sample) as image:
-            return image.convert("RGB")
+        return open_rgb(sample)
 
     # --------------------------------------------------------------------------------------------- common
     @property
     def num_classes(self) -> int:
         return len(self._load()[0])
+
+    def class_names(self) -> list[str]:
+        """Class names in label order (loads and checks the data on first use)."""
+        return list(self._load()[0])
 
     def _load(self) -> tuple[list[str], dict[str, Split]]:
         # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
@@ -215,5 +241,21 @@ class ClassificationDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def _predict_split(self) -> Split:
+        if self.hparams.predict_dir is None:
+            return self.splits["test"]
+        paths = scan_images(Path(self.hparams.predict_dir).expanduser())
+        return Split(paths, [-1] * len(paths))  # -1: no label
+
+    def predict_sample_names(self) -> list[str]:
+        """What each predicted sample is called in the written predictions: its file path, or ``test/<index>``."""
+        samples = self._predict_split().samples
+        return [str(s) if isinstance(s, (str, Path)) else f"test/{i}" for i, s in enumerate(samples)]
+
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        split = self._predict_split()
+        # Files in a predict folder are opened as files, whatever this datamodule stores its own samples as.
+        load = self.load_image if self.hparams.predict_dir is None else open_rgb
+        dataset = ImageDataset(split, load, eval_transform(self.resolve_data_config()))
+        hp = self.hparams
+        return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)

@@ -49,6 +49,7 @@ class DigitsDataModule(ClassificationDataModule):
         labels_per_class: int | None = None,
         train_fraction: float | None = None,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -64,6 +65,7 @@ class DigitsDataModule(ClassificationDataModule):
             labels_per_class=labels_per_class,
             train_fraction=train_fraction,
             seed=seed,
+            predict_dir=predict_dir,
         )
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:

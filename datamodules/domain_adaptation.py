@@ -16,7 +16,7 @@ from tlkit.backbones import DataConfig
 from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
-from tlkit.datamodules.classification import ImageDataset, Split
+from tlkit.datamodules.classification import ImageDataset, Split, open_rgb
 from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
 from tlkit.errors import config_error
@@ -118,14 +118,18 @@ class DomainDataModule(LightningDataModule):
         raise NotImplementedError
 
     def load_image(self, sample: Any) -> Image.Image:
-        with Image.open(sample) as image:
-            return image.convert("RGB")
+        return open_rgb(sample)
 
     # --------------------------------------------------------------------------------------------- common
     @property
     def num_classes(self) -> int:
         self.setup()
         return len(self.classes)
+
+    def class_names(self) -> list[str]:
+        """Class names in label order, shared by both domains (loads and checks the data on first use)."""
+        self.setup()
+        return list(self.classes)
 
     def resolve_data_config(self) -> DataConfig:
         """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""

@@ -49,6 +49,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         labels_per_class: int | None = None,
         train_fraction: float | None = None,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -64,6 +65,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             labels_per_class=labels_per_class,
             train_fraction=train_fraction,
             seed=seed,
+            predict_dir=predict_dir,
         )
         self.data_dir = Path(data_dir).expanduser()
         self.on_invalid = on_invalid

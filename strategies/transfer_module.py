@@ -21,6 +21,10 @@ from tlkit.strategies.heads import HeadKind, make_head
 Stage = Literal["train", "val", "test"]
 
 
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class TransferModule(LightningModule):
     """A pretrained backbone with a new classification head, trained end to end.
 
@@ -143,6 +147,24 @@ class TransferModule(LightningModule):
         if self.run_seed is None:  # a resumed run already has the checkpoint's
             self.run_seed = default_seed()
 
+    def on_train_start(self) -> None:
+        self._check_schedule_length()
+
+    def _check_schedule_length(self) -> None:
+        """A resumed run with more steps than planned would restart the default cosine schedule's climb: refuse."""
+        if self.lr_scheduler is not None or not self.trainer.lr_scheduler_configs:
+            return
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        planned, total = getattr(scheduler, "T_max", None), int(self.trainer.estimated_stepping_batches)
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and planned != max(1, total):
+            raise config_error(
+                "trainer.max_epochs (or max_steps)",
+                f"what the checkpoint's run planned its default cosine schedule for ({planned} steps), since the "
+                "learning rate has annealed to zero there and would climb again; start a new run from its weights, "
+                "or configure an `lr_scheduler`",
+                f"{total} steps",
+            )
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed the global RNGs from (run seed, epoch, batch, rank): dropout & co. resume exactly (tlkit.randomness).
 
@@ -151,10 +173,18 @@ class TransferModule(LightningModule):
         reseed_for_step(self.run_seed, self.current_epoch, batch_idx, self.global_rank)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
+        schedulers = trainer.lr_scheduler_configs if trainer is not None else []
         checkpoint["tlkit"] = {
             "seed": self.run_seed,
             "class_names": self.class_names,
-            "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
+            "strategy": _class_path(type(self)),
+            # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
+            "optimizer": _class_path(type(optimizer)) if optimizer is not None else None,
+            "lr_scheduler": _class_path(type(schedulers[0].scheduler))
+            if schedulers and self.lr_scheduler is not None
+            else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,33 +1,56 @@
 """The ``tlkit`` command: LightningCLI with tlkit's defaults.
 
     tlkit fit --config configs/digits_finetune.yaml
-    tlkit fit --model FineTuning --model.backbone resnet50 --data ImageFolderDataModule --data.data_dir data/flowers
-    tlkit fit --config configs/digits_finetune.yaml --print_config
+    tlkit fit --config configs/digits_finetune.yaml --ckpt_path last      # continue the latest run of that config
+    tlkit test --ckpt_path logs/digits_finetune/version_0/checkpoints/last.ckpt
+    tlkit predict --ckpt_path <checkpoint> --data.predict_dir folder/     # writes predictions.csv / .jsonl
 
-Defaults: TensorBoard logs under ``logs/<model class>/version_<n>/`` (``tensorboard --logdir logs``), the learning
-rate of every param group logged under its group name, and the best checkpoint by ``val/acc`` kept in the run's
-``checkpoints/`` folder.
+Defaults: TensorBoard logs under ``logs/<config name>/version_<n>/`` (``tensorboard --logdir logs``), the learning
+rate of every param group logged under its group name, the best checkpoint by ``val/acc`` and ``last.ckpt`` (always
+the latest epoch) in the run's ``checkpoints/`` folder. Every checkpoint carries its run's whole config, so
+``--ckpt_path`` alone rebuilds the model, optimizer and data it was trained with; a config or options given beside it
+override that, and a checkpoint that does not fit them (backbone, classes, optimizer) is a one-line error.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import importlib.metadata
+import shutil
+import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import yaml
+from lightning.pytorch import Callback, LightningDataModule
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
 import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
+from tlkit._cli_errors import config_error_in, report, summarize_parser_error, wants_traceback
+from tlkit.callbacks import PredictionWriter, ResumableCheckpoint
+from tlkit.datamodules import NamedClasses
+from tlkit.errors import ConfigError, config_error
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
 LOG_DIR = "logs"
+DEFAULT_RUN_NAME = "tlkit"
 DEFAULT_MONITOR = "val/acc"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: Key of the run's config (YAML text) inside every checkpoint the command writes.
+CONFIG_KEY = "tlkit_config"
+#: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all.
+LOG_EVERY_N_STEPS = 5
 
 
 def load_plugins() -> None:
@@ -36,32 +59,186 @@ def load_plugins() -> None:
         entry_point.load()
 
 
+def _option(args: Sequence[str], *names: str) -> list[str]:
+    """Every value given for the options ``names`` (``--name value`` or ``--name=value``)."""
+    values = []
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif arg.startswith(name + "="):
+                values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _version_number(folder: Path) -> int:
+    suffix = folder.name.removeprefix("version_")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+@dataclass
+class Invocation:
+    """What the command line asks for, read before parsing: the run's name and the checkpoint it starts from."""
+
+    args: list[str]
+    subcommand: str | None = None
+    run_name: str = DEFAULT_RUN_NAME
+    ckpt_path: Path | None = None
+    resume_version: int | None = None  # ``--ckpt_path last``: continue in this version folder
+    checkpoint_config: dict[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def read(cls, args: Sequence[str]) -> Invocation:
+        args = _redirect_class_help(list(args))
+        subcommand = next((a for a in args if a in SUBCOMMANDS), None)
+        configs = _option(args, "--config", "-c")
+        invocation = cls(args, subcommand, Path(configs[-1]).stem if configs else DEFAULT_RUN_NAME)
+        given = _option(args, "--ckpt_path")
+        if subcommand and given and given[-1] not in ("null", "None", ""):
+            invocation._resolve_checkpoint(given[-1])
+        return invocation
+
+    def _resolve_checkpoint(self, given: str) -> None:
+        if given == "last":
+            self.ckpt_path, self.resume_version = self._latest_run()
+            if self.subcommand != "fit":
+                self.resume_version = None
+        elif given == "best":
+            if self.subcommand == "fit":
+                raise config_error("--ckpt_path", "a checkpoint file or 'last' when fitting", given)
+            return  # Lightning's own: the best checkpoint of the run just fitted (Python use)
+        else:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                problem = "a folder" if path.is_dir() else "no such file"
+                raise config_error("--ckpt_path", "a checkpoint file or 'last'", f"{given} ({problem})")
+            self.ckpt_path = path
+        self._point_args_at(self.ckpt_path)
+        self._inject_checkpoint_config()
+
+    def _point_args_at(self, path: Path) -> None:
+        """Replace the given ``--ckpt_path`` value (e.g. ``last``) by the resolved file."""
+        for i, arg in enumerate(self.args):
+            if arg == "--ckpt_path" and i + 1 < len(self.args):
+                self.args[i + 1] = str(path)
+            elif arg.startswith("--ckpt_path="):
+                self.args[i] = f"--ckpt_path={path}"
+
+    def _latest_run(self) -> tuple[Path, int]:
+        runs = Path(LOG_DIR) / self.run_name
+        candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version_number(p.parents[1]))
+        if not candidates:
+            raise ConfigError(
+                f"Expected `--ckpt_path last` to find a run to continue, but got no {runs}/version_*/checkpoints/"
+                "last.ckpt. Start the run without --ckpt_path, or give a checkpoint file."
+            )
+        latest = candidates[-1]
+        return latest, _version_number(latest.parents[1])
+
+    def _inject_checkpoint_config(self) -> None:
+        """Without a config or ``--model`` of the user's, the checkpoint's own run config describes the run.
+
+        With one, the user's config is the run's (the checkpoint is checked against it after parsing); mixing the
+        two would keep parts of the old run (callbacks, say) that the user's config does not mention.
+        """
+        try:
+            checkpoint = torch.load(self.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 (torch raises several types for a file that is no checkpoint)
+            expected = "a checkpoint written by tlkit or Lightning"
+            raise config_error("--ckpt_path", expected, str(self.ckpt_path)) from err
+        text = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None
+        if not text or _option(self.args, "--config", "-c", "--model"):
+            return
+        config = yaml.safe_load(text)
+        self.checkpoint_config = config
+        for key in ("ckpt_path", "config", "print_config"):
+            config.pop(key, None)
+        logger = (config.get("trainer") or {}).get("logger")
+        if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
+            logger["init_args"]["version"] = self.resume_version
+            self.run_name = logger["init_args"].get("name") or self.run_name
+        folder = Path(tempfile.mkdtemp(prefix="tlkit-ckpt-config-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = folder / "checkpoint_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        at = self.args.index(self.subcommand) + 1
+        self.args[at:at] = ["--config", str(path)]
+
+
+def _redirect_class_help(args: list[str]) -> list[str]:
+    """``--model FineTuning --help`` shows FineTuning's arguments (LightningCLI's ``--model.help FineTuning``)."""
+    if not ({"--help", "-h"} & set(args)):
+        return args
+    for key in ("--model", "--data"):
+        chosen = _option(args, key)
+        if chosen:
+            return [a for a in args if a not in ("--help", "-h")] + [f"{key}.help", chosen[-1]]
+    return args
+
+
+class TLKitArgumentParser(LightningArgumentParser):
+    """Reports a bad option or value in one line naming it, with the closest valid names (details on request)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if wants_traceback() or not self.exit_on_error:  # jsonargparse catches the raised error internally
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        options = [o.lstrip("-") for o in parser._option_string_actions]
+        line = summarize_parser_error(message, options)
+        subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)
+        report(subcommand, line)
+
+
+class _RunConfigInCheckpoints(Callback):
+    """Stores the run's resolved config (YAML) in every checkpoint, so ``--ckpt_path`` alone can rebuild the run."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.text
+
+
 class TLKitCLI(LightningCLI):
     """LightningCLI whose ``--model`` is any `TransferModule` and ``--data`` any LightningDataModule."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **overrides) -> None:
         load_plugins()
+        # `main` passes sys.argv on explicitly (after resolving it), which LightningCLI would warn about.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
+        resuming = self.invocation.resume_version is not None
+        logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
         super().__init__(
             model_class=TransferModule,
             datamodule_class=LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            parser_class=TLKitArgumentParser,
             trainer_defaults={
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": LOG_DIR, "name": "tlkit"},
-                },
+                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": logger_args},
+                "log_every_n_steps": LOG_EVERY_N_STEPS,
             },
-            save_config_kwargs={"overwrite": True},
+            # A continued run keeps the config it started with and writes what it was resumed with beside it.
+            save_config_kwargs={"overwrite": True, "config_filename": self._config_filename() if resuming else None}
+            if resuming
+            else {"overwrite": True},
             auto_configure_optimizers=False,
-            args=args,
+            args=self.invocation.args,
             run=run,
             **overrides,
         )
 
+    def _config_filename(self) -> str:
+        folder = Path(LOG_DIR) / self.invocation.run_name / f"version_{self.invocation.resume_version}"
+        n = 1
+        while (folder / f"config-resumed-{n}.yaml").exists():
+            n += 1
+        return f"config-resumed-{n}.yaml"
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Added as forced callbacks: always present, configurable as --checkpoint.* and --lr_monitor.*.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": DEFAULT_MONITOR,
@@ -75,11 +252,54 @@ class TLKitCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
-    def before_fit(self) -> None:
-        self._select_checkpoint_metric()
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would overwrite the config with the checkpoint's model hyperparameters (and fall back to the
+        # default optimizer, which they omit). tlkit's checkpoints carry their whole config instead, read first by
+        # `Invocation`, so the user's config and options win; `_check_checkpoint` then checks they fit.
+        return
+
+    # ------------------------------------------------------------------------------------------------ subcommands
+    def _run_subcommand(self, subcommand: str) -> None:
+        log_dir = self._log_dir()
+        existed = log_dir is not None and log_dir.exists()
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if log_dir is not None and not existed:
+                _remove_if_no_checkpoints(log_dir)
+            raise
+
+    def _log_dir(self) -> Path | None:
         logger = self.trainer.logger
-        if logger is not None and getattr(logger, "log_dir", None):
-            rank_zero_info(f"tlkit: TensorBoard logs in {logger.log_dir}  (view with: tensorboard --logdir {LOG_DIR})")
+        return Path(logger.log_dir) if logger is not None and getattr(logger, "log_dir", None) else None
+
+    def before_fit(self) -> None:
+        self._check_checkpoint("fit")
+        self._select_checkpoint_metric()
+        config = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml")
+        run_config = yaml.safe_load(config).get("fit", {})
+        run_config.pop("ckpt_path", None)
+        self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(run_config)))
+        log_dir = self._log_dir()
+        if log_dir is not None:
+            verb = "continuing" if self.invocation.resume_version is not None else "logs in"
+            rank_zero_info(f"tlkit: TensorBoard {verb} {log_dir}  (view with: tensorboard --logdir {LOG_DIR})")
+
+    def before_validate(self) -> None:
+        self._check_checkpoint("validate")
+
+    def before_test(self) -> None:
+        self._check_checkpoint("test")
+
+    def before_predict(self) -> None:
+        self._check_checkpoint("predict")
+        ckpt = self.invocation.ckpt_path
+        if ckpt is not None and ckpt.parent.name == "checkpoints":
+            output_dir = ckpt.parent.parent / "predictions"
+        else:
+            output_dir = (self._log_dir() or Path(LOG_DIR)) / "predictions"
+        name = f"predictions-{ckpt.stem}" if ckpt is not None else "predictions"
+        self.trainer.callbacks.append(PredictionWriter(str(output_dir), name=name))
 
     def _select_checkpoint_metric(self) -> None:
         """Checkpoint on the strategy's own metric (``val/im`` for domain adaptation) unless the user chose one."""
@@ -91,10 +311,95 @@ class TLKitCLI(LightningCLI):
         callback.kth_value = torch.tensor(-torch.inf if mode == "max" else torch.inf)
         callback.filename = f"epoch{{epoch:03d}}-{metric.replace('/', '_')}{{{metric}:.4f}}"
 
+    # --------------------------------------------------------------------------------------- checkpoint checking
+    def _check_checkpoint(self, subcommand: str) -> None:
+        """The checkpoint must fit the config it is used with: strategy, backbone, head, classes, optimizer."""
+        path = self.invocation.ckpt_path
+        if path is None:
+            return
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = checkpoint.get("tlkit", {})
+        hparams = checkpoint.get("hyper_parameters", {})
+        where = f"checkpoint {path}"
+        strategy = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
+        if saved.get("strategy") and saved["strategy"] != strategy:
+            raise config_error("model", f"{saved['strategy']!r} as in the {where}", strategy)
+        for key in ("backbone", "head", "num_classes"):
+            ours = self.model.hparams.get(key)
+            if key in hparams and ours is not None and hparams[key] != ours:
+                raise config_error(f"model.{key}", f"{hparams[key]!r} as in the {where}", ours)
+        self._check_classes(subcommand, saved.get("class_names"), hparams.get("num_classes"), where)
+        if subcommand == "fit":
+            self._check_optimizer(saved, where)
+
+    def _check_classes(self, subcommand: str, saved: list[str] | None, num_classes: int | None, where: str) -> None:
+        if subcommand == "predict" and getattr(self.datamodule.hparams, "predict_dir", None):
+            return  # new images have no labels to compare
+        names = _data_class_names(self.datamodule)
+        if names is None:
+            return
+        if saved is not None and list(saved) != names:
+            raise config_error(
+                "the data's classes", f"the {len(saved)} classes of the {where} ({_listed(saved)})", _listed(names)
+            )
+        if saved is None and num_classes is not None and num_classes != len(names):
+            raise config_error("the data's number of classes", f"{num_classes} as in the {where}", len(names))
+
+    def _check_optimizer(self, saved: dict[str, Any], where: str) -> None:
+        init_args = self.config["fit"]["model"].get("init_args")
+        for key in ("optimizer", "lr_scheduler"):
+            stored = saved.get(key)
+            configured = _class_path(init_args.get(key) if init_args is not None else None)
+            if key == "optimizer" and configured is None:
+                configured = "torch.optim.adamw.AdamW"  # TransferModule's default
+            if stored is not None and configured is not None and stored != configured:
+                raise config_error(
+                    f"model.{key}",
+                    f"{stored} as in the {where} (its state cannot be loaded into another class); "
+                    "start a new run to change it",
+                    configured,
+                )
+
+
+def _class_path(value: Any) -> str | None:
+    """The full class path of a configured optimizer or scheduler (short names resolved), or None."""
+    class_path = getattr(value, "class_path", None) or (value.get("class_path") if isinstance(value, dict) else None)
+    if not class_path:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _data_class_names(datamodule: Any) -> list[str] | None:
+    return list(datamodule.class_names()) if isinstance(datamodule, NamedClasses) else None
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+    return f"{len(names)} classes: {shown}"
+
+
+def _remove_if_no_checkpoints(log_dir: Path) -> None:
+    """Remove a run folder this run created and that holds no checkpoint (a failed start leaves nothing behind)."""
+    if log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    TLKitCLI(args=args)
+    """Console-script entry point: user errors print one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
+    args = list(sys.argv[1:] if args is None else args)
+    subcommand = next((a for a in args if a in SUBCOMMANDS), None)
+    try:
+        TLKitCLI(args=args)
+    except Exception as err:
+        problem = config_error_in(err)
+        if problem is None or wants_traceback():
+            raise
+        report(subcommand, str(problem))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""The README's journey through the console script, in a temporary folder: fit the shipped digits config (augmentation
+on, dropout), get killed mid-epoch, continue with ``--ckpt_path last``, and end bitwise where an uninterrupted run
+ends; then test and predict with the best checkpoint and read the written predictions."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TLKIT = Path(sys.executable).parent / "tlkit"
+# The shipped config, made small: 3 epochs of 4 batches, a tiny backbone, an MLP head with dropout, a checkpoint
+# every 3 steps (the mid-epoch saving a long epoch needs).
+RUN = [
+    "fit",
+    "--config",
+    str(REPO / "configs" / "digits_finetune.yaml"),
+    "--model.init_args.backbone=test_resnet",
+    "--model.init_args.weights=null",
+    "--model.init_args.head=mlp",
+    "--model.init_args.dropout=0.3",
+    "--data.init_args.image_size=32",
+    "--trainer.max_epochs=3",
+    "--trainer.enable_progress_bar=false",
+    "--checkpoint.every_n_train_steps=3",
+]
+
+
+def tlkit(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([str(TLKIT), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_killed_run_continues_bitwise_then_tests_and_predicts(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    assert tlkit(RUN, straight).returncode == 0
+
+    # Killed at the start of step 7 (epoch 1, batch 3): the newest checkpoint is step 6's, mid-epoch.
+    kill = ["--trainer.callbacks+=tests._kill.KillAtStep", "--trainer.callbacks.init_args.step=7"]
+    crashed = tlkit(RUN + kill, killed)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    run_dir = killed / "logs" / "digits_finetune" / "version_0"
+    before = {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+    resumed = tlkit(RUN + ["--ckpt_path", "last"], killed)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (killed / "logs" / "digits_finetune" / "version_1").exists(), "continued in the same run folder"
+    after = {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert "last.ckpt" in after and (before - {"last.ckpt"}) - after <= {b for b in before if b.startswith("epoch")}
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "config-resumed-1.yaml").is_file()
+
+    expected = weights(straight / "logs" / "digits_finetune" / "version_0" / "checkpoints" / "last.ckpt")
+    got = weights(run_dir / "checkpoints" / "last.ckpt")
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert max((expected[k].double() - got[k].double()).abs().max().item() for k in expected) == 0.0
+
+    best = next(p for p in (run_dir / "checkpoints").glob("epoch*.ckpt"))
+    tested = tlkit(["test", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], killed)
+    assert tested.returncode == 0 and "test/acc" in tested.stdout, tested.stderr[-2000:]
+
+    predicted = tlkit(["predict", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], killed)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    written = run_dir / "predictions" / f"predictions-{best.stem}.csv"
+    assert str(written) in predicted.stdout + predicted.stderr or written.name in predicted.stdout + predicted.stderr
+    rows = list(csv.DictReader(written.open()))
+    assert len(rows) == 359  # the digits test split
+    assert {row["prediction"] for row in rows} <= {str(d) for d in range(10)}
+    assert all(0.0 < float(row["probability"]) <= 1.0 and len(row["top_k"].split()) == 3 for row in rows)

@@ -1,0 +1,119 @@
+"""Turn what can go wrong on the `tlkit` command line into at most two lines: the problem, and what would be valid.
+
+jsonargparse reports a bad value in a subclass-mode argument as a nested list of every alternative it tried (80+
+lines), and an exception raised while building the model or data as a traceback. Users need the one line that names
+the value; the full report stays one environment variable away (``TLKIT_TRACEBACK=1``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Iterable
+
+from tlkit.errors import ConfigError, closest
+
+TRACEBACK_ENV = "TLKIT_TRACEBACK"
+HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
+
+
+def wants_traceback() -> bool:
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false")
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    """Constructor argument names of ``class_path``, following ``**kwargs`` forwarded to base classes."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return list(dict.fromkeys(names))
+
+
+def _suggest(value: str, options: Iterable[str]) -> str:
+    matches = closest(value, options, n=3)
+    return f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+def _readable_type(text: str) -> str:
+    """``<class 'float'>`` -> ``a float``; ``typing.Literal['a', 'b']`` -> ``one of 'a', 'b'``."""
+    if match := re.fullmatch(r"<class '(\w+)'>", text):
+        return f"{'an' if match.group(1)[0] in 'aeiou' else 'a'} {match.group(1)}"
+    if match := re.fullmatch(r"typing\.Literal\[(.+)\]", text):
+        return f"one of {match.group(1)}"
+    return text
+
+
+def _known_classes(top_key: str | None) -> list[str]:
+    """Short names the CLI resolves for ``--model`` or ``--data``."""
+    package = {"model": "tlkit.strategies", "data": "tlkit.datamodules"}.get(top_key or "")
+    if package is None:
+        return []
+    module = importlib.import_module(package)
+    names = [name for name in getattr(module, "__all__", []) if name[0].isupper()]
+    return [name for name in names if isinstance(cls := getattr(module, name), type) and not inspect.isabstract(cls)]
+
+
+def summarize_parser_error(message: str, option_strings: Iterable[str] = ()) -> str:
+    """The one line of a jsonargparse error report that names the bad value, with the closest valid choices."""
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines() if line.strip()]
+    ours = next((line for line in lines if line.startswith("Expected `")), None)
+    if ours:  # a tlkit ConfigError raised while checking a value
+        return ours
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    owner = re.search(r"class_path '([^']+)'", message)
+    if match := re.search(r"Option '([^']+)' is not accepted", message):
+        options = _init_parameters(owner.group(1)) if owner else []
+        where = f" of {owner.group(1).rsplit('.', 1)[-1]}" if owner else ""
+        return f"Unknown argument {match.group(1)!r}{where}.{_suggest(match.group(1), options)}"
+    if match := re.search(r"unrecognized arguments: (\S+)", message, flags=re.IGNORECASE):
+        given = match.group(1).split("=", 1)[0]
+        return f"Unknown option {given!r}.{_suggest(given.lstrip('-'), option_strings)}"
+    if match := re.search(r"Expected an? (.+?)\. Got value: (.+)", message):
+        return (
+            f"Expected `{'.'.join(keys)}` to be {_readable_type(match.group(1))}, but got {match.group(2).strip()!r}."
+        )
+    if match := re.search(r"dot import path string: (\S+)|Import path (\S+) does not", message):
+        given = match.group(1) or match.group(2)
+        top = keys[0] if keys else None
+        known = _known_classes(top)
+        return f"Expected `--{top or 'class'}` to be a tlkit class name or an import path, but got {given!r}." + (
+            _suggest(given, known) or (f" Valid: {', '.join(known)}." if known else "")
+        )
+    return lines[-1] if lines else message
+
+
+def report(subcommand: str | None, line: str) -> None:
+    """Print the two-line report and exit with status 2."""
+    prog = f"tlkit {subcommand}" if subcommand else "tlkit"
+    sys.stderr.write(f"{prog}: error: {line}\n{' ' * len(prog)}  {HINT}\n")
+    sys.exit(2)
+
+
+def config_error_in(exception: BaseException) -> ConfigError | None:
+    """The tlkit ConfigError that caused ``exception`` (it may be wrapped by jsonargparse or Lightning), if any."""
+    seen = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConfigError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    text = str(exception)
+    line = next(
+        (ln.strip().lstrip("- ") for ln in text.splitlines() if ln.strip().lstrip("- ").startswith("Expected `")), None
+    )
+    return ConfigError(line) if line else None
