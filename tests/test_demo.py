@@ -11,4 +11,4 @@ def test_demo_prints_the_comparison_table(tmp_path, monkeypatch, capsys):
     assert all(0.0 <= r["acc"] <= 1.0 for r in results.values())
     printed = capsys.readouterr().out
     assert "| ImageNet-pretrained  |" in printed and "tensorboard --logdir logs" in printed
-    assert (tmp_path / "logs" / "tlkit" / "version_1" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "logs" / "digits_finetune" / "version_1" / "checkpoints" / "last.ckpt").is_file()

@@ -80,3 +80,49 @@ def test_after_editable_install(tmp_path):
     assert tlkit_file == str(REPO / "tlkit" / "__init__.py")
     assert strategies_file == str(REPO / "strategies" / "__init__.py")
     assert top_level == "None None"
+
+
+def _source_modules() -> set[str]:
+    roots = {
+        "tlkit": REPO / "tlkit",
+        "tlkit/strategies": REPO / "strategies",
+        "tlkit/datamodules": REPO / "datamodules",
+    }
+    return {
+        f"{prefix}/{path.relative_to(folder).as_posix()}"
+        for prefix, folder in roots.items()
+        for path in folder.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+
+
+def test_built_wheel_holds_every_module_and_runs_alone(tmp_path):
+    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO))
+    (wheel,) = (tmp_path / "dist").glob("tlkit-*.whl")
+    import zipfile
+
+    in_wheel = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    assert _source_modules() <= in_wheel, sorted(_source_modules() - in_wheel)
+    assert not any(name.startswith(("strategies/", "datamodules/")) for name in in_wheel)
+
+    # A fresh environment with only the wheel installed (no editable finder); dependencies come from this one.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    pip("--python", str(venv / "bin" / "python"), "install", "--no-deps", str(wheel))
+    site = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    args = ["fit", "--model=FineTuning", "--model.backbone=test_resnet", "--model.weights=null"]
+    args += ["--data=DigitsDataModule", "--data.image_size=32", "--trainer.fast_dev_run=true"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(venv / "bin" / "tlkit"), *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = "import tlkit.functional, tlkit.strategies; print(tlkit.strategies.__file__)"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert where.stdout.strip().startswith(site), where.stdout + where.stderr
