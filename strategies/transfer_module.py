@@ -251,7 +251,11 @@ class TransferModule(LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         self.metrics[f"{stage}_metrics"].update(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
+        # Evaluation losses are averaged over ranks once per epoch; the training loss stays per rank (no per-step sync).
+        train = stage == "train"
+        self.log(
+            f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=not train
+        )
         return loss
 
     def log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
@@ -263,7 +267,9 @@ class TransferModule(LightningModule):
         # Skip metrics nothing updated (e.g. a strategy whose validation uses metrics of its own).
         if not any(metric.update_called for metric in metrics.values()):
             return
-        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        # compute() already synchronised the states across ranks: sync_dist only averages identical values (and tells
+        # Lightning so, which otherwise advises syncing on every epoch-level log under DDP).
+        self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
         metrics.reset()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -67,8 +67,15 @@ def _known_classes(top_key: str | None) -> list[str]:
     return [name for name in names if isinstance(cls := getattr(module, name), type) and not inspect.isabstract(cls)]
 
 
-def summarize_parser_error(message: str, option_strings: Iterable[str] = ()) -> str:
-    """The one line of a jsonargparse error report that names the bad value, with the closest valid choices."""
+def summarize_parser_error(message: str, option_strings: Iterable[str] = (), config: str | None = None) -> str:
+    """The one line of a jsonargparse error report that names the bad value, with the closest valid choices.
+
+    ``config`` names the config file being read, for YAML syntax errors (jsonargparse only gives line and column).
+    """
+    if match := re.search(r"Problems parsing config: (.+?)\s+in \"[^\"]*\", (line \d+, column \d+)", message, re.S):
+        return (
+            f"Expected {config or 'the config'} to be valid YAML, but got {match.group(1).strip()} at {match.group(2)}."
+        )
     lines = [line.strip().lstrip("- ").strip() for line in message.splitlines() if line.strip()]
     ours = next((line for line in lines if line.startswith("Expected `")), None)
     if ours:  # a tlkit ConfigError raised while checking a value

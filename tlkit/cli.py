@@ -49,8 +49,11 @@ DEFAULT_MONITOR = "val/acc"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Key of the run's config (YAML text) inside every checkpoint the command writes.
 CONFIG_KEY = "tlkit_config"
-#: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all.
-LOG_EVERY_N_STEPS = 5
+#: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all, and small-data runs with a
+#: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
+LOG_EVERY_N_STEPS = 1
+#: The arguments being parsed, for error reports that name the config file.
+_CURRENT_ARGS: list[str] = []
 
 
 def load_plugins() -> None:
@@ -184,7 +187,8 @@ class TLKitArgumentParser(LightningArgumentParser):
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         options = [o.lstrip("-") for o in parser._option_string_actions]
-        line = summarize_parser_error(message, options)
+        configs = _option(sys.argv[1:], "--config", "-c") or _option(_CURRENT_ARGS, "--config", "-c")
+        line = summarize_parser_error(message, options, configs[-1] if configs else None)
         subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)
         report(subcommand, line)
 
@@ -206,7 +210,14 @@ class TLKitCLI(LightningCLI):
         load_plugins()
         # `main` passes sys.argv on explicitly (after resolving it), which LightningCLI would warn about.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # Intended: frozen groups keep BatchNorm in eval mode (tlkit's freezing), and Lightning's own use of a torch
+        # pytree API it has not caught up with yet. Neither is anything a user can act on.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
+        _CURRENT_ARGS[:] = self.invocation.args
+        if self.invocation.resume_version is not None:  # continuing in the run's own folder is the point
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         resuming = self.invocation.resume_version is not None
         logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
         super().__init__(

@@ -52,3 +52,15 @@ def test_checkpoint_holds_callback_progress_in_plain_types(tmp_path):
     warmup = next(v for k, v in states.items() if k.startswith("LRWarmup"))
     assert unfreezing["phase"] == 1 and unfreezing["trainable_groups"] == ["layer4.0"]
     assert warmup["started_at"] == {"head": 0, "layer4.0": 4}
+
+
+def test_last_checkpoint_follows_the_latest_epoch_even_without_improvement(tmp_path):
+    from tlkit.callbacks import ResumableCheckpoint
+
+    train, val = loaders()
+    # `max` on the loss: after the first epoch it (almost) never "improves", so Lightning's save_last would stall.
+    checkpoint = ResumableCheckpoint(tmp_path / "ckpt", monitor="val/loss", mode="max", save_last=True, save_top_k=1)
+    trainer(tmp_path, [checkpoint], max_epochs=4).fit(model(), train, val)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 3 and last["global_step"] == 16
+    assert not list((tmp_path / "ckpt").glob(".*.partial")), "no temporary file is left behind"

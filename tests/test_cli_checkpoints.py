@@ -1,0 +1,139 @@
+"""The `tlkit` command with checkpoints: continue a run, keep its optimizer, refuse a checkpoint that does not fit the
+data or config, extend a run only where the schedule allows, write predictions, report errors in one line."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import write_image_folder
+from tlkit.cli import TLKitCLI, main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--model=FineTuning",
+    "--model.backbone=test_resnet",
+    "--model.weights=null",
+    "--data=DigitsDataModule",
+    "--data.image_size=32",
+    "--data.labels_per_class=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.max_epochs=2",
+]
+SGD = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0.05", "--model.optimizer.momentum=0.9"]
+
+
+def run_dir(tmp_path: Path, version: int = 0) -> Path:
+    return tmp_path / "logs" / "tlkit" / f"version_{version}"
+
+
+def error_lines(capsys, args: list[str]) -> list[str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def fitted(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    TLKitCLI(args=["fit", *TINY, *SGD])
+    return run_dir(tmp_path)
+
+
+def test_last_ckpt_is_the_latest_epoch_and_resume_keeps_the_configured_optimizer(fitted, tmp_path):
+    last = torch.load(fitted / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and last["tlkit"]["optimizer"] == "torch.optim.sgd.SGD"
+    # `--ckpt_path last` continues the same run folder with SGD (LightningCLI alone rebuilt AdamW and crashed).
+    cli = TLKitCLI(args=["fit", *TINY, *SGD, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    assert isinstance(cli.trainer.optimizers[0], torch.optim.SGD)
+    assert Path(cli.trainer.logger.log_dir).resolve() == fitted
+    assert not run_dir(tmp_path, 1).exists()
+
+
+def test_resume_with_another_optimizer_is_one_line(fitted, capsys):
+    lines = error_lines(capsys, ["fit", *TINY, "--ckpt_path", str(fitted / "checkpoints" / "last.ckpt")])
+    assert len(lines) <= 2 and "model.optimizer" in lines[0] and "SGD" in lines[0] and "AdamW" in lines[0]
+
+
+def test_extending_a_finished_default_schedule_is_refused(fitted, capsys):
+    lines = error_lines(capsys, ["fit", *TINY, *SGD, "--trainer.max_epochs=4", "--ckpt_path", "last"])
+    assert len(lines) <= 2 and "cosine" in lines[0]
+
+
+def test_checkpoint_alone_rebuilds_its_run_for_test_and_predict(fitted, tmp_path):
+    ckpt = fitted / "checkpoints" / "last.ckpt"
+    cli = TLKitCLI(args=["test", "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar=false"])
+    assert cli.model.backbone.name == "test_resnet" and type(cli.datamodule).__name__ == "DigitsDataModule"
+    images = tmp_path / "new_images"
+    write_image_folder(images / "any" / "layout", classes=("3", "7"), per_class=3)
+    TLKitCLI(args=["predict", "--ckpt_path", str(ckpt), f"--data.predict_dir={images}"])
+    rows = list(csv.DictReader((fitted / "predictions" / "predictions-last.csv").open()))
+    assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in images.rglob("*.png"))
+    assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
+    assert (fitted / "predictions" / "predictions-last.jsonl").is_file()
+
+
+def test_checkpoint_from_other_data_is_one_line_naming_both(fitted, tmp_path, capsys):
+    folder = write_image_folder(tmp_path / "four", classes=("0", "1", "2", "3"), per_class=8)
+    args = ["test", *TINY[:3], "--data=ImageFolderDataModule", f"--data.data_dir={folder}"]
+    lines = error_lines(capsys, [*args, "--ckpt_path", str(fitted / "checkpoints" / "last.ckpt")])
+    assert len(lines) <= 2 and "10 classes" in lines[0] and "4 classes" in lines[0]
+
+
+def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
+    args = ["test", "--model=FineTuning", "--model.backbone=test_efficientnet", "--model.weights=null"]
+    lines = error_lines(
+        capsys, [*args, "--data=DigitsDataModule", "--ckpt_path", str(fitted / "checkpoints" / "last.ckpt")]
+    )
+    assert len(lines) <= 2 and "test_resnet" in lines[0] and "test_efficientnet" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--ckpt_path", "last"], r"--ckpt_path last.*logs/tlkit/version_\*"),
+        (["--ckpt_path", "missing.ckpt"], r"missing\.ckpt \(no such file\)"),
+        (["--model.lr_decai=0.5"], r"'lr_decai' of FineTuning\. Did you mean 'lr_decay'"),
+        (["--trainer.max_epochz=3"], r"Did you mean 'trainer\.max_epochs'"),
+        (["--model.head=conv"], r"`model\.head` to be one of 'linear', 'mlp', but got 'conv'"),
+        (["--data.batch_size=0"], r"`batch_size` to be an integer >= 1"),
+        (["--data=ImageFolderDataModule", "--data.data_dir=pyproject.toml"], r"is a file"),
+    ],
+)
+def test_user_errors_are_one_line_and_leave_no_run_folder(args, match, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("")
+    lines = error_lines(capsys, ["fit", *TINY, *args])
+    assert len(lines) <= 2, lines
+    assert __import__("re").search(match, lines[0]), lines[0]
+    assert not (tmp_path / "logs" / "tlkit" / "version_0").exists()
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("model:\n  class_path: FineTuning\n   init_args: [\n")
+    lines = error_lines(capsys, ["fit", "--config", "bad.yaml"])
+    assert len(lines) <= 2 and "bad.yaml" in " ".join(lines), lines
+
+
+def test_every_short_run_logs_each_group_lr(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = TLKitCLI(args=["fit", *TINY])  # 1 batch per epoch: Lightning's default interval (50) logged nothing
+    events = EventAccumulator(str(run_dir(tmp_path)))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {f"lr-AdamW/{name}" for name in cli.model.backbone.group_names + ["head"]} <= tags
+
+
+def test_sixteen_bit_images_keep_their_grey_levels(tmp_path):
+    from tlkit.datamodules.classification import open_rgb
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    pixels = np.asarray(open_rgb(tmp_path / "ramp.png"))
+    assert len(np.unique(pixels)) == 256 and pixels.min() == 0 and pixels.max() == 255
