@@ -19,7 +19,7 @@ from tlkit.datamodules._folders import scan_images
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, train_transform
-from tlkit.errors import config_error
+from tlkit.errors import ConfigError, config_error
 from tlkit.feature_cache import data_fingerprint
 from tlkit.randomness import sample_seed, seeded
 
@@ -163,8 +163,23 @@ class ClassificationDataModule(LightningDataModule):
     def _load(self) -> tuple[list[str], dict[str, Split]]:
         # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
         if self._loaded is None:
-            self._loaded = self.load_splits()
+            if type(self).load_splits is ClassificationDataModule.load_splits:
+                raise ConfigError(
+                    f"Expected `data` to be a datamodule with data, but got the base class {type(self).__name__}. "
+                    "Valid: ImageFolderDataModule, DigitsDataModule, or a subclass implementing load_splits."
+                )
+            classes, splits = self.load_splits()
+            if len(classes) < 2:
+                raise ConfigError(
+                    f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes) or 'none'}) "
+                    f"in {self.describe_source()}: a classifier needs one folder per class."
+                )
+            self._loaded = classes, splits
         return self._loaded
+
+    def describe_source(self) -> str:
+        """Where the data comes from, for error messages (a folder for folder-based datamodules)."""
+        return type(self).__name__
 
     def resolve_data_config(self) -> DataConfig:
         """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""

@@ -71,6 +71,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.on_invalid = on_invalid
         self.verify_images = verify_images
 
+    def describe_source(self) -> str:
+        return repr(str(self.data_dir))
+
     def split_dirs(self) -> dict[str, Path]:
         """The folder of each split that exists on disk."""
         if not (self.data_dir / "train").is_dir():

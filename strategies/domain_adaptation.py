@@ -86,6 +86,11 @@ class DomainAdaptation(TransferModule):
             scheduler_interval=scheduler_interval,
         )
         self._target_val_probabilities: list[torch.Tensor] = []
+        if type(self) is DomainAdaptation:
+            raise ConfigError(
+                "Expected `model` to be a domain-adaptation method, but got the base class DomainAdaptation. "
+                "Valid: SourceOnly, DANN, CDAN, DAN, DeepCORAL, MCC, SelfTraining, MME, JointTraining."
+            )
 
     def lr_scale(self, depth: int) -> float:
         return 1.0 if depth == 0 else self.backbone_lr_factor

@@ -103,11 +103,14 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
         (["--model.head=conv"], r"`model\.head` to be one of 'linear', 'mlp', but got 'conv'"),
         (["--data.batch_size=0"], r"`batch_size` to be an integer >= 1"),
         (["--data=ImageFolderDataModule", "--data.data_dir=pyproject.toml"], r"is a file"),
+        (["--data=ImageFolderDataModule", "--data.data_dir=one"], r"at least 2 classes, but got 1 \(0\) in '.*one'"),
+        (["--model=DomainAdaptation"], r"base class DomainAdaptation\. Valid: SourceOnly, DANN"),
     ],
 )
 def test_user_errors_are_one_line_and_leave_no_run_folder(args, match, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text("")
+    write_image_folder(tmp_path / "one", classes=("0",), per_class=4)
     lines = error_lines(capsys, ["fit", *TINY, *args])
     assert len(lines) <= 2, lines
     assert __import__("re").search(match, lines[0]), lines[0]

@@ -114,7 +114,10 @@ def test_bad_arguments(kwargs, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"milestones": {2: ["layer9"]}}, r"milestone 2 entry 'layer9'.*matched no group and no parameter.*layer"),
+        (
+            {"milestones": {2: ["layer9"]}},
+            r"entry 'layer9'.*matched no group.*\(all 5\): conv1\+bn1, layer1.0, layer2.0, layer3.0, layer4.0\.",
+        ),
         ({"milestones": {1: ["layer4.0"], 3: [7]}}, r"but got 7\. Valid names: conv1\+bn1, layer1.0"),
         ({"milestones": {1: ["(unclosed"]}}, r"milestone 1 entry '\(unclosed'.*not a valid regex"),
         ({"every_n_epochs": 1, "initial_groups": 6}, r"`initial_groups` to be at most 5"),

@@ -156,10 +156,12 @@ class ProgressiveUnfreezing(Callback):
                 ) from err
             matched = {n for n in all_names if pattern.search(n)}
             if not matched:
-                suggestions = closest(entry, backbone.group_names) or backbone.group_names
+                suggestions = closest(entry, backbone.group_names)
+                hint = f" Closest: {', '.join(suggestions)}." if suggestions else ""
                 raise ConfigError(
                     f"Expected milestone {epoch} entry {entry!r} to be a group index, group name or parameter regex, "
-                    f"but it matched no group and no parameter. Valid group names: {', '.join(suggestions)}."
+                    f"but it matched no group and no parameter. Valid group names (all "
+                    f"{len(backbone.group_names)}): {', '.join(backbone.group_names)}.{hint}"
                 )
             names |= matched
         return names
