@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/frozen_prefix.py
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/domain_adaptation.py
+	$(BIN)/python benchmarks/cli_startup.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

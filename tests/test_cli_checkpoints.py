@@ -140,3 +140,10 @@ def test_sixteen_bit_images_keep_their_grey_levels(tmp_path):
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     pixels = np.asarray(open_rgb(tmp_path / "ramp.png"))
     assert len(np.unique(pixels)) == 256 and pixels.min() == 0 and pixels.max() == 255
+
+
+def test_unlogged_checkpoint_monitor_fails_at_the_sanity_check(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lines = error_lines(capsys, ["fit", *TINY, "--checkpoint.monitor=val/accuracy"])
+    assert len(lines) <= 2 and "'val/accuracy'" in lines[0] and "val/acc," in lines[0], lines
+    assert not (tmp_path / "logs" / "tlkit" / "version_0").exists()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import importlib
 import importlib.metadata
+import os
+import random
 import shutil
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch import Callback, LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
@@ -262,6 +264,21 @@ class TLKitCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+
+    def _set_seed(self) -> None:
+        """Seed as LightningCLI does, quietly (the seed is in the run's config.yaml), and truly at random for ``true``.
+
+        LightningCLI documents ``seed_everything: true`` as a random seed but passes None, which Lightning turns into
+        0 with a warning.
+        """
+        key = f"{self.subcommand}.seed_everything" if self.subcommand else "seed_everything"
+        seed = self.config.get(key)
+        if seed is False:
+            return
+        if seed is True or seed is None:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", random.SystemRandom().randrange(2**31)))
+        seed_everything(int(seed), workers=True, verbose=False)
+        self.config[key] = int(seed)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would overwrite the config with the checkpoint's model hyperparameters (and fall back to the

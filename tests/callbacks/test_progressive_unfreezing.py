@@ -129,10 +129,14 @@ def test_schedule_is_validated_against_the_model_before_training(tmp_path, kwarg
         trainer(tmp_path, [ProgressiveUnfreezing(**kwargs)]).fit(model(), train, val)
 
 
-def test_unknown_monitor_lists_logged_metrics(tmp_path):
+def test_unknown_monitor_lists_logged_metrics_at_the_sanity_check(tmp_path):
     train, val = loaders()
+    steps = []
+    fit = trainer(tmp_path, [ProgressiveUnfreezing(monitor="val/accuracy")], num_sanity_val_steps=1)
     with pytest.raises(ConfigError, match=r"`monitor` to be a logged metric, but got 'val/accuracy'.*val/acc"):
-        trainer(tmp_path, [ProgressiveUnfreezing(monitor="val/accuracy")]).fit(model(), train, val)
+        fit.fit(model(), train, val)
+    steps.append(fit.global_step)
+    assert steps == [0], "reported before any training step"
 
 
 def test_feature_extraction_is_refused(tmp_path):

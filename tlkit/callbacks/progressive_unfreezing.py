@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from tlkit.callbacks._distributed import rebuild_ddp_wrapper, reset_compiled_graphs
+from tlkit.callbacks._monitor import check_monitor_is_logged
 from tlkit.errors import ConfigError, closest, config_error
 from tlkit.feature_cache import CacheMode, FeatureCache
 
@@ -262,13 +263,11 @@ class ProgressiveUnfreezing(Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.monitor is None or trainer.sanity_checking or self.phase >= self.num_phases - 1:
+        if self.monitor is None:
             return
-        if self.monitor not in trainer.callback_metrics:
-            raise ConfigError(
-                f"Expected ProgressiveUnfreezing `monitor` to be a logged metric, but got {self.monitor!r}. "
-                f"Logged: {', '.join(sorted(trainer.callback_metrics)) or 'none'}."
-            )
+        check_monitor_is_logged(trainer, self.monitor, "ProgressiveUnfreezing")
+        if trainer.sanity_checking or self.phase >= self.num_phases - 1:
+            return
         value = float(trainer.callback_metrics[self.monitor])
         improved = self.best is None or (
             value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta

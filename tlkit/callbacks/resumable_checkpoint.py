@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from typing_extensions import override
 
+from tlkit.callbacks._monitor import check_monitor_is_logged
+
 
 class ResumableCheckpoint(ModelCheckpoint):
     """ModelCheckpoint for resuming: ``last.ckpt`` follows every save point, and no file is ever half-written.
@@ -32,6 +34,13 @@ class ResumableCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_written_at: tuple[int, int] | None = None
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning would only complain at the first save, an epoch later; the sanity check already knows.
+        if self.monitor is not None:
+            check_monitor_is_logged(trainer, self.monitor, "checkpoint")
+        super().on_validation_end(trainer, pl_module)
 
     @override
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
