@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
-from tlkit.backbones import DataConfig
+from tlkit.backbones import Backbone, DataConfig
 
 
 def attached_model(datamodule: LightningDataModule) -> Any:
@@ -22,8 +22,11 @@ def resolve_data_config(datamodule: Any) -> DataConfig:
     backbone = getattr(attached_model(datamodule), "backbone", None)
     config = datamodule.data_config or getattr(backbone, "data_config", None) or DataConfig()
     hp = datamodule.hparams
-    return replace(
+    resolved = replace(
         config,
         image_size=hp.image_size or config.image_size,
         crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
     )
+    if isinstance(backbone, Backbone):
+        backbone.check_input_size(resolved.image_size)  # before training, not as a shape error in the first step
+    return resolved

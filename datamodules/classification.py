@@ -19,7 +19,7 @@ from tlkit.datamodules._folders import scan_images
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, train_transform
-from tlkit.errors import ConfigError, config_error
+from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.feature_cache import data_fingerprint
 from tlkit.randomness import sample_seed, seeded
 
@@ -93,6 +93,9 @@ class ClassificationDataModule(LightningDataModule):
         predict_dir: a folder of images to label with ``tlkit predict`` (any layout); default: the test split.
     """
 
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
+
     def __init__(
         self,
         batch_size: int = 32,
@@ -111,6 +114,7 @@ class ClassificationDataModule(LightningDataModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
+        refuse_base_class(self, "data", "tlkit.datamodules")
         if batch_size < 1:
             raise config_error("batch_size", "an integer >= 1", batch_size)
         if persistent_workers and num_workers == 0:
@@ -163,11 +167,6 @@ class ClassificationDataModule(LightningDataModule):
     def _load(self) -> tuple[list[str], dict[str, Split]]:
         # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
         if self._loaded is None:
-            if type(self).load_splits is ClassificationDataModule.load_splits:
-                raise ConfigError(
-                    f"Expected `data` to be a datamodule with data, but got the base class {type(self).__name__}. "
-                    "Valid: ImageFolderDataModule, DigitsDataModule, or a subclass implementing load_splits."
-                )
             classes, splits = self.load_splits()
             if len(classes) < 2:
                 raise ConfigError(

@@ -19,7 +19,7 @@ from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.classification import ImageDataset, Split, open_rgb
 from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
-from tlkit.errors import config_error
+from tlkit.errors import config_error, refuse_base_class
 from tlkit.randomness import sample_seed, seeded
 
 TargetLabels = Literal["none", "few", "all"]
@@ -69,6 +69,9 @@ class DomainDataModule(LightningDataModule):
         seed: seed for every split and subset.
     """
 
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
+
     def __init__(
         self,
         target_labels: TargetLabels = "none",
@@ -86,6 +89,7 @@ class DomainDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        refuse_base_class(self, "data", "tlkit.datamodules")
         if target_labels not in ("none", "few", "all"):
             raise config_error("target_labels", "'none', 'few' or 'all'", target_labels)
         if shots < 1:

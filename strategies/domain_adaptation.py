@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
-from tlkit.errors import ConfigError, config_error
+from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.functional import bnm_score, im_score, snd_score, warm_start_lambda
 from tlkit.strategies.heads import HeadKind
 from tlkit.strategies.transfer_module import TransferModule
@@ -43,6 +43,9 @@ class DomainAdaptation(TransferModule):
 
     The other arguments are `TransferModule`'s.
     """
+
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
 
     checkpoint_monitor = ("val/im", "max")
     #: "weak_strong" asks the datamodule for two augmented views of each target image.
@@ -86,11 +89,7 @@ class DomainAdaptation(TransferModule):
             scheduler_interval=scheduler_interval,
         )
         self._target_val_probabilities: list[torch.Tensor] = []
-        if type(self) is DomainAdaptation:
-            raise ConfigError(
-                "Expected `model` to be a domain-adaptation method, but got the base class DomainAdaptation. "
-                "Valid: SourceOnly, DANN, CDAN, DAN, DeepCORAL, MCC, SelfTraining, MME, JointTraining."
-            )
+        refuse_base_class(self, "model", "tlkit.strategies")
 
     def lr_scale(self, depth: int) -> float:
         return 1.0 if depth == 0 else self.backbone_lr_factor

@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterable
 
-from tlkit.errors import ConfigError, closest
+from tlkit.errors import ConfigError, closest, concrete_classes
 
 TRACEBACK_ENV = "TLKIT_TRACEBACK"
 HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
@@ -62,9 +62,7 @@ def _known_classes(top_key: str | None) -> list[str]:
     package = {"model": "tlkit.strategies", "data": "tlkit.datamodules"}.get(top_key or "")
     if package is None:
         return []
-    module = importlib.import_module(package)
-    names = [name for name in getattr(module, "__all__", []) if name[0].isupper()]
-    return [name for name in names if isinstance(cls := getattr(module, name), type) and not inspect.isabstract(cls)]
+    return [name for name in concrete_classes(package) if name[0].isupper()]
 
 
 def summarize_parser_error(message: str, option_strings: Iterable[str] = (), config: str | None = None) -> str:

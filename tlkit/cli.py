@@ -301,7 +301,13 @@ class TLKitCLI(LightningCLI):
         logger = self.trainer.logger
         return Path(logger.log_dir) if logger is not None and getattr(logger, "log_dir", None) else None
 
+    def _check_data(self) -> None:
+        """Load and check the data now, so a bad folder fails before any run folder or log line appears."""
+        if isinstance(self.datamodule, NamedClasses):
+            self.datamodule.class_names()
+
     def before_fit(self) -> None:
+        self._check_data()
         self._check_checkpoint("fit")
         self._select_checkpoint_metric()
         config = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml")

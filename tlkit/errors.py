@@ -41,3 +41,25 @@ def config_error(
         if options:
             message += f". Valid: {', '.join(map(str, options))}"
     return ConfigError(message + ".")
+
+
+def concrete_classes(package: str) -> list[str]:
+    """Public class names of ``package`` (``tlkit.strategies``, ``tlkit.datamodules``) a user can choose directly:
+    classes marked ``base_class_only = True`` in their own body are left out."""
+    import importlib
+
+    module = importlib.import_module(package)
+    names = [name for name in getattr(module, "__all__", []) if isinstance(getattr(module, name), type)]
+    return [name for name in names if not vars(getattr(module, name)).get("base_class_only", False)]
+
+
+def refuse_base_class(instance: Any, option: str, package: str) -> None:
+    """Raise when a class marked ``base_class_only`` is used as it is instead of through a subclass."""
+    cls = type(instance)
+    if vars(cls).get("base_class_only", False):
+        raise config_error(
+            option,
+            "a class usable on its own",
+            f"the base class {cls.__name__}",
+            options=concrete_classes(package),
+        )

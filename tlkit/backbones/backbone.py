@@ -161,5 +161,32 @@ class Backbone(nn.Module):
         """Pooled features, shape (N, num_features)."""
         return pool_features(self.model(x))
 
+    def check_input_size(self, image_size: int) -> None:
+        """Raise a ConfigError if the model cannot run on ``image_size`` x ``image_size`` inputs.
+
+        Runs one forward pass on a blank image (eval mode, no grad; each size is checked once), so the problem shows
+        before training rather than as a shape error in the first step: a ViT with a fixed input size, or an input
+        smaller than the network's total downsampling.
+        """
+        checked = self.__dict__.setdefault("_checked_sizes", set())
+        if image_size in checked:
+            return
+        parameter = next(self.parameters(), None)
+        blank = torch.zeros(1, 3, image_size, image_size, device=parameter.device if parameter is not None else None)
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self(blank)
+        except Exception as err:  # noqa: BLE001 (any failure means this size does not work)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"Expected `image_size` to be a size {self.name!r} accepts (its default is "
+                f"{self.data_config.image_size}), but got {image_size}: the model fails on it ({reason[:160]})."
+            ) from err
+        finally:
+            self.train(was_training)
+        checked.add(image_size)
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, num_features={self.num_features}, groups={len(self.layer_groups)}"
