@@ -76,6 +76,8 @@ def test_checkpoint_alone_rebuilds_its_run_for_test_and_predict(fitted, tmp_path
     assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in images.rglob("*.png"))
     assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
     assert (fitted / "predictions" / "predictions-last.jsonl").is_file()
+    assert sorted(p.name for p in (tmp_path / "logs" / "tlkit").iterdir()) == ["version_0", "version_1"]  # fit, test
+    assert not (tmp_path / "config.yaml").exists()
 
 
 def test_checkpoint_from_other_data_is_one_line_naming_both(fitted, tmp_path, capsys):

@@ -32,7 +32,7 @@ import torch
 import yaml
 from lightning.pytorch import Callback, LightningDataModule, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
@@ -158,6 +158,8 @@ class Invocation:
         self.checkpoint_config = config
         for key in ("ckpt_path", "config", "print_config"):
             config.pop(key, None)
+        if self.subcommand == "predict":  # predictions go to files beside the checkpoint, no log folder
+            config.setdefault("trainer", {})["logger"] = False
         logger = (config.get("trainer") or {}).get("logger")
         if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
             logger["init_args"]["version"] = self.resume_version
@@ -222,16 +224,17 @@ class TLKitCLI(LightningCLI):
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         resuming = self.invocation.resume_version is not None
         logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
+        logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": logger_args}
+        predicting = self.invocation.subcommand == "predict"
         super().__init__(
             model_class=TransferModule,
             datamodule_class=LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             parser_class=TLKitArgumentParser,
-            trainer_defaults={
-                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": logger_args},
-                "log_every_n_steps": LOG_EVERY_N_STEPS,
-            },
+            # predict logs nothing: no run folder, and no config.yaml written into the working directory.
+            trainer_defaults={"logger": False if predicting else logger, "log_every_n_steps": LOG_EVERY_N_STEPS},
+            save_config_callback=None if predicting else SaveConfigCallback,
             # A continued run keeps the config it started with and writes what it was resumed with beside it.
             save_config_kwargs={"overwrite": True, "config_filename": self._config_filename() if resuming else None}
             if resuming
