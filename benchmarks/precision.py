@@ -36,6 +36,7 @@ class ChannelsLastFineTuning(FineTuning):
     """FineTuning with NHWC weights and inputs."""
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):

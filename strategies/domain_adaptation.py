@@ -166,10 +166,10 @@ class DomainAdaptation(TransferModule):
 
     def log_training(self, loss, cls_loss, adaptation, weight, source_logits, source_labels) -> None:
         n = len(source_labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/cls_loss", cls_loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log_loss("train/loss", loss, n, prog_bar=True, per_step=True)
+        self.log_loss("train/cls_loss", cls_loss, n)
         if adaptation is not None:
-            self.log("train/adaptation_loss", adaptation, on_step=False, on_epoch=True, batch_size=n)
+            self.log_loss("train/adaptation_loss", adaptation, n)
             self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False, batch_size=n)
         self.metrics["train_metrics"].update(source_logits, source_labels)  # logged at epoch end
 
@@ -181,7 +181,14 @@ class DomainAdaptation(TransferModule):
         domain = "source" if dataloader_idx == 0 else "target"
         self.domain_metrics[domain].update(logits, y)  # logged at epoch end
         if domain == "target":
-            self.log("val/loss", self.loss(logits, y), on_epoch=True, add_dataloader_idx=False, batch_size=len(y))
+            self.log(
+                "val/loss",
+                self.loss(logits, y),
+                on_epoch=True,
+                add_dataloader_idx=False,
+                batch_size=len(y),
+                sync_dist=True,
+            )
             self._target_val_probabilities.append(logits.softmax(dim=1).detach())
         self.validation_features(features, domain)
 
@@ -198,9 +205,10 @@ class DomainAdaptation(TransferModule):
         # Every rank scores the same gathered predictions, so checkpointing and early stopping agree across ranks.
         probabilities = self.all_gather(probabilities).reshape(-1, probabilities.shape[-1])[:MAX_VALIDATOR_SAMPLES]
         probabilities = probabilities.float()
-        self.log("val/im", im_score(probabilities), prog_bar=True)
-        self.log("val/snd", snd_score(probabilities))
-        self.log("val/bnm", bnm_score(probabilities))
+        # Scores of the gathered predictions: equal on every rank (sync_dist only says so to Lightning).
+        self.log("val/im", im_score(probabilities), prog_bar=True, sync_dist=True)
+        self.log("val/snd", snd_score(probabilities), sync_dist=True)
+        self.log("val/bnm", bnm_score(probabilities), sync_dist=True)
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def on_fit_end(self) -> None:

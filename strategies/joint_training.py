@@ -67,6 +67,6 @@ class JointTraining(DomainAdaptation):
         source_loss = self.loss(logits[:n], ys)
         target_loss = self.loss(logits[n:], yl)
         loss = self.source_weight * source_loss + target_loss
-        self.log("train/target_cls_loss", target_loss, on_step=False, on_epoch=True, batch_size=len(yl))
+        self.log_loss("train/target_cls_loss", target_loss, len(yl))
         self.log_training(loss, source_loss, None, 0.0, logits[:n], ys)
         return loss

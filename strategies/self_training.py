@@ -99,6 +99,6 @@ class SelfTraining(DomainAdaptation):
         pseudo_loss = (F.cross_entropy(strong_logits, pseudo_labels, reduction="none") * mask).mean()
         weight = self.adaptation_weight()
         loss = cls_loss + weight * pseudo_loss
-        self.log("train/pseudo_label_ratio", mask.mean(), on_step=False, on_epoch=True, batch_size=m)
+        self.log_loss("train/pseudo_label_ratio", mask.mean(), m)
         self.log_training(loss, cls_loss, pseudo_loss, weight, source_logits, ys)
         return loss

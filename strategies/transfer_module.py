@@ -143,10 +143,6 @@ class TransferModule(LightningModule):
         return None
 
     # ------------------------------------------------------------------------------------- randomness and checkpoints
-    def on_fit_start(self) -> None:
-        if self.run_seed is None:  # a resumed run already has the checkpoint's
-            self.run_seed = default_seed()
-
     def on_train_start(self) -> None:
         self._check_schedule_length()
 
@@ -170,6 +166,8 @@ class TransferModule(LightningModule):
 
         Subclasses that override this hook must call ``super().on_train_batch_start(batch, batch_idx)``.
         """
+        if self.run_seed is None:  # fixed at the first step; a resumed run already has the checkpoint's
+            self.run_seed = default_seed()
         reseed_for_step(self.run_seed, self.current_epoch, batch_idx, self.global_rank)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -251,12 +249,20 @@ class TransferModule(LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         self.metrics[f"{stage}_metrics"].update(logits, y)
-        # Evaluation losses are averaged over ranks once per epoch; the training loss stays per rank (no per-step sync).
-        train = stage == "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=not train
-        )
+        self.log_loss(f"{stage}/loss", loss, len(y), prog_bar=True, per_step=stage == "train")
         return loss
+
+    def log_loss(
+        self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False, per_step: bool = False
+    ) -> None:
+        """Log ``value`` averaged over the epoch and over ranks (synchronised once, at the epoch's end).
+
+        ``per_step`` also logs this rank's value every step as ``<name>_step`` (an all-reduce per step would cost every
+        step); the epoch average keeps the plain ``name``, so callbacks can monitor it.
+        """
+        if per_step:
+            self.log(f"{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
+        self.log(name, value, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size, sync_dist=True)
 
     def log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
         """Compute (synchronised across ranks), log and reset ``metrics``, updated step by step during the epoch.

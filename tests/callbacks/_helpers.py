@@ -7,16 +7,28 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tlkit.datamodules import EpochShuffleSampler
+from tlkit.randomness import sample_seed, seeded
 from tlkit.strategies import FineTuning
 
 NUM_CLASSES = 4
 
 
-def loaders(n: int = 32, size: int = 32, batch_size: int = 8, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+class NoisyDataset(TensorDataset):
+    """Random augmentation as tlkit's datasets do it: drawn under the seed the training index carries."""
+
+    def __getitem__(self, index):
+        x, y = super().__getitem__(index)
+        with seeded(sample_seed(index)):
+            return x + 0.1 * torch.randn_like(x), y
+
+
+def loaders(
+    n: int = 32, size: int = 32, batch_size: int = 8, seed: int = 0, augment: bool = False
+) -> tuple[DataLoader, DataLoader]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, size, size, generator=g)
     y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    train = TensorDataset(x, y)
+    train = (NoisyDataset if augment else TensorDataset)(x, y)
     val = TensorDataset(x[: n // 2] + 0.1, y[: n // 2])
     return (
         DataLoader(train, batch_size=batch_size, sampler=EpochShuffleSampler(n, seed)),

@@ -23,16 +23,17 @@ def callbacks():
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=list(SCHEDULES))
 def test_resume_is_bitwise_identical(tmp_path, schedule):
-    train, val = loaders()
+    # Random augmentation and an MLP head with dropout: randomness must resume too.
+    train, val = loaders(augment=True)
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, every_n_epochs=1)
     unfreezing = ProgressiveUnfreezing(**SCHEDULES[schedule])
-    reference = model()
+    reference = model(head="mlp", dropout=0.3)
     trainer(tmp_path, [unfreezing, *callbacks(), every_epoch], max_epochs=EPOCHS).fit(reference, train, val)
     assert unfreezing.phase >= 2, "the schedule must change phase more than once within the run"
     expected = {k: v.clone() for k, v in reference.state_dict().items()}
 
     for epoch in range(EPOCHS - 1):
-        resumed = model()
+        resumed = model(head="mlp", dropout=0.3)
         resumed_unfreezing = ProgressiveUnfreezing(**SCHEDULES[schedule])
         trainer(tmp_path / f"resume{epoch}", [resumed_unfreezing, *callbacks()], max_epochs=EPOCHS).fit(
             resumed, train, val, ckpt_path=tmp_path / "ckpt" / f"epoch={epoch}.ckpt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
@@ -23,6 +23,13 @@ def unused_path(folder: Path, stem: str, suffix: str) -> Path:
         n += 1
         path = folder / f"{stem}-{n}{suffix}"
     return path
+
+
+@runtime_checkable
+class NamedClassifier(Protocol):
+    """A model that knows its class names in label order (every `TransferModule`, also from a checkpoint)."""
+
+    class_names: list[str] | None
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -60,8 +67,8 @@ class PredictionWriter(BasePredictionWriter):
         self.rows = []
         datamodule = trainer.datamodule
         self._names = datamodule.predict_sample_names() if isinstance(datamodule, NamedPredictSamples) else None
-        num_classes = getattr(pl_module, "num_classes", None)
-        self._classes = getattr(pl_module, "class_names", None) or [str(i) for i in range(num_classes or 0)]
+        named = isinstance(pl_module, NamedClassifier)
+        self._classes = (pl_module.class_names if named else None) or []
 
     @override
     def write_on_batch_end(
@@ -83,6 +90,7 @@ class PredictionWriter(BasePredictionWriter):
             top = [{"class": self._class_name(c), "probability": round(p, 6)} for p, c in zip(top_values, top_indices)]
             self.rows.append(
                 {
+                    "index": int(index),
                     "file": self._names[index] if self._names else str(index),
                     "prediction": top[0]["class"],
                     "probability": top[0]["probability"],
@@ -95,6 +103,11 @@ class PredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            # Each rank predicted its own shard (Lightning's unrepeated sampler): collect every row on rank 0.
+            gathered: list[list[dict[str, Any]]] = [[] for _ in range(trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, self.rows)
+            self.rows = sorted((row for rows in gathered for row in rows), key=lambda row: row["index"])
         if not trainer.is_global_zero:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +125,6 @@ class PredictionWriter(BasePredictionWriter):
             path = unused_path(self.output_dir, self.name, ".jsonl")
             with path.open("w") as file:
                 for row in self.rows:
-                    file.write(json.dumps(row) + "\n")
+                    file.write(json.dumps({k: v for k, v in row.items() if k != "index"}) + "\n")
             self.written.append(path)
         rank_zero_info(f"tlkit: wrote {len(self.rows)} predictions to {', '.join(map(str, self.written))}")
