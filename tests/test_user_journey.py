@@ -75,3 +75,22 @@ def test_killed_run_continues_bitwise_then_tests_and_predicts(tmp_path):
     assert len(rows) == 359  # the digits test split
     assert {row["prediction"] for row in rows} <= {str(d) for d in range(10)}
     assert all(0.0 < float(row["probability"]) <= 1.0 and len(row["top_k"].split()) == 3 for row in rows)
+
+
+def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
+    # 2 CPU ranks (gloo), a DataLoader worker each, checkpoints every step: resume from step 3 (inside epoch 1).
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    every_step = ["--checkpoint.every_n_train_steps=1", "--checkpoint.save_top_k=-1", "--checkpoint.filename={step}"]
+    run = [*RUN[:-1], *ddp, *every_step, "--data.init_args.num_workers=1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    first = tlkit(run, straight)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoints = straight / "logs" / "digits_finetune" / "version_0" / "checkpoints"
+    mid_epoch = torch.load(checkpoints / "3.ckpt", weights_only=True)
+    assert mid_epoch["epoch"] == 1 and mid_epoch["global_step"] == 3  # 2 steps per epoch per rank
+    second = tlkit([*run, "--ckpt_path", str(checkpoints / "3.ckpt")], resumed)
+    assert second.returncode == 0, second.stderr[-2000:]
+    expected = weights(checkpoints / "last.ckpt")
+    got = weights(resumed / "logs" / "digits_finetune" / "version_0" / "checkpoints" / "last.ckpt")
+    assert max((expected[k].double() - got[k].double()).abs().max().item() for k in expected) == 0.0
