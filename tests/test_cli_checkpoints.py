@@ -152,3 +152,16 @@ def test_unlogged_checkpoint_monitor_fails_at_the_sanity_check(tmp_path, monkeyp
     lines = error_lines(capsys, ["fit", *TINY, "--checkpoint.monitor=val/accuracy"])
     assert len(lines) <= 2 and "'val/accuracy'" in lines[0] and "val/acc," in lines[0], lines
     assert not (tmp_path / "logs" / "tlkit" / "version_0").exists()
+
+
+def test_resume_keeps_a_configured_scheduler_extends_it_and_refuses_another(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    step = ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=1"]
+    TLKitCLI(args=["fit", *TINY, *step])
+    # A scheduler of the user's may run longer than planned (only the default cosine is refused).
+    cli = TLKitCLI(args=["fit", *TINY, *step, "--trainer.max_epochs=3", "--ckpt_path", "last"])
+    assert type(cli.trainer.lr_scheduler_configs[0].scheduler).__name__ == "StepLR"
+    assert cli.trainer.current_epoch == 3 and not run_dir(tmp_path, 1).exists()
+    other = ["--model.lr_scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.lr_scheduler.gamma=0.9"]
+    lines = error_lines(capsys, ["fit", *TINY, *other, "--trainer.max_epochs=4", "--ckpt_path", "last"])
+    assert len(lines) == 2 and "model.lr_scheduler" in lines[0] and "StepLR" in lines[0] and "ExponentialLR" in lines[0]
