@@ -104,6 +104,7 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
         (["--trainer.max_epochz=3"], r"Did you mean 'trainer\.max_epochs'"),
         (["--model.head=conv"], r"`model\.head` to be one of 'linear', 'mlp', but got 'conv'"),
         (["--data.batch_size=0"], r"`batch_size` to be an integer >= 1"),
+        (["--model.weights=pyproject.toml"], r"weights file 'pyproject.toml' to be a torch or safetensors state dict"),
         (["--data=ImageFolderDataModule", "--data.data_dir=pyproject.toml"], r"is a file"),
         (["--data=ImageFolderDataModule", "--data.data_dir=one"], r"at least 2 classes, but got 1 \(0\) in '.*one'"),
         (["--model=DomainAdaptation"], r"base class DomainAdaptation'\. Valid: .*DANN, .*SourceOnly"),
@@ -119,7 +120,16 @@ def test_user_errors_are_one_line_and_leave_no_run_folder(args, match, tmp_path,
     lines = error_lines(capsys, ["fit", *TINY, *args])
     assert len(lines) == 2 and lines[0].startswith("tlkit fit: error: "), lines
     assert __import__("re").search(match, lines[0]), lines[0]
-    assert not (tmp_path / "logs" / "tlkit" / "version_0").exists()
+    assert not (tmp_path / "logs").exists(), "a failed start leaves no folder behind"
+
+
+def test_bad_schedule_found_at_setup_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = (REPO / "configs" / "digits_lp_ft.yaml").read_text().replace("{5: all}", "{5: [layer9]}")
+    (tmp_path / "lp_ft.yaml").write_text(config)
+    lines = error_lines(capsys, ["fit", "--config", "lp_ft.yaml", *TINY[1:3]])
+    assert len(lines) == 2 and "entry 'layer9'" in lines[0] and "(all 5): conv1+bn1" in lines[0], lines
+    assert not (tmp_path / "logs").exists()
 
 
 def test_yaml_syntax_error_is_one_line(tmp_path, monkeypatch, capsys):

@@ -292,12 +292,13 @@ class TLKitCLI(LightningCLI):
     # ------------------------------------------------------------------------------------------------ subcommands
     def _run_subcommand(self, subcommand: str) -> None:
         log_dir = self._log_dir()
-        existed = log_dir is not None and log_dir.exists()
+        # The run folder and the parents this run would create (logs/, logs/<name>/): removed again on failure.
+        created = [p for p in (log_dir, *log_dir.parents[:2]) if not p.exists()] if log_dir is not None else []
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            if log_dir is not None and not existed:
-                _remove_if_no_checkpoints(log_dir)
+            if created:
+                _remove_if_no_checkpoints(log_dir, created)
             raise
 
     def _log_dir(self) -> Path | None:
@@ -420,10 +421,14 @@ def _listed(names: list[str], limit: int = 10) -> str:
     return f"{len(names)} classes: {shown}"
 
 
-def _remove_if_no_checkpoints(log_dir: Path) -> None:
-    """Remove a run folder this run created and that holds no checkpoint (a failed start leaves nothing behind)."""
-    if log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
+def _remove_if_no_checkpoints(log_dir: Path, created: list[Path]) -> None:
+    """Remove a run folder this run created and that holds no checkpoint, and the then empty parents it created (a
+    failed start leaves nothing behind)."""
+    if log_dir in created and log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
         shutil.rmtree(log_dir, ignore_errors=True)
+    for parent in created:
+        if parent != log_dir and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
 
 
 def main(args: Sequence[str] | None = None) -> None:

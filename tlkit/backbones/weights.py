@@ -76,8 +76,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ConfigError(
-            f"Expected weights file {str(path)!r} to be a torch or safetensors state dict: {err}"
+            f"Expected weights file {str(path)!r} to be a torch or safetensors state dict, but reading it failed: "
+            f"{reason.split('. ')[0][:200]}."
         ) from err
     # Checkpoints wrap the weights: Lightning under "state_dict", many training scripts under "model".
     for key in ("state_dict", "model"):
