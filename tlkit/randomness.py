@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 # Large odd multipliers spread neighbouring counters over the 63-bit seed space (a splitmix-style mix, below).
 _MASK = (1 << 63) - 1
@@ -44,8 +45,17 @@ def default_seed() -> int:
 
 
 def reseed(seed: int) -> None:
-    """Seed torch (every device), numpy's and Python's global generators from one 63-bit seed."""
-    torch.manual_seed(seed)
+    """Seed torch's (CPU, and CUDA once in use), numpy's and Python's global generators from one 63-bit seed.
+
+    ``torch.manual_seed`` also queues a seed for every device type on each call: 85 us on a CUDA build even when no
+    GPU is used, against 1 us for the CPU generator alone. This runs before every training batch and every
+    augmented sample, so it seeds only the generators in use.
+    """
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+    elif torch.backends.mps.is_available():
+        torch.manual_seed(seed)  # Apple GPUs: torch's own path covers them
     np.random.seed(seed & 0xFFFFFFFF)
     random.seed(seed)
 
@@ -75,11 +85,18 @@ class SeededIndex(int):
 
 @contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
-    """Run the block with the global generators seeded from ``seed``, restoring their states afterwards.
+    """Run the block with the global generators seeded from ``seed``.
 
-    ``None`` runs the block unchanged (evaluation, or an index without a seed).
+    In the main process their states are restored afterwards, so loading a sample never disturbs the caller's random
+    stream. In a DataLoader worker nothing else draws from them and every sample reseeds, so the save and restore
+    (66 us for numpy's state alone, more than a small image's transform) is skipped. ``None`` runs the block unchanged
+    (evaluation, or an index without a seed).
     """
     if seed is None:
+        yield
+        return
+    if get_worker_info() is not None:
+        reseed(seed)
         yield
         return
     torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
