@@ -27,6 +27,9 @@ class DigitsDataModule(ClassificationDataModule):
 
     Args:
         image_size: side of the square images fed to the backbone.
+        crop_pct: evaluation centre-crop fraction (1.0: digits fill the frame, nothing is cropped).
+        hflip: include horizontal flips in augmentation (off: digits are not mirror-symmetric).
+        test_fraction: fraction of each class held out for testing.
 
     The other arguments are `ClassificationDataModule`'s.
 
@@ -37,36 +40,13 @@ class DigitsDataModule(ClassificationDataModule):
     def __init__(
         self,
         image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        *,
         crop_pct: float = 1.0,
-        augment: bool = True,
         hflip: bool = False,
-        val_fraction: float = 0.15,
         test_fraction: float = 0.2,
-        labels_per_class: int | None = None,
-        train_fraction: float | None = None,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            image_size=image_size,
-            crop_pct=crop_pct,
-            augment=augment,
-            hflip=hflip,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            labels_per_class=labels_per_class,
-            train_fraction=train_fraction,
-            seed=seed,
-            predict_dir=predict_dir,
-        )
+        super().__init__(image_size=image_size, crop_pct=crop_pct, hflip=hflip, test_fraction=test_fraction, **kwargs)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
         images, labels = digit_images()

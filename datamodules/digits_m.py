@@ -7,7 +7,7 @@ from PIL import Image
 
 from tlkit.datamodules.classification import Split
 from tlkit.datamodules.digits import digit_images
-from tlkit.datamodules.domain_adaptation import DomainDataModule, EpochLength, TargetLabels
+from tlkit.datamodules.domain_adaptation import DomainDataModule
 
 # Colour photographs bundled inside scikit-image (no download).
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -42,6 +42,8 @@ class DigitsMDataModule(DomainDataModule):
 
     Args:
         image_size: side of the square images (the target is rendered at this size).
+        crop_pct: evaluation centre-crop fraction (1.0: digits fill the frame, nothing is cropped).
+        hflip: include horizontal flips in augmentation (off: digits are not mirror-symmetric).
 
     The other arguments are `DomainDataModule`'s.
 
@@ -52,34 +54,12 @@ class DigitsMDataModule(DomainDataModule):
     def __init__(
         self,
         image_size: int = 64,
-        target_labels: TargetLabels = "none",
-        shots: int = 3,
-        iters_per_epoch: EpochLength = "max",
-        batch_size: int = 32,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.3,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        *,
         crop_pct: float = 1.0,
-        augment: bool = True,
         hflip: bool = False,
-        seed: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            target_labels=target_labels,
-            shots=shots,
-            iters_per_epoch=iters_per_epoch,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            image_size=image_size,
-            crop_pct=crop_pct,
-            augment=augment,
-            hflip=hflip,
-            seed=seed,
-        )
+        super().__init__(image_size=image_size, crop_pct=crop_pct, hflip=hflip, **kwargs)
 
     def load_domains(self) -> tuple[list[str], Split, Split]:
         images, labels = digit_images()

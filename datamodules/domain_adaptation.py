@@ -238,36 +238,11 @@ class DomainAdaptationDataModule(DomainDataModule):
         source_dir: str,
         target_dir: str,
         root: str | None = None,
+        *,
         on_invalid: InvalidPolicy = "error",
-        target_labels: TargetLabels = "none",
-        shots: int = 3,
-        iters_per_epoch: EpochLength = "max",
-        batch_size: int = 32,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.3,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
-        augment: bool = True,
-        hflip: bool = True,
-        seed: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            target_labels=target_labels,
-            shots=shots,
-            iters_per_epoch=iters_per_epoch,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            image_size=image_size,
-            crop_pct=crop_pct,
-            augment=augment,
-            hflip=hflip,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
         base = Path(root).expanduser() if root else Path()
         self.source_dir, self.target_dir = base / source_dir, base / target_dir
         self.on_invalid = on_invalid

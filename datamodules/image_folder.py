@@ -34,39 +34,12 @@ class ImageFolderDataModule(ClassificationDataModule):
     def __init__(
         self,
         data_dir: str,
+        *,
         on_invalid: InvalidPolicy = "error",
         verify_images: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
-        augment: bool = True,
-        hflip: bool = True,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        labels_per_class: int | None = None,
-        train_fraction: float | None = None,
-        seed: int = 0,
-        predict_dir: str | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            image_size=image_size,
-            crop_pct=crop_pct,
-            augment=augment,
-            hflip=hflip,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            labels_per_class=labels_per_class,
-            train_fraction=train_fraction,
-            seed=seed,
-            predict_dir=predict_dir,
-        )
+        super().__init__(**kwargs)
         self.data_dir = Path(data_dir).expanduser()
         self.on_invalid = on_invalid
         self.verify_images = verify_images

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
@@ -15,7 +13,6 @@ from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import grad_reverse, warm_start_lambda
 from tlkit.strategies.domain_adaptation import DomainAdaptation, binary_domain_loss
-from tlkit.strategies.heads import HeadKind
 
 
 def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:
@@ -34,11 +31,13 @@ def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:
 class _Adversarial(DomainAdaptation):
     """Shared by DANN and CDAN: gradient reversal with DANN's warm-start coefficient, domain accuracy logging."""
 
-    def __init__(self, discriminator_hidden_dim: int, **kwargs) -> None:
+    def __init__(
+        self, backbone: str | Backbone = "tf_efficientnet_lite0", *, discriminator_hidden_dim: int = 1024, **kwargs
+    ) -> None:
         if discriminator_hidden_dim < 1:
             raise config_error("discriminator_hidden_dim", "an integer >= 1", discriminator_hidden_dim)
         self.discriminator_hidden_dim = discriminator_hidden_dim
-        super().__init__(**kwargs)
+        super().__init__(backbone, **kwargs)
 
     def grl_coefficient(self) -> float:
         """lambda = 2 / (1 + exp(-10 p)) - 1 with p = global_step / estimated_stepping_batches (resume-safe)."""
@@ -86,34 +85,11 @@ class DANN(_Adversarial):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
-        trade_off: float = 1.0,
+        *,
         discriminator_hidden_dim: int = 1024,
-        backbone_lr_factor: float = 0.1,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
-        super().__init__(
-            discriminator_hidden_dim=discriminator_hidden_dim,
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            trade_off=trade_off,
-            backbone_lr_factor=backbone_lr_factor,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, discriminator_hidden_dim=discriminator_hidden_dim, **kwargs)
 
     def build_adaptation_modules(self, num_classes: int) -> None:
         self.discriminator = domain_discriminator(self.backbone.num_features, self.discriminator_hidden_dim)
@@ -139,40 +115,17 @@ class CDAN(_Adversarial):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
-        trade_off: float = 1.0,
+        *,
         discriminator_hidden_dim: int = 1024,
         randomized_dim: int = 1024,
         entropy_conditioning: bool = True,
-        backbone_lr_factor: float = 0.1,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if randomized_dim < 1:
             raise config_error("randomized_dim", "an integer >= 1", randomized_dim)
         self.randomized_dim = randomized_dim
         self.entropy_conditioning = entropy_conditioning
-        super().__init__(
-            discriminator_hidden_dim=discriminator_hidden_dim,
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            trade_off=trade_off,
-            backbone_lr_factor=backbone_lr_factor,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, discriminator_hidden_dim=discriminator_hidden_dim, **kwargs)
 
     def build_adaptation_modules(self, num_classes: int) -> None:
         f = self.backbone.num_features

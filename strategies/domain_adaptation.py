@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MetricCollection
@@ -15,7 +14,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.functional import bnm_score, im_score, snd_score, warm_start_lambda
-from tlkit.strategies.heads import HeadKind
 from tlkit.strategies.transfer_module import TransferModule
 
 # Validators are computed on at most this many target validation images (SND is quadratic in their number).
@@ -58,17 +56,10 @@ class DomainAdaptation(TransferModule):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
+        *,
         trade_off: float = 1.0,
         backbone_lr_factor: float = 0.1,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if trade_off < 0:
             raise config_error("trade_off", "a number >= 0", trade_off)
@@ -76,18 +67,7 @@ class DomainAdaptation(TransferModule):
             raise config_error("backbone_lr_factor", "in (0, 1]", backbone_lr_factor)
         self.trade_off = trade_off
         self.backbone_lr_factor = backbone_lr_factor
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, **kwargs)
         self._target_val_probabilities: list[torch.Tensor] = []
         refuse_base_class(self, "model", "tlkit.strategies")
 

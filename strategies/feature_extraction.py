@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from tlkit.backbones import Backbone
 from tlkit.feature_cache import FeatureCache
-from tlkit.strategies.heads import HeadKind
 from tlkit.strategies.transfer_module import TransferModule
 
 
@@ -37,30 +35,12 @@ class FeatureExtraction(TransferModule):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
+        *,
         cache_features: Literal["memory", "disk", "off"] = "memory",
         cache_dir: str = ".tlkit_cache",
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, **kwargs)
         # Datamodules look for this attribute: its presence means "serve me features, not images, where you can".
         self.feature_cache = None if cache_features == "off" else FeatureCache(cache_features, cache_dir)
 

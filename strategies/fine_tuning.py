@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
-from tlkit.strategies.heads import HeadKind
 from tlkit.strategies.transfer_module import TransferModule
 
 
@@ -35,36 +29,18 @@ class FineTuning(TransferModule):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
+        *,
         trainable_groups: int | None = None,
         lr_decay: float = 0.75,
         freeze_bn: bool = False,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if not 0.0 < lr_decay <= 1.0:
             raise config_error("lr_decay", "in (0, 1]", lr_decay)
         self.trainable_groups = trainable_groups
         self.lr_decay = lr_decay
         self.freeze_bn = freeze_bn
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, **kwargs)
 
     def configure_backbone(self) -> None:
         n = len(self.backbone.layer_groups)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.heads import HeadKind
 
 
 class JointTraining(DomainAdaptation):
@@ -30,34 +28,14 @@ class JointTraining(DomainAdaptation):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
+        *,
         source_weight: float = 1.0,
-        backbone_lr_factor: float = 0.1,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if source_weight < 0:
             raise config_error("source_weight", "a number >= 0", source_weight)
         self.source_weight = source_weight
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            backbone_lr_factor=backbone_lr_factor,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, **kwargs)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         xs, ys = batch["source"]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from tlkit.backbones import Backbone
@@ -46,30 +43,19 @@ class MME(DomainAdaptation):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
+        *,
         trade_off: float = 0.1,
         temperature: float = 0.05,
-        backbone_lr_factor: float = 0.1,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if temperature <= 0:
             raise config_error("temperature", "a number > 0", temperature)
+        # MME's classifier is its own cosine classifier on normalised features, not TransferModule's head.
+        for name, default in (("head", "linear"), ("dropout", 0.0)):
+            if kwargs.get(name, default) != default:
+                raise config_error(name, f"{default!r} for MME (its classifier is a cosine classifier)", kwargs[name])
         self.temperature = temperature
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            trade_off=trade_off,
-            backbone_lr_factor=backbone_lr_factor,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, trade_off=trade_off, **kwargs)
 
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import align_distribution
 from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.heads import HeadKind
 
 
 class SelfTraining(DomainAdaptation):
@@ -37,20 +35,11 @@ class SelfTraining(DomainAdaptation):
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
-        weights: str | None = "imagenet",
-        num_classes: int | None = None,
-        trade_off: float = 1.0,
+        *,
         threshold: float = 0.9,
         distribution_alignment: bool = True,
         alignment_momentum: float = 0.9,
-        backbone_lr_factor: float = 0.1,
-        head: HeadKind = "linear",
-        head_hidden_dim: int = 512,
-        dropout: float = 0.0,
-        label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        **kwargs,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise config_error("threshold", "in (0, 1)", threshold)
@@ -59,20 +48,7 @@ class SelfTraining(DomainAdaptation):
         self.threshold = threshold
         self.distribution_alignment = distribution_alignment
         self.alignment_momentum = alignment_momentum
-        super().__init__(
-            backbone=backbone,
-            weights=weights,
-            num_classes=num_classes,
-            trade_off=trade_off,
-            backbone_lr_factor=backbone_lr_factor,
-            head=head,
-            head_hidden_dim=head_hidden_dim,
-            dropout=dropout,
-            label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+        super().__init__(backbone, **kwargs)
 
     def build_adaptation_modules(self, num_classes: int) -> None:
         # A buffer, so it is in checkpoints (exact resume) and moves with the model.

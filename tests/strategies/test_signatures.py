@@ -1,0 +1,48 @@
+"""Each strategy and datamodule declares only its own arguments and forwards the rest: the CLI still lists and
+documents every inherited argument (jsonargparse follows ``**kwargs`` into the base classes)."""
+
+import pytest
+
+from tlkit.cli import TLKitCLI
+from tlkit.errors import concrete_classes
+
+INHERITED_MODEL = {
+    "weights": "null`` for random init",
+    "num_classes": "taken from the datamodule",
+    "head": "or ``mlp``",
+    "dropout": "dropout before the head",
+    "label_smoothing": "label smoothing",
+    "optimizer": "optimizer factory",
+    "lr_scheduler": "scheduler factory",
+}
+DOMAIN_ADAPTATION = {"trade_off", "backbone_lr_factor"}
+INHERITED_DATA = {
+    "batch_size": "images per",
+    "num_workers": "workers",
+    "augment": "augmentation preset",
+    "seed": "seed",
+}
+
+
+def help_text(capsys, key: str, name: str) -> str:
+    with pytest.raises(SystemExit):
+        TLKitCLI(args=["fit", f"--{key}.help={name}"])
+    return " ".join(capsys.readouterr().out.split())  # undo the help's line wrapping
+
+
+@pytest.mark.parametrize("name", [n for n in concrete_classes("tlkit.strategies") if n != "TransferModule"])
+def test_every_strategy_documents_every_inherited_argument(name, capsys):
+    text = help_text(capsys, "model", name)
+    for argument, description in INHERITED_MODEL.items():
+        assert f"--model.{argument} " in text and description in text, (name, argument)
+    from tlkit import strategies
+
+    if issubclass(getattr(strategies, name), strategies.DomainAdaptation):
+        assert all(f"--model.{argument} " in text for argument in DOMAIN_ADAPTATION), name
+
+
+@pytest.mark.parametrize("name", [n for n in concrete_classes("tlkit.datamodules") if n.endswith("DataModule")])
+def test_every_datamodule_documents_every_inherited_argument(name, capsys):
+    text = help_text(capsys, "data", name)
+    for argument, description in INHERITED_DATA.items():
+        assert f"--data.{argument} " in text and description in text, (name, argument)
