@@ -342,12 +342,11 @@ class TLKitCLI(LightningCLI):
     def _select_checkpoint_metric(self) -> None:
         """Checkpoint on the strategy's own metric (``val/im`` for domain adaptation) unless the user chose one."""
         callback = self.trainer.checkpoint_callback
-        metric, mode = getattr(self.model, "checkpoint_monitor", (DEFAULT_MONITOR, "max"))
-        if callback is None or callback.monitor != DEFAULT_MONITOR or metric == DEFAULT_MONITOR:
+        metric, mode = self.model.checkpoint_monitor
+        if not isinstance(callback, ResumableCheckpoint) or callback.monitor != DEFAULT_MONITOR:
             return
-        callback.monitor, callback.mode = metric, mode
-        callback.kth_value = torch.tensor(-torch.inf if mode == "max" else torch.inf)
-        callback.filename = f"epoch{{epoch:03d}}-{metric.replace('/', '_')}{{{metric}:.4f}}"
+        if metric != DEFAULT_MONITOR:
+            callback.use_monitor(metric, mode)
 
     # --------------------------------------------------------------------------------------- checkpoint checking
     def _check_checkpoint(self, subcommand: str) -> None:

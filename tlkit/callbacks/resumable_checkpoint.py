@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from typing_extensions import override
 
 from tlkit.callbacks._monitor import check_monitor_is_logged
+from tlkit.errors import config_error
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -34,6 +36,16 @@ class ResumableCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_written_at: tuple[int, int] | None = None
+
+    def use_monitor(self, monitor: str, mode: str) -> None:
+        """Select on another metric before training starts (the `tlkit` command's per-strategy default), resetting
+        what ModelCheckpoint derived from the old one; ``/`` in the name becomes ``_`` in file names."""
+        if mode not in ("min", "max"):
+            raise config_error("checkpoint.mode", "'min' or 'max'", mode)
+        self.monitor, self.mode = monitor, mode
+        # The "worst so far" sentinel ModelCheckpoint compares against, set from the mode in its __init__.
+        self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
+        self.filename = f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}{{{monitor}:.4f}}"
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
