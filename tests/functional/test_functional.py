@@ -132,3 +132,10 @@ def test_align_distribution_matches_the_remixmatch_formula():
     assert torch.allclose(aligned, expected, atol=1e-6)
     assert aligned[:, 0].mean() < probabilities[:, 0].mean()  # the over-predicted class loses mass
     assert torch.allclose(align_distribution(probabilities, torch.full((4,), 0.25)), probabilities, atol=1e-6)
+
+
+def test_snd_of_a_single_sample_is_zero_not_nan():
+    from tlkit.functional import snd_score
+
+    assert snd_score(torch.tensor([[0.2, 0.8]])).item() == 0.0
+    assert torch.isfinite(snd_score(torch.tensor([[0.2, 0.8], [0.6, 0.4]])))

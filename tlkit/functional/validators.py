@@ -20,7 +20,12 @@ def im_score(probabilities: torch.Tensor) -> torch.Tensor:
 
 def snd_score(probabilities: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Soft neighbourhood density (Saito et al., 2021): mean entropy of each sample's softmax-weighted similarity to
-    the others, on L2-normalised predictions. High when target samples form dense neighbourhoods."""
+    the others, on L2-normalised predictions. High when target samples form dense neighbourhoods.
+
+    A single sample has no neighbours: its score is 0 (the softmax over an empty row would be NaN).
+    """
+    if probabilities.shape[0] < 2:
+        return probabilities.new_zeros(())
     x = F.normalize(probabilities, dim=1)
     similarity = x @ x.T
     n = similarity.shape[0]
