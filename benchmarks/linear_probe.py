@@ -52,7 +52,7 @@ def optimizer(args):
 
 
 def cached(args):
-    FeatureCache._memory.clear()  # measure the cost of computing the cache, not of reusing it
+    FeatureCache.memory.clear()  # measure the cost of computing the cache, not of reusing it
     return fit_and_test(FeatureExtraction(optimizer=optimizer(args), cache_features="memory"), [], args)
 
 
@@ -68,7 +68,7 @@ def lightning_backbone_finetuning(args):
 
 
 def lp_ft(cache_features: str, args) -> tuple[float, float]:
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     head_epochs, all_epochs = args.lp_ft_epochs
     unfreezing = ProgressiveUnfreezing(milestones={head_epochs: "all"}, cache_features=cache_features)
     # freeze_bn: the head learns on features made with the backbone's running BatchNorm statistics; switching the

@@ -22,7 +22,7 @@ def probe(cache_features="memory", augment=False, cache_dir=".tlkit_cache", epoc
 
 
 def test_cached_probe_matches_uncached_probe():
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     cached, uncached = probe("memory"), probe("off")
     assert cached.feature_cache.computed == 2  # train and val, once each for three epochs
     assert torch.allclose(cached.head.weight, uncached.head.weight, atol=1e-5)
@@ -30,7 +30,7 @@ def test_cached_probe_matches_uncached_probe():
 
 
 def test_cache_is_reused_and_invalidated_by_new_weights():
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     first = probe("memory")
     second = probe("memory")  # same weights (seeded init), data and transforms: nothing to compute
     assert first.feature_cache.computed == 2 and second.feature_cache.computed == 0
@@ -42,7 +42,7 @@ def test_cache_is_reused_and_invalidated_by_new_weights():
 
 
 def test_disk_cache_survives_the_process_and_tracks_the_transform(tmp_path):
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     first = probe("disk", cache_dir=str(tmp_path))
     assert first.feature_cache.computed == 2 and len(list(tmp_path.glob("*.pt"))) == 2
     assert probe("disk", cache_dir=str(tmp_path)).feature_cache.computed == 0
@@ -54,7 +54,7 @@ def test_disk_cache_survives_the_process_and_tracks_the_transform(tmp_path):
 
 
 def test_random_augmentation_is_not_cached_and_says_so(caplog):
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     with caplog.at_level(logging.INFO):
         model = probe("memory", augment=True, epochs=1)
     assert model.feature_cache.computed == 1  # validation only
@@ -72,3 +72,19 @@ def test_channels_last_pass_gives_the_same_features_and_restores_the_layout():
             got = backbone(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(got, expected, atol=1e-5)
     assert backbone.model.conv_stem.weight.is_contiguous()
+
+
+def test_memory_store_evicts_least_recently_used_past_its_budget():
+    from tlkit.feature_cache import MemoryStore
+
+    entry = (torch.zeros(10, 4), torch.zeros(10, dtype=torch.long))  # 160 + 80 bytes
+    store = MemoryStore(max_bytes=500)
+    store.put("a", entry)
+    store.put("b", entry)
+    assert store.get("a") is entry  # "a" is now the most recently used
+    store.put("c", entry)
+    assert len(store) == 2 and store.get("b") is None and store.get("a") is entry and store.nbytes == 480
+    store.put("big", (torch.zeros(1000), torch.zeros(1)))  # over budget alone: kept, everything else evicted
+    assert len(store) == 1 and store.get("big") is not None
+    store.clear()
+    assert len(store) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,11 +69,50 @@ def channels_last(module: nn.Module) -> Iterator[None]:
         module.to(memory_format=torch.contiguous_format)
 
 
+class MemoryStore:
+    """Features kept in this process for reuse by later runs, least recently used first out past ``max_bytes``.
+
+    Args:
+        max_bytes: budget for all stored tensors (default 2 GiB); the entry just stored is always kept.
+    """
+
+    def __init__(self, max_bytes: int = 2 * 1024**3) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    @staticmethod
+    def _size(entry: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in entry)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._size(entry) for entry in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > 1 and self.nbytes > self.max_bytes:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class FeatureCache:
     """Features of a frozen backbone, keyed by backbone weights, transform and data; in memory or on disk.
 
     Args:
-        mode: ``memory`` (kept for the life of the process, shared by every cache in it) or ``disk``.
+        mode: ``memory`` (kept in this process's `FeatureCache.memory`, shared by every cache in it and bounded by its
+            ``max_bytes``) or ``disk``.
         directory: where ``disk`` mode stores ``<key>.pt`` files.
         batch_size: images per backbone pass while computing.
 
@@ -81,7 +121,8 @@ class FeatureCache:
         >>> features = cache.dataset(backbone, dataset, data_key="digits-train", transform=str(transform))
     """
 
-    _memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    #: The process-wide store of ``memory`` mode: ``FeatureCache.memory.clear()`` empties it, ``.max_bytes`` bounds it.
+    memory = MemoryStore()
 
     def __init__(self, mode: CacheMode = "memory", directory: str | Path | None = None, batch_size: int = 128):
         if mode == "disk" and directory is None:
@@ -127,7 +168,7 @@ class FeatureCache:
 
     def _load(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.mode == "memory":
-            return self._memory.get(key)
+            return self.memory.get(key)
         path = self.directory / f"{key}.pt"
         if path.is_file():
             stored = torch.load(path, weights_only=True)
@@ -136,7 +177,7 @@ class FeatureCache:
 
     def _store(self, key: str, stored: tuple[torch.Tensor, torch.Tensor]) -> None:
         if self.mode == "memory":
-            self._memory[key] = stored
+            self.memory.put(key, stored)
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         # Write then rename, so an interrupted run never leaves a truncated cache file behind.

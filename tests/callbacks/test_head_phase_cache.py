@@ -24,7 +24,7 @@ def model() -> FineTuning:
 
 
 def lp_ft(tmp_path, cache_features: str, ckpt_path=None, extra_callbacks=()):
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     unfreezing = ProgressiveUnfreezing(milestones={HEAD_EPOCHS: "all"}, cache_features=cache_features)
     fitted = model()
     run = trainer(tmp_path, [unfreezing, *extra_callbacks], max_epochs=EPOCHS, num_sanity_val_steps=2)
@@ -54,7 +54,7 @@ def test_resume_across_the_switch_matches_the_uninterrupted_run(tmp_path, epoch)
 
 
 def test_augmented_training_images_are_never_cached(tmp_path):
-    FeatureCache._memory.clear()
+    FeatureCache.memory.clear()
     unfreezing = ProgressiveUnfreezing(milestones={1: "all"})
     fitted = model()
     augmented = DigitsDataModule(image_size=32, batch_size=32, labels_per_class=10, augment=True, seed=0)
