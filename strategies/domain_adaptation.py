@@ -13,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.functional import bnm_score, im_score, snd_score, warm_start_lambda
+from tlkit.functional import warm_start_lambda
+from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
 from tlkit.strategies.transfer_module import TransferModule
 
 # Validators are computed on at most this many target validation images (SND is quadratic in their number).
@@ -68,7 +69,15 @@ class DomainAdaptation(TransferModule):
         self.trade_off = trade_off
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)
-        self._target_val_probabilities: list[torch.Tensor] = []
+        # Label-free model selection on the target validation predictions (synchronised across ranks by torchmetrics).
+        self.target_validators = MetricCollection(
+            {
+                "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
+                "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
+                "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
+            },
+            prefix="val/",
+        )
         refuse_base_class(self, "model", "tlkit.strategies")
 
     def lr_scale(self, depth: int) -> float:
@@ -169,7 +178,7 @@ class DomainAdaptation(TransferModule):
                 batch_size=len(y),
                 sync_dist=True,
             )
-            self._target_val_probabilities.append(logits.softmax(dim=1).detach())
+            self.target_validators.update(logits.softmax(dim=1))
         self.validation_features(features, domain)
 
     def validation_features(self, features: torch.Tensor, domain: str) -> None:
@@ -178,17 +187,8 @@ class DomainAdaptation(TransferModule):
     def on_validation_epoch_end(self) -> None:
         for metrics in self.domain_metrics.values():
             self.log_epoch_metrics(metrics)
-        if not self._target_val_probabilities:
-            return
-        probabilities = torch.cat(self._target_val_probabilities)
-        self._target_val_probabilities = []
         # Every rank scores the same gathered predictions, so checkpointing and early stopping agree across ranks.
-        probabilities = self.all_gather(probabilities).reshape(-1, probabilities.shape[-1])[:MAX_VALIDATOR_SAMPLES]
-        probabilities = probabilities.float()
-        # Scores of the gathered predictions: equal on every rank (sync_dist only says so to Lightning).
-        self.log("val/im", im_score(probabilities), prog_bar=True, sync_dist=True)
-        self.log("val/snd", snd_score(probabilities), sync_dist=True)
-        self.log("val/bnm", bnm_score(probabilities), sync_dist=True)
+        self.log_epoch_metrics(self.target_validators, prog_bar=True)
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def on_fit_end(self) -> None:
