@@ -5,7 +5,6 @@ from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
-from tlkit.datamodules.protocols import NamedClasses, NamedPredictSamples
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
@@ -17,8 +16,6 @@ __all__ = [
     "EpochShuffleSampler",
     "ImageDataset",
     "ImageFolderDataModule",
-    "NamedClasses",
-    "NamedPredictSamples",
     "ResumableDataLoader",
     "Split",
 ]

@@ -209,7 +209,11 @@ class DomainDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader("source_val"), self._eval_loader("target_val")]
+        return list(self.domain_val_dataloaders().values())
+
+    def domain_val_dataloaders(self) -> dict[str, DataLoader]:
+        """The validation loaders by domain: ``source`` (dataloader_idx 0), then ``target`` (1)."""
+        return {"source": self._eval_loader("source_val"), "target": self._eval_loader("target_val")}
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("target_test")

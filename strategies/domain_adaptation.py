@@ -6,12 +6,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Callback
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
+from tlkit.callbacks.embedding_projector import EmbeddingProjector
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.functional import warm_start_lambda
 from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
@@ -191,33 +192,9 @@ class DomainAdaptation(TransferModule):
         self.log_epoch_metrics(self.target_validators, prog_bar=True)
 
     # ------------------------------------------------------------------------------------------------ monitoring
-    def on_fit_end(self) -> None:
-        logger = self.logger
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(logger, TensorBoardLogger) or not self.trainer.is_global_zero or datamodule is None:
-            return
-        source_loader, target_loader = datamodule.val_dataloader()
-        features, metadata = [], []
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            for domain, loader in (("source", source_loader), ("target", target_loader)):
-                seen = 0
-                for x, y in loader:
-                    x = x[: EMBEDDING_SAMPLES_PER_DOMAIN - seen].to(self.device)
-                    features.append(self.extract_features(x).float().cpu())
-                    metadata += [[domain, datamodule.classes[int(c)]] for c in y[: len(x)]]
-                    seen += len(x)
-                    if seen >= EMBEDDING_SAMPLES_PER_DOMAIN:
-                        break
-        self.train(was_training)
-        logger.experiment.add_embedding(
-            torch.cat(features),
-            metadata=metadata,
-            metadata_header=["domain", "class"],
-            tag="features",
-            global_step=self.trainer.global_step,
-        )
+    def configure_callbacks(self) -> list[Callback]:
+        """Source and target features go to TensorBoard's embedding projector at the end of fit."""
+        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN)]
 
     # ------------------------------------------------------------------------------------------------- testing
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

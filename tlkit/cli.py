@@ -40,8 +40,8 @@ import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
 from tlkit._cli_errors import config_error_in, report, summarize_parser_error, wants_traceback
 from tlkit.callbacks import PredictionWriter, ResumableCheckpoint
-from tlkit.datamodules import NamedClasses
 from tlkit.errors import ConfigError, config_error
+from tlkit.protocols import NamedClasses
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"

@@ -1,8 +1,9 @@
 """Callbacks that change which layer groups train and how fast, resumable and DDP-safe; and safe checkpoints."""
 
+from tlkit.callbacks.embedding_projector import EmbeddingProjector
 from tlkit.callbacks.lr_warmup import LRWarmup
 from tlkit.callbacks.prediction_writer import PredictionWriter
 from tlkit.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from tlkit.callbacks.resumable_checkpoint import ResumableCheckpoint
 
-__all__ = ["LRWarmup", "PredictionWriter", "ProgressiveUnfreezing", "ResumableCheckpoint"]
+__all__ = ["EmbeddingProjector", "LRWarmup", "PredictionWriter", "ProgressiveUnfreezing", "ResumableCheckpoint"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from tlkit.datamodules.protocols import NamedPredictSamples
+from tlkit.protocols import NamedClassifier, NamedPredictSamples
 
 
 def unused_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -23,13 +23,6 @@ def unused_path(folder: Path, stem: str, suffix: str) -> Path:
         n += 1
         path = folder / f"{stem}-{n}{suffix}"
     return path
-
-
-@runtime_checkable
-class NamedClassifier(Protocol):
-    """A model that knows its class names in label order (every `TransferModule`, also from a checkpoint)."""
-
-    class_names: list[str] | None
 
 
 class PredictionWriter(BasePredictionWriter):
