@@ -24,12 +24,19 @@ def wants_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false")
 
 
-def _init_parameters(class_path: str) -> list[str]:
-    """Constructor argument names of ``class_path``, following ``**kwargs`` forwarded to base classes."""
+def import_class(class_path: str) -> type | None:
+    """The class a dotted ``class_path`` names (``torch.optim.SGD``), or None if it does not import."""
     module_name, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), name)
+        return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    """Constructor argument names of ``class_path``, following ``**kwargs`` forwarded to base classes."""
+    cls = import_class(class_path)
+    if cls is None:
         return []
     names: list[str] = []
     for klass in cls.__mro__:

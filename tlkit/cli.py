@@ -15,7 +15,6 @@ override that, and a checkpoint that does not fit them (backbone, classes, optim
 from __future__ import annotations
 
 import atexit
-import importlib
 import importlib.metadata
 import os
 import random
@@ -38,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
 import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
-from tlkit._cli_errors import config_error_in, report, summarize_parser_error, wants_traceback
+from tlkit._cli_errors import config_error_in, import_class, report, summarize_parser_error, wants_traceback
 from tlkit.callbacks import PredictionWriter, ResumableCheckpoint
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
@@ -90,7 +89,9 @@ class Invocation:
     run_name: str = DEFAULT_RUN_NAME
     ckpt_path: Path | None = None
     resume_version: int | None = None  # ``--ckpt_path last``: continue in this version folder
-    checkpoint_config: dict[str, Any] | None = field(default=None, repr=False)
+    #: What tlkit saved beside the weights (``checkpoint["tlkit"]``) and the model's hyperparameters, read once.
+    checkpoint_info: dict[str, Any] = field(default_factory=dict, repr=False)
+    checkpoint_hparams: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def read(cls, args: Sequence[str]) -> Invocation:
@@ -119,7 +120,7 @@ class Invocation:
                 raise config_error("--ckpt_path", "a checkpoint file or 'last'", f"{given} ({problem})")
             self.ckpt_path = path
         self._point_args_at(self.ckpt_path)
-        self._inject_checkpoint_config()
+        self._read_checkpoint()
 
     def _point_args_at(self, path: Path) -> None:
         """Replace the given ``--ckpt_path`` value (e.g. ``last``) by the resolved file."""
@@ -140,8 +141,9 @@ class Invocation:
         latest = candidates[-1]
         return latest, _version_number(latest.parents[1])
 
-    def _inject_checkpoint_config(self) -> None:
-        """Without a config or ``--model`` of the user's, the checkpoint's own run config describes the run.
+    def _read_checkpoint(self) -> None:
+        """Keep what the checks after parsing need; without a config or ``--model`` of the user's, the checkpoint's
+        own run config describes the run.
 
         With one, the user's config is the run's (the checkpoint is checked against it after parsing); mixing the
         two would keep parts of the old run (callbacks, say) that the user's config does not mention.
@@ -151,11 +153,14 @@ class Invocation:
         except Exception as err:  # noqa: BLE001 (torch raises several types for a file that is no checkpoint)
             expected = "a checkpoint written by tlkit or Lightning"
             raise config_error("--ckpt_path", expected, str(self.ckpt_path)) from err
-        text = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None
+        if not isinstance(checkpoint, dict):
+            return
+        self.checkpoint_info = dict(checkpoint.get("tlkit", {}))
+        self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters", {}))
+        text = checkpoint.get(CONFIG_KEY)
         if not text or _option(self.args, "--config", "-c", "--model"):
             return
         config = yaml.safe_load(text)
-        self.checkpoint_config = config
         for key in ("ckpt_path", "config", "print_config"):
             config.pop(key, None)
         if self.subcommand == "predict":  # predictions go to files beside the checkpoint, no log folder
@@ -191,7 +196,7 @@ class TLKitArgumentParser(LightningArgumentParser):
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         options = [o.lstrip("-") for o in parser._option_string_actions]
-        configs = _option(sys.argv[1:], "--config", "-c") or _option(_CURRENT_ARGS, "--config", "-c")
+        configs = _option(_CURRENT_ARGS, "--config", "-c")
         line = summarize_parser_error(message, options, configs[-1] if configs else None)
         subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)
         report(subcommand, line)
@@ -220,9 +225,9 @@ class TLKitCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
         _CURRENT_ARGS[:] = self.invocation.args
-        if self.invocation.resume_version is not None:  # continuing in the run's own folder is the point
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         resuming = self.invocation.resume_version is not None
+        if resuming:  # continuing in the run's own folder is the point
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
         logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": logger_args}
         predicting = self.invocation.subcommand == "predict"
@@ -236,9 +241,10 @@ class TLKitCLI(LightningCLI):
             trainer_defaults={"logger": False if predicting else logger, "log_every_n_steps": LOG_EVERY_N_STEPS},
             save_config_callback=None if predicting else SaveConfigCallback,
             # A continued run keeps the config it started with and writes what it was resumed with beside it.
-            save_config_kwargs={"overwrite": True, "config_filename": self._config_filename() if resuming else None}
-            if resuming
-            else {"overwrite": True},
+            save_config_kwargs={
+                "overwrite": True,
+                **({"config_filename": self._config_filename()} if resuming else {}),
+            },
             auto_configure_optimizers=False,
             args=self.invocation.args,
             run=run,
@@ -354,9 +360,7 @@ class TLKitCLI(LightningCLI):
         path = self.invocation.ckpt_path
         if path is None:
             return
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        saved = checkpoint.get("tlkit", {})
-        hparams = checkpoint.get("hyper_parameters", {})
+        saved, hparams = self.invocation.checkpoint_info, self.invocation.checkpoint_hparams
         where = f"checkpoint {path}"
         strategy = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
         if saved.get("strategy") and saved["strategy"] != strategy:
@@ -403,12 +407,8 @@ def _class_path(value: Any) -> str | None:
     class_path = getattr(value, "class_path", None) or (value.get("class_path") if isinstance(value, dict) else None)
     if not class_path:
         return None
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        return class_path
-    return f"{cls.__module__}.{cls.__qualname__}"
+    cls = import_class(class_path)
+    return class_path if cls is None else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _data_class_names(datamodule: Any) -> list[str] | None:
