@@ -17,7 +17,7 @@ from tlkit.backbones import DataConfig
 from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._folders import scan_images
 from tlkit.datamodules._splits import limit_labels, stratified_split
-from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
+from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.feature_cache import data_fingerprint
@@ -70,7 +70,7 @@ class ImageDataset(Dataset):
         return image, self.split.labels[index]
 
 
-class ClassificationDataModule(LightningDataModule):
+class ClassificationDataModule(ResumableTrainLoaders, LightningDataModule):
     """Base for labelled image datamodules: subclasses implement `load_splits`; this class does the rest.
 
     Transforms come from the backbone's data config (the attached model's ``backbone.data_config``, found through the
@@ -137,14 +137,7 @@ class ClassificationDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.data_config: DataConfig | None = None
         self._loaded: tuple[list[str], dict[str, Split]] | None = None
-        self._positions = LoaderPositions()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""
-        return {"train_loaders": self._positions.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._positions.load_state_dict(state_dict.get("train_loaders", {}))
+        self._predict: Split | None = None  # the predict_dir's images, once scanned
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
@@ -243,7 +236,7 @@ class ClassificationDataModule(LightningDataModule):
         )
         if shuffle:
             loader = ResumableDataLoader(dataset, sampler=EpochShuffleSampler(len(dataset), hp.seed), **options)
-            return self._positions.track(split, loader)
+            return self.track_train_loader(split, loader)
         return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
@@ -258,8 +251,11 @@ class ClassificationDataModule(LightningDataModule):
     def _predict_split(self) -> Split:
         if self.hparams.predict_dir is None:
             return self.splits["test"]
-        paths = scan_images(Path(self.hparams.predict_dir).expanduser())
-        return Split(paths, [-1] * len(paths))  # -1: no label
+        # Scanned (and every image verified) once: the writer's sample names and the loader share it.
+        if self._predict is None:
+            paths = scan_images(Path(self.hparams.predict_dir).expanduser())
+            self._predict = Split(paths, [-1] * len(paths))  # -1: no label
+        return self._predict
 
     def predict_sample_names(self) -> list[str]:
         """What each predicted sample is called in the written predictions: its file path, or ``test/<index>``."""

@@ -17,7 +17,7 @@ from tlkit.datamodules._attached import attached_model, resolve_data_config
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.classification import ImageDataset, Split, open_rgb
-from tlkit.datamodules.sampling import EpochShuffleSampler, LoaderPositions, ResumableDataLoader
+from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
 from tlkit.errors import config_error, refuse_base_class
 from tlkit.randomness import sample_seed, seeded
@@ -42,7 +42,7 @@ class UnlabelledDataset(Dataset):
         return views[0] if len(views) == 1 else views
 
 
-class DomainDataModule(LightningDataModule):
+class DomainDataModule(ResumableTrainLoaders, LightningDataModule):
     """A labelled source domain and a target domain with none, a few (``shots`` per class) or all labels.
 
     Training batches are dicts from Lightning's CombinedLoader, one DataLoader per domain (so DDP gives each its own
@@ -107,14 +107,6 @@ class DomainDataModule(LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.data_config: DataConfig | None = None
         self.steps_per_epoch: int | None = None
-        self._positions = LoaderPositions()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Each domain loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""
-        return {"train_loaders": self._positions.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._positions.load_state_dict(state_dict.get("train_loaders", {}))
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_domains(self) -> tuple[list[str], Split, Split]:
@@ -193,7 +185,7 @@ class DomainDataModule(LightningDataModule):
         else:
             steps = max(batches.values()) if hp.iters_per_epoch == "max" else min(batches.values())
         loaders = {
-            name: self._positions.track(name, self._train_loader(d, steps * hp.batch_size, offset))
+            name: self.track_train_loader(name, self._train_loader(d, steps * hp.batch_size, offset))
             for offset, (name, d) in enumerate(datasets.items())
         }
         self.steps_per_epoch = steps

@@ -75,11 +75,10 @@ class EpochShuffleSampler(DistributedSampler):
 
     def epoch_order(self) -> list[int]:
         """All ranks' indices for the current epoch, before sharding."""
+        rounds = -(-self.epoch_samples // self.size)  # whole passes over the data this epoch spans
         if not self.shuffle:
-            rounds = -(-self.epoch_samples // self.size)
             return (list(range(self.size)) * rounds)[: self.epoch_samples]
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        rounds = -(-self.epoch_samples // self.size)
         indices = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
         return indices[: self.epoch_samples].tolist()
 
@@ -160,3 +159,29 @@ class LoaderPositions:
 
     def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
         self.pending = dict(state_dict)
+
+
+class ResumableTrainLoaders:
+    """Datamodule mixin: the training loaders' positions go into the datamodule's ``state_dict``.
+
+    Lightning restores a datamodule's state before anything builds a loader, so `track_train_loader` can move each
+    new training loader to where the checkpointed run was (see `LoaderPositions`).
+    """
+
+    @property
+    def _loader_positions(self) -> LoaderPositions:
+        # Created on first use, so a datamodule's own __init__ needs no call for it.
+        positions = self.__dict__.get("_tlkit_loader_positions")
+        if positions is None:
+            positions = self.__dict__["_tlkit_loader_positions"] = LoaderPositions()
+        return positions
+
+    def track_train_loader(self, name: str, loader: ResumableDataLoader) -> ResumableDataLoader:
+        return self._loader_positions.track(name, loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each training loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""
+        return {"train_loaders": self._loader_positions.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loader_positions.load_state_dict(state_dict.get("train_loaders", {}))

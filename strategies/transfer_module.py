@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from tlkit.backbones import Backbone
 from tlkit.errors import ConfigError, config_error
 from tlkit.feature_cache import FeatureCache
+from tlkit.protocols import NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
@@ -135,12 +136,8 @@ class TransferModule(LightningModule):
         self._build_head(num_classes)
 
     def _datamodule_class_names(self) -> list[str] | None:
-        from tlkit.datamodules import ClassificationDataModule, DomainDataModule
-
         datamodule = getattr(self.trainer, "datamodule", None)
-        if isinstance(datamodule, (ClassificationDataModule, DomainDataModule)) and datamodule.classes:
-            return list(datamodule.classes)
-        return None
+        return datamodule.class_names() if isinstance(datamodule, NamedClasses) else None
 
     # ------------------------------------------------------------------------------------- randomness and checkpoints
     def on_train_start(self) -> None:
