@@ -11,6 +11,17 @@ import torch
 from tlkit.datamodules.digits import digit_images
 
 TINY_BACKBONES = ["test_efficientnet", "test_resnet", "test_vit"]
+#: A `tlkit fit` in seconds: a tiny random-init FineTuning on 3 digits per class, 2 epochs.
+TINY_FIT_ARGS = [
+    "--model=FineTuning",
+    "--model.backbone=test_resnet",
+    "--model.weights=null",
+    "--data=DigitsDataModule",
+    "--data.image_size=32",
+    "--data.labels_per_class=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.max_epochs=2",
+]
 
 
 @pytest.fixture(autouse=True)

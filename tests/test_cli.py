@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import write_image_folder
+from tests.conftest import TINY_FIT_ARGS, write_image_folder
 from tlkit.cli import TLKitCLI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,18 +57,7 @@ def test_console_script_runs_a_config(tmp_path):
 
 def test_defaults_log_group_lrs_to_tensorboard_and_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = [
-        "fit",
-        "--model=FineTuning",
-        "--model.backbone=test_resnet",
-        "--model.weights=null",
-        "--data=DigitsDataModule",
-        "--data.image_size=32",
-        "--data.labels_per_class=3",
-        "--trainer.max_epochs=2",
-        "--trainer.log_every_n_steps=1",
-    ]
-    cli = TLKitCLI(args=args)
+    cli = TLKitCLI(args=["fit", *TINY_FIT_ARGS, "--trainer.log_every_n_steps=1"])
     log_dir = Path(cli.trainer.logger.log_dir).resolve()
     assert log_dir == tmp_path / "logs" / "tlkit" / "version_0"
     events = EventAccumulator(str(log_dir))

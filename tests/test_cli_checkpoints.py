@@ -10,20 +10,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import write_image_folder
+from tests.conftest import TINY_FIT_ARGS, write_image_folder
 from tlkit.cli import TLKitCLI, main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model=FineTuning",
-    "--model.backbone=test_resnet",
-    "--model.weights=null",
-    "--data=DigitsDataModule",
-    "--data.image_size=32",
-    "--data.labels_per_class=3",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.max_epochs=2",
-]
+TINY = TINY_FIT_ARGS
 SGD = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0.05", "--model.optimizer.momentum=0.9"]
 
 
