@@ -1,9 +1,11 @@
 """DataModules: labelled image folders, bundled data and domain pairs, validated before training."""
 
-from tlkit.datamodules.classification import ClassificationDataModule, ImageDataset, Split
+from tlkit.datamodules.classification import ClassificationDataModule
+from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
+from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
@@ -14,8 +16,11 @@ __all__ = [
     "DomainAdaptationDataModule",
     "DomainDataModule",
     "EpochShuffleSampler",
+    "ImageDataModule",
     "ImageDataset",
     "ImageFolderDataModule",
     "ResumableDataLoader",
     "Split",
+    "UnlabelledDataset",
+    "open_rgb",
 ]

@@ -1,4 +1,4 @@
-"""What a datamodule learns from the model it is trained with: the backbone's data config and its wishes."""
+"""What a datamodule learns from the model it is trained with: the model's `DataRequest`."""
 
 from __future__ import annotations
 
@@ -7,26 +7,35 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
-from tlkit.backbones import Backbone, DataConfig
+from tlkit.backbones import DataConfig, TextConfig
+from tlkit.data_request import DataRequest
+from tlkit.errors import ConfigError
+from tlkit.protocols import RequestsData
 
 
-def attached_model(datamodule: LightningDataModule) -> Any:
-    """The LightningModule the datamodule is being used with, or None outside a Trainer."""
+def model_request(datamodule: LightningDataModule) -> DataRequest:
+    """The attached model's request, or an empty one outside a Trainer or with a model that makes none."""
     trainer = datamodule.trainer
-    return getattr(trainer, "lightning_module", None) if trainer is not None else None
+    model = trainer.lightning_module if trainer is not None else None
+    return model.data_request() if isinstance(model, RequestsData) else DataRequest()
 
 
 def resolve_data_config(datamodule: Any) -> DataConfig:
     """The datamodule's own ``data_config``, else the attached backbone's, else ImageNet defaults; then the
-    datamodule's ``image_size``/``crop_pct`` overrides."""
-    backbone = getattr(attached_model(datamodule), "backbone", None)
-    config = datamodule.data_config or getattr(backbone, "data_config", None) or DataConfig()
+    datamodule's ``image_size``/``crop_pct`` overrides, checked against the backbone before training."""
+    request = model_request(datamodule)
+    if isinstance(request.input_config, TextConfig):
+        raise ConfigError(
+            f"Expected an image backbone for {type(datamodule).__name__}, but the model's backbone reads text "
+            "(its input config is a TextConfig): use a text datamodule, or an image backbone."
+        )
+    config = datamodule.data_config or request.input_config or DataConfig()
     hp = datamodule.hparams
     resolved = replace(
         config,
         image_size=hp.image_size or config.image_size,
         crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
     )
-    if isinstance(backbone, Backbone):
-        backbone.check_input_size(resolved.image_size)  # before training, not as a shape error in the first step
+    if request.check_image_size is not None:
+        request.check_image_size(resolved.image_size)  # before training, not as a shape error in the first step
     return resolved

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tlkit.datamodules.classification import Split
-from tlkit.datamodules.digits import digit_images
+from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.digits import DigitImages, digit_images
 from tlkit.datamodules.domain_adaptation import DomainDataModule
 
 # Colour photographs bundled inside scikit-image (no download).
@@ -34,37 +34,19 @@ def blend_onto_photos(images: list[Image.Image], size: int, seed: int) -> list[I
     return blended
 
 
-class DigitsMDataModule(DomainDataModule):
+class DigitsMDataModule(DigitImages, DomainDataModule):
     """Source: scikit-learn's 1,797 handwritten digits. Target: the same digits blended onto colour photo patches.
 
-    The demo and test shift for domain adaptation: it needs no download and is deterministic by ``seed``. Digits are
-    not mirror-symmetric, so flips are off, and they fill the frame, so evaluation does not centre-crop.
+    The demo and test shift for domain adaptation: it needs no download and is deterministic by ``seed``. The target
+    is rendered at ``image_size``.
 
-    Args:
-        image_size: side of the square images (the target is rendered at this size).
-        crop_pct: evaluation centre-crop fraction (1.0: digits fill the frame, nothing is cropped).
-        hflip: include horizontal flips in augmentation (off: digits are not mirror-symmetric).
-
-    The other arguments are `DomainDataModule`'s.
+    Takes `DigitImages`' arguments (``image_size`` 64, no flips, no crop) and `DomainDataModule`'s.
 
     Example:
         >>> dm = DigitsMDataModule(image_size=64, iters_per_epoch=50)
     """
 
-    def __init__(
-        self,
-        image_size: int = 64,
-        *,
-        crop_pct: float = 1.0,
-        hflip: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(image_size=image_size, crop_pct=crop_pct, hflip=hflip, **kwargs)
-
     def load_domains(self) -> tuple[list[str], Split, Split]:
         images, labels = digit_images()
         target = blend_onto_photos(images, self.hparams.image_size, self.hparams.seed)
         return [str(d) for d in range(10)], Split(images, labels), Split(target, labels)
-
-    def load_image(self, sample: Image.Image) -> Image.Image:
-        return sample

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
-from tlkit.datamodules.classification import ClassificationDataModule, Split
+from tlkit.datamodules.classification import ClassificationDataModule
+from tlkit.datamodules.datasets import Split
 
 # Accepted names of the split folders inside ``data_dir``.
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}

@@ -2,7 +2,8 @@
 
 from tlkit.strategies.adversarial import CDAN, DANN
 from tlkit.strategies.discrepancy import DAN, DeepCORAL
-from tlkit.strategies.domain_adaptation import DomainAdaptation, SourceOnly
+from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.domain_module import DomainModule, SourceOnly
 from tlkit.strategies.feature_extraction import FeatureExtraction
 from tlkit.strategies.fine_tuning import FineTuning
 from tlkit.strategies.joint_training import JointTraining
@@ -17,6 +18,7 @@ __all__ = [
     "DANN",
     "DeepCORAL",
     "DomainAdaptation",
+    "DomainModule",
     "FeatureExtraction",
     "FineTuning",
     "JointTraining",

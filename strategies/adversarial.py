@@ -11,8 +11,8 @@ from torchmetrics.classification import BinaryAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
-from tlkit.functional import grad_reverse, warm_start_lambda
-from tlkit.strategies.domain_adaptation import DomainAdaptation, binary_domain_loss
+from tlkit.functional import entropy, grad_reverse, warm_start_lambda
+from tlkit.strategies.domain_adaptation import DomainAdaptation
 
 
 def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:
@@ -28,8 +28,26 @@ def domain_discriminator(in_features: int, hidden_dim: int) -> nn.Sequential:
     )
 
 
+def domain_labels(n_source: int, n_target: int, device: torch.device) -> torch.Tensor:
+    """1 for source rows, 0 for target rows."""
+    return torch.cat([torch.ones(n_source, device=device), torch.zeros(n_target, device=device)])
+
+
+def binary_domain_loss(domain_logits: torch.Tensor, n_source: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of the discriminator's logits (source rows first), optionally weighted per row."""
+    labels = domain_labels(n_source, len(domain_logits) - n_source, domain_logits.device).to(domain_logits.dtype)
+    losses = F.binary_cross_entropy_with_logits(domain_logits.squeeze(1), labels, reduction="none")
+    return losses.mean() if weights is None else (weights * losses).sum() / weights.sum()
+
+
 class _Adversarial(DomainAdaptation):
-    """Shared by DANN and CDAN: gradient reversal with DANN's warm-start coefficient, domain accuracy logging."""
+    """Shared by DANN and CDAN: gradient reversal with DANN's warm-start coefficient, domain accuracy logging.
+
+    Args:
+        discriminator_hidden_dim: width of the discriminator's two hidden layers.
+
+    The other arguments are `DomainAdaptation`'s.
+    """
 
     def __init__(
         self, backbone: str | Backbone = "tf_efficientnet_lite0", *, discriminator_hidden_dim: int = 1024, **kwargs
@@ -76,20 +94,9 @@ class DANN(_Adversarial):
     The reversal coefficient follows lambda = 2 / (1 + exp(-10 p)) - 1, with p computed from
     ``trainer.global_step / trainer.estimated_stepping_batches`` so it continues correctly after a resume.
 
-    Args:
-        discriminator_hidden_dim: width of the discriminator's two hidden layers.
-
-    The other arguments are `DomainAdaptation`'s.
+    Takes the arguments of the shared adversarial base: ``discriminator_hidden_dim`` (the width of the
+    discriminator's two hidden layers) and `DomainAdaptation`'s.
     """
-
-    def __init__(
-        self,
-        backbone: str | Backbone = "tf_efficientnet_lite0",
-        *,
-        discriminator_hidden_dim: int = 1024,
-        **kwargs,
-    ) -> None:
-        super().__init__(backbone, discriminator_hidden_dim=discriminator_hidden_dim, **kwargs)
 
     def build_adaptation_modules(self, num_classes: int) -> None:
         self.discriminator = domain_discriminator(self.backbone.num_features, self.discriminator_hidden_dim)
@@ -105,18 +112,16 @@ class CDAN(_Adversarial):
     ``(f R_f) * (g R_g) / sqrt(d)`` with fixed random matrices replaces the outer product.
 
     Args:
-        discriminator_hidden_dim: width of the discriminator's two hidden layers.
         randomized_dim: output size of the randomized multilinear map, used when the outer product is larger.
         entropy_conditioning: weight each example by ``1 + exp(-entropy)`` of its prediction.
 
-    The other arguments are `DomainAdaptation`'s.
+    The other arguments are the shared adversarial base's (``discriminator_hidden_dim``) and `DomainAdaptation`'s.
     """
 
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
         *,
-        discriminator_hidden_dim: int = 1024,
         randomized_dim: int = 1024,
         entropy_conditioning: bool = True,
         **kwargs,
@@ -125,7 +130,7 @@ class CDAN(_Adversarial):
             raise config_error("randomized_dim", "an integer >= 1", randomized_dim)
         self.randomized_dim = randomized_dim
         self.entropy_conditioning = entropy_conditioning
-        super().__init__(backbone, discriminator_hidden_dim=discriminator_hidden_dim, **kwargs)
+        super().__init__(backbone, **kwargs)
 
     def build_adaptation_modules(self, num_classes: int) -> None:
         f = self.backbone.num_features
@@ -150,12 +155,8 @@ class CDAN(_Adversarial):
     def domain_loss(self, domain_logits: torch.Tensor, logits: torch.Tensor, n_source: int) -> torch.Tensor:
         if not self.entropy_conditioning:
             return binary_domain_loss(domain_logits, n_source)
-        probabilities = F.softmax(logits, dim=1).detach()
-        entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(dim=1)
-        weights = 1.0 + torch.exp(-entropy)
+        weights = 1.0 + torch.exp(-entropy(logits.detach(), reduction="none"))
         # Normalise per domain so each domain carries the same total weight.
         weights[:n_source] = weights[:n_source] / weights[:n_source].sum()
         weights[n_source:] = weights[n_source:] / weights[n_source:].sum()
-        labels = torch.cat([torch.ones(n_source), torch.zeros(len(logits) - n_source)]).to(domain_logits)
-        losses = F.binary_cross_entropy_with_logits(domain_logits.squeeze(1), labels, reduction="none")
-        return (weights * losses).sum() / weights.sum()
+        return binary_domain_loss(domain_logits, n_source, weights)

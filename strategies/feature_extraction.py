@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
 from tlkit.backbones import Backbone
+from tlkit.data_request import Features
 from tlkit.feature_cache import FeatureCache
+from tlkit.feature_serving import FeatureServing
 from tlkit.strategies.transfer_module import TransferModule
 
 
@@ -32,6 +34,8 @@ class FeatureExtraction(TransferModule):
         []
     """
 
+    trains_backbone: ClassVar[bool] = False
+
     def __init__(
         self,
         backbone: str | Backbone = "tf_efficientnet_lite0",
@@ -41,15 +45,15 @@ class FeatureExtraction(TransferModule):
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        # Datamodules look for this attribute: its presence means "serve me features, not images, where you can".
+        #: Where the backbone's features are kept (None with ``cache_features: off``).
         self.feature_cache = None if cache_features == "off" else FeatureCache(cache_features, cache_dir)
+        if self.feature_cache is not None:
+            self.serve_features(FeatureServing(self.feature_cache, self.backbone))
 
     def configure_backbone(self) -> None:
         self.backbone.freeze(bn_eval=True)
 
-    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 2:  # already features, served from the cache
-            return x
+    def extract_features(self, x: torch.Tensor | Features) -> torch.Tensor:
         # No graph through the backbone: no activation memory, and no gradient can reach a frozen weight.
         with torch.no_grad():
-            return self.backbone(x)
+            return super().extract_features(x)

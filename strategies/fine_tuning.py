@@ -39,7 +39,7 @@ class FineTuning(TransferModule):
             raise config_error("lr_decay", "in (0, 1]", lr_decay)
         self.trainable_groups = trainable_groups
         self.lr_decay = lr_decay
-        self.freeze_bn = freeze_bn
+        self.freeze_bn = freeze_bn  # read by ProgressiveUnfreezing when it unfreezes groups
         super().__init__(backbone, **kwargs)
 
     def configure_backbone(self) -> None:

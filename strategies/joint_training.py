@@ -8,10 +8,10 @@ import torch
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
-from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.domain_module import DomainModule
 
 
-class JointTraining(DomainAdaptation):
+class JointTraining(DomainModule):
     """Train on labelled source and labelled target images together: ``source_weight * CE(source) + CE(target)``.
 
     With ``target_labels: all`` and ``source_weight: 0`` it is the target oracle, the upper reference for the
@@ -20,7 +20,7 @@ class JointTraining(DomainAdaptation):
     Args:
         source_weight: weight of the source cross-entropy (0 trains on the target alone).
 
-    The other arguments are `DomainAdaptation`'s (``trade_off`` is unused).
+    The other arguments are `DomainModule`'s.
     """
 
     uses_target_labels = True

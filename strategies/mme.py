@@ -8,7 +8,7 @@ from torch import nn
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
-from tlkit.functional import entropy, grad_reverse, warm_start_lambda
+from tlkit.functional import entropy, grad_reverse
 from tlkit.strategies.domain_adaptation import DomainAdaptation
 
 
@@ -57,11 +57,12 @@ class MME(DomainAdaptation):
         self.temperature = temperature
         super().__init__(backbone, trade_off=trade_off, **kwargs)
 
-    def _build_head(self, num_classes: int) -> None:
-        super()._build_head(num_classes)
-        self.head = CosineClassifier(self.backbone.num_features, num_classes, self.temperature)
+    def make_head(self, num_classes: int) -> nn.Module:
+        return CosineClassifier(self.backbone.num_features, num_classes, self.temperature)
 
     def adaptation_loss(self, source_features, target_features, source_logits, target_logits):
         # The classifier sees reversed gradients: minimising -H makes it maximise entropy, the backbone minimise it.
-        reversed_logits = self.head(grad_reverse(target_features, warm_start_lambda(self.progress)))
+        # At full strength from the first step, as in the paper and its reference code (`trade_off` scales both
+        # sides); a warm-up would let the classifier spread its prototypes while the backbone barely pushes back.
+        reversed_logits = self.head(grad_reverse(target_features, 1.0))
         return -entropy(reversed_logits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +13,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tlkit.backbones import Backbone
-from tlkit.errors import ConfigError, config_error
-from tlkit.feature_cache import FeatureCache
-from tlkit.protocols import NamedClasses
+from tlkit.data_request import DataRequest, Features
+from tlkit.errors import ConfigError, config_error, refuse_base_class
+from tlkit.feature_serving import FeatureServing
+from tlkit.protocols import CountedClasses, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
@@ -53,9 +54,10 @@ class TransferModule(LightningModule):
 
     #: (metric, mode) that checkpoints select on by default in the `tlkit` command.
     checkpoint_monitor = ("val/acc", "max")
-    #: A `FeatureCache` while the whole backbone is frozen (set by `FeatureExtraction` and `ProgressiveUnfreezing`'s
-    #: head-only phase): tlkit datamodules then serve cached features instead of images where transforms allow.
-    feature_cache: FeatureCache | None = None
+    #: Whether the backbone can train at all; callbacks that unfreeze layer groups refuse a strategy without it.
+    trains_backbone: ClassVar[bool] = True
+    #: Whether BatchNorm running statistics stay fixed in trainable groups (`FineTuning`'s ``freeze_bn``).
+    freeze_bn: bool = False
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class TransferModule(LightningModule):
         scheduler_interval: Literal["step", "epoch"] = "epoch",
     ) -> None:
         super().__init__()
+        refuse_base_class(self, "model", "tlkit.strategies")  # before building the backbone
         if head not in ("linear", "mlp"):
             raise config_error("head", "'linear' or 'mlp'", head)
         if not 0.0 <= dropout < 1.0:
@@ -94,6 +97,7 @@ class TransferModule(LightningModule):
         self.class_names: list[str] | None = None
         #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
         self.run_seed: int | None = None
+        self._feature_serving: FeatureServing | None = None
         if num_classes is not None:
             self._build_head(num_classes)
         self.configure_backbone()
@@ -101,12 +105,32 @@ class TransferModule(LightningModule):
     def configure_backbone(self) -> None:
         """Called once at the end of ``__init__``: where a strategy freezes what it does not train."""
 
+    # ------------------------------------------------------------------------------------------- what the data needs
+    def data_request(self) -> DataRequest:
+        """What this model asks of its datamodule: the backbone's input config and, while the whole backbone is
+        frozen, cached features instead of images. Strategies extend it (``dataclasses.replace``)."""
+        return DataRequest(
+            input_config=self.backbone.data_config,
+            check_image_size=self.backbone.check_input_size,
+            features=self._feature_serving,
+        )
+
+    def serve_features(self, serving: FeatureServing | None) -> None:
+        """Ask the datamodule for cached backbone features through ``serving`` (None: images only).
+
+        Called by `FeatureExtraction` and by `ProgressiveUnfreezing` for its head-only phase, before the loaders are
+        built.
+        """
+        self._feature_serving = serving
+
     # ----------------------------------------------------------------------------------------------------- building
+    def make_head(self, num_classes: int) -> nn.Module:
+        """The new classifier on the backbone's features (``head``, ``head_hidden_dim`` and ``dropout`` shape it)."""
+        return make_head(self.head_kind, self.backbone.num_features, num_classes, self.head_hidden_dim, self.dropout)
+
     def _build_head(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.head = make_head(
-            self.head_kind, self.backbone.num_features, num_classes, self.head_hidden_dim, self.dropout
-        )
+        self.head = self.make_head(num_classes)
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
         )
@@ -125,8 +149,8 @@ class TransferModule(LightningModule):
         self.class_names = self.class_names or self._datamodule_class_names()
         if self.head is not None:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        num_classes = getattr(datamodule, "num_classes", None)
+        datamodule = self.trainer.datamodule
+        num_classes = datamodule.num_classes if isinstance(datamodule, CountedClasses) else None
         if num_classes is None:
             raise ConfigError(
                 "Expected `model.num_classes` to be set, or a datamodule with a `num_classes` attribute, "
@@ -136,7 +160,7 @@ class TransferModule(LightningModule):
         self._build_head(num_classes)
 
     def _datamodule_class_names(self) -> list[str] | None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         return datamodule.class_names() if isinstance(datamodule, NamedClasses) else None
 
     # ------------------------------------------------------------------------------------- randomness and checkpoints
@@ -148,8 +172,10 @@ class TransferModule(LightningModule):
         if self.lr_scheduler is not None or not self.trainer.lr_scheduler_configs:
             return
         scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-        planned, total = getattr(scheduler, "T_max", None), int(self.trainer.estimated_stepping_batches)
-        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and planned != max(1, total):
+        if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            return
+        planned, total = scheduler.T_max, int(self.trainer.estimated_stepping_batches)
+        if planned != max(1, total):
             raise config_error(
                 "trainer.max_epochs (or max_steps)",
                 f"what the checkpoint's run planned its default cosine schedule for ({planned} steps), since the "
@@ -224,16 +250,17 @@ class TransferModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     # ------------------------------------------------------------------------------------------------------ forward
-    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+    def extract_features(self, x: torch.Tensor | Features) -> torch.Tensor:
         """Backbone features; strategies override this to change how the backbone runs (e.g. under no_grad).
 
-        A 2-D input already is features: a datamodule serves them from `feature_cache` while the backbone is frozen.
+        `Features` (served by the datamodule from a `FeatureServing` while the backbone is frozen) pass straight
+        through.
         """
-        if x.ndim == 2:
-            return x
+        if isinstance(x, Features):
+            return x.values
         return self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Features) -> torch.Tensor:
         """Class logits."""
         return self.head(self.extract_features(x))
 

@@ -140,7 +140,7 @@ def test_every_short_run_logs_each_group_lr(tmp_path, monkeypatch):
 
 
 def test_sixteen_bit_images_keep_their_grey_levels(tmp_path):
-    from tlkit.datamodules.classification import open_rgb
+    from tlkit.datamodules import open_rgb
 
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")

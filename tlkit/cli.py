@@ -374,7 +374,8 @@ class TLKitCLI(LightningCLI):
             self._check_optimizer(saved, where)
 
     def _check_classes(self, subcommand: str, saved: list[str] | None, num_classes: int | None, where: str) -> None:
-        if subcommand == "predict" and getattr(self.datamodule.hparams, "predict_dir", None):
+        data_args = self.config[subcommand]["data"].get("init_args") or {}
+        if subcommand == "predict" and data_args.get("predict_dir"):
             return  # new images have no labels to compare
         names = _data_class_names(self.datamodule)
         if names is None:

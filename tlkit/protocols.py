@@ -6,7 +6,12 @@ another package's attributes by name. Any class with the members below matches, 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from tlkit.backbones import Backbone
+    from tlkit.data_request import DataRequest
+    from tlkit.feature_serving import FeatureServing
 
 
 @runtime_checkable
@@ -14,6 +19,13 @@ class NamedClasses(Protocol):
     """A datamodule that knows its class names in label order (checked against a checkpoint's)."""
 
     def class_names(self) -> list[str]: ...
+
+
+@runtime_checkable
+class CountedClasses(Protocol):
+    """A datamodule that knows how many classes it has (a model without ``num_classes`` sizes its head from it)."""
+
+    num_classes: int
 
 
 @runtime_checkable
@@ -28,6 +40,35 @@ class DomainValidation(Protocol):
     """A domain-adaptation datamodule: one validation loader per domain, by name (``source``, ``target``)."""
 
     def domain_val_dataloaders(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DomainData(DomainValidation, Protocol):
+    """A domain-adaptation datamodule whose target domain has ``none``, ``few`` or ``all`` of its labels."""
+
+    @property
+    def target_labels(self) -> str: ...
+
+
+@runtime_checkable
+class RequestsData(Protocol):
+    """A model that tells its datamodule what it needs (every `TransferModule`)."""
+
+    def data_request(self) -> DataRequest: ...
+
+
+@runtime_checkable
+class LayerGroupTrainer(Protocol):
+    """A model whose backbone's layer groups a callback may freeze and unfreeze (every `TransferModule` that trains
+    its backbone; `FeatureExtraction` declares ``trains_backbone = False``)."""
+
+    backbone: Backbone
+    #: Whether the backbone can train at all (False: it runs under no_grad).
+    trains_backbone: bool
+    #: Whether BatchNorm running statistics stay fixed in trainable groups.
+    freeze_bn: bool
+
+    def serve_features(self, serving: FeatureServing | None) -> None: ...
 
 
 @runtime_checkable

@@ -29,15 +29,15 @@ def lp_ft(tmp_path, cache_features: str, ckpt_path=None, extra_callbacks=()):
     fitted = model()
     run = trainer(tmp_path, [unfreezing, *extra_callbacks], max_epochs=EPOCHS, num_sanity_val_steps=2)
     run.fit(fitted, datamodule=data(), ckpt_path=ckpt_path)
-    return fitted, run
+    return fitted, unfreezing
 
 
 def test_head_only_phase_trains_on_cached_features_then_on_images(tmp_path):
     initial = {k: v.clone() for k, v in model().backbone.state_dict().items()}
-    cached, _ = lp_ft(tmp_path / "cached", "memory")
-    uncached, _ = lp_ft(tmp_path / "uncached", "off")
-    assert cached.feature_cache.computed == 2  # train and val features, once for both head-only epochs
-    assert uncached.feature_cache is None
+    cached, cached_unfreezing = lp_ft(tmp_path / "cached", "memory")
+    uncached, uncached_unfreezing = lp_ft(tmp_path / "uncached", "off")
+    assert cached_unfreezing.feature_cache.computed == 2  # train and val features, once for both head-only epochs
+    assert uncached_unfreezing.feature_cache is None
     # After the switch the backbone trained on images: it moved, and exactly as in the uncached run.
     assert max_difference(initial, cached.backbone.state_dict()) > 1e-3
     assert max_difference(cached.state_dict(), uncached.state_dict()) < 1e-4
@@ -47,10 +47,10 @@ def test_head_only_phase_trains_on_cached_features_then_on_images(tmp_path):
 def test_resume_across_the_switch_matches_the_uninterrupted_run(tmp_path, epoch):
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, every_n_epochs=1)
     reference, _ = lp_ft(tmp_path / "full", "memory", extra_callbacks=[every_epoch])
-    resumed, _ = lp_ft(tmp_path / "resumed", "memory", ckpt_path=tmp_path / "ckpt" / f"epoch={epoch}.ckpt")
+    resumed, unfreezing = lp_ft(tmp_path / "resumed", "memory", ckpt_path=tmp_path / "ckpt" / f"epoch={epoch}.ckpt")
     assert max_difference(reference.state_dict(), resumed.state_dict()) < 1e-4
     # Resumed into fine-tuning it never needs the backbone's features.
-    assert resumed.feature_cache.computed == (0 if epoch >= HEAD_EPOCHS else 2)
+    assert unfreezing.feature_cache.computed == (0 if epoch >= HEAD_EPOCHS else 2)
 
 
 def test_augmented_training_images_are_never_cached(tmp_path):
@@ -59,7 +59,7 @@ def test_augmented_training_images_are_never_cached(tmp_path):
     fitted = model()
     augmented = DigitsDataModule(image_size=32, batch_size=32, labels_per_class=10, augment=True, seed=0)
     trainer(tmp_path, [unfreezing], max_epochs=2).fit(fitted, datamodule=augmented)
-    assert fitted.feature_cache.computed == 1  # validation only
+    assert unfreezing.feature_cache.computed == 1  # validation only
 
 
 def test_bad_cache_mode_names_the_valid_ones():

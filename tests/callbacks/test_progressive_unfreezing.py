@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.callbacks._helpers import loaders, model, trainer
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.errors import ConfigError
-from tlkit.strategies import FeatureExtraction
+from tlkit.strategies import FeatureExtraction, FineTuning
 
 GROUPS = ["conv1+bn1", "layer1.0", "layer2.0", "layer3.0", "layer4.0"]  # test_resnet, input to output
 
@@ -143,4 +143,16 @@ def test_feature_extraction_is_refused(tmp_path):
     train, val = loaders()
     net = FeatureExtraction("test_resnet", weights=None, num_classes=4)
     with pytest.raises(ConfigError, match=r"but got FeatureExtraction.*Use FineTuning"):
+        trainer(tmp_path, [ProgressiveUnfreezing(every_n_epochs=1)]).fit(net, train, val)
+
+
+def test_refused_by_the_capability_a_strategy_declares(tmp_path):
+    """No strategy is imported to refuse it: a user's strategy that declares a frozen backbone is refused alike."""
+
+    class FrozenBackbone(FineTuning):
+        trains_backbone = False
+
+    train, val = loaders()
+    net = FrozenBackbone("test_resnet", weights=None, num_classes=4)
+    with pytest.raises(ConfigError, match=r"but got FrozenBackbone \(its backbone never trains\)"):
         trainer(tmp_path, [ProgressiveUnfreezing(every_n_epochs=1)]).fit(net, train, val)

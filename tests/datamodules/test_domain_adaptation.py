@@ -88,9 +88,20 @@ def test_bad_domain_folders(tmp_path, target_classes, match):
         ({"target_labels": "some"}, r"`target_labels` to be 'none', 'few' or 'all', but got 'some'"),
         ({"iters_per_epoch": 0}, r"`iters_per_epoch` to be an integer >= 1, 'max' or 'min', but got 0"),
         ({"shots": 0}, r"`shots` to be an integer >= 1"),
-        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"positive with a sum below 1"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"`val_fraction \+ test_fraction` to be below 1"),
+        ({"val_fraction": -0.1}, r"`val_fraction` to be in \[0, 1\)"),
+        ({"persistent_workers": True}, r"`persistent_workers` to be false when num_workers is 0"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DigitsMDataModule(**kwargs)
+
+
+def test_no_validation_split_with_val_fraction_zero():
+    """The same rule as the classification datamodules: 0 holds nothing out for validation."""
+    dm = DigitsMDataModule(image_size=16, val_fraction=0.0, num_workers=1, persistent_workers=True)
+    dm.setup()
+    assert len(dm.splits["source_val"].labels) == len(dm.splits["target_val"].labels) == 0
+    assert len(dm.splits["source_train"].labels) == 1797
+    assert dm.train_dataloader().iterables["source"].persistent_workers

@@ -1,3 +1,5 @@
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -8,6 +10,7 @@ from tests.conftest import quiet_trainer
 from tlkit.cli import TLKitCLI
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
+from tlkit.functional import entropy
 from tlkit.strategies import CDAN, DANN, MME, SourceOnly
 
 STRATEGIES = {
@@ -144,3 +147,32 @@ def test_self_training_tracks_target_predictions_for_distribution_alignment(alig
     mean = model.state_dict()["target_prediction_mean"]
     assert mean.shape == (10,) and mean.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert torch.equal(mean, torch.full((10,), 0.1)) != alignment  # moved only when aligning
+
+
+def test_mme_backbone_pushes_back_at_full_strength_from_the_first_step():
+    """Minimax entropy: the classifier's gradient on -H and the backbone's are exact opposites at step 0 already
+    (no warm-up of the reversal), and the head is the cosine classifier, built once."""
+    from tlkit.strategies.mme import CosineClassifier
+
+    model = MME("test_efficientnet", weights=None, num_classes=10)
+    assert isinstance(model.head, CosineClassifier)
+    target = torch.randn(6, model.backbone.num_features, requires_grad=True)
+    model.adaptation_loss(None, target, None, None).backward()
+    reversed_grad = target.grad.clone()
+    target.grad = None
+    (-entropy(model.head(target))).backward()
+    assert reversed_grad.abs().sum() > 0
+    assert torch.allclose(reversed_grad, -target.grad)
+
+
+def test_cdan_entropy_conditioning_weighs_confident_examples_up():
+    model = CDAN("test_efficientnet", weights=None, num_classes=3, entropy_conditioning=True)
+    domain_logits = torch.zeros(4, 1)  # the discriminator is unsure everywhere: every row's loss is log 2
+    confident, unsure = torch.tensor([[20.0, 0, 0]]), torch.zeros(1, 3)
+    logits = torch.cat([confident, unsure, confident, unsure])
+    assert model.domain_loss(domain_logits, logits, n_source=2).item() == pytest.approx(math.log(2), rel=1e-5)
+    # Source row 0 is confident: moving only its discriminator logit towards "source" lowers the loss more than
+    # moving the unsure row 1's by the same amount.
+    better_confident = model.domain_loss(torch.tensor([[2.0], [0.0], [0.0], [0.0]]), logits, n_source=2)
+    better_unsure = model.domain_loss(torch.tensor([[0.0], [2.0], [0.0], [0.0]]), logits, n_source=2)
+    assert better_confident < better_unsure

@@ -15,7 +15,8 @@ INHERITED_MODEL = {
     "optimizer": "optimizer factory",
     "lr_scheduler": "scheduler factory",
 }
-DOMAIN_ADAPTATION = {"trade_off", "backbone_lr_factor"}
+DOMAIN_MODULE = {"backbone_lr_factor"}
+DOMAIN_ADAPTATION = {"trade_off"}
 INHERITED_DATA = {
     "batch_size": "images per",
     "num_workers": "workers",
@@ -37,8 +38,12 @@ def test_every_strategy_documents_every_inherited_argument(name, capsys):
         assert f"--model.{argument} " in text and description in text, (name, argument)
     from tlkit import strategies
 
-    if issubclass(getattr(strategies, name), strategies.DomainAdaptation):
-        assert all(f"--model.{argument} " in text for argument in DOMAIN_ADAPTATION), name
+    cls = getattr(strategies, name)
+    if issubclass(cls, strategies.DomainModule):
+        assert all(f"--model.{argument} " in text for argument in DOMAIN_MODULE), name
+    # Only the strategies with an adaptation loss have its weight: no argument that does nothing.
+    adapts = issubclass(cls, strategies.DomainAdaptation)
+    assert all((f"--model.{argument} " in text) == adapts for argument in DOMAIN_ADAPTATION), name
 
 
 @pytest.mark.parametrize("name", [n for n in concrete_classes("tlkit.datamodules") if n.endswith("DataModule")])

@@ -11,23 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tlkit.backbones.input_config import DataConfig
 from tlkit.backbones.weights import efficientnet_lite0_state_dict, hub_reachable, load_into, read_state_dict
 from tlkit.errors import ConfigError, closest
 
 TORCHVISION_PREFIX = "torchvision:"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What a backbone expects of its input images; the datamodules derive their transforms from it."""
-
-    image_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
 
 
 @dataclass

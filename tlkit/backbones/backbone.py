@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tlkit.backbones._builders import DataConfig, build, group_names, pool_features
+from tlkit.backbones._builders import build, group_names, pool_features
+from tlkit.backbones.input_config import DataConfig
 from tlkit.errors import ConfigError, closest
 
 GroupRef = int | str

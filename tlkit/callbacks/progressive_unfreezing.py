@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
-from torch.utils.data import Dataset
 from typing_extensions import override
 
-from tlkit.callbacks._distributed import rebuild_ddp_wrapper, reset_compiled_graphs
+from tlkit.callbacks._lightning_internals import is_compiled, rebuild_ddp_wrapper, reset_compiled_graphs
 from tlkit.callbacks._monitor import check_monitor_is_logged
-from tlkit.errors import ConfigError, closest, config_error
-from tlkit.feature_cache import CacheMode, FeatureCache
-
-GroupSpec = int | str
-Milestones = dict[int, list[GroupSpec] | Literal["all"]]
+from tlkit.callbacks.unfreezing_schedule import Milestones, Plateau, UnfreezingSchedule
+from tlkit.errors import ConfigError, config_error
+from tlkit.feature_cache import FeatureCache
+from tlkit.feature_serving import FeatureServing
+from tlkit.protocols import LayerGroupTrainer
 
 
 class ProgressiveUnfreezing(Callback):
@@ -43,9 +39,11 @@ class ProgressiveUnfreezing(Callback):
     features only with deterministic transforms, ``augment: false``; validation always). From the first phase
     that trains a backbone group on, the same dataloaders serve images.
 
-    All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under DDP the
-    model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau decisions
-    are taken on rank 0 and broadcast. With a ``torch.compile``'d model, dynamo's caches are reset at a phase change.
+    The schedule itself is an `UnfreezingSchedule` (and, for the plateau schedule, a `Plateau`), usable without a
+    Trainer. All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under
+    DDP the model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau
+    decisions are taken on rank 0 and broadcast. With a ``torch.compile``'d model, dynamo's caches are reset at a
+    phase change.
 
     Args:
         every_n_epochs: gradual schedule: epochs between phase changes.
@@ -108,132 +106,62 @@ class ProgressiveUnfreezing(Callback):
         self.groups_per_step = groups_per_step
         self.milestones = dict(sorted((milestones or {}).items()))
         self.monitor = monitor
-        self.mode = mode
-        self.patience = patience
-        self.min_delta = min_delta
         self.max_epochs_per_phase = max_epochs_per_phase
         self.initial_groups = initial_groups
-        self.cache_features = cache_features
-        self.cache_dir = cache_dir
-        # Resolved at setup: the parameter names each phase makes trainable, and (epoch schedules) when it starts.
-        self._phases: list[set[str]] = []
-        self._phase_epochs: list[int] = []
-        self._module: pl.LightningModule | None = None
+        #: Where the head-only phase keeps the backbone's features (None with ``cache_features: off``).
+        self.feature_cache = None if cache_features == "off" else FeatureCache(cache_features, cache_dir)
+        #: Resolved against the model's backbone at setup.
+        self.schedule: UnfreezingSchedule | None = None
         # Progress: everything a resumed run needs, in plain types.
+        self.plateau = Plateau(mode, patience, min_delta)
         self.phase = 0
         self.phase_start_epoch = 0
-        self.best: float | None = None
-        self.wait = 0
         self.advance_pending = False
-        # Shared with dataloader workers: whether datasets built during the head-only phase serve features now.
-        self._serving_features = torch.zeros((), dtype=torch.bool).share_memory_()
+        self._module: LayerGroupTrainer | None = None
+        self._serving: FeatureServing | None = None
 
-    # ------------------------------------------------------------------------------------------------- schedule
     @property
     def state_key(self) -> str:
         return self._generate_state_key(
             every_n_epochs=self.every_n_epochs, milestones=self.milestones, monitor=self.monitor
         )
 
-    def _resolve(self, backbone: Any, spec: list[GroupSpec] | str, epoch: int) -> set[str]:
-        """Parameter names a milestone entry refers to."""
-        all_names = [n for g in backbone.layer_groups for n in g.parameter_names]
-        if spec == "all":
-            return set(all_names)
-        if isinstance(spec, (int, str)):
-            spec = [spec]
-        names: set[str] = set()
-        for entry in spec:
-            if isinstance(entry, int) or entry in backbone.group_names:
-                (group,) = backbone.resolve_groups([entry])
-                names.update(group.parameter_names)
-                continue
-            try:
-                pattern = re.compile(entry)
-            except re.error as err:
-                raise ConfigError(
-                    f"Expected milestone {epoch} entry {entry!r} to be a group index, group name or parameter regex, "
-                    f"but it is not a valid regex ({err}). Valid group names: {', '.join(backbone.group_names)}."
-                ) from err
-            matched = {n for n in all_names if pattern.search(n)}
-            if not matched:
-                suggestions = closest(entry, backbone.group_names)
-                hint = f" Closest: {', '.join(suggestions)}." if suggestions else ""
-                raise ConfigError(
-                    f"Expected milestone {epoch} entry {entry!r} to be a group index, group name or parameter regex, "
-                    f"but it matched no group and no parameter. Valid group names (all "
-                    f"{len(backbone.group_names)}): {', '.join(backbone.group_names)}.{hint}"
-                )
-            names |= matched
-        return names
-
-    def _build_schedule(self, backbone: Any) -> None:
-        groups = backbone.layer_groups
-        n = len(groups)
-        if self.initial_groups > n:
-            raise config_error(
-                "initial_groups", f"at most {n}, the number of groups of {backbone.name!r}", self.initial_groups
-            )
-        top = groups[n - self.initial_groups :]
-        self._phases = [{name for g in top for name in g.parameter_names}]
-        self._phase_epochs = [0]
-        if self.milestones:
-            for epoch, spec in self.milestones.items():
-                self._phases.append(self._resolve(backbone, spec, epoch))
-                self._phase_epochs.append(epoch)
-            return
-        below = groups[: n - self.initial_groups][::-1]  # next to unfreeze first
-        for start in range(0, len(below), self.groups_per_step):
-            self._phases.append(
-                {name for g in below[start : start + self.groups_per_step] for name in g.parameter_names}
-            )
-        if self.every_n_epochs:
-            self._phase_epochs += [p * self.every_n_epochs for p in range(1, len(self._phases))]
-
-    @property
-    def num_phases(self) -> int:
-        return len(self._phases)
-
-    def trainable_parameter_names(self, phase: int) -> set[str]:
-        return set().union(*self._phases[: phase + 1])
-
-    def head_only(self, phase: int) -> bool:
-        """Whether no backbone parameter trains in ``phase``."""
-        return not self.trainable_parameter_names(phase)
-
     # ---------------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        backbone = getattr(pl_module, "backbone", None)
-        if backbone is None or not hasattr(backbone, "layer_groups"):
+        if not isinstance(pl_module, LayerGroupTrainer):
             raise ConfigError(
                 "Expected the model to be a tlkit TransferModule with a `backbone`, "
                 f"but got {type(pl_module).__name__}."
             )
-        from tlkit.strategies import FeatureExtraction
-
-        if isinstance(pl_module, FeatureExtraction):
+        if not pl_module.trains_backbone:
             raise ConfigError(
-                "Expected a strategy that trains the backbone with ProgressiveUnfreezing, but got FeatureExtraction "
-                "(its backbone always runs under no_grad). Use FineTuning."
+                "Expected a strategy that trains the backbone with ProgressiveUnfreezing, but got "
+                f"{type(pl_module).__name__} (its backbone never trains). Use FineTuning."
             )
         self._module = pl_module
-        self._build_schedule(backbone)
+        self.schedule = UnfreezingSchedule.from_backbone(
+            pl_module.backbone, self.initial_groups, self.groups_per_step, self.every_n_epochs, self.milestones
+        )
+        if self.feature_cache is not None and self.schedule.head_only(0):
+            # The whole backbone is a fixed function until the first phase change: its features are served cached.
+            self._serving = FeatureServing(self.feature_cache, pl_module.backbone)
+            pl_module.serve_features(self._serving)
         self._apply(self.phase)
-        if self.cache_features != "off" and self.head_only(0):
-            pl_module.feature_cache = _HeadOnlyPhaseCache(self, self.cache_features, self.cache_dir)
 
     def _apply(self, phase: int) -> None:
         module = self._module
         module.backbone.set_trainable_parameters(
-            self.trainable_parameter_names(phase), freeze_bn=bool(getattr(module, "freeze_bn", False))
+            self.schedule.trainable_parameter_names(phase), freeze_bn=module.freeze_bn
         )
-        self._serving_features.fill_(self.head_only(phase))
+        if self._serving is not None:
+            self._serving.set_active(self.schedule.head_only(phase))
 
     def _target_phase(self, epoch: int) -> int:
-        if self._phase_epochs and len(self._phase_epochs) == len(self._phases):
-            return max(p for p, start in enumerate(self._phase_epochs) if start <= epoch)
-        return min(self.phase + int(self.advance_pending), self.num_phases - 1)
+        scheduled = self.schedule.phase_at(epoch)
+        if scheduled is not None:
+            return scheduled
+        return min(self.phase + int(self.advance_pending), self.schedule.last_phase)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -243,15 +171,15 @@ class ProgressiveUnfreezing(Callback):
         if target != self.phase:
             before = set(pl_module.backbone.trainable_group_names)
             self.phase, self.phase_start_epoch = target, epoch
-            self.best, self.wait = None, 0
+            self.plateau.reset()
             self._apply(target)
             rebuild_ddp_wrapper(trainer)
-            if _is_compiled(trainer):
+            if is_compiled(trainer):
                 reset_compiled_graphs()
             trainable = pl_module.backbone.trainable_group_names
             unfrozen = [g for g in trainable if g not in before]
             rank_zero_info(
-                f"ProgressiveUnfreezing: epoch {epoch}, phase {target}/{self.num_phases - 1}: unfroze "
+                f"ProgressiveUnfreezing: epoch {epoch}, phase {target}/{self.schedule.last_phase}: unfroze "
                 f"{', '.join(unfrozen) or 'parameters within trainable groups'} "
                 f"({len(trainable)}/{len(pl_module.backbone.layer_groups)} groups trainable)"
             )
@@ -266,20 +194,11 @@ class ProgressiveUnfreezing(Callback):
         if self.monitor is None:
             return
         check_monitor_is_logged(trainer, self.monitor, "ProgressiveUnfreezing")
-        if trainer.sanity_checking or self.phase >= self.num_phases - 1:
+        if trainer.sanity_checking or self.phase >= self.schedule.last_phase:
             return
-        value = float(trainer.callback_metrics[self.monitor])
-        improved = self.best is None or (
-            value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
-        )
-        if improved:
-            self.best, self.wait = value, 0
-        else:
-            self.wait += 1
+        plateaued = self.plateau.update(float(trainer.callback_metrics[self.monitor]))
         epochs_in_phase = trainer.current_epoch + 1 - self.phase_start_epoch
-        advance = self.wait >= self.patience or (
-            self.max_epochs_per_phase is not None and epochs_in_phase >= self.max_epochs_per_phase
-        )
+        advance = plateaued or (self.max_epochs_per_phase is not None and epochs_in_phase >= self.max_epochs_per_phase)
         # Ranks can see slightly different metric values; rank 0 decides for all so they unfreeze together.
         self.advance_pending = bool(trainer.strategy.broadcast(advance, src=0))
 
@@ -289,8 +208,8 @@ class ProgressiveUnfreezing(Callback):
         return {
             "phase": self.phase,
             "phase_start_epoch": self.phase_start_epoch,
-            "best": self.best,
-            "wait": self.wait,
+            "best": self.plateau.best,
+            "wait": self.plateau.wait,
             "advance_pending": self.advance_pending,
             "trainable_groups": list(self._module.backbone.trainable_group_names) if self._module else [],
         }
@@ -299,47 +218,10 @@ class ProgressiveUnfreezing(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.phase = int(state_dict["phase"])
         self.phase_start_epoch = int(state_dict["phase_start_epoch"])
-        self.best = state_dict["best"]
-        self.wait = int(state_dict["wait"])
+        self.plateau.best = state_dict["best"]
+        self.plateau.wait = int(state_dict["wait"])
         self.advance_pending = bool(state_dict["advance_pending"])
         if self._module is not None:
             # Checkpoints are restored after `setup` and before DDP wraps the model: apply the phase now so the
             # wrapper registers the right parameters.
             self._apply(self.phase)
-
-
-class _HeadOnlyPhaseCache(FeatureCache):
-    """A `FeatureCache` whose datasets serve features while the phase trains the head only, images after.
-
-    Lightning builds dataloaders before ``on_train_epoch_start`` applies an epoch's phase (and keeps them across
-    epochs), so the switch happens inside the dataset, read at every item: no loader needs rebuilding.
-    """
-
-    def __init__(self, callback: ProgressiveUnfreezing, mode: CacheMode, directory: str) -> None:
-        super().__init__(mode, directory)
-        self.callback = callback
-
-    def dataset(self, backbone: nn.Module, dataset: Dataset, data_key: str, transform: str, name: str = "") -> Dataset:
-        if not self.callback.head_only(self.callback.phase):
-            return dataset  # resumed after the head-only phase: nothing to cache
-        features = super().dataset(backbone, dataset, data_key, transform, name)
-        return _FeaturesWhileFrozen(dataset, features, self.callback._serving_features)
-
-
-class _FeaturesWhileFrozen(Dataset):
-    """(features, label) while ``serving`` is true, else the image dataset's (image, label)."""
-
-    def __init__(self, images: Dataset, features: Dataset, serving: torch.Tensor) -> None:
-        self.images, self.features, self.serving = images, features, serving
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.features[index] if bool(self.serving) else self.images[index]
-
-
-def _is_compiled(trainer: pl.Trainer) -> bool:
-    return isinstance(trainer.strategy.model, torch._dynamo.eval_frame.OptimizedModule) or bool(
-        getattr(trainer.lightning_module, "_compiler_ctx", None)
-    )

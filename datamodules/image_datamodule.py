@@ -1,0 +1,211 @@
+"""`ImageDataModule`: the one base of tlkit's image datamodules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from tlkit.backbones import DataConfig
+from tlkit.datamodules._attached import model_request, resolve_data_config
+from tlkit.datamodules._folders import scan_images
+from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
+from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
+from tlkit.datamodules.transforms import eval_transform, train_transform
+from tlkit.errors import ConfigError, config_error, refuse_base_class
+from tlkit.feature_cache import data_fingerprint
+
+
+class ImageDataModule(ResumableTrainLoaders, LightningDataModule):
+    """Image loading, transforms from the model's `DataRequest`, seeded splits, resumable loaders and prediction.
+
+    Two kinds derive from it: `ClassificationDataModule` (one labelled dataset) and `DomainDataModule` (a source and
+    a target domain); datamodules for a dataset derive from one of those. Transforms come from the attached model's
+    request (its backbone's data config), optionally overridden by ``image_size`` and ``crop_pct``; while the model
+    asks for cached features, every split with a deterministic transform serves them instead of images.
+
+    Args:
+        batch_size: images per batch (per domain for domain adaptation).
+        num_workers: DataLoader worker processes (per loader).
+        pin_memory: pin host memory for faster GPU transfer.
+        persistent_workers: keep workers alive between epochs (needs ``num_workers > 0``).
+        image_size: override the backbone's input size.
+        crop_pct: override the backbone's centre-crop fraction for evaluation (1.0 = no crop).
+        augment: use the small-data augmentation preset (random resized crop, flip, TrivialAugment) for training.
+        hflip: include the horizontal flip in the preset.
+        val_fraction: fraction of each class held out for validation (0: no validation).
+        test_fraction: fraction of each class held out for testing.
+        seed: seed for every split and subset.
+        predict_dir: a folder of images to label with ``tlkit predict`` (any layout); default: the test split.
+    """
+
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
+    #: The split `test_dataloader` serves, and `predict_dataloader` without a ``predict_dir``.
+    test_split = "test"
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+        augment: bool = True,
+        hflip: bool = True,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        refuse_base_class(self, "data", "tlkit.datamodules")
+        if batch_size < 1:
+            raise config_error("batch_size", "an integer >= 1", batch_size)
+        if persistent_workers and num_workers == 0:
+            raise config_error("persistent_workers", "false when num_workers is 0", persistent_workers)
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise config_error(name, "in [0, 1)", value)
+        if val_fraction + test_fraction >= 1.0:
+            raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+        if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
+            raise config_error("crop_pct", "in (0, 1]", crop_pct)
+        # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames).
+        self.save_hyperparameters()
+        self.classes: list[str] = []
+        self.splits: dict[str, Split] = {}
+        #: Overrides the model's input config when set (research code).
+        self.data_config: DataConfig | None = None
+        self._loaded: tuple[list[str], dict[str, Split]] | None = None
+        self._predict: Split | None = None  # the predict_dir's images, once scanned
+
+    # ----------------------------------------------------------------------------------------- for subclasses
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
+        """Return (class names, the samples as read); called once. The two kinds implement it."""
+        raise NotImplementedError
+
+    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
+        """Turn what `load_data` read into the named splits the loaders serve. The two kinds implement it."""
+        raise NotImplementedError
+
+    def load_image(self, sample: Any) -> Image.Image:
+        """Turn one stored sample into an RGB PIL image (default: open a file path)."""
+        return open_rgb(sample)
+
+    def describe_source(self) -> str:
+        """Where the data comes from, for error messages (a folder for folder-based datamodules)."""
+        return type(self).__name__
+
+    # --------------------------------------------------------------------------------------------- classes
+    @property
+    def num_classes(self) -> int:
+        return len(self._load()[0])
+
+    def class_names(self) -> list[str]:
+        """Class names in label order (loads and checks the data on first use)."""
+        return list(self._load()[0])
+
+    def _load(self) -> tuple[list[str], dict[str, Split]]:
+        # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
+        if self._loaded is None:
+            classes, loaded = self.load_data()
+            if len(classes) < 2:
+                raise ConfigError(
+                    f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes) or 'none'}) "
+                    f"in {self.describe_source()}: a classifier needs one folder per class."
+                )
+            self._loaded = classes, loaded
+        return self._loaded
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        classes, loaded = self._load()
+        self.classes = classes
+        self.splits = self.make_splits(dict(loaded))
+
+    # -------------------------------------------------------------------------------------------- datasets
+    def resolve_data_config(self) -> DataConfig:
+        """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""
+        return resolve_data_config(self)
+
+    def dataset(self, split: str, train: bool | None = None) -> Dataset:
+        """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name).
+
+        Served as the backbone's cached features instead while the model asks for them and the transform allows.
+        """
+        config = self.resolve_data_config()
+        use_train = split == "train" if train is None else train
+        if use_train:
+            transform = train_transform(config, self.hparams.augment, self.hparams.hflip)
+        else:
+            transform = eval_transform(config)
+        dataset = ImageDataset(self.splits[split], self.load_image, transform)
+        return self._maybe_features(dataset, split, transform, random=use_train and self.hparams.augment)
+
+    def _maybe_features(self, dataset: ImageDataset, split: str, transform: Any, random: bool) -> Dataset:
+        serving = model_request(self).features
+        if serving is None or not serving.active:
+            return dataset
+        if random:
+            rank_zero_info(
+                f"FeatureCache: the {split} transform is random (augment: true), so {split} features are not cached "
+                "and the backbone runs every step; set augment: false to cache them."
+            )
+            return dataset
+        data = self.splits[split]
+        return serving.dataset(dataset, data_fingerprint(data.samples, data.labels), repr(transform), name=split)
+
+    # --------------------------------------------------------------------------------------------- loaders
+    def _loader_options(self) -> dict[str, Any]:
+        hp = self.hparams
+        return dict(
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers,
+        )
+
+    def training_loader(
+        self, name: str, dataset: Dataset, num_samples: int | None = None, seed_offset: int = 0, drop_last: bool = False
+    ) -> ResumableDataLoader:
+        """A shuffled loader over ``dataset`` whose position (epoch, batches consumed) checkpoints save as ``name``."""
+        sampler = EpochShuffleSampler(len(dataset), self.hparams.seed + seed_offset, num_samples)
+        loader = ResumableDataLoader(dataset, sampler=sampler, drop_last=drop_last, **self._loader_options())
+        return self.track_train_loader(name, loader)
+
+    def evaluation_loader(self, split: str) -> DataLoader:
+        """The named split in order, with the evaluation transform."""
+        return DataLoader(self.dataset(split, train=False), **self._loader_options())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.evaluation_loader(self.test_split)
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def _predict_split(self) -> Split:
+        if self.hparams.predict_dir is None:
+            return self.splits[self.test_split]
+        # Scanned (and every image verified) once: the writer's sample names and the loader share it.
+        if self._predict is None:
+            paths = scan_images(Path(self.hparams.predict_dir).expanduser())
+            self._predict = Split(paths, [-1] * len(paths))  # -1: no label
+        return self._predict
+
+    def predict_sample_names(self) -> list[str]:
+        """What each predicted sample is called in the written predictions: its file path, or ``<split>/<index>``."""
+        samples = self._predict_split().samples
+        return [str(s) if isinstance(s, (str, Path)) else f"{self.test_split}/{i}" for i, s in enumerate(samples)]
+
+    def predict_dataloader(self) -> DataLoader:
+        split = self._predict_split()
+        # Files in a predict folder are opened as files, whatever this datamodule stores its own samples as.
+        load = self.load_image if self.hparams.predict_dir is None else open_rgb
+        dataset = ImageDataset(split, load, eval_transform(self.resolve_data_config()))
+        hp = self.hparams
+        return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)

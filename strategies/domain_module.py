@@ -1,0 +1,182 @@
+"""`DomainModule`: a TransferModule trained on a source and a target domain; `SourceOnly`, the baseline."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import Callback
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from tlkit.backbones import Backbone
+from tlkit.callbacks.embedding_projector import EmbeddingProjector
+from tlkit.data_request import DataRequest, TargetViews
+from tlkit.errors import ConfigError, config_error
+from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
+from tlkit.protocols import DomainData
+from tlkit.strategies.transfer_module import TransferModule
+
+# Validators are computed on at most this many target validation images (SND is quadratic in their number).
+MAX_VALIDATOR_SAMPLES = 2048
+EMBEDDING_SAMPLES_PER_DOMAIN = 300
+
+
+class DomainModule(TransferModule):
+    """Backbone + head trained on a labelled source domain and evaluated on a target domain.
+
+    Use with a `DomainDataModule` (`DigitsMDataModule`, `DomainAdaptationDataModule`). The default training step is
+    the source cross-entropy (plus the labelled target's, for strategies that declare ``uses_target_labels``);
+    `DomainAdaptation` adds an adaptation loss, `JointTraining` weights the two domains.
+
+    Every validation epoch logs source accuracy, target accuracy (the target validation split has labels in the
+    bundled and folder datamodules) and three validators that need no target label, computed on the target
+    validation predictions: ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density) and
+    ``val/bnm`` (batch nuclear-norm). Checkpoints select on ``val/im`` by default, never on target test data. At the
+    end of fit, source and target features go to TensorBoard's embedding projector with domain and class metadata.
+
+    Args:
+        backbone_lr_factor: learning-rate factor of every backbone group relative to the head (0.1 is customary).
+
+    The other arguments are `TransferModule`'s.
+    """
+
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
+
+    checkpoint_monitor = ("val/im", "max")
+    #: How many augmented views of each target image a training batch carries (asked of the datamodule).
+    target_views: ClassVar[TargetViews] = "single"
+    #: Whether the strategy trains on labelled target images (semi-supervised and supervised DA).
+    uses_target_labels: ClassVar[bool] = False
+
+    def __init__(
+        self, backbone: str | Backbone = "tf_efficientnet_lite0", *, backbone_lr_factor: float = 0.1, **kwargs
+    ) -> None:
+        if not 0.0 < backbone_lr_factor <= 1.0:
+            raise config_error("backbone_lr_factor", "in (0, 1]", backbone_lr_factor)
+        self.backbone_lr_factor = backbone_lr_factor
+        super().__init__(backbone, **kwargs)
+        # Label-free model selection on the target validation predictions (synchronised across ranks by torchmetrics).
+        self.target_validators = MetricCollection(
+            {
+                "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
+                "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
+                "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
+            },
+            prefix="val/",
+        )
+
+    def lr_scale(self, depth: int) -> float:
+        return 1.0 if depth == 0 else self.backbone_lr_factor
+
+    def data_request(self) -> DataRequest:
+        return replace(super().data_request(), target_views=self.target_views)
+
+    def _build_head(self, num_classes: int) -> None:
+        super()._build_head(num_classes)
+        self.build_adaptation_modules(num_classes)
+        self.domain_metrics = nn.ModuleDict(
+            {
+                domain: MetricCollection(
+                    {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix=f"val/{domain}_"
+                )
+                for domain in ("source", "target")
+            }
+        )
+
+    def build_adaptation_modules(self, num_classes: int) -> None:
+        """Create extra modules (a domain discriminator, ...) once the number of classes is known."""
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, DomainData):
+            raise ConfigError(
+                f"Expected {type(self).__name__} to train on a DomainDataModule (DigitsMDataModule, "
+                f"DomainAdaptationDataModule), but got {type(datamodule).__name__}."
+            )
+        if self.uses_target_labels and datamodule.target_labels == "none":
+            raise ConfigError(
+                f"Expected `data.target_labels` to be 'few' or 'all' for {type(self).__name__}, which trains on "
+                "labelled target images, but got 'none'."
+            )
+
+    # ---------------------------------------------------------------------------------------------- training
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1], from the restored step counter, so schedules survive a resume."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        return min(1.0, self.trainer.global_step / max(1, total))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Source cross-entropy only (the target's images pass through no layer, BatchNorm statistics included)."""
+        xs, ys = batch["source"]
+        logits = self(xs)
+        loss = self.loss(logits, ys)
+        if self.uses_target_labels:
+            loss = loss + self.labelled_target_loss(batch["target_labeled"])
+        self.log_training(loss, loss, None, 0.0, logits, ys)
+        return loss
+
+    def labelled_target_loss(self, labelled: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = labelled
+        return self.loss(self(x), y)
+
+    def log_training(self, loss, cls_loss, adaptation, weight, source_logits, source_labels) -> None:
+        n = len(source_labels)
+        self.log_loss("train/loss", loss, n, prog_bar=True, per_step=True)
+        self.log_loss("train/cls_loss", cls_loss, n)
+        if adaptation is not None:
+            self.log_loss("train/adaptation_loss", adaptation, n)
+            self.log("train/adaptation_weight", weight, on_step=True, on_epoch=False, batch_size=n)
+        self.metrics["train_metrics"].update(source_logits, source_labels)  # logged at epoch end
+
+    # -------------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        features = self.extract_features(x)
+        logits = self.head(features)
+        domain = "source" if dataloader_idx == 0 else "target"
+        self.domain_metrics[domain].update(logits, y)  # logged at epoch end
+        if domain == "target":
+            self.log(
+                "val/loss",
+                self.loss(logits, y),
+                on_epoch=True,
+                add_dataloader_idx=False,
+                batch_size=len(y),
+                sync_dist=True,
+            )
+            self.target_validators.update(logits.softmax(dim=1))
+        self.validation_features(features, domain)
+
+    def validation_features(self, features: torch.Tensor, domain: str) -> None:
+        """Hook for strategies that score features per domain (e.g. the domain discriminator's accuracy)."""
+
+    def on_validation_epoch_end(self) -> None:
+        for metrics in self.domain_metrics.values():
+            self.log_epoch_metrics(metrics)
+        # Every rank scores the same gathered predictions, so checkpointing and early stopping agree across ranks.
+        self.log_epoch_metrics(self.target_validators, prog_bar=True)
+
+    # ------------------------------------------------------------------------------------------------ monitoring
+    def configure_callbacks(self) -> list[Callback]:
+        """Source and target features go to TensorBoard's embedding projector at the end of fit."""
+        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN)]
+
+    # ------------------------------------------------------------------------------------------------- testing
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Target test accuracy and F1 as ``test/acc`` and ``test/f1``."""
+        return self._shared_step(batch, "test")
+
+
+class SourceOnly(DomainModule):
+    """The baseline: train on the labelled source domain only, evaluate on the target.
+
+    Takes `DomainModule`'s arguments.
+    """

@@ -1,0 +1,26 @@
+"""The private-API shims fail with a message naming what is missing, and warn on an untested Lightning."""
+
+import lightning
+import pytest
+from lightning.pytorch.strategies import DDPStrategy
+
+from tlkit.callbacks import _lightning_internals as internals
+
+
+def test_a_lightning_without_the_private_api_is_named(monkeypatch):
+    monkeypatch.delattr(DDPStrategy, "_register_ddp_hooks")
+    with pytest.raises(RuntimeError, match=r"needs DDPStrategy\._register_ddp_hooks.*written for Lightning 2\.4"):
+        internals.check_lightning_version()
+
+
+def test_an_untested_lightning_version_warns_once(monkeypatch):
+    monkeypatch.setattr(lightning, "__version__", "3.0.0")
+    monkeypatch.setattr(internals, "_warned", False)
+    with pytest.warns(UserWarning, match=r"written for Lightning 2\.4 to below 2\.7; this is 3\.0\.0"):
+        internals.check_lightning_version()
+    internals.check_lightning_version()  # no second warning (pytest's filter would turn it into an error below)
+
+
+def test_the_installed_lightning_is_one_it_was_written_for(recwarn):
+    internals.check_lightning_version()
+    assert not [w for w in recwarn if "written for Lightning" in str(w.message)]

@@ -1,0 +1,54 @@
+"""`DataRequest`: what a model asks of the datamodule it is trained with, in one typed object.
+
+The model side (`TransferModule.data_request`) fills it in; the data side (tlkit's datamodules, or a user's) reads
+it through the trainer. Neither reaches into the other's attributes, so either can change behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import torch
+
+from tlkit.backbones.input_config import InputConfig
+
+if TYPE_CHECKING:
+    from tlkit.feature_serving import FeatureServing
+
+#: Domain adaptation: one augmented view of each target image, or a weakly and a strongly augmented one.
+TargetViews = Literal["single", "weak_strong"]
+
+
+class Features(NamedTuple):
+    """Backbone features served in place of images (a sample's, or a batch's once collated).
+
+    A distinct type rather than a shape convention, so a model never mistakes a batch of token ids or a small
+    image for features. DataLoader collation and Lightning's device transfer keep the type.
+    """
+
+    values: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a model asks of its datamodule.
+
+    Attributes:
+        input_config: what the backbone expects: image size, mean and std (`DataConfig`), or a tokenizer and a maximum
+            length (`TextConfig`); None leaves the datamodule's own defaults.
+        check_image_size: raises a `ConfigError` when the backbone cannot run on square images of a given side; a
+            datamodule calls it once it knows its image size, before training.
+        features: while given and active, serve the backbone's cached features (as `Features`) instead of images for
+            every split whose transform is deterministic.
+        target_views: domain adaptation: how many augmented views of each target image a training batch carries.
+
+    Example:
+        >>> DataRequest(input_config=DataConfig(image_size=64), target_views="weak_strong")
+    """
+
+    input_config: InputConfig | None = None
+    check_image_size: Callable[[int], None] | None = None
+    features: FeatureServing | None = None
+    target_views: TargetViews = "single"
