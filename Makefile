@@ -23,14 +23,21 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q --durations=15
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP) $(STAMP)
+
 # Benchmarks print Markdown tables and write JSON under benchmarks/results/.
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/linear_probe.py
 	$(BIN)/python benchmarks/frozen_prefix.py
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/domain_adaptation.py
 	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/model_ranking.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,10 +20,11 @@ def model_request(datamodule: LightningDataModule) -> DataRequest:
     return model.data_request() if isinstance(model, RequestsData) else DataRequest()
 
 
-def resolve_data_config(datamodule: Any) -> DataConfig:
-    """The datamodule's own ``data_config``, else the attached backbone's, else ImageNet defaults; then the
-    datamodule's ``image_size``/``crop_pct`` overrides, checked against the backbone before training."""
-    request = model_request(datamodule)
+def resolve_data_config(datamodule: Any, request: DataRequest | None = None) -> DataConfig:
+    """The datamodule's own ``data_config``, else the backbone's (from ``request``, by default the attached model's),
+    else ImageNet defaults; then the datamodule's ``image_size``/``crop_pct`` overrides, checked against the backbone
+    before training."""
+    request = request if request is not None else model_request(datamodule)
     if isinstance(request.input_config, TextConfig):
         raise ConfigError(
             f"Expected an image backbone for {type(datamodule).__name__}, but the model's backbone reads text "

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
+from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._folders import scan_images
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
@@ -131,26 +132,31 @@ class ImageDataModule(ResumableTrainLoaders, LightningDataModule):
         self.splits = self.make_splits(dict(loaded))
 
     # -------------------------------------------------------------------------------------------- datasets
-    def resolve_data_config(self) -> DataConfig:
-        """The attached backbone's data config (ImageNet defaults without one), with this module's overrides."""
-        return resolve_data_config(self)
+    def resolve_data_config(self, request: DataRequest | None = None) -> DataConfig:
+        """The backbone's data config (from ``request``, by default the attached model's; ImageNet defaults without
+        one), with this module's overrides."""
+        return resolve_data_config(self, request)
 
-    def dataset(self, split: str, train: bool | None = None) -> Dataset:
+    def dataset(self, split: str, train: bool | None = None, request: DataRequest | None = None) -> Dataset:
         """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name).
 
-        Served as the backbone's cached features instead while the model asks for them and the transform allows.
+        Served as the backbone's cached features instead while the request (by default the attached model's) asks
+        for them and the transform allows.
         """
-        config = self.resolve_data_config()
+        request = request if request is not None else model_request(self)
+        config = self.resolve_data_config(request)
         use_train = split == "train" if train is None else train
         if use_train:
             transform = train_transform(config, self.hparams.augment, self.hparams.hflip)
         else:
             transform = eval_transform(config)
         dataset = ImageDataset(self.splits[split], self.load_image, transform)
-        return self._maybe_features(dataset, split, transform, random=use_train and self.hparams.augment)
+        return self._maybe_features(dataset, split, transform, use_train and self.hparams.augment, request)
 
-    def _maybe_features(self, dataset: ImageDataset, split: str, transform: Any, random: bool) -> Dataset:
-        serving = model_request(self).features
+    def _maybe_features(
+        self, dataset: ImageDataset, split: str, transform: Any, random: bool, request: DataRequest
+    ) -> Dataset:
+        serving = request.features
         if serving is None or not serving.active:
             return dataset
         if random:

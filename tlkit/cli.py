@@ -434,6 +434,10 @@ def _remove_if_no_checkpoints(log_dir: Path, created: list[Path]) -> None:
 def main(args: Sequence[str] | None = None) -> None:
     """Console-script entry point: user errors print one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
     args = list(sys.argv[1:] if args is None else args)
+    if args[:1] == ["rank"]:
+        from tlkit.rank_command import main as rank
+
+        return rank(args[1:])
     subcommand = next((a for a in args if a in SUBCOMMANDS), None)
     try:
         TLKitCLI(args=args)

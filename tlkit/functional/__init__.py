@@ -1,9 +1,17 @@
-"""Pure loss and score functions for domain adaptation and model selection without target labels."""
+"""Pure loss and score functions: domain adaptation, model selection without target labels, transferability."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.entropy import entropy, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
 from tlkit.functional.pseudo_labels import align_distribution
+from tlkit.functional.transferability import (
+    h_score,
+    ledoit_wolf_covariance,
+    leep,
+    logme,
+    logme_evidence,
+    nce,
+)
 from tlkit.functional.validators import bnm_score, im_score, snd_score
 
 __all__ = [
@@ -13,9 +21,15 @@ __all__ = [
     "entropy",
     "gaussian_kernels",
     "grad_reverse",
+    "h_score",
+    "ledoit_wolf_covariance",
+    "leep",
+    "logme",
+    "logme_evidence",
     "im_score",
     "mcc_loss",
     "mmd_loss",
+    "nce",
     "snd_score",
     "warm_start_lambda",
 ]

@@ -1,0 +1,265 @@
+"""Choosing the pretrained model before training: rank candidate backbones, or one backbone's layer groups, on a
+labelled task from their frozen features.
+
+Each candidate costs one forward pass over the training split, through the feature cache, so a FeatureExtraction run
+that follows on the same data reuses the features instead of computing them again (``disk`` mode across processes,
+``memory`` within one). The scores (all higher-is-better):
+
+- ``logme``: LogME's evidence (You et al., 2021), no training, no source classifier needed;
+- ``leep`` and ``nce``: from the candidate's own (ImageNet) classifier, where it has one (Nguyen et al., 2020; Tran
+  et al., 2019);
+- ``h_score``: class separation whitened by the feature covariance (Bao et al., 2019);
+- ``knn_accuracy`` and ``linear_probe_accuracy``: cross-validated on the training features, the honest baselines.
+
+Example:
+    >>> results = rank_backbones(DigitsDataModule(labels_per_class=10), ["tf_efficientnet_lite0", "resnet18"])
+    >>> print(markdown_table(results))
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tlkit.backbones import Backbone
+from tlkit.data_request import DataRequest, Features
+from tlkit.datamodules import ImageDataModule
+from tlkit.errors import ConfigError, config_error
+from tlkit.feature_cache import FeatureCache
+from tlkit.feature_serving import FeatureServing
+from tlkit.functional import h_score, leep, logme, nce
+
+Score = Literal["logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy"]
+SCORES: tuple[Score, ...] = ("logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy")
+#: Folds of the cross-validated baselines (fewer when a class has fewer training images).
+FOLDS = 5
+
+
+@dataclass
+class Ranked:
+    """One candidate's scores (None where a score does not apply) and what computing them cost."""
+
+    candidate: str
+    num_features: int
+    scores: dict[str, float | None]
+    feature_seconds: float  # the forward pass over the training split (0 when the cache had the features)
+    score_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def score_features(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    source_probabilities: torch.Tensor | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Every score of ``features`` for ``labels``; returns (scores, seconds per score)."""
+    scores: dict[str, float | None] = {}
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, compute: Callable[[], float | None]) -> None:
+        started = time.perf_counter()
+        scores[name] = compute()
+        seconds[name] = time.perf_counter() - started
+
+    num_classes = int(labels.max()) + 1
+    timed("logme", lambda: logme(features, labels, num_classes))
+    if source_probabilities is not None:
+        timed("leep", lambda: leep(source_probabilities, labels, num_classes))
+        timed("nce", lambda: nce(source_probabilities.argmax(dim=1), labels, num_classes))
+    else:
+        scores["leep"] = scores["nce"] = None
+    timed("h_score", lambda: h_score(features, labels, num_classes))
+    knn, linear = _cross_validated_baselines(features, labels, seed)
+    timed("knn_accuracy", knn)
+    timed("linear_probe_accuracy", linear)
+    return scores, seconds
+
+
+def _cross_validated_baselines(
+    features: torch.Tensor, labels: torch.Tensor, seed: int
+) -> tuple[Callable[[], float], Callable[[], float]]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = features.double().numpy(), labels.numpy()
+    folds = min(FOLDS, int(np.bincount(y).min()))
+    if folds < 2:
+        raise ConfigError(
+            "Expected at least 2 training images per class to cross-validate the k-NN and linear-probe baselines, "
+            f"but a class has {int(np.bincount(y).min())}."
+        )
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed)
+
+    def knn() -> float:
+        model = KNeighborsClassifier(n_neighbors=min(5, folds), metric="cosine")
+        return float(cross_val_score(model, x, y, cv=splits).mean())
+
+    def linear() -> float:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.1))
+        return float(cross_val_score(model, x, y, cv=splits).mean())
+
+    return knn, linear
+
+
+def _candidate_backbone(candidate: str | Backbone, weights: str | None) -> tuple[str, Backbone]:
+    if isinstance(candidate, Backbone):
+        return candidate.name, candidate
+    name, _, own_weights = candidate.partition("@")
+    chosen = own_weights or weights
+    chosen = None if chosen in ("null", "none", "None") else chosen
+    try:
+        return candidate, Backbone(name, weights=chosen)
+    except ConfigError as err:
+        raise ConfigError(f"Candidate {candidate!r}: {err}") from err
+
+
+def _labelled_training_split(datamodule: ImageDataModule) -> None:
+    """Set the datamodule up and check it has a labelled ``train`` split (a domain pair has none of its own)."""
+    datamodule.setup("fit")
+    if "train" not in datamodule.splits:
+        raise config_error(
+            "data",
+            "a datamodule with one labelled training split (ImageFolderDataModule, DigitsDataModule, or another "
+            "ClassificationDataModule)",
+            type(datamodule).__name__,
+        )
+
+
+def _training_features(datamodule, backbone: Backbone, cache: FeatureCache) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The training split's features through the cache (the key a FeatureExtraction run uses), and the seconds."""
+    computed = cache.computed
+    started = time.perf_counter()
+    request = DataRequest(
+        input_config=backbone.data_config,
+        check_image_size=backbone.check_input_size,
+        features=FeatureServing(cache, backbone.eval()),
+    )
+    # The training transform without augmentation is the evaluation transform: the one FeatureExtraction caches with
+    # (`augment: false`), so its run on the same data finds these features.
+    dataset = datamodule.dataset("train", train=False, request=request)
+    features, labels = [], []
+    for batch, y in DataLoader(dataset, batch_size=1024):
+        features.append(batch.values if isinstance(batch, Features) else batch)
+        labels.append(y)
+    seconds = time.perf_counter() - started if cache.computed > computed else 0.0
+    return torch.cat(features), torch.cat(labels), seconds
+
+
+def rank_backbones(
+    datamodule: ImageDataModule,
+    candidates: Sequence[str | Backbone],
+    weights: str | None = "imagenet",
+    cache: FeatureCache | None = None,
+    sort_by: Score = "logme",
+    seed: int = 0,
+) -> list[Ranked]:
+    """Score each candidate backbone's frozen features on ``datamodule``'s training split; best first.
+
+    Args:
+        datamodule: a tlkit image datamodule (its training split and transforms are used).
+        candidates: timm names, ``torchvision:<name>``, ``<name>@<weights>`` (``imagenet``, ``null`` or a file), or
+            ready `Backbone`s (``Backbone(model=...)`` for any module).
+        weights: weights of the named candidates without their own ``@<weights>``.
+        cache: where features are computed once and kept (default: this process's memory).
+        sort_by: the score the result is ordered by.
+        seed: seed of the baselines' folds.
+    """
+    if not candidates:
+        raise config_error("candidates", "at least one backbone to rank", list(candidates))
+    if sort_by not in SCORES:
+        raise config_error("sort_by", "one of the scores", sort_by, options=SCORES)
+    cache = cache if cache is not None else FeatureCache("memory")
+    _labelled_training_split(datamodule)
+    results = []
+    for candidate in candidates:
+        name, backbone = _candidate_backbone(candidate, weights)
+        features, labels, feature_seconds = _training_features(datamodule, backbone, cache)
+        source = _source_probabilities(backbone, features)
+        scores, seconds = score_features(features, labels, source, seed)
+        results.append(Ranked(name, backbone.num_features, scores, feature_seconds, seconds))
+    return sort_results(results, sort_by)
+
+
+def rank_layers(
+    datamodule: ImageDataModule,
+    backbone: str | Backbone,
+    weights: str | None = "imagenet",
+    sort_by: Score | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> list[Ranked]:
+    """Score the pooled output of each layer group of one backbone, input to output (or best first with
+    ``sort_by``): where transferable features end, and so how many top groups are worth fine-tuning."""
+    _, backbone = _candidate_backbone(backbone, weights)
+    _labelled_training_split(datamodule)
+    request = DataRequest(input_config=backbone.data_config, check_image_size=backbone.check_input_size)
+    dataset = datamodule.dataset("train", train=False, request=request)
+    started = time.perf_counter()
+    backbone.eval()
+    per_group: list[list[torch.Tensor]] = [[] for _ in backbone.layer_groups]
+    labels = []
+    with torch.inference_mode():
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            for outputs, output in zip(per_group, backbone.group_outputs(x)):
+                outputs.append(output.float())
+            labels.append(torch.as_tensor(y))
+    forward_seconds = time.perf_counter() - started
+    targets = torch.cat(labels)
+    results = []
+    for group, outputs in zip(backbone.layer_groups, per_group):
+        features = torch.cat(outputs)
+        scores, seconds = score_features(features, targets, None, seed)
+        results.append(Ranked(group.name, features.shape[1], scores, forward_seconds, seconds))
+    return sort_results(results, sort_by) if sort_by is not None else results
+
+
+def _source_probabilities(backbone: Backbone, features: torch.Tensor) -> torch.Tensor | None:
+    classifier = backbone.source_classifier
+    if classifier is None:
+        return None
+    with torch.inference_mode():
+        return classifier.eval()(features).float().softmax(dim=1)
+
+
+def sort_results(results: list[Ranked], sort_by: Score) -> list[Ranked]:
+    """Best first by ``sort_by``; candidates without that score last."""
+    return sorted(results, key=lambda r: (r.scores[sort_by] is None, -(r.scores[sort_by] or 0.0)))
+
+
+def markdown_table(results: Sequence[Ranked], sort_by: Score = "logme") -> str:
+    """The results as a Markdown table, in their order, with each score's rank among the candidates."""
+    header = ["rank", "candidate", "features", *SCORES, "forward s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for position, result in enumerate(results, start=1):
+        cells = [str(position), f"`{result.candidate}`", str(result.num_features)]
+        cells += ["-" if result.scores[s] is None else f"{result.scores[s]:.4g}" for s in SCORES]
+        cells.append(f"{result.feature_seconds:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nRanked by `{sort_by}`; higher is better for every score."
+
+
+def write_results(results: Sequence[Ranked], directory: str | Path) -> tuple[Path, Path]:
+    """``ranking.csv`` and ``ranking.json`` in ``directory`` (created); returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = directory / "ranking.csv", directory / "ranking.json"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "candidate", "num_features", *SCORES, "feature_seconds"])
+        for position, result in enumerate(results, start=1):
+            row = [position, result.candidate, result.num_features, *(result.scores[s] for s in SCORES)]
+            writer.writerow([*("" if v is None else v for v in row), result.feature_seconds])
+    json_path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return csv_path, json_path
