@@ -133,3 +133,32 @@ def test_a_domain_pair_is_refused_with_the_datamodules_that_work():
 
     with pytest.raises(ConfigError, match=r"`data` to be a datamodule with one labelled training split"):
         rank_backbones(DigitsMDataModule(image_size=32), ["test_resnet@null"])
+
+
+def test_any_module_with_its_source_classifier_gets_leep_and_nce():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    source = torch.nn.Linear(8, 5)
+    with_source = Backbone(model=net, num_features=8, source_classifier=source)
+    (result,) = rank_backbones(digits(), {"mine": with_source})
+    assert result.candidate == "mine" and result.scores["leep"] is not None and result.scores["nce"] is not None
+    assert Backbone(model=net, num_features=8).source_classifier is None
+
+
+def test_only_the_requested_scores_are_computed():
+    (result,) = rank_backbones(digits(), ["tf_efficientnet_lite0"], scores=["logme", "leep"], sort_by="leep")
+    assert set(result.score_seconds) == {"logme", "leep"}
+    assert result.scores["nce"] is None and result.scores["linear_probe_accuracy"] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scores": ["logme", "accuracy"]}, r"`scores` to be a list of score names, but got 'accuracy'"),
+        ({"scores": ["h_score"]}, r"`sort_by` to be one of the computed scores \(h_score\), but got 'logme'"),
+        ({"scores": []}, r"`scores` to be at least one score name"),
+    ],
+)
+def test_bad_score_selection_is_refused_before_any_forward_pass(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        rank_backbones(digits(), ["no_such_model"], **kwargs)

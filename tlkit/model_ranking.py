@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,33 +60,33 @@ def score_features(
     labels: torch.Tensor,
     source_probabilities: torch.Tensor | None = None,
     seed: int = 0,
+    scores: Sequence[Score] = SCORES,
 ) -> tuple[dict[str, float | None], dict[str, float]]:
-    """Every score of ``features`` for ``labels``; returns (scores, seconds per score)."""
-    scores: dict[str, float | None] = {}
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, compute: Callable[[], float | None]) -> None:
-        started = time.perf_counter()
-        scores[name] = compute()
-        seconds[name] = time.perf_counter() - started
-
+    """The requested ``scores`` of ``features`` for ``labels`` (None for one not requested or not applicable);
+    returns (scores, seconds per computed score)."""
     num_classes = int(labels.max()) + 1
-    timed("logme", lambda: logme(features, labels, num_classes))
-    if source_probabilities is not None:
-        timed("leep", lambda: leep(source_probabilities, labels, num_classes))
-        timed("nce", lambda: nce(source_probabilities.argmax(dim=1), labels, num_classes))
-    else:
-        scores["leep"] = scores["nce"] = None
-    timed("h_score", lambda: h_score(features, labels, num_classes))
-    knn, linear = _cross_validated_baselines(features, labels, seed)
-    timed("knn_accuracy", knn)
-    timed("linear_probe_accuracy", linear)
-    return scores, seconds
+    needs_source = source_probabilities is not None
+    computations: dict[str, Callable[[], float]] = {
+        "logme": lambda: logme(features, labels, num_classes),
+        "leep": lambda: leep(source_probabilities, labels, num_classes),
+        "nce": lambda: nce(source_probabilities.argmax(dim=1), labels, num_classes),
+        "h_score": lambda: h_score(features, labels, num_classes),
+        "knn_accuracy": lambda: _cross_validated(features, labels, seed, "knn"),
+        "linear_probe_accuracy": lambda: _cross_validated(features, labels, seed, "linear"),
+    }
+    values: dict[str, float | None] = dict.fromkeys(SCORES)
+    seconds: dict[str, float] = {}
+    for name in SCORES:
+        if name not in scores or (name in ("leep", "nce") and not needs_source):
+            continue
+        started = time.perf_counter()
+        values[name] = computations[name]()
+        seconds[name] = time.perf_counter() - started
+    return values, seconds
 
 
-def _cross_validated_baselines(
-    features: torch.Tensor, labels: torch.Tensor, seed: int
-) -> tuple[Callable[[], float], Callable[[], float]]:
+def _cross_validated(features: torch.Tensor, labels: torch.Tensor, seed: int, kind: Literal["knn", "linear"]) -> float:
+    """Mean accuracy over stratified folds of the training features: k-NN (cosine) or logistic regression."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
@@ -94,23 +94,18 @@ def _cross_validated_baselines(
     from sklearn.preprocessing import StandardScaler
 
     x, y = features.double().numpy(), labels.numpy()
-    folds = min(FOLDS, int(np.bincount(y).min()))
+    smallest = int(np.bincount(y).min())
+    folds = min(FOLDS, smallest)
     if folds < 2:
         raise ConfigError(
             "Expected at least 2 training images per class to cross-validate the k-NN and linear-probe baselines, "
-            f"but a class has {int(np.bincount(y).min())}."
+            f"but a class has {smallest}; rank with `scores: [logme, ...]` without them."
         )
-    splits = StratifiedKFold(folds, shuffle=True, random_state=seed)
-
-    def knn() -> float:
+    if kind == "knn":
         model = KNeighborsClassifier(n_neighbors=min(5, folds), metric="cosine")
-        return float(cross_val_score(model, x, y, cv=splits).mean())
-
-    def linear() -> float:
+    else:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.1))
-        return float(cross_val_score(model, x, y, cv=splits).mean())
-
-    return knn, linear
+    return float(cross_val_score(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
 
 
 def _candidate_backbone(candidate: str | Backbone, weights: str | None) -> tuple[str, Backbone]:
@@ -159,36 +154,40 @@ def _training_features(datamodule, backbone: Backbone, cache: FeatureCache) -> t
 
 def rank_backbones(
     datamodule: ImageDataModule,
-    candidates: Sequence[str | Backbone],
+    candidates: Sequence[str | Backbone] | Mapping[str, str | Backbone],
     weights: str | None = "imagenet",
     cache: FeatureCache | None = None,
     sort_by: Score = "logme",
     seed: int = 0,
+    scores: Sequence[Score] = SCORES,
 ) -> list[Ranked]:
     """Score each candidate backbone's frozen features on ``datamodule``'s training split; best first.
 
     Args:
         datamodule: a tlkit image datamodule (its training split and transforms are used).
         candidates: timm names, ``torchvision:<name>``, ``<name>@<weights>`` (``imagenet``, ``null`` or a file), or
-            ready `Backbone`s (``Backbone(model=...)`` for any module).
+            ready `Backbone`s (``Backbone(model=...)`` for any module); a mapping names them in the results.
         weights: weights of the named candidates without their own ``@<weights>``.
         cache: where features are computed once and kept (default: this process's memory).
         sort_by: the score the result is ordered by.
         seed: seed of the baselines' folds.
+        scores: which scores to compute (default all); ``[logme]`` alone costs little beyond the forward passes,
+            the cross-validated baselines the most.
     """
     if not candidates:
         raise config_error("candidates", "at least one backbone to rank", list(candidates))
-    if sort_by not in SCORES:
-        raise config_error("sort_by", "one of the scores", sort_by, options=SCORES)
+    _check_scores(scores, sort_by)
     cache = cache if cache is not None else FeatureCache("memory")
     _labelled_training_split(datamodule)
+    named = candidates.items() if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     results = []
-    for candidate in candidates:
+    for display_name, candidate in named:
         name, backbone = _candidate_backbone(candidate, weights)
+        name = display_name or name
         features, labels, feature_seconds = _training_features(datamodule, backbone, cache)
         source = _source_probabilities(backbone, features)
-        scores, seconds = score_features(features, labels, source, seed)
-        results.append(Ranked(name, backbone.num_features, scores, feature_seconds, seconds))
+        values, seconds = score_features(features, labels, source, seed, scores)
+        results.append(Ranked(name, backbone.num_features, values, feature_seconds, seconds))
     return sort_results(results, sort_by)
 
 
@@ -199,9 +198,11 @@ def rank_layers(
     sort_by: Score | None = None,
     seed: int = 0,
     batch_size: int = 128,
+    scores: Sequence[Score] = SCORES,
 ) -> list[Ranked]:
     """Score the pooled output of each layer group of one backbone, input to output (or best first with
     ``sort_by``): where transferable features end, and so how many top groups are worth fine-tuning."""
+    _check_scores(scores, sort_by)
     _, backbone = _candidate_backbone(backbone, weights)
     _labelled_training_split(datamodule)
     request = DataRequest(input_config=backbone.data_config, check_image_size=backbone.check_input_size)
@@ -220,9 +221,19 @@ def rank_layers(
     results = []
     for group, outputs in zip(backbone.layer_groups, per_group):
         features = torch.cat(outputs)
-        scores, seconds = score_features(features, targets, None, seed)
-        results.append(Ranked(group.name, features.shape[1], scores, forward_seconds, seconds))
+        values, seconds = score_features(features, targets, None, seed, scores)
+        results.append(Ranked(group.name, features.shape[1], values, forward_seconds, seconds))
     return sort_results(results, sort_by) if sort_by is not None else results
+
+
+def _check_scores(scores: Sequence[str], sort_by: str | None) -> None:
+    for name in scores:
+        if name not in SCORES:
+            raise config_error("scores", "a list of score names", name, options=SCORES)
+    if not scores:
+        raise config_error("scores", "at least one score name", list(scores), options=SCORES)
+    if sort_by is not None and sort_by not in scores:
+        raise config_error("sort_by", f"one of the computed scores ({', '.join(scores)})", sort_by)
 
 
 def _source_probabilities(backbone: Backbone, features: torch.Tensor) -> torch.Tensor | None:
@@ -238,8 +249,8 @@ def sort_results(results: list[Ranked], sort_by: Score) -> list[Ranked]:
     return sorted(results, key=lambda r: (r.scores[sort_by] is None, -(r.scores[sort_by] or 0.0)))
 
 
-def markdown_table(results: Sequence[Ranked], sort_by: Score = "logme") -> str:
-    """The results as a Markdown table, in their order, with each score's rank among the candidates."""
+def markdown_table(results: Sequence[Ranked], sort_by: Score | None = "logme") -> str:
+    """The results as a Markdown table, in their order (``sort_by`` names it; None: input to output, for layers)."""
     header = ["rank", "candidate", "features", *SCORES, "forward s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for position, result in enumerate(results, start=1):
@@ -247,7 +258,8 @@ def markdown_table(results: Sequence[Ranked], sort_by: Score = "logme") -> str:
         cells += ["-" if result.scores[s] is None else f"{result.scores[s]:.4g}" for s in SCORES]
         cells.append(f"{result.feature_seconds:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nRanked by `{sort_by}`; higher is better for every score."
+    order = f"Ranked by `{sort_by}`" if sort_by is not None else "Layer groups input to output"
+    return "\n".join(lines) + f"\n\n{order}; higher is better for every score."
 
 
 def write_results(results: Sequence[Ranked], directory: str | Path) -> tuple[Path, Path]:

@@ -51,6 +51,12 @@ def build_parser() -> ArgumentParser:
         "--layers_of", type=str | None, default=None, help="Rank the layer groups of this one backbone instead."
     )
     parser.add_argument("--weights", type=str | None, default="imagenet", help="Weights of candidates without @.")
+    parser.add_argument(
+        "--scores",
+        type=list[Score],
+        default=list(SCORES),
+        help="Scores to compute; [logme] alone costs little beyond the forward passes.",
+    )
     parser.add_argument("--sort_by", type=Score, default="logme", help="The score the table is ordered by.")
     parser.add_argument(
         "--cache_features",
@@ -75,13 +81,13 @@ def run(args: Sequence[str]) -> list[Ranked]:
     if init.candidates and init.layers_of is not None:
         raise config_error("layers_of", "unset when `candidates` are given", init.layers_of)
     if init.layers_of is not None:
-        results = rank_layers(init.data, init.layers_of, init.weights, seed=init.seed)
+        results = rank_layers(init.data, init.layers_of, init.weights, seed=init.seed, scores=init.scores)
         title = f"Layer groups of `{init.layers_of}`, input to output"
     else:
         cache = FeatureCache(init.cache_features, init.cache_dir)
-        results = rank_backbones(init.data, init.candidates, init.weights, cache, init.sort_by, init.seed)
+        results = rank_backbones(init.data, init.candidates, init.weights, cache, init.sort_by, init.seed, init.scores)
         title = f"Candidates, best first by `{init.sort_by}`"
-    table = markdown_table(results, init.sort_by)
+    table = markdown_table(results, init.sort_by if init.layers_of is None else None)
     logger = TensorBoardLogger(init.save_dir, name=init.name or _config_stem(config) or "rank")
     log_dir = Path(logger.log_dir)
     csv_path, json_path = write_results(results, log_dir)
@@ -100,7 +106,7 @@ def run(args: Sequence[str]) -> list[Ranked]:
 def _config_stem(config) -> str | None:
     paths = config.get("config") or []
     last = paths[-1] if paths else None
-    return Path(str(getattr(last, "relative", last))).stem if last is not None else None
+    return Path(str(last)).stem if last is not None else None
 
 
 def main(args: Sequence[str]) -> None:

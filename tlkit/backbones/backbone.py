@@ -38,6 +38,8 @@ class Backbone(nn.Module):
         model: any ``nn.Module`` returning (N, C) or (N, C, H, W) features; its top-level children become the groups.
         num_features: the width of ``model``'s features; inferred with one forward pass when omitted.
         data_config: override the input size, mean and std the datamodules use.
+        source_classifier: with ``model``: the module that maps its features to the source task's logits, read by
+            the LEEP and NCE transferability scores (named backbones with ImageNet weights keep their own).
 
     Example:
         >>> backbone = Backbone("resnet18", weights=None)
@@ -54,9 +56,12 @@ class Backbone(nn.Module):
         model: nn.Module | None = None,
         num_features: int | None = None,
         data_config: DataConfig | None = None,
+        source_classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
         built = build(name, weights, model, num_features, data_config)
+        if model is not None:
+            built.source_classifier = source_classifier
         self.name = name if model is None else type(model).__name__
         self.model = built.model
         self.num_features = built.num_features
