@@ -38,6 +38,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/domain_adaptation.py
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/model_ranking.py
+	$(BIN)/python benchmarks/export.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

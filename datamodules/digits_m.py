@@ -13,14 +13,19 @@ from tlkit.datamodules.domain_adaptation import DomainDataModule
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
+def bundled_photos() -> list[np.ndarray]:
+    """scikit-image's bundled colour photographs (``PHOTOS``) as (H, W, 3) uint8 arrays."""
+    from skimage import data
+
+    return [np.asarray(getattr(data, name)(), dtype=np.uint8) for name in PHOTOS]
+
+
 def blend_onto_photos(images: list[Image.Image], size: int, seed: int) -> list[Image.Image]:
     """|patch - digit| per channel, with a random colour patch of a bundled photo per digit (Ganin & Lempitsky 2015).
 
     Deterministic for a given seed: the photo, the crop position and its size are drawn from ``seed``.
     """
-    from skimage import data
-
-    photos = [np.asarray(getattr(data, name)(), dtype=np.uint8) for name in PHOTOS]
+    photos = bundled_photos()
     rng = np.random.default_rng(seed)
     blended = []
     for image in images:

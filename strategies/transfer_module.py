@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -12,11 +13,11 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from tlkit.backbones import Backbone
+from tlkit.backbones import Backbone, DataConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.feature_serving import FeatureServing
-from tlkit.protocols import CountedClasses, NamedClasses
+from tlkit.protocols import CountedClasses, NamedClasses, ResolvesDataConfig
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
@@ -98,6 +99,7 @@ class TransferModule(LightningModule):
         #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
         self.run_seed: int | None = None
         self._feature_serving: FeatureServing | None = None
+        self._saved_data_config: dict[str, Any] | None = None  # from a checkpoint (see `trained_data_config`)
         if num_classes is not None:
             self._build_head(num_classes)
         self.configure_backbone()
@@ -206,12 +208,28 @@ class TransferModule(LightningModule):
             "lr_scheduler": _class_path(type(schedulers[0].scheduler))
             if schedulers and self.lr_scheduler is not None
             else None,
+            # The preprocessing the model was trained with (backbone defaults + the datamodule's overrides): what an
+            # exported model needs to be fed the same way.
+            "data_config": self._trained_data_config(),
         }
+
+    def _trained_data_config(self) -> dict[str, Any] | None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if isinstance(datamodule, ResolvesDataConfig):
+            return dataclasses.asdict(datamodule.resolve_data_config())
+        return self._saved_data_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("tlkit", {})
         self.run_seed = saved.get("seed", self.run_seed)
         self.class_names = saved.get("class_names") or self.class_names
+        self._saved_data_config = saved.get("data_config")
+
+    @property
+    def trained_data_config(self) -> DataConfig | None:
+        """The preprocessing the model was trained with, as stored in its checkpoint (None before a fit)."""
+        saved = self._saved_data_config
+        return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}) if saved else None
 
     def param_groups(self) -> list[dict[str, Any]]:
         """One named group per backbone layer group (input to output), then ``head`` with everything else.

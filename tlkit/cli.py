@@ -438,6 +438,10 @@ def main(args: Sequence[str] | None = None) -> None:
         from tlkit.rank_command import main as rank
 
         return rank(args[1:])
+    if args[:1] == ["export"]:
+        from tlkit.export_command import main as export
+
+        return export(args[1:])
     subcommand = next((a for a in args if a in SUBCOMMANDS), None)
     try:
         TLKitCLI(args=args)

@@ -22,6 +22,13 @@ class NamedClasses(Protocol):
 
 
 @runtime_checkable
+class ResolvesDataConfig(Protocol):
+    """A datamodule that can say how it preprocesses images for the attached model (saved in checkpoints)."""
+
+    def resolve_data_config(self) -> Any: ...
+
+
+@runtime_checkable
 class CountedClasses(Protocol):
     """A datamodule that knows how many classes it has (a model without ``num_classes`` sizes its head from it)."""
 

@@ -15,31 +15,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import tlkit.datamodules
-from tlkit._cli_errors import config_error_in, report, summarize_parser_error, wants_traceback
+from tlkit._subcommand import run_reporting, subcommand_parser
 from tlkit.datamodules import ImageDataModule
 from tlkit.errors import config_error
 from tlkit.feature_cache import CacheMode, FeatureCache
 from tlkit.model_ranking import SCORES, Ranked, Score, markdown_table, rank_backbones, rank_layers, write_results
 
-PROG = "tlkit rank"
-
-
-class RankArgumentParser(ArgumentParser):
-    """One line naming the bad option or value, as the other subcommands report it."""
-
-    def error(self, message: str, ex: Exception | None = None):
-        if wants_traceback() or not self.exit_on_error:
-            return super().error(message, ex)
-        report("rank", summarize_parser_error(message, [o.lstrip("-") for o in self._option_string_actions], None))
-
 
 def build_parser() -> ArgumentParser:
-    parser = RankArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file with any of the options below.")
+    parser = subcommand_parser("rank", __doc__.split("\n\n")[0])
     parser.add_subclass_arguments(ImageDataModule, "data", required=True, instantiate=True)
     parser.add_argument(
         "--candidates",
@@ -111,13 +99,7 @@ def _config_stem(config) -> str | None:
 
 def main(args: Sequence[str]) -> None:
     """``tlkit rank`` with user errors as one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
-    try:
-        run(args)
-    except Exception as err:
-        problem = config_error_in(err)
-        if problem is None or wants_traceback():
-            raise
-        report("rank", str(problem))
+    run_reporting("rank", run, args)
 
 
 assert tlkit.datamodules  # imported so the datamodules resolve by short name

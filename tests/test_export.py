@@ -1,0 +1,159 @@
+"""Export to ONNX and TorchScript: parity with the checkpoint, the same predictions as `tlkit predict`, the README's
+standalone snippet, and one-line errors."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY_FIT_ARGS, quiet_trainer
+from tlkit.cli import main
+from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
+from tlkit.export import FILES, SPEC_FILE, export, load_strategy, preprocess, preprocessing_spec
+from tlkit.strategies import DANN, FineTuning
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def fitted_checkpoint(model, datamodule, path: Path) -> Path:
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=datamodule)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = FineTuning("test_resnet", weights=None, head="mlp", dropout=0.2)
+    data = DigitsDataModule(image_size=40, labels_per_class=5, crop_pct=0.8)
+    return fitted_checkpoint(model, data, tmp_path_factory.mktemp("tiny") / "tiny.ckpt")
+
+
+def test_both_formats_reproduce_the_checkpoint_and_the_json_describes_them(tiny_checkpoint, tmp_path):
+    report = export(tiny_checkpoint, tmp_path / "out")
+    assert set(report.files) == {"onnx", "torchscript", "spec"} and report.images == 16
+    assert all(0 <= d <= 1e-4 for d in report.max_difference.values()), report.max_difference
+    spec = json.loads((tmp_path / "out" / SPEC_FILE).read_text())
+    # The datamodule's overrides (40 px, crop 0.8), not the backbone's defaults: what the model was trained on.
+    assert (spec["preprocessing"]["crop"], spec["preprocessing"]["resize"]) == (40, 50)
+    assert spec["class_names"] == [str(d) for d in range(10)] and spec["output"]["shape"] == ["batch", 10]
+    assert spec["files"] == {"onnx": FILES["onnx"], "torchscript": FILES["torchscript"]}
+    assert spec["versions"]["torch"] == torch.__version__
+    # One self-contained file per format: nothing else to ship beside model.json.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*FILES.values(), SPEC_FILE])
+
+
+def test_onnx_takes_any_batch_size(tiny_checkpoint, tmp_path):
+    import onnxruntime
+
+    export(tiny_checkpoint, tmp_path / "out", formats=["onnx"])
+    session = onnxruntime.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    for batch in (1, 5):
+        probabilities = session.run(None, {"images": np.zeros((batch, 3, 40, 40), np.float32)})[0]
+        assert probabilities.shape == (batch, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_numpy_preprocessing_equals_the_training_transform():
+    from tlkit.backbones import DataConfig
+    from tlkit.datamodules.transforms import eval_transform
+
+    config = DataConfig(image_size=48, crop_pct=0.875, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
+    ours = preprocess(image, preprocessing_spec(config))
+    assert np.abs(ours - eval_transform(config)(image).numpy()).max() < 1e-5
+
+
+def test_domain_adaptation_exports_without_its_discriminator(tmp_path):
+    torch.manual_seed(0)
+    model = DANN("test_resnet", weights=None, discriminator_hidden_dim=16)
+    data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=2)
+    checkpoint = fitted_checkpoint(model, data, tmp_path / "dann.ckpt")
+    report = export(checkpoint, tmp_path / "out", formats=["onnx"])
+    assert report.max_difference["onnx"] <= 1e-4
+    names = [i.name for i in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.initializer]
+    assert not [n for n in names if "discriminator" in n]
+    parameters = sum(int(np.prod(i.dims)) for i in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.initializer)
+    exported = sum(p.numel() for p in (*model.backbone.parameters(), *model.head.parameters()))
+    assert parameters <= exported + sum(b.numel() for b in model.backbone.buffers())
+
+
+def test_lite0_with_its_real_weights_exports_within_tolerance(tmp_path):
+    model = FineTuning("tf_efficientnet_lite0", num_classes=10)
+    checkpoint = fitted_checkpoint(model, DigitsDataModule(image_size=64, labels_per_class=2), tmp_path / "l0.ckpt")
+    report = export(checkpoint, tmp_path / "out")
+    assert max(report.max_difference.values()) <= 1e-4, report.max_difference
+
+
+def readme_snippet() -> str:
+    text = README.read_text()
+    start = text.index("```python\n", text.index("<!-- export-snippet -->")) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(tmp_path, monkeypatch):
+    snippet = readme_snippet()
+    assert len([line for line in snippet.splitlines() if line.strip()]) <= 15
+    assert not re.search(r"^\s*(import|from)\s+(torch|tlkit)", snippet, re.M)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *TINY_FIT_ARGS, "--trainer.max_epochs=1"])
+    checkpoint = tmp_path / "logs" / "tlkit" / "version_0" / "checkpoints" / "last.ckpt"
+    # The digits test split, as image files.
+    data = DigitsDataModule(image_size=32, labels_per_class=3)
+    data.setup()
+    folder = tmp_path / "test_split"
+    folder.mkdir()
+    for i, image in enumerate(data.splits["test"].samples):
+        image.save(folder / f"{i:04d}.png")
+    main(["predict", "--ckpt_path", str(checkpoint), f"--data.predict_dir={folder}"])
+    predictions = tmp_path / "logs" / "tlkit" / "version_0" / "predictions" / "predictions-last.csv"
+    expected = {
+        Path(r["file"]).name: (r["prediction"], float(r["probability"])) for r in csv.DictReader(predictions.open())
+    }
+    main(["export", "--ckpt_path", str(checkpoint), "--out_dir", str(tmp_path / "exported"), "--formats=[onnx]"])
+    (tmp_path / "snippet.py").write_text(snippet)
+    out = subprocess.run(
+        [sys.executable, "snippet.py", "exported", str(folder)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    got = {name: (label, float(p)) for name, label, p in (line.split() for line in out)}
+    assert got.keys() == expected.keys() and len(got) == len(data.splits["test"].samples)
+    assert all(got[n][0] == expected[n][0] and abs(got[n][1] - expected[n][1]) < 1e-4 for n in got)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "match"),
+    [
+        (lambda t, c: ["--ckpt_path", str(t / "none.ckpt")], r"`ckpt_path` to be a tlkit checkpoint file"),
+        (lambda t, c: ["--ckpt_path", str(t / "plain.ckpt")], r"checkpoint written by a tlkit strategy"),
+        (lambda t, c: ["--ckpt_path", str(c), "--formats=[tflite]"], r"`formats` to be one of 'onnx', 'torchscript'"),
+        (lambda t, c: ["--ckpt_path", str(c), "--out_dir", str(t / "full")], r"`out_dir` to be a new or empty"),
+        (lambda t, c: ["--ckpt_path", str(c), "--out_dir", "/proc/tlkit"], r"`out_dir` to be a folder tlkit can"),
+    ],
+)
+def test_bad_export_input_is_one_line(make_args, match, tiny_checkpoint, tmp_path, capsys):
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "model.onnx").write_text("an earlier export")
+    args = make_args(tmp_path, tiny_checkpoint)
+    if "--out_dir" not in args:
+        args += ["--out_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("tlkit export: error: ") and len(err.splitlines()) == 2
+    assert re.search(match, err), err
+    assert (tmp_path / "full" / "model.onnx").read_text() == "an earlier export"  # never overwritten
+
+
+def test_load_strategy_needs_no_download(tiny_checkpoint):
+    model = load_strategy(tiny_checkpoint)
+    assert type(model).__name__ == "FineTuning" and not model.training
+    assert model.trained_data_config.image_size == 40

@@ -1,0 +1,284 @@
+"""Shipping an adapted model: ONNX and TorchScript files of backbone + head (class probabilities), a JSON with the
+preprocessing and class names, and a verification against the checkpoint on real images.
+
+The JSON is all a deployment needs besides the model file: resize the shorter side to ``resize`` (PIL, with the
+named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with ``mean``/``std``, NCHW
+float32. `preprocess` does exactly that with PIL and numpy, and verification feeds the exported model through it,
+so the file's recipe is checked along with the model.
+
+Example:
+    >>> report = export("logs/digits_finetune/version_0/checkpoints/last.ckpt", "exported/digits")
+    >>> report.max_difference
+    {'onnx': 2.4e-07, 'torchscript': 0.0}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+import tlkit
+from tlkit.backbones import DataConfig
+from tlkit.errors import ConfigError, config_error
+
+ExportFormat = Literal["onnx", "torchscript"]
+FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
+FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+SPEC_FILE = "model.json"
+#: Largest |difference| of probabilities between the exported model and the checkpoint that an export accepts.
+TOLERANCE = 1e-4
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+class VerificationError(ConfigError):
+    """The exported model does not reproduce the checkpoint's probabilities within the tolerance."""
+
+
+class ProbabilityModel(nn.Module):
+    """Backbone + head + softmax: images (N, 3, H, W) to class probabilities (N, classes); nothing else of the
+    strategy (a domain discriminator, a frozen copy) is part of it."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images)).softmax(dim=-1)
+
+
+@dataclass
+class ExportReport:
+    """What `export` wrote and how closely each format reproduced the checkpoint."""
+
+    directory: Path
+    files: dict[str, Path]
+    max_difference: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+
+
+# ------------------------------------------------------------------------------------------------- preprocessing
+def preprocessing_spec(config: DataConfig) -> dict[str, Any]:
+    """The JSON form of tlkit's evaluation transform for ``config``."""
+    return {
+        "resize": round(config.image_size / config.crop_pct),
+        "crop": config.image_size,
+        "interpolation": config.interpolation,
+        "mean": list(config.mean),
+        "std": list(config.std),
+        "divide_by": 255,
+        "color": "RGB",
+        "layout": "NCHW",
+    }
+
+
+def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
+    """One image as the exported model expects it, (3, crop, crop) float32, with PIL and numpy only."""
+    image = image.convert("RGB")
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
+    size = (new_short, new_long) if width <= height else (new_long, new_short)
+    image = image.resize(size, _RESAMPLE[spec["interpolation"]])
+    crop = spec["crop"]
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(spec["divide_by"])
+    pixels = (pixels - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
+    return pixels.transpose(2, 0, 1).copy()
+
+
+def verification_images(folder: str | os.PathLike | None = None, limit: int = 16) -> list[Image.Image]:
+    """Real images to verify on: up to ``limit`` from ``folder``, else scikit-image's bundled photos and
+    scikit-learn's digits (offline, always available)."""
+    if folder is not None:
+        from tlkit.datamodules._folders import scan_images
+
+        return [Image.open(path).convert("RGB") for path in scan_images(Path(folder).expanduser())[:limit]]
+    from tlkit.datamodules.digits import digit_images
+    from tlkit.datamodules.digits_m import bundled_photos
+
+    photos = [Image.fromarray(photo) for photo in bundled_photos()]
+    digits, _ = digit_images()
+    return (photos + digits[: max(0, limit - len(photos))])[:limit]
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
+    """The tlkit strategy stored in a checkpoint, on the CPU, in eval mode (weights from the file, no download)."""
+    path = Path(checkpoint_path).expanduser()
+    if not path.is_file():
+        raise config_error("ckpt_path", "a tlkit checkpoint file", str(path))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
+        raise ConfigError(
+            f"Expected `ckpt_path` {str(path)!r} to be a torch checkpoint, but reading it failed."
+        ) from err
+    saved = checkpoint.get("tlkit") if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict) or "strategy" not in saved:
+        raise config_error("ckpt_path", "a checkpoint written by a tlkit strategy (`tlkit fit`)", str(path))
+    module_name, _, class_name = saved["strategy"].rpartition(".")
+    strategy = vars(importlib.import_module(module_name))[class_name]
+    # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere.
+    model = strategy.load_from_checkpoint(path, map_location="cpu", weights=None)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------------ exporting
+def export(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[ExportFormat] = FORMATS,
+    images: str | os.PathLike | None = None,
+    opset: int = 18,
+    tolerance: float = TOLERANCE,
+) -> ExportReport:
+    """Export a tlkit checkpoint's backbone + head to ``formats`` in ``out_dir`` with its ``model.json``, and verify.
+
+    Args:
+        checkpoint_path: a checkpoint of any tlkit strategy.
+        out_dir: a new or empty folder (an existing export is never overwritten).
+        formats: ``onnx`` (dynamic batch size, for onnxruntime) and/or ``torchscript``.
+        images: a folder of real images to verify on (default: bundled photos and digits).
+        opset: the ONNX opset.
+        tolerance: the largest |difference| of probabilities accepted between export and checkpoint.
+
+    Raises:
+        ConfigError: bad input (not a tlkit checkpoint, an unknown format, an unwritable or non-empty folder).
+        VerificationError: an exported model differs from the checkpoint by more than ``tolerance``.
+    """
+    for name in formats:
+        if name not in FORMATS:
+            raise config_error("formats", "a list of export formats", name, options=FORMATS)
+    if not formats:
+        raise config_error("formats", "at least one export format", list(formats), options=FORMATS)
+    directory = _prepare_directory(Path(out_dir).expanduser())
+    model = load_strategy(checkpoint_path)
+    config = model.trained_data_config or model.backbone.data_config
+    spec = preprocessing_spec(config)
+    network = ProbabilityModel(model.backbone, model.head).eval()
+    samples = verification_images(images)
+    expected = _eager_probabilities(network, samples, config)
+    batch = np.stack([preprocess(image, spec) for image in samples])
+    report = ExportReport(directory, {}, images=len(samples))
+    for name in formats:
+        path = directory / FILES[name]
+        run = (
+            _export_onnx(network, path, opset, config) if name == "onnx" else _export_torchscript(network, path, config)
+        )
+        report.files[name] = path
+        difference = float(np.abs(run(batch) - expected).max())
+        report.max_difference[name] = difference
+        if difference > tolerance:
+            raise VerificationError(
+                f"Expected the {name} export to reproduce the checkpoint's probabilities within {tolerance:g}, but "
+                f"the largest |difference| on {len(samples)} images is {difference:.3g}; the files are left in "
+                f"{str(directory)!r} for inspection."
+            )
+    report.files["spec"] = directory / SPEC_FILE
+    report.files["spec"].write_text(json.dumps(_spec_document(model, spec, report), indent=2) + "\n")
+    return report
+
+
+def _prepare_directory(directory: Path) -> Path:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise config_error("out_dir", "a new or empty folder (an earlier export is never overwritten)", str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise config_error("out_dir", f"a folder tlkit can write to ({err.strerror})", str(directory)) from err
+    return directory
+
+
+def _eager_probabilities(network: nn.Module, images: list[Image.Image], config: DataConfig) -> np.ndarray:
+    """The checkpoint's own probabilities, with tlkit's own (torchvision) evaluation transform."""
+    from tlkit.datamodules.transforms import eval_transform
+
+    transform = eval_transform(config)
+    with torch.inference_mode():
+        return network(torch.stack([transform(image) for image in images])).numpy()
+
+
+def _example(config: DataConfig, batch: int = 2) -> torch.Tensor:
+    return torch.zeros(batch, 3, config.image_size, config.image_size)
+
+
+def _export_onnx(network: nn.Module, path: Path, opset: int, config: DataConfig):
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
+    except ImportError as err:
+        raise config_error(
+            "formats", "formats whose packages are installed (ONNX: pip install 'tlkit[export]')", "onnx"
+        ) from err
+
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter narrates its passes on stdout; the export's own report says what matters.
+    with contextlib.redirect_stdout(io.StringIO()):
+        _onnx_export(network, path, opset, config, batch)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda batch_array: session.run(None, {"images": batch_array})[0]
+
+
+def _onnx_export(network: nn.Module, path: Path, opset: int, config: DataConfig, batch: Any) -> None:
+    torch.onnx.export(
+        network,
+        (_example(config),),
+        str(path),
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes=({0: batch},),
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,  # one self-contained file (the exporter otherwise puts the weights beside it)
+        verbose=False,
+    )
+
+
+def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
+    # torch marks TorchScript deprecated in favour of torch.export; the format still loads in C++ and older runtimes,
+    # which is why users ask for it. ONNX is the recommended format.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        with torch.no_grad():
+            traced = torch.jit.trace(network, _example(config), check_trace=False)
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(batch_array: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(torch.from_numpy(batch_array)).numpy()
+
+    return run
+
+
+def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "files": {name: path.name for name, path in report.files.items() if name != "spec"},
+        "input": {"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
+        "output": {"name": "probabilities", "shape": ["batch", model.num_classes]},
+        "preprocessing": spec,
+        "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
+        "strategy": f"{type(model).__module__}.{type(model).__qualname__}",
+        "backbone": model.backbone.name,
+        "verification": {"images": report.images, "max_abs_difference": report.max_difference},
+        "versions": {"tlkit": tlkit.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
