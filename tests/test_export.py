@@ -157,3 +157,41 @@ def test_load_strategy_needs_no_download(tiny_checkpoint):
     model = load_strategy(tiny_checkpoint)
     assert type(model).__name__ == "FineTuning" and not model.training
     assert model.trained_data_config.image_size == 40
+
+
+class Noise(torch.nn.Module):
+    """Random in eager mode and in the exported graph alike, so the two can never agree."""
+
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+def test_a_diverging_export_names_the_layer_group_and_its_operators():
+    from tlkit.backbones import Backbone
+    from tlkit.export import locate_divergence
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Sequential(Noise(), torch.nn.Conv2d(4, 6, 3)), torch.nn.AdaptiveAvgPool2d(1)
+    )
+    backbone = Backbone(model=net, num_features=6).eval()
+    where = locate_divergence(backbone, torch.randn(2, 3, 16, 16))
+    assert where.startswith("the first layer group whose output differs is '1.1'"), where
+    assert "RandomUniformLike" in where and "Conv" in where
+
+
+def test_a_failed_verification_is_one_line_and_keeps_the_files(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import tlkit.export as exporting
+
+    original = exporting._export_onnx
+
+    def off_by_a_little(*args):
+        run = original(*args)
+        return lambda batch: run(batch) + 1e-3
+
+    monkeypatch.setattr(exporting, "_export_onnx", off_by_a_little)
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", str(tiny_checkpoint), "--out_dir", str(tmp_path / "out"), "--formats=[onnx]"])
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 2 and "within 0.0001" in err and "head or the softmax" in err, err
+    assert (tmp_path / "out" / "model.onnx").is_file()

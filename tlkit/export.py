@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ def export(
     spec = preprocessing_spec(config)
     network = ProbabilityModel(model.backbone, model.head).eval()
     samples = verification_images(images)
-    expected = _eager_probabilities(network, samples, config)
+    eager_inputs, expected = _eager_probabilities(network, samples, config)
     batch = np.stack([preprocess(image, spec) for image in samples])
     report = ExportReport(directory, {}, images=len(samples))
     for name in formats:
@@ -184,10 +185,11 @@ def export(
         difference = float(np.abs(run(batch) - expected).max())
         report.max_difference[name] = difference
         if difference > tolerance:
+            where = f" {locate_divergence(network.backbone, eager_inputs, opset)}." if name == "onnx" else ""
             raise VerificationError(
                 f"Expected the {name} export to reproduce the checkpoint's probabilities within {tolerance:g}, but "
-                f"the largest |difference| on {len(samples)} images is {difference:.3g}; the files are left in "
-                f"{str(directory)!r} for inspection."
+                f"the largest |difference| on {len(samples)} images is {difference:.3g};{where} The files are left "
+                f"in {str(directory)!r} for inspection."
             )
     report.files["spec"] = directory / SPEC_FILE
     report.files["spec"].write_text(json.dumps(_spec_document(model, spec, report), indent=2) + "\n")
@@ -207,13 +209,62 @@ def _prepare_directory(directory: Path) -> Path:
     return directory
 
 
-def _eager_probabilities(network: nn.Module, images: list[Image.Image], config: DataConfig) -> np.ndarray:
-    """The checkpoint's own probabilities, with tlkit's own (torchvision) evaluation transform."""
+def _eager_probabilities(
+    network: nn.Module, images: list[Image.Image], config: DataConfig
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The inputs and the checkpoint's own probabilities, with tlkit's own (torchvision) evaluation transform."""
     from tlkit.datamodules.transforms import eval_transform
 
     transform = eval_transform(config)
+    inputs = torch.stack([transform(image) for image in images])
     with torch.inference_mode():
-        return network(torch.stack([transform(image) for image in images])).numpy()
+        return inputs, network(inputs).numpy()
+
+
+class _GroupOutputs(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.backbone.group_outputs(images))
+
+
+def locate_divergence(backbone: nn.Module, images: torch.Tensor, opset: int = 18, tolerance: float = 1e-3) -> str:
+    """Where an ONNX export departs from eager PyTorch: the first layer group whose (pooled) output differs by more
+    than ``tolerance`` relative to its magnitude, and the ONNX operators exported from that group's modules."""
+    import onnx
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "groups.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(
+                _GroupOutputs(backbone).eval(), (images,), str(path), input_names=["images"], opset_version=opset,
+                dynamo=True, external_data=False, verbose=False,
+            )  # fmt: skip
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        exported = session.run(None, {"images": images.numpy()})
+        graph = onnx.load(str(path)).graph
+    with torch.no_grad():
+        eager = [output.numpy() for output in backbone.group_outputs(images)]
+    for group, ours, theirs in zip(backbone.layer_groups, eager, exported):
+        relative = float(np.abs(theirs - ours).max() / max(float(np.abs(ours).max()), 1e-12))
+        if relative > tolerance:
+            operators = sorted({node.op_type for node in graph.node if _node_in_group(node, backbone, group)})
+            return (
+                f"the first layer group whose output differs is {group.name!r} (relative |difference| "
+                f"{relative:.2g}); its ONNX operators: {', '.join(operators) or 'none found'}"
+            )
+    return "every backbone layer group agrees, so the difference arises in the head or the softmax"
+
+
+def _node_in_group(node: Any, backbone: nn.Module, group: Any) -> bool:
+    """Whether an exported node comes from one of the group's modules (by the exporter's name-scope metadata)."""
+    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+    modules = {name.rpartition(".")[0] for name in group.parameter_names} | {backbone.group_output_module(group)}
+    prefixes = tuple(f"'backbone.model.{module}" for module in modules)
+    return any(f"{prefix}'" in scopes or f"{prefix}." in scopes for prefix in prefixes)
 
 
 def _example(config: DataConfig, batch: int = 2) -> torch.Tensor:

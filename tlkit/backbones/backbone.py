@@ -102,7 +102,7 @@ class Backbone(nn.Module):
         modules = dict(self.model.named_modules())
         outputs: list[torch.Tensor] = []
         hooks = [
-            modules[self._group_output_module(group)].register_forward_hook(
+            modules[self.group_output_module(group)].register_forward_hook(
                 lambda module, inputs, output: outputs.append(_pool(output))
             )
             for group in self.layer_groups[:-1]
@@ -114,7 +114,7 @@ class Backbone(nn.Module):
                 hook.remove()
         return [*outputs, final]
 
-    def _group_output_module(self, group: LayerGroup) -> str:
+    def group_output_module(self, group: LayerGroup) -> str:
         """The outermost module that holds the group's last parameter and no parameter of another group."""
         own = set(group.parameter_names)
         path = group.parameter_names[-1].split(".")[:-1]
