@@ -7,13 +7,17 @@ from torchvision import transforms as T
 from tlkit.backbones import DataConfig
 
 
+def resize_size(config: DataConfig) -> int:
+    """The shorter side evaluation resizes to before centre-cropping ``image_size``."""
+    return round(config.image_size / config.crop_pct)
+
+
 def eval_transform(config: DataConfig) -> T.Compose:
     """Resize to ``image_size / crop_pct``, centre-crop ``image_size``, normalise with the backbone's mean/std."""
     interpolation = T.InterpolationMode(config.interpolation)
-    resize = round(config.image_size / config.crop_pct)
     return T.Compose(
         [
-            T.Resize(resize, interpolation=interpolation),
+            T.Resize(resize_size(config), interpolation=interpolation),
             T.CenterCrop(config.image_size),
             T.ToTensor(),
             T.Normalize(config.mean, config.std),

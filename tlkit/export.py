@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -33,7 +32,9 @@ from PIL import Image
 from torch import nn
 
 import tlkit
+from tlkit._cli_errors import import_class
 from tlkit.backbones import DataConfig
+from tlkit.datamodules.transforms import resize_size
 from tlkit.errors import ConfigError, config_error
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -75,7 +76,7 @@ class ExportReport:
 def preprocessing_spec(config: DataConfig) -> dict[str, Any]:
     """The JSON form of tlkit's evaluation transform for ``config``."""
     return {
-        "resize": round(config.image_size / config.crop_pct),
+        "resize": resize_size(config),
         "crop": config.image_size,
         "interpolation": config.interpolation,
         "mean": list(config.mean),
@@ -106,9 +107,10 @@ def verification_images(folder: str | os.PathLike | None = None, limit: int = 16
     """Real images to verify on: up to ``limit`` from ``folder``, else scikit-image's bundled photos and
     scikit-learn's digits (offline, always available)."""
     if folder is not None:
+        from tlkit.datamodules import open_rgb
         from tlkit.datamodules._folders import scan_images
 
-        return [Image.open(path).convert("RGB") for path in scan_images(Path(folder).expanduser())[:limit]]
+        return [open_rgb(path) for path in scan_images(Path(folder).expanduser())[:limit]]
     from tlkit.datamodules.digits import digit_images
     from tlkit.datamodules.digits_m import bundled_photos
 
@@ -132,8 +134,9 @@ def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
     saved = checkpoint.get("tlkit") if isinstance(checkpoint, dict) else None
     if not isinstance(saved, dict) or "strategy" not in saved:
         raise config_error("ckpt_path", "a checkpoint written by a tlkit strategy (`tlkit fit`)", str(path))
-    module_name, _, class_name = saved["strategy"].rpartition(".")
-    strategy = vars(importlib.import_module(module_name))[class_name]
+    strategy = import_class(saved["strategy"])
+    if strategy is None:
+        raise config_error("ckpt_path", "a checkpoint whose strategy class imports here", saved["strategy"])
     # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere.
     model = strategy.load_from_checkpoint(path, map_location="cpu", weights=None)
     return model.eval()
@@ -234,16 +237,10 @@ def locate_divergence(backbone: nn.Module, images: torch.Tensor, opset: int = 18
     """Where an ONNX export departs from eager PyTorch: the first layer group whose (pooled) output differs by more
     than ``tolerance`` relative to its magnitude, and the ONNX operators exported from that group's modules."""
     import onnx
-    import onnxruntime
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "groups.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(
-                _GroupOutputs(backbone).eval(), (images,), str(path), input_names=["images"], opset_version=opset,
-                dynamo=True, external_data=False, verbose=False,
-            )  # fmt: skip
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = _onnx_session(_GroupOutputs(backbone).eval(), images, path, opset)
         exported = session.run(None, {"images": images.numpy()})
         graph = onnx.load(str(path)).graph
     with torch.no_grad():
@@ -273,34 +270,38 @@ def _example(config: DataConfig, batch: int = 2) -> torch.Tensor:
 
 def _export_onnx(network: nn.Module, path: Path, opset: int, config: DataConfig):
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401 (verification runs it)
         import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
     except ImportError as err:
         raise config_error(
             "formats", "formats whose packages are installed (ONNX: pip install 'tlkit[export]')", "onnx"
         ) from err
-
     batch = torch.export.Dim("batch", min=1)
-    # The exporter narrates its passes on stdout; the export's own report says what matters.
-    with contextlib.redirect_stdout(io.StringIO()):
-        _onnx_export(network, path, opset, config, batch)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _onnx_session(network, _example(config), path, opset, ["probabilities"], ({0: batch},))
     return lambda batch_array: session.run(None, {"images": batch_array})[0]
 
 
-def _onnx_export(network: nn.Module, path: Path, opset: int, config: DataConfig, batch: Any) -> None:
-    torch.onnx.export(
-        network,
-        (_example(config),),
-        str(path),
-        input_names=["images"],
-        output_names=["probabilities"],
-        dynamic_shapes=({0: batch},),
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,  # one self-contained file (the exporter otherwise puts the weights beside it)
-        verbose=False,
-    )
+def _onnx_session(
+    module: nn.Module, example: torch.Tensor, path: Path, opset: int, output_names=None, dynamic_shapes=None
+) -> Any:
+    """Export ``module`` (input ``images``) to a self-contained ONNX file and open it in onnxruntime on the CPU."""
+    import onnxruntime
+
+    # The exporter narrates its passes on stdout; the export's own report says what matters.
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,  # one self-contained file (the exporter otherwise puts the weights beside it)
+            verbose=False,
+        )
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
