@@ -248,7 +248,7 @@ def locate_divergence(backbone: nn.Module, images: torch.Tensor, opset: int = 18
     for group, ours, theirs in zip(backbone.layer_groups, eager, exported):
         relative = float(np.abs(theirs - ours).max() / max(float(np.abs(ours).max()), 1e-12))
         if relative > tolerance:
-            operators = sorted({node.op_type for node in graph.node if _node_in_group(node, backbone, group)})
+            operators = sorted(_group_operators(graph, group))
             return (
                 f"the first layer group whose output differs is {group.name!r} (relative |difference| "
                 f"{relative:.2g}); its ONNX operators: {', '.join(operators) or 'none found'}"
@@ -256,12 +256,16 @@ def locate_divergence(backbone: nn.Module, images: torch.Tensor, opset: int = 18
     return "every backbone layer group agrees, so the difference arises in the head or the softmax"
 
 
-def _node_in_group(node: Any, backbone: nn.Module, group: Any) -> bool:
-    """Whether an exported node comes from one of the group's modules (by the exporter's name-scope metadata)."""
-    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
-    modules = {name.rpartition(".")[0] for name in group.parameter_names} | {backbone.group_output_module(group)}
+def _group_operators(graph: Any, group: Any) -> set[str]:
+    """The op types of the exported nodes that come from the group's modules (by the exporter's name-scope metadata)."""
+    modules = {name.rpartition(".")[0] for name in group.parameter_names} | {group.output_module}
     prefixes = tuple(f"'backbone.model.{module}" for module in modules)
-    return any(f"{prefix}'" in scopes or f"{prefix}." in scopes for prefix in prefixes)
+    operators = set()
+    for node in graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if any(f"{prefix}'" in scopes or f"{prefix}." in scopes for prefix in prefixes):
+            operators.add(node.op_type)
+    return operators
 
 
 def _example(config: DataConfig, batch: int = 2) -> torch.Tensor:

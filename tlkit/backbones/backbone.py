@@ -25,6 +25,9 @@ class LayerGroup:
     parameters: list[nn.Parameter]
     parameter_names: list[str]
     batch_norms: list[_BatchNorm]
+    #: The outermost module that holds the group's last parameter and no parameter of another group: its output is
+    #: the group's output (`Backbone.group_outputs`).
+    output_module: str
 
 
 class Backbone(nn.Module):
@@ -83,8 +86,9 @@ class Backbone(nn.Module):
                 last = group_of[own[0]]
             if isinstance(module, _BatchNorm):
                 batch_norms[last].append(module)  # a BN without affine params belongs with the layer before it
+        modules = dict(self.model.named_modules())
         return [
-            LayerGroup(name, i, [params[n] for n in names], names, batch_norms[i])
+            LayerGroup(name, i, [params[n] for n in names], names, batch_norms[i], _output_module(names, modules))
             for i, (name, names) in enumerate(zip(group_names(groups), groups))
         ]
 
@@ -102,7 +106,7 @@ class Backbone(nn.Module):
         modules = dict(self.model.named_modules())
         outputs: list[torch.Tensor] = []
         hooks = [
-            modules[self.group_output_module(group)].register_forward_hook(
+            modules[group.output_module].register_forward_hook(
                 lambda module, inputs, output: outputs.append(_pool(output))
             )
             for group in self.layer_groups[:-1]
@@ -113,18 +117,6 @@ class Backbone(nn.Module):
             for hook in hooks:
                 hook.remove()
         return [*outputs, final]
-
-    def group_output_module(self, group: LayerGroup) -> str:
-        """The outermost module that holds the group's last parameter and no parameter of another group."""
-        own = set(group.parameter_names)
-        path = group.parameter_names[-1].split(".")[:-1]
-        modules = dict(self.model.named_modules())
-        for depth in range(1, len(path) + 1):
-            name = ".".join(path[:depth])
-            names = {f"{name}.{p}" for p, _ in modules[name].named_parameters()}
-            if names <= own:
-                return name
-        return ".".join(path)
 
     @property
     def group_names(self) -> list[str]:
@@ -247,3 +239,14 @@ def _pool(output: torch.Tensor) -> torch.Tensor:
     if output.ndim == 3:
         return output.mean(dim=1)
     return output.flatten(1)
+
+
+def _output_module(parameter_names: list[str], modules: dict[str, nn.Module]) -> str:
+    """The outermost module that holds the last of ``parameter_names`` and no parameter outside them."""
+    own = set(parameter_names)
+    path = parameter_names[-1].split(".")[:-1]
+    for depth in range(1, len(path) + 1):
+        name = ".".join(path[:depth])
+        if {f"{name}.{p}" for p, _ in modules[name].named_parameters()} <= own:
+            return name
+    return ".".join(path)
