@@ -111,11 +111,7 @@ class TransferModule(LightningModule):
     def data_request(self) -> DataRequest:
         """What this model asks of its datamodule: the backbone's input config and, while the whole backbone is
         frozen, cached features instead of images. Strategies extend it (``dataclasses.replace``)."""
-        return DataRequest(
-            input_config=self.backbone.data_config,
-            check_image_size=self.backbone.check_input_size,
-            features=self._feature_serving,
-        )
+        return DataRequest.for_backbone(self.backbone, self._feature_serving)
 
     def serve_features(self, serving: FeatureServing | None) -> None:
         """Ask the datamodule for cached backbone features through ``serving`` (None: images only).

@@ -15,6 +15,7 @@ import torch
 from tlkit.backbones.input_config import InputConfig
 
 if TYPE_CHECKING:
+    from tlkit.backbones import Backbone
     from tlkit.feature_serving import FeatureServing
 
 #: Domain adaptation: one augmented view of each target image, or a weakly and a strongly augmented one.
@@ -52,3 +53,8 @@ class DataRequest:
     check_image_size: Callable[[int], None] | None = None
     features: FeatureServing | None = None
     target_views: TargetViews = "single"
+
+    @classmethod
+    def for_backbone(cls, backbone: Backbone, features: FeatureServing | None = None) -> DataRequest:
+        """What ``backbone`` needs of the data: its input config and its image-size check (and ``features``)."""
+        return cls(input_config=backbone.data_config, check_image_size=backbone.check_input_size, features=features)

@@ -136,11 +136,7 @@ def _training_features(datamodule, backbone: Backbone, cache: FeatureCache) -> t
     """The training split's features through the cache (the key a FeatureExtraction run uses), and the seconds."""
     computed = cache.computed
     started = time.perf_counter()
-    request = DataRequest(
-        input_config=backbone.data_config,
-        check_image_size=backbone.check_input_size,
-        features=FeatureServing(cache, backbone.eval()),
-    )
+    request = DataRequest.for_backbone(backbone, FeatureServing(cache, backbone.eval()))
     # The training transform without augmentation is the evaluation transform: the one FeatureExtraction caches with
     # (`augment: false`), so its run on the same data finds these features.
     dataset = datamodule.dataset("train", train=False, request=request)
@@ -205,7 +201,7 @@ def rank_layers(
     _check_scores(scores, sort_by)
     _, backbone = _candidate_backbone(backbone, weights)
     _labelled_training_split(datamodule)
-    request = DataRequest(input_config=backbone.data_config, check_image_size=backbone.check_input_size)
+    request = DataRequest.for_backbone(backbone)
     dataset = datamodule.dataset("train", train=False, request=request)
     started = time.perf_counter()
     backbone.eval()
