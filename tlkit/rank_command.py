@@ -18,9 +18,8 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
-import tlkit.datamodules
 from tlkit._subcommand import run_reporting, subcommand_parser
-from tlkit.datamodules import ImageDataModule
+from tlkit.datamodules import ImageDataModule  # imports every datamodule, so they resolve by short name
 from tlkit.errors import config_error
 from tlkit.feature_cache import CacheMode, FeatureCache
 from tlkit.model_ranking import SCORES, Ranked, Score, markdown_table, rank_backbones, rank_layers, write_results
@@ -102,6 +101,5 @@ def main(args: Sequence[str]) -> None:
     run_reporting("rank", run, args)
 
 
-assert tlkit.datamodules  # imported so the datamodules resolve by short name
 if __name__ == "__main__":
     main(sys.argv[1:])
