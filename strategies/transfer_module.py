@@ -282,12 +282,24 @@ class TransferModule(LightningModule):
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     # -------------------------------------------------------------------------------------------------------- steps
+    def regularization(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Penalties added to the training loss, by name (each logged as ``train/<name>``); none by default.
+
+        ``features`` are the batch's backbone features, with their graph.
+        """
+        return {}
+
     def _shared_step(self, batch: Any, stage: Stage) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        features = self.extract_features(x)
+        logits = self.head(features)
         loss = self.loss(logits, y)
         self.metrics[f"{stage}_metrics"].update(logits, y)
         self.log_loss(f"{stage}/loss", loss, len(y), prog_bar=True, per_step=stage == "train")
+        if stage == "train":
+            for name, penalty in self.regularization(features).items():
+                self.log_loss(f"train/{name}", penalty, len(y), per_step=True)
+                loss = loss + penalty
         return loss
 
     def log_loss(

@@ -29,6 +29,8 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
     if "backbone: tf_efficientnet_lite0" not in text:
         # This machine cannot reach the model hub; the bundled ImageNet weights stand in.
         overrides += ["--model.init_args.backbone=tf_efficientnet_lite0"]
+        if "target_modules:" in text:  # module names of the config's own backbone: adapt the default ones instead
+            overrides += ["--model.init_args.adapter.target_modules=[]"]
     return overrides
 
 

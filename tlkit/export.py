@@ -34,6 +34,7 @@ from torch import nn
 import tlkit
 from tlkit._cli_errors import import_class
 from tlkit.backbones import DataConfig
+from tlkit.backbones.adapters import PRETRAINED_FINGERPRINT_KEY
 from tlkit.datamodules.transforms import resize_size
 from tlkit.errors import ConfigError, config_error
 
@@ -137,8 +138,10 @@ def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
     strategy = import_class(saved["strategy"])
     if strategy is None:
         raise config_error("ckpt_path", "a checkpoint whose strategy class imports here", saved["strategy"])
-    # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere.
-    model = strategy.load_from_checkpoint(path, map_location="cpu", weights=None)
+    # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere; an
+    # adapter-only checkpoint has its frozen pretrained weights rebuilt from the run's `weights` (and checked).
+    overrides = {} if PRETRAINED_FINGERPRINT_KEY in saved else {"weights": None}
+    model = strategy.load_from_checkpoint(path, map_location="cpu", **overrides)
     return model.eval()
 
 
@@ -172,6 +175,7 @@ def export(
         raise config_error("formats", "at least one export format", list(formats), options=FORMATS)
     directory = _prepare_directory(Path(out_dir).expanduser())
     model = load_strategy(checkpoint_path)
+    model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
     spec = preprocessing_spec(config)
     network = ProbabilityModel(model.backbone, model.head).eval()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -43,8 +43,13 @@ def data_fingerprint(samples: Sequence[Any], labels: Sequence[int]) -> str:
 
 def weights_fingerprint(module: nn.Module) -> str:
     """Hash of every parameter and buffer (names, shapes and values)."""
+    return tensors_fingerprint(module.state_dict().items())
+
+
+def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Hash of named tensors (names, shapes and values), in the order given."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in named_tensors:
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -1,7 +1,16 @@
 """Backbones: one adapter over timm, torchvision and user models."""
 
+from tlkit.backbones.adapters import Adapter
 from tlkit.backbones.backbone import Backbone, LayerGroup
 from tlkit.backbones.input_config import DataConfig, InputConfig, TextConfig
 from tlkit.backbones.weights import efficientnet_lite0_state_dict
 
-__all__ = ["Backbone", "DataConfig", "InputConfig", "LayerGroup", "TextConfig", "efficientnet_lite0_state_dict"]
+__all__ = [
+    "Adapter",
+    "Backbone",
+    "DataConfig",
+    "InputConfig",
+    "LayerGroup",
+    "TextConfig",
+    "efficientnet_lite0_state_dict",
+]

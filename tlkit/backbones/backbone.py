@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from tlkit.backbones import adapters
 from tlkit.backbones._builders import build, group_names, pool_features
+from tlkit.backbones.adapters import Adapter
 from tlkit.backbones.input_config import DataConfig
 from tlkit.errors import ConfigError, closest
 
@@ -22,6 +24,7 @@ class LayerGroup:
 
     name: str
     index: int  # 0 = nearest the input
+    #: The parameters that can train: all of the group's, or only its adapters' when the backbone has an `Adapter`.
     parameters: list[nn.Parameter]
     parameter_names: list[str]
     batch_norms: list[_BatchNorm]
@@ -69,13 +72,19 @@ class Backbone(nn.Module):
         self.model = built.model
         self.num_features = built.num_features
         self.data_config = built.data_config
+        self._built_groups = built.groups
+        #: The peft adapter on the backbone (`add_adapter`), else None.
+        self.adapter: Adapter | None = None
+        self._adapter_tuner: tuple[nn.Module, ...] = ()  # peft's tuner, kept out of the module tree for `merge_adapter`
+        self._adapter_parameters: set[str] = set()
         self.layer_groups = self._make_groups(built.groups)
         # Held in a tuple so it is no submodule: never trained, not in checkpoints or the weights' fingerprint.
         self._source_classifier = (built.source_classifier,)
         # Indices of groups whose BatchNorm layers stay in eval mode (running statistics frozen) while training.
         self._bn_eval: set[int] = set()
 
-    def _make_groups(self, groups: list[list[str]]) -> list[LayerGroup]:
+    def _make_groups(self, built_groups: list[list[str]]) -> list[LayerGroup]:
+        groups = self._current_names(built_groups)
         params = dict(self.model.named_parameters())
         group_of = {name: i for i, names in enumerate(groups) for name in names}
         batch_norms: list[list[_BatchNorm]] = [[] for _ in groups]
@@ -87,10 +96,58 @@ class Backbone(nn.Module):
             if isinstance(module, _BatchNorm):
                 batch_norms[last].append(module)  # a BN without affine params belongs with the layer before it
         modules = dict(self.model.named_modules())
-        return [
-            LayerGroup(name, i, [params[n] for n in names], names, batch_norms[i], _output_module(names, modules))
-            for i, (name, names) in enumerate(zip(group_names(groups), groups))
-        ]
+        result = []
+        for i, (name, names) in enumerate(zip(group_names(built_groups), groups)):
+            trainable = [n for n in names if not self.adapter or n in self._adapter_parameters]
+            output = _output_module(names, modules)
+            result.append(LayerGroup(name, i, [params[n] for n in trainable], trainable, batch_norms[i], output))
+        return result
+
+    def _current_names(self, built_groups: list[list[str]]) -> list[list[str]]:
+        """``built_groups`` (parameter names when the model was built) as the model's parameters are named now.
+
+        An adapter renames the layer it wraps (``conv.weight`` becomes ``conv.base_layer.weight``) and adds its own
+        parameters inside it (``conv.lora_A.default.weight``): each belongs to the group of the nearest enclosing
+        module that held parameters at build time.
+        """
+        group_of_module = {name.rpartition(".")[0]: i for i, names in enumerate(built_groups) for name in names}
+        groups: list[list[str]] = [[] for _ in built_groups]
+        for name, _ in self.model.named_parameters():
+            path = name.split(".")[:-1]
+            while ".".join(path) not in group_of_module:
+                path.pop()  # ends at "" for parameters held by the model itself, which build() grouped
+            groups[group_of_module[".".join(path)]].append(name)
+        return groups
+
+    # ----------------------------------------------------------------------------------------------------- adapters
+    def add_adapter(self, adapter: Adapter) -> None:
+        """Wrap the layers ``adapter`` targets with peft adapters; from then on only adapters train in every group.
+
+        The pretrained weights are frozen for good; freezing, unfreezing and learning rates by group apply to the
+        group's adapter parameters. Call it before the optimizer is built.
+        """
+        if self.adapter is not None:
+            raise ConfigError(f"Expected a backbone without an adapter, but {self.name!r} already has {self.adapter}.")
+        tuner = adapters.inject(adapter, self.model, self.name)
+        self.adapter, self._adapter_tuner = adapter, (tuner,)
+        self._adapter_parameters = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        self.layer_groups = self._make_groups(self._built_groups)
+
+    def merge_adapter(self) -> None:
+        """Fold the adapters into the pretrained weights (for inference and export): the backbone becomes a plain
+        model again, computing the same outputs. The optimizer's parameters are no longer the model's afterwards."""
+        if self.adapter is None:
+            return
+        self._adapter_tuner[0].merge_and_unload()
+        self.adapter, self._adapter_tuner, self._adapter_parameters = None, (), set()
+        self.layer_groups = self._make_groups(self._built_groups)
+
+    @property
+    def frozen_pretrained_parameters(self) -> dict[str, nn.Parameter]:
+        """With an adapter: the pretrained parameters it leaves frozen for good (empty without one)."""
+        if self.adapter is None:
+            return {}
+        return {n: p for n, p in self.model.named_parameters() if n not in self._adapter_parameters}
 
     @property
     def source_classifier(self) -> nn.Module | None:

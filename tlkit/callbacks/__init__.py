@@ -5,5 +5,13 @@ from tlkit.callbacks.lr_warmup import LRWarmup
 from tlkit.callbacks.prediction_writer import PredictionWriter
 from tlkit.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from tlkit.callbacks.resumable_checkpoint import ResumableCheckpoint
+from tlkit.callbacks.wise_ft import WiSEFT
 
-__all__ = ["EmbeddingProjector", "LRWarmup", "PredictionWriter", "ProgressiveUnfreezing", "ResumableCheckpoint"]
+__all__ = [
+    "EmbeddingProjector",
+    "LRWarmup",
+    "PredictionWriter",
+    "ProgressiveUnfreezing",
+    "ResumableCheckpoint",
+    "WiSEFT",
+]

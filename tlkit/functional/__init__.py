@@ -1,9 +1,11 @@
-"""Pure loss and score functions: domain adaptation, model selection without target labels, transferability."""
+"""Pure loss and score functions: domain adaptation, model selection without target labels, transferability,
+fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.entropy import entropy, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
 from tlkit.functional.pseudo_labels import align_distribution
+from tlkit.functional.regularization import batch_spectral_shrinkage, l2_penalty, l2_sp_distance
 from tlkit.functional.transferability import (
     h_score,
     ledoit_wolf_covariance,
@@ -16,6 +18,7 @@ from tlkit.functional.validators import bnm_score, im_score, snd_score
 
 __all__ = [
     "align_distribution",
+    "batch_spectral_shrinkage",
     "bnm_score",
     "coral_loss",
     "entropy",
@@ -27,6 +30,8 @@ __all__ = [
     "logme",
     "logme_evidence",
     "im_score",
+    "l2_penalty",
+    "l2_sp_distance",
     "mcc_loss",
     "mmd_loss",
     "nce",
