@@ -1,4 +1,4 @@
-"""DataModules: labelled image folders, bundled data and domain pairs, validated before training."""
+"""DataModules: labelled image folders and text files, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb
@@ -8,7 +8,10 @@ from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, Doma
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
 from tlkit.datamodules.mnist_digits import MnistDigitsDataModule
+from tlkit.datamodules.rotten_tomatoes import RottenTomatoesDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
+from tlkit.datamodules.text_datamodule import TextDataModule
+from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
     "ClassificationDataModule",
@@ -22,7 +25,10 @@ __all__ = [
     "ImageFolderDataModule",
     "MnistDigitsDataModule",
     "ResumableDataLoader",
+    "RottenTomatoesDataModule",
     "Split",
+    "TextDataModule",
+    "TextFileDataModule",
     "UnlabelledDataset",
     "open_rgb",
 ]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tlkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tlkit.datamodules.datasets import Split
 
 
 def _by_class(labels: list[int]) -> dict[int, list[int]]:
@@ -55,3 +59,27 @@ def limit_labels(
             k = max(1, int(round(train_fraction * len(indices))))
         keep += list(rng.permutation(indices)[:k])
     return sorted(int(i) for i in keep)
+
+
+def train_val_test(
+    splits: dict[str, Split],
+    classes: list[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    labels_per_class: int | None = None,
+    train_fraction: float | None = None,
+) -> dict[str, Split]:
+    """``splits`` with ``test`` and ``val`` held out of ``train`` where the data has none of its own (fractions of the
+    whole), then the training split limited to ``labels_per_class`` or ``train_fraction``."""
+    train = splits["train"]
+    if "test" not in splits:
+        rest, held = stratified_split(train.labels, test_fraction, seed)
+        train, splits["test"] = train.subset(rest), train.subset(held)
+        # Both fractions are of the whole: rescale val's to what is left after the test split.
+        val_fraction = val_fraction / (1.0 - test_fraction)
+    if "val" not in splits:
+        rest, held = stratified_split(train.labels, val_fraction, seed + 1)
+        train, splits["val"] = train.subset(rest), train.subset(held)
+    splits["train"] = train.subset(limit_labels(train.labels, classes, seed, labels_per_class, train_fraction))
+    return splits

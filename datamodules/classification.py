@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader
 
-from tlkit.datamodules._splits import limit_labels, stratified_split
+from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.errors import config_error
@@ -41,20 +41,10 @@ class ClassificationDataModule(ImageDataModule):
         return self.load_splits()
 
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        hp, splits = self.hparams, loaded
-        train = splits["train"]
-        val_fraction = hp.val_fraction
-        if "test" not in splits:
-            rest, held = stratified_split(train.labels, hp.test_fraction, hp.seed)
-            train, splits["test"] = train.subset(rest), train.subset(held)
-            # Both fractions are of the whole folder: rescale val's to what is left after the test split.
-            val_fraction = hp.val_fraction / (1.0 - hp.test_fraction)
-        if "val" not in splits:
-            rest, held = stratified_split(train.labels, val_fraction, hp.seed + 1)
-            train, splits["val"] = train.subset(rest), train.subset(held)
-        keep = limit_labels(train.labels, self.classes, hp.seed, hp.labels_per_class, hp.train_fraction)
-        splits["train"] = train.subset(keep)
-        return splits
+        hp = self.hparams
+        return train_val_test(
+            loaded, self.classes, hp.val_fraction, hp.test_fraction, hp.seed, hp.labels_per_class, hp.train_fraction
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.training_loader("train", self.dataset("train"))

@@ -62,3 +62,59 @@ def quiet_trainer(**kwargs) -> L.Trainer:
         enable_model_summary=False,
     )
     return L.Trainer(**{**defaults, **kwargs})
+
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "wonderful"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "terrible"]
+FILLER = ["the", "film", "was", "a", "plot", "and", "very", "acting", "story", "quite"]
+
+
+def sentiment_texts(n: int = 60, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Short synthetic reviews: a few filler words around one word of the label's sentiment; lengths vary."""
+    g = torch.Generator().manual_seed(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = [
+            FILLER[int(j)]
+            for j in torch.randint(0, len(FILLER), (int(torch.randint(2, 9, (1,), generator=g)),), generator=g)
+        ]
+        pool = POSITIVE if label == "pos" else NEGATIVE
+        words.insert(
+            int(torch.randint(0, len(words) + 1, (1,), generator=g)),
+            pool[int(torch.randint(0, len(pool), (1,), generator=g))],
+        )
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and a word-level vocabulary, saved as a Hugging Face folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    texts, labels = sentiment_texts()
+    path = tmp_path / "reviews.csv"
+    lines = ["text,label", *[f"{t},{lbl}" for t, lbl in zip(texts, labels)]]
+    path.write_text("\n".join(lines) + "\n")
+    return path

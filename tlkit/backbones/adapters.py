@@ -129,7 +129,12 @@ def inject(adapter: Adapter, model: nn.Module, model_name: str) -> nn.Module:
 
     Returns the peft tuner, which `merge` needs; the model keeps its identity and gains the adapter parameters.
     """
-    import peft
+    try:
+        import peft
+    except ImportError:
+        raise ConfigError(
+            "Expected the package peft for `adapter`, but it is not installed: pip install 'tlkit[adapters]'."
+        ) from None
 
     targets = resolve_targets(adapter, model, model_name)
     if adapter.method in ("lora", "dora"):

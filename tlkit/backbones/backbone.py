@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tlkit.backbones import adapters
 from tlkit.backbones._builders import build, group_names, pool_features
 from tlkit.backbones.adapters import Adapter
-from tlkit.backbones.input_config import DataConfig
+from tlkit.backbones.input_config import InputConfig, TextConfig
 from tlkit.errors import ConfigError, closest
 
 GroupRef = int | str
@@ -37,10 +37,13 @@ class Backbone(nn.Module):
     """A pretrained feature extractor with ordered layer groups, built from a name or any ``nn.Module``.
 
     Args:
-        name: a timm model name (``tf_efficientnet_lite0``, ``resnet50``, ``vit_small_patch16_224``) or a torchvision
-            one prefixed with ``torchvision:`` (``torchvision:resnet18``). Ignored when ``model`` is given.
-        weights: ``None`` for random init, ``imagenet`` for the library's default pretrained weights, or a path to a
-            local state-dict file.
+        name: a timm model name (``tf_efficientnet_lite0``, ``resnet50``, ``vit_small_patch16_224``), a torchvision
+            one prefixed with ``torchvision:`` (``torchvision:resnet18``), or a Hugging Face text encoder, by Hub name
+            or local folder, prefixed with ``hf:`` (``hf:bert-base-uncased``; needs ``tlkit[text]``): its groups are
+            the embeddings and each transformer layer, its features the token states mean-pooled over the attention
+            mask, its input a tokenized batch. Ignored when ``model`` is given.
+        weights: ``None`` for random init, ``imagenet`` for the library's default pretrained weights (a text
+            encoder's own), or a path to a local state-dict file.
         model: any ``nn.Module`` returning (N, C) or (N, C, H, W) features; its top-level children become the groups.
         num_features: the width of ``model``'s features; inferred with one forward pass when omitted.
         data_config: override the input size, mean and std the datamodules use.
@@ -61,7 +64,7 @@ class Backbone(nn.Module):
         weights: str | None = "imagenet",
         model: nn.Module | None = None,
         num_features: int | None = None,
-        data_config: DataConfig | None = None,
+        data_config: InputConfig | None = None,
         source_classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -73,6 +76,7 @@ class Backbone(nn.Module):
         self.num_features = built.num_features
         self.data_config = built.data_config
         self._built_groups = built.groups
+        self._group_labels = built.group_labels
         #: The peft adapter on the backbone (`add_adapter`), else None.
         self.adapter: Adapter | None = None
         self._adapter_tuner: tuple[nn.Module, ...] = ()  # peft's tuner, kept out of the module tree for `merge_adapter`
@@ -97,7 +101,7 @@ class Backbone(nn.Module):
                 batch_norms[last].append(module)  # a BN without affine params belongs with the layer before it
         modules = dict(self.model.named_modules())
         result = []
-        for i, (name, names) in enumerate(zip(group_names(built_groups), groups)):
+        for i, (name, names) in enumerate(zip(self._group_labels or group_names(built_groups), groups)):
             trainable = [n for n in names if not self.adapter or n in self._adapter_parameters]
             output = _output_module(names, modules)
             result.append(LayerGroup(name, i, [params[n] for n in trainable], trainable, batch_norms[i], output))
@@ -252,9 +256,14 @@ class Backbone(nn.Module):
                     bn.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features, shape (N, num_features)."""
+    def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features, shape (N, num_features), from images or (text backbones) a tokenized batch."""
         return pool_features(self.model(x))
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether the backbone's input is tokenized text (its data config is a `TextConfig`)."""
+        return isinstance(self.data_config, TextConfig)
 
     def check_input_size(self, image_size: int) -> None:
         """Raise a ConfigError if the model cannot run on ``image_size`` x ``image_size`` inputs.

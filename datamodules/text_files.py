@@ -1,0 +1,131 @@
+"""`TextFileDataModule`: labelled texts from CSV, TSV or JSON Lines files, or a folder of `.txt` files per class."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.text_datamodule import TextDataModule
+from tlkit.errors import ConfigError, closest
+
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+LINES_SUFFIXES = (".jsonl", ".json")
+
+Rows = list[tuple[str, str, str]]  # (text, label, where: "file:line")
+
+
+def read_rows(path: Path, text_column: str, label_column: str) -> Rows:
+    """(text, label, location) for every row of a CSV/TSV/JSON Lines file, or every ``<class>/<name>.txt`` file of a
+    folder; a missing column or an empty text is a ConfigError naming the file and line."""
+    if path.is_dir():
+        return _read_folder(path)
+    if not path.is_file():
+        raise ConfigError(f"Expected a text file or folder, but {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file, delimiter=TABLE_SUFFIXES[suffix])
+            _check_columns(path, list(reader.fieldnames or []), text_column, label_column)
+            records = [(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]  # line 1 is the header
+    elif suffix in LINES_SUFFIXES:
+        records = []
+        with path.open(encoding="utf-8") as file:
+            for i, line in enumerate(file):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ConfigError(f"Expected one JSON object per line in {path}, but line {i + 1}: {err}") from None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"Expected one JSON object per line in {path}, but line {i + 1} is not one.")
+                _check_columns(path, list(row), text_column, label_column, f" (line {i + 1})")
+                records.append((row, f"{path}:{i + 1}"))
+    else:
+        raise ConfigError(f"Expected a .csv, .tsv, .jsonl file or a folder of <class>/*.txt, but got {str(path)!r}.")
+    rows = []
+    for row, where in records:
+        text = str(row.get(text_column) or "").strip()
+        if not text:
+            raise ConfigError(f"Expected a non-empty `{text_column}` in every row, but {where} has none.")
+        rows.append((text, str(row.get(label_column, "")).strip(), where))
+    return rows
+
+
+def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str, where: str = "") -> None:
+    for arg, column in (("text_column", text_column), ("label_column", label_column)):
+        if column not in columns:
+            suggestion = closest(column, columns)
+            hint = f" Closest: {', '.join(suggestion)}." if suggestion else ""
+            raise ConfigError(
+                f"Expected `{arg}` {column!r} to be a column of {path}{where}, but its columns are "
+                f"{', '.join(map(repr, columns)) or 'none'}.{hint}"
+            )
+
+
+def _read_folder(folder: Path) -> Rows:
+    rows = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for file in sorted(class_dir.glob("*.txt")):
+            text = file.read_text(encoding="utf-8").strip()
+            if not text:
+                raise ConfigError(f"Expected text in every .txt file, but {file} is empty.")
+            rows.append((text, class_dir.name, str(file)))
+    if not rows:
+        raise ConfigError(f"Expected one sub-folder of .txt files per class in {folder}, but found no .txt file.")
+    return rows
+
+
+class TextFileDataModule(TextDataModule):
+    """Labelled texts from files: CSV, TSV or JSON Lines with a text and a label column, or a folder holding one
+    sub-folder of ``.txt`` files per class (the folder name is the label).
+
+    Args:
+        train: the training file or folder.
+        val: a validation file or folder; default: held out of ``train`` (``val_fraction``).
+        test: a test file or folder; default: held out of ``train`` (``test_fraction``).
+        text_column: the column (or JSON key) holding the text.
+        label_column: the column (or JSON key) holding the label.
+        classes: the class names in label order; default: the labels found in ``train``, sorted. A label outside
+            them is an error naming the file and line.
+
+    The other arguments are `TextDataModule`'s.
+
+    Example:
+        >>> dm = TextFileDataModule("reviews/train.csv", text_column="review", label_column="sentiment")
+    """
+
+    def __init__(
+        self,
+        train: str,
+        *,
+        val: str | None = None,
+        test: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        classes: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def load_texts(self) -> tuple[list[str], dict[str, Split]]:
+        hp = self.hparams
+        read = {
+            name: read_rows(Path(path).expanduser(), hp.text_column, hp.label_column)
+            for name, path in (("train", hp.train), ("val", hp.val), ("test", hp.test))
+            if path is not None
+        }
+        classes = list(hp.classes) if hp.classes else sorted({label for _, label, _ in read["train"]})
+        index = {name: i for i, name in enumerate(classes)}
+        splits = {}
+        for name, rows in read.items():
+            for _, label, where in rows:
+                if label not in index:
+                    raise ConfigError(
+                        f"Expected every label to be one of the classes ({', '.join(classes)}), but {where} has "
+                        f"{label!r}. List every class in `classes`, or fix the label."
+                    )
+            splits[name] = Split([text for text, _, _ in rows], [index[label] for _, label, _ in rows])
+        return classes, splits
