@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader
 
+from tlkit.datamodules._labelled_data import check_label_limits
 from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.image_datamodule import ImageDataModule
-from tlkit.errors import config_error
 
 
 class ClassificationDataModule(ImageDataModule):
@@ -25,12 +25,7 @@ class ClassificationDataModule(ImageDataModule):
     base_class_only = True
 
     def __init__(self, *, labels_per_class: int | None = None, train_fraction: float | None = None, **kwargs) -> None:
-        if labels_per_class is not None and train_fraction is not None:
-            raise config_error("labels_per_class", "unset when train_fraction is set", labels_per_class)
-        if labels_per_class is not None and labels_per_class < 1:
-            raise config_error("labels_per_class", "an integer >= 1", labels_per_class)
-        if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
-            raise config_error("train_fraction", "in (0, 1]", train_fraction)
+        check_label_limits(labels_per_class, train_fraction)
         super().__init__(**kwargs)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:

@@ -14,14 +14,15 @@ from tlkit.backbones import DataConfig
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._folders import scan_images
+from tlkit.datamodules._labelled_data import LabelledData
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
-from tlkit.errors import ConfigError, config_error, refuse_base_class
+from tlkit.errors import config_error, refuse_base_class
 from tlkit.feature_cache import data_fingerprint
 
 
-class ImageDataModule(ResumableTrainLoaders, LightningDataModule):
+class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
     """Image loading, transforms from the model's `DataRequest`, seeded splits, resumable loaders and prediction.
 
     Two kinds derive from it: `ClassificationDataModule` (one labelled dataset) and `DomainDataModule` (a source and
@@ -46,6 +47,7 @@ class ImageDataModule(ResumableTrainLoaders, LightningDataModule):
 
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
+    classes_hint = "a classifier needs one folder per class"
     #: The split `test_dataloader` serves, and `predict_dataloader` without a ``predict_dir``.
     test_split = "test"
 
@@ -87,49 +89,9 @@ class ImageDataModule(ResumableTrainLoaders, LightningDataModule):
         self._predict: Split | None = None  # the predict_dir's images, once scanned
 
     # ----------------------------------------------------------------------------------------- for subclasses
-    def load_data(self) -> tuple[list[str], dict[str, Split]]:
-        """Return (class names, the samples as read); called once. The two kinds implement it."""
-        raise NotImplementedError
-
-    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        """Turn what `load_data` read into the named splits the loaders serve. The two kinds implement it."""
-        raise NotImplementedError
-
     def load_image(self, sample: Any) -> Image.Image:
         """Turn one stored sample into an RGB PIL image (default: open a file path)."""
         return open_rgb(sample)
-
-    def describe_source(self) -> str:
-        """Where the data comes from, for error messages (a folder for folder-based datamodules)."""
-        return type(self).__name__
-
-    # --------------------------------------------------------------------------------------------- classes
-    @property
-    def num_classes(self) -> int:
-        return len(self._load()[0])
-
-    def class_names(self) -> list[str]:
-        """Class names in label order (loads and checks the data on first use)."""
-        return list(self._load()[0])
-
-    def _load(self) -> tuple[list[str], dict[str, Split]]:
-        # Loading validates every file, so it runs once, whether `num_classes` or `setup` asks first.
-        if self._loaded is None:
-            classes, loaded = self.load_data()
-            if len(classes) < 2:
-                raise ConfigError(
-                    f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes) or 'none'}) "
-                    f"in {self.describe_source()}: a classifier needs one folder per class."
-                )
-            self._loaded = classes, loaded
-        return self._loaded
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        classes, loaded = self._load()
-        self.classes = classes
-        self.splits = self.make_splits(dict(loaded))
 
     # -------------------------------------------------------------------------------------------- datasets
     def resolve_data_config(self, request: DataRequest | None = None) -> DataConfig:

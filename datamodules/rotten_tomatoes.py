@@ -52,6 +52,6 @@ class RottenTomatoesDataModule(TextDataModule):
         >>> dm = RottenTomatoesDataModule(labels_per_class=100, max_length=64)
     """
 
-    def load_texts(self) -> tuple[list[str], dict[str, Split]]:
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
         texts, labels = rotten_tomatoes_snippets()
         return list(CLASSES), {"train": Split(texts, labels)}

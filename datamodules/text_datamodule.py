@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tlkit.backbones import TextConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules._attached import model_request
+from tlkit.datamodules._labelled_data import LabelledData, check_label_limits
 from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -62,8 +63,8 @@ def texts_fingerprint(split: Split) -> str:
     return digest.hexdigest()
 
 
-class TextDataModule(ResumableTrainLoaders, LightningDataModule):
-    """Base for labelled text datamodules: subclasses implement `load_texts`; splits, tokenization, feature serving
+class TextDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
+    """Base for labelled text datamodules: subclasses implement `load_data`; splits, tokenization, feature serving
     and resumable loaders are done here.
 
     Args:
@@ -102,48 +103,22 @@ class TextDataModule(ResumableTrainLoaders, LightningDataModule):
                 raise config_error(name, "in [0, 1)", value)
         if val_fraction + test_fraction >= 1.0:
             raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
-        if labels_per_class is not None and train_fraction is not None:
-            raise config_error("labels_per_class", "unset when train_fraction is set", labels_per_class)
-        if labels_per_class is not None and labels_per_class < 1:
-            raise config_error("labels_per_class", "an integer >= 1", labels_per_class)
-        if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
-            raise config_error("train_fraction", "in (0, 1]", train_fraction)
+        check_label_limits(labels_per_class, train_fraction)
         self.save_hyperparameters()
         self.classes: list[str] = []
         self.splits: dict[str, Split] = {}
         self._loaded: tuple[list[str], dict[str, Split]] | None = None
 
     # ----------------------------------------------------------------------------------------- for subclasses
-    def load_texts(self) -> tuple[list[str], dict[str, Split]]:
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
         """Return (class names, splits of texts); ``train`` is required, ``val``/``test`` are held out of it if
         missing. Called once."""
         raise NotImplementedError
 
-    # --------------------------------------------------------------------------------------------- classes
-    @property
-    def num_classes(self) -> int:
-        return len(self._load()[0])
-
-    def class_names(self) -> list[str]:
-        """Class names in label order."""
-        return list(self._load()[0])
-
-    def _load(self) -> tuple[list[str], dict[str, Split]]:
-        if self._loaded is None:
-            classes, loaded = self.load_texts()
-            if len(classes) < 2:
-                raise ConfigError(f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes)}).")
-            self._loaded = classes, loaded
-        return self._loaded
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        classes, loaded = self._load()
-        self.classes = classes
+    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         hp = self.hparams
-        self.splits = train_val_test(
-            dict(loaded), classes, hp.val_fraction, hp.test_fraction, hp.seed, hp.labels_per_class, hp.train_fraction
+        return train_val_test(
+            loaded, self.classes, hp.val_fraction, hp.test_fraction, hp.seed, hp.labels_per_class, hp.train_fraction
         )
 
     # ------------------------------------------------------------------------------------------- tokenizing

@@ -110,7 +110,7 @@ class TextFileDataModule(TextDataModule):
     ) -> None:
         super().__init__(**kwargs)
 
-    def load_texts(self) -> tuple[list[str], dict[str, Split]]:
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
         hp = self.hparams
         read = {
             name: read_rows(Path(path).expanduser(), hp.text_column, hp.label_column)

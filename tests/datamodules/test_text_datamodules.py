@@ -38,7 +38,7 @@ def test_csv_tsv_jsonl_and_folders_read_the_same_texts(tmp_path, sentiment_csv):
         TextFileDataModule(str(tmp_path / "reviews.jsonl")),
         TextFileDataModule(str(tmp_path / "folder")),
     ]
-    loaded = [dm.load_texts() for dm in modules]
+    loaded = [dm.load_data() for dm in modules]
     for classes, splits in loaded:
         assert classes == ["neg", "pos"]
         assert sorted(splits["train"].samples) == sorted(texts)

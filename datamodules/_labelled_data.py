@@ -1,0 +1,65 @@
+"""`LabelledData`: what every tlkit datamodule does with its data once read: load it once, know its classes, split."""
+
+from __future__ import annotations
+
+from tlkit.datamodules.datasets import Split
+from tlkit.errors import ConfigError, config_error
+
+
+def check_label_limits(labels_per_class: int | None, train_fraction: float | None) -> None:
+    """The limited-label arguments: at most one of them, each in range."""
+    if labels_per_class is not None and train_fraction is not None:
+        raise config_error("labels_per_class", "unset when train_fraction is set", labels_per_class)
+    if labels_per_class is not None and labels_per_class < 1:
+        raise config_error("labels_per_class", "an integer >= 1", labels_per_class)
+    if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
+        raise config_error("train_fraction", "in (0, 1]", train_fraction)
+
+
+class LabelledData:
+    """Datamodule mixin: `load_data` runs once, whichever of `num_classes`, `class_names` or `setup` asks first
+    (loading validates every sample), and `setup` turns what it read into splits with `make_splits`.
+
+    The datamodule's ``__init__`` sets ``classes = []``, ``splits = {}`` and ``_loaded = None``.
+    """
+
+    #: Completes "Expected at least 2 classes, but got 1 (...) in <source>: ..." for this kind of data.
+    classes_hint = "a classifier needs two classes or more"
+
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
+        """Return (class names, the samples as read); called once."""
+        raise NotImplementedError
+
+    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
+        """Turn what `load_data` read into the named splits the loaders serve."""
+        raise NotImplementedError
+
+    def describe_source(self) -> str:
+        """Where the data comes from, for error messages (a folder for folder-based datamodules)."""
+        return type(self).__name__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._load()[0])
+
+    def class_names(self) -> list[str]:
+        """Class names in label order (loads and checks the data on first use)."""
+        return list(self._load()[0])
+
+    def _load(self) -> tuple[list[str], dict[str, Split]]:
+        if self._loaded is None:
+            classes, loaded = self.load_data()
+            if len(classes) < 2:
+                raise ConfigError(
+                    f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes) or 'none'}) "
+                    f"in {self.describe_source()}: {self.classes_hint}."
+                )
+            self._loaded = classes, loaded
+        return self._loaded
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        classes, loaded = self._load()
+        self.classes = classes
+        self.splits = self.make_splits(dict(loaded))
