@@ -86,6 +86,26 @@ def test_domain_adaptation_exports_without_its_discriminator(tmp_path):
     assert parameters <= exported + sum(b.numel() for b in model.backbone.buffers())
 
 
+def test_an_adapter_only_checkpoint_exports_merged_and_predicts_as_the_adapted_model(tmp_path):
+    from tlkit.backbones import Adapter, Backbone
+
+    weights = tmp_path / "pretrained.pt"
+    torch.save(Backbone("test_resnet", weights=None).model.state_dict(), weights)
+    adapter = Adapter(rank=2, checkpoint="adapter_only")
+    model = FineTuning("test_resnet", weights=str(weights), adapter=adapter)
+    checkpoint = fitted_checkpoint(model, DigitsDataModule(image_size=32, labels_per_class=3), tmp_path / "lora.ckpt")
+    report = export(checkpoint, tmp_path / "out", formats=["onnx"])
+    assert report.max_difference["onnx"] <= 1e-4
+    names = [i.name for i in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.initializer]
+    assert not [n for n in names if "lora" in n or "base_layer" in n]  # merged: a plain network
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        adapted = model.eval()(images).softmax(-1)
+        exported = load_strategy(checkpoint)
+        exported.backbone.merge_adapter()
+        torch.testing.assert_close(exported(images).softmax(-1), adapted, atol=1e-5, rtol=0)
+
+
 def test_lite0_with_its_real_weights_exports_within_tolerance(tmp_path):
     model = FineTuning("tf_efficientnet_lite0", num_classes=10)
     checkpoint = fitted_checkpoint(model, DigitsDataModule(image_size=64, labels_per_class=2), tmp_path / "l0.ckpt")
