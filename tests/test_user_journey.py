@@ -94,3 +94,51 @@ def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
     expected = weights(checkpoints / "last.ckpt")
     got = weights(resumed / "logs" / "digits_finetune" / "version_0" / "checkpoints" / "last.ckpt")
     assert max((expected[k].double() - got[k].double()).abs().max().item() for k in expected) == 0.0
+
+
+def _kill_and_resume_matches_a_straight_run(tmp_path: Path, run: list[str], run_name: str, kill_step: int) -> Path:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    first = tlkit(run, straight)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kill = ["--trainer.callbacks+=tests._kill.KillAtStep", f"--trainer.callbacks.init_args.step={kill_step}"]
+    assert tlkit(run + kill, killed).returncode == -9
+    resumed = tlkit(run + ["--ckpt_path", "last"], killed)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = weights(straight / "logs" / run_name / "version_0" / "checkpoints" / "last.ckpt")
+    got = weights(killed / "logs" / run_name / "version_0" / "checkpoints" / "last.ckpt")
+    assert expected.keys() == got.keys()
+    assert max((expected[k].double() - got[k].double()).abs().max().item() for k in expected) == 0.0
+    return killed / "logs" / run_name / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_the_lora_config_killed_and_resumed_ends_bitwise_with_adapter_only_checkpoints(tmp_path):
+    run = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "digits_lora.yaml"),
+        "--data.init_args.image_size=32",
+        "--data.init_args.labels_per_class=4",
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        "--checkpoint.every_n_train_steps=1",
+    ]
+    last = _kill_and_resume_matches_a_straight_run(tmp_path, run, "digits_lora", kill_step=3)
+    state = weights(last)
+    assert not any(k.endswith("base_layer.weight") for k in state)  # adapter-only, resumed from one all the same
+    assert any("lora_A" in k for k in state)
+
+
+def test_the_text_config_killed_and_resumed_ends_bitwise(tmp_path, tiny_bert):
+    run = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "text_gradual_unfreezing.yaml"),
+        f"--model.init_args.backbone=hf:{tiny_bert}",
+        "--data.init_args.labels_per_class=8",
+        "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        "--checkpoint.every_n_train_steps=1",
+    ]
+    _kill_and_resume_matches_a_straight_run(tmp_path, run, "text_gradual_unfreezing", kill_step=6)
