@@ -171,3 +171,7 @@ class TextDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.evaluation_loader("test")
+
+    def predict_sample_names(self) -> list[str]:
+        """Each predicted text as the written predictions name it: its first 80 characters."""
+        return [text if len(text) <= 80 else text[:77] + "..." for text in self.splits["test"].samples]

@@ -150,3 +150,10 @@ def test_a_text_model_trains_through_the_datamodule(tiny_bert, sentiment_csv):
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     assert model.num_classes == 2 and 0.0 <= result["test/acc"] <= 1.0
     assert trainer.global_step == 2 * len(dm.train_dataloader())
+
+
+def test_predictions_are_named_by_their_text(sentiment_csv):
+    dm = TextFileDataModule(str(sentiment_csv))
+    dm.setup()
+    names = dm.predict_sample_names()
+    assert names == dm.splits["test"].samples and all(len(n) <= 80 for n in names)
