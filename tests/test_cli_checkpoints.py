@@ -116,7 +116,7 @@ def test_user_errors_are_one_line_and_leave_no_run_folder(args, match, tmp_path,
 
 def test_bad_schedule_found_at_setup_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = (REPO / "configs" / "digits_lp_ft.yaml").read_text().replace("{5: all}", "{5: [layer9]}")
+    config = (REPO / "configs" / "digits_lp_ft.yaml").read_text().replace("{15: all}", "{15: [layer9]}")
     (tmp_path / "lp_ft.yaml").write_text(config)
     lines = error_lines(capsys, ["fit", "--config", "lp_ft.yaml", *TINY[1:3]])
     assert len(lines) == 2 and "entry 'layer9'" in lines[0] and "(all 5): conv1+bn1" in lines[0], lines
