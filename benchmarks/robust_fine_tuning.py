@@ -37,7 +37,8 @@ from tlkit.datamodules.datasets import ImageDataset, Split
 from tlkit.datamodules.digits_m import blend_onto_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
 from tlkit.datamodules.transforms import eval_transform
-from tlkit.strategies import BSS, L2SP, FeatureExtraction, FineTuning
+from tlkit.strategies import FeatureExtraction, FineTuning
+from tlkit.strategies.regularization import BSS, L2SP
 from tlkit.weight_interpolation import DEFAULT_ALPHAS, interpolate_state, select_alpha
 
 RUNS_FILE = RESULTS / "robust_fine_tuning_runs.json"

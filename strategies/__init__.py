@@ -9,12 +9,10 @@ from tlkit.strategies.fine_tuning import FineTuning
 from tlkit.strategies.joint_training import JointTraining
 from tlkit.strategies.mcc import MCC
 from tlkit.strategies.mme import MME
-from tlkit.strategies.regularization import BSS, L2SP
 from tlkit.strategies.self_training import SelfTraining
 from tlkit.strategies.transfer_module import TransferModule
 
 __all__ = [
-    "BSS",
     "CDAN",
     "DAN",
     "DANN",
@@ -24,7 +22,6 @@ __all__ = [
     "FeatureExtraction",
     "FineTuning",
     "JointTraining",
-    "L2SP",
     "MCC",
     "MME",
     "SelfTraining",

@@ -61,18 +61,20 @@ class FineTuning(TransferModule):
         self.adapter = Adapter(**adapter) if isinstance(adapter, dict) else adapter
         self.l2_sp = L2SP(**l2_sp) if isinstance(l2_sp, dict) else l2_sp
         self.bss = BSS(**bss) if isinstance(bss, dict) else bss
-        if self.adapter is not None and self.adapter.checkpoint == "adapter_only" and kwargs.get("weights", 1) is None:
+        super().__init__(backbone, **kwargs)
+        for name, value in (("adapter", self.adapter), ("l2_sp", self.l2_sp), ("bss", self.bss)):
+            self.hparams[name] = dataclasses.asdict(value) if value is not None else None
+
+    def configure_backbone(self) -> None:
+        # (`weights` is read from the saved hyperparameters, not from **kwargs: jsonargparse reads this signature's
+        # source, and a kwargs lookup here would hide the parent's argument from the CLI.)
+        if self.adapter is not None and self.adapter.checkpoint == "adapter_only" and self.hparams.weights is None:
             raise config_error(
                 "adapter.checkpoint",
                 "'full' with `weights: null` (random pretrained weights cannot be rebuilt to load an adapter-only "
                 "checkpoint)",
                 "adapter_only",
             )
-        super().__init__(backbone, **kwargs)
-        for name, value in (("adapter", self.adapter), ("l2_sp", self.l2_sp), ("bss", self.bss)):
-            self.hparams[name] = dataclasses.asdict(value) if value is not None else None
-
-    def configure_backbone(self) -> None:
         if self.adapter is not None and self.backbone.adapter is None:
             self.backbone.add_adapter(self.adapter)
         n = len(self.backbone.layer_groups)

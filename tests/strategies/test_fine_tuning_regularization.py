@@ -9,7 +9,8 @@ from tests.callbacks._helpers import NUM_CLASSES, loaders, max_difference, train
 from tests.conftest import quiet_trainer
 from tlkit.errors import ConfigError
 from tlkit.functional import batch_spectral_shrinkage
-from tlkit.strategies import BSS, L2SP, FineTuning
+from tlkit.strategies import FineTuning
+from tlkit.strategies.regularization import BSS, L2SP
 
 
 def _model(**kwargs) -> FineTuning:
