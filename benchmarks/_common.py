@@ -6,6 +6,7 @@ import json
 import platform
 from pathlib import Path
 
+import lightning as L
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -15,6 +16,18 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {torch.get_num_threads()} CPU threads{gpu}, torch {torch.__version__}"
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A Trainer that measures only training: no logger, checkpoints, progress bar, summary or sanity check."""
+    defaults = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -15,7 +15,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, table, write_json
+from _common import machine, quiet_trainer, table, write_json
 from lightning.pytorch.callbacks import BackboneFinetuning
 
 from tlkit.callbacks import ProgressiveUnfreezing
@@ -31,15 +31,7 @@ def data(args) -> DigitsDataModule:
 def fit_and_test(model, callbacks, args, epochs: int | None = None) -> tuple[float, float]:
     L.seed_everything(0, verbose=False)
     dm = data(args)
-    trainer = L.Trainer(
-        max_epochs=epochs or args.epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=epochs or args.epochs, callbacks=callbacks)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _common import RESULTS, machine, table, write_json
+from _common import RESULTS, machine, quiet_trainer, table, write_json
 from torch.utils.data import DataLoader
 
 from tlkit.backbones import Adapter
@@ -111,15 +111,7 @@ def run(method: str, labels: str, seed: int, epochs: int) -> dict[str, dict]:
         image_size=IMAGE_SIZE, labels_per_class=None if labels == "all" else int(labels), batch_size=32, seed=seed
     )
     model, callbacks = recipe(method, epochs)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started

@@ -18,7 +18,7 @@ import time
 
 import lightning as L
 import torch
-from _common import RESULTS, machine, table, write_json
+from _common import RESULTS, machine, quiet_trainer, table, write_json
 
 from tlkit.backbones import Adapter, Backbone
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
@@ -78,16 +78,7 @@ def run(method: str, labels: str, seed: int) -> dict:
     model, callbacks, epochs = recipe(method, labels)
     # The probe's head steps on cached features cost Lightning's per-step overhead and little else: larger batches.
     dm = data(labels, seed, batch_size=PROBE_BATCH if method == "FeatureExtraction (cached)" else 32)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=epochs,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, check_val_every_n_epoch=epochs)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started

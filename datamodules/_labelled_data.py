@@ -6,6 +6,17 @@ from tlkit.datamodules.datasets import Split
 from tlkit.errors import ConfigError, config_error
 
 
+def check_split_arguments(batch_size: int, val_fraction: float, test_fraction: float) -> None:
+    """The batch size and the held-out fractions every labelled datamodule takes."""
+    if batch_size < 1:
+        raise config_error("batch_size", "an integer >= 1", batch_size)
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise config_error(name, "in [0, 1)", value)
+    if val_fraction + test_fraction >= 1.0:
+        raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
+
+
 def check_label_limits(labels_per_class: int | None, train_fraction: float | None) -> None:
     """The limited-label arguments: at most one of them, each in range."""
     if labels_per_class is not None and train_fraction is not None:

@@ -14,7 +14,7 @@ from tlkit.backbones import DataConfig
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._folders import scan_images
-from tlkit.datamodules._labelled_data import LabelledData
+from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
@@ -68,15 +68,9 @@ class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
     ) -> None:
         super().__init__()
         refuse_base_class(self, "data", "tlkit.datamodules")
-        if batch_size < 1:
-            raise config_error("batch_size", "an integer >= 1", batch_size)
+        check_split_arguments(batch_size, val_fraction, test_fraction)
         if persistent_workers and num_workers == 0:
             raise config_error("persistent_workers", "false when num_workers is 0", persistent_workers)
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise config_error(name, "in [0, 1)", value)
-        if val_fraction + test_fraction >= 1.0:
-            raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
         if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
             raise config_error("crop_pct", "in (0, 1]", crop_pct)
         # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames).

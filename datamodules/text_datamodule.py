@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tlkit.backbones import TextConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules._attached import model_request
-from tlkit.datamodules._labelled_data import LabelledData, check_label_limits
+from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, check_split_arguments
 from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -94,15 +94,9 @@ class TextDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
     ) -> None:
         super().__init__()
         refuse_base_class(self, "data", "tlkit.datamodules")
-        if batch_size < 1:
-            raise config_error("batch_size", "an integer >= 1", batch_size)
+        check_split_arguments(batch_size, val_fraction, test_fraction)
         if max_length < 2:
             raise config_error("max_length", "an integer >= 2 (room for the special tokens)", max_length)
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise config_error(name, "in [0, 1)", value)
-        if val_fraction + test_fraction >= 1.0:
-            raise config_error("val_fraction + test_fraction", "below 1", val_fraction + test_fraction)
         check_label_limits(labels_per_class, train_fraction)
         self.save_hyperparameters()
         self.classes: list[str] = []
