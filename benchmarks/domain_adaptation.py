@@ -1,122 +1,451 @@
-"""Domain adaptation on the bundled DigitsM shift (digits -> digits on photo patches) with the pretrained
-EfficientNet-Lite0: target test accuracy of each method over several seeds.
+"""Domain adaptation on two real shifts (MNIST-5k -> scikit-learn digits and back) and the synthetic DigitsM, with the
+pretrained EfficientNet-Lite0: target test accuracy of every method over seeds, and how close label-free selection
+of hyperparameters, epoch and method comes to the choice target labels would make.
 
-    python benchmarks/domain_adaptation.py [--seeds 0 1 2 3 4] [--epochs 6] [--iters 40] [--methods SourceOnly DANN ...]
+    python benchmarks/domain_adaptation.py [--shifts mnist-digits digits-mnist digits-m] [--methods DANN SHOT ...]
+        [--seeds 0 1 2 3 4] [--epochs 10] [--iters 100] [--sweep] [--workers 1] [--deadline-minutes 0]
 
-Each run selects its checkpoint without target labels (best ``val/im``) and is tested on the target test split.
-Prints a Markdown table (mean and std over seeds, wall time) and writes benchmarks/results/domain_adaptation.json.
+Every run validates each epoch on the target validation split and records the three label-free validators
+(``val/im``, ``val/snd``, ``val/bnm``), the target validation accuracy (what an oracle with target labels would select
+on) and the target test accuracy of that epoch. A method's score is its test accuracy at the epoch with the best
+``val/im`` (the `tlkit` command's default checkpoint); target labels never choose anything reported as a method's
+result. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks the
+(hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
+
+SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it). Each
+finished run is appended to benchmarks/results/domain_adaptation_runs.jsonl at once; a rerun with the same settings
+skips the runs already there, so the benchmark can be run per method, per shift, or stopped and continued.
+``--workers N`` trains N runs at once (on a GPU; on a 2-core CPU keep 1). Prints Markdown tables and writes
+benchmarks/results/domain_adaptation.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "domain_adaptation_runs.jsonl"  # --runs-file changes it
+VALIDATORS = ("val/im", "val/snd", "val/bnm")
+ORACLE = "Oracle (target labels)"
 
-from tlkit.datamodules import DigitsMDataModule
-from tlkit.strategies import CDAN, DANN, MCC, JointTraining, SelfTraining, SourceOnly
-
-# name -> (strategy class, extra init args, target labels)
-METHODS = {
-    "SourceOnly": (SourceOnly, {}, "none"),
-    "DANN": (DANN, {}, "none"),
-    "CDAN": (CDAN, {}, "none"),
-    "MCC": (MCC, {}, "none"),
-    "SelfTraining": (SelfTraining, {}, "none"),
-    "Oracle (target labels)": (JointTraining, {"source_weight": 0.0}, "all"),
+SHIFTS = {
+    "mnist-digits": "MNIST-5k -> digits",
+    "digits-mnist": "digits -> MNIST-5k",
+    "digits-m": "DigitsM (digits -> digits on photos)",
 }
+# name -> (strategy class name, extra init args, target labels); SHOT starts from SourceOnly's checkpoint.
+METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "SourceOnly": ("SourceOnly", {}, "none"),
+    "DANN": ("DANN", {}, "none"),
+    "CDAN": ("CDAN", {}, "none"),
+    "DAN": ("DAN", {}, "none"),
+    "DeepCORAL": ("DeepCORAL", {}, "none"),
+    "MCC": ("MCC", {}, "none"),
+    "SelfTraining": ("SelfTraining", {}, "none"),
+    "SelfTraining, as before (no warm-up, teacher or balance)": (
+        "SelfTraining",
+        {"warmup": 0.0, "teacher_decay": 0.0, "balance_weight": 0.0},
+        "none",
+    ),
+    "SHOT": ("SHOT", {}, "none"),
+    "MME (3 target labels per class)": ("MME", {}, "few"),
+    ORACLE: ("JointTraining", {"source_weight": 0.0}, "all"),
+}
+UNSUPERVISED = ("DANN", "CDAN", "DAN", "DeepCORAL", "MCC", "SelfTraining", "SHOT")
+# The hyperparameter each method's sweep varies (the default value is always among them).
+SWEEPS: dict[str, tuple[str, list[float]]] = {
+    "DANN": ("trade_off", [0.3, 1.0, 3.0]),
+    "CDAN": ("trade_off", [0.3, 1.0, 3.0]),
+    "MCC": ("trade_off", [0.3, 1.0, 3.0]),
+    "SelfTraining": ("trade_off", [0.3, 1.0, 3.0]),
+    "SHOT": ("pseudo_label_weight", [0.0, 0.3, 1.0]),
+}
+DEFAULTS = {"trade_off": 1.0, "pseudo_label_weight": 0.3}
+# SHOT trains the backbone alone, from a converged model: a smaller step (SHOT's own code: 1e-3 x 0.1 with SGD).
+SHOT_OPTIMIZATION = {"lr": 1e-3, "backbone_lr_factor": 0.1}
 
 
-def run(name: str, seed: int, args: argparse.Namespace, out_dir: Path) -> dict:
-    cls, extra, target_labels = METHODS[name]
-    L.seed_everything(seed, verbose=False)
-    started = time.perf_counter()
-    data = DigitsMDataModule(
+# ------------------------------------------------------------------------------------------------------- the jobs
+def job_key(shift: str, method: str, seed: int, overrides: dict[str, float]) -> str:
+    swept = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{shift}|{method}|{seed}|{swept}"
+
+
+def planned_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """In priority order, so that a run stopped by its deadline leaves whole tables: every seed of the real shifts
+    with default settings, then their sweeps, then DigitsM (whole seeds first within each). SHOT jobs ride on their
+    SourceOnly job."""
+    real = [s for s in args.shifts if s != "digits-m"]
+    phases = (
+        [(real, False)]
+        + ([(real, True)] if args.sweep else [])
+        + [([s for s in args.shifts if s == "digits-m"], False)]
+    )
+    jobs = []
+    for shifts, sweep in phases:
+        for seed in args.seeds:
+            for shift in shifts:
+                for method in args.methods:
+                    if method == "SHOT":
+                        continue  # run by the SourceOnly job of the same shift and seed
+                    if sweep and method not in SWEEPS:
+                        continue
+                    if sweep:
+                        name, grid = SWEEPS[method]
+                        variants = [{name: v} for v in grid if v != DEFAULTS[name]]
+                    else:
+                        variants = [{}]
+                    for overrides in variants:
+                        shot = []
+                        if method == "SourceOnly" and "SHOT" in args.methods:
+                            name, grid = SWEEPS["SHOT"]
+                            swept = args.sweep and shift != "digits-m"
+                            shot = [{}] + ([{name: v} for v in grid if v != DEFAULTS[name]] if swept else [])
+                        jobs.append(
+                            {"shift": shift, "method": method, "seed": seed, "overrides": overrides, "shot": shot}
+                        )
+    return jobs
+
+
+# ----------------------------------------------------------------------------------------------------- one run
+def make_data(shift: str, seed: int, target_labels: str, args: argparse.Namespace):
+    from tlkit.datamodules import DigitsMDataModule, MnistDigitsDataModule
+
+    common = dict(
         image_size=args.image_size,
         iters_per_epoch=args.iters,
         batch_size=args.batch_size,
         target_labels=target_labels,
         seed=seed,
     )
-    model = cls(
-        backbone="tf_efficientnet_lite0",
-        weights="imagenet",
-        backbone_lr_factor=args.backbone_lr_factor,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01),
-        **extra,
+    if shift == "digits-m":
+        return DigitsMDataModule(**common)
+    return MnistDigitsDataModule(source="mnist" if shift == "mnist-digits" else "digits", **common)
+
+
+def per_epoch_recorder():
+    """A callback recording, at every validation epoch, the validators, target val accuracy and target test
+    accuracy (the test split is only ever read to report, never to choose)."""
+    import torch
+    from lightning.pytorch import Callback
+
+    class RecordEpochs(Callback):
+        def __init__(self) -> None:
+            self.epochs: list[dict[str, float]] = []
+
+        def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are logged
+            if trainer.sanity_checking:
+                return
+            metrics = trainer.callback_metrics
+            row = {k: float(metrics[k]) for k in (*VALIDATORS, "val/target_acc") if k in metrics}
+            correct = total = 0
+            was_training = pl_module.training
+            pl_module.eval()
+            with torch.no_grad():
+                for x, y in trainer.datamodule.test_dataloader():
+                    prediction = pl_module(x.to(pl_module.device)).argmax(dim=1).cpu()
+                    correct += int((prediction == y).sum())
+                    total += len(y)
+            pl_module.train(was_training)
+            row["test_acc"] = correct / total
+            row["epoch"] = trainer.current_epoch
+            self.epochs.append(row)
+
+    return RecordEpochs()
+
+
+def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Namespace, source: str | None = None):
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    import tlkit.strategies as strategies
+
+    class_name, extra, target_labels = METHODS[method]
+    seed = job["seed"]
+    L.seed_everything(seed, verbose=False)
+    started = time.perf_counter()
+    data = make_data(job["shift"], seed, target_labels, args)
+    lr, factor = args.lr, args.backbone_lr_factor
+    kwargs = {**extra, **overrides}
+    if method == "SHOT":
+        lr, factor = SHOT_OPTIMIZATION["lr"], SHOT_OPTIMIZATION["backbone_lr_factor"]
+        kwargs["source_checkpoint"] = source
+    else:
+        kwargs["weights"] = None if args.weights == "null" else args.weights
+    model = getattr(strategies, class_name)(
+        backbone=args.backbone,
+        backbone_lr_factor=factor,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
+        **kwargs,
     )
-    metric, mode = model.checkpoint_monitor
-    checkpoint = ModelCheckpoint(dirpath=out_dir / f"{cls.__name__}-{seed}", monitor=metric, mode=mode)
+    recorder = per_epoch_recorder()
+    folder = RESULTS / "da_checkpoints" / job_key(job["shift"], method, seed, overrides).replace("|", "_")
+    # Only SourceOnly's selected model is needed afterwards (SHOT starts from it); the other runs keep none.
+    keep = method == "SourceOnly"
+    checkpoint = ModelCheckpoint(dirpath=folder, monitor="val/im", mode="max", save_top_k=1, save_weights_only=True)
     trainer = L.Trainer(
         max_epochs=args.epochs,
-        callbacks=[checkpoint],
+        callbacks=[recorder, checkpoint] if keep else [recorder],
+        enable_checkpointing=keep,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
-    (result,) = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)
-    return {"method": name, "seed": seed, "target_acc": result["test/acc"], "seconds": time.perf_counter() - started}
+    epochs = recorder.epochs
+    chosen = max(epochs, key=lambda e: e["val/im"])
+    record = {
+        "key": job_key(job["shift"], method, seed, overrides),
+        "shift": job["shift"],
+        "method": method,
+        "seed": seed,
+        "overrides": overrides,
+        "target_acc": chosen["test_acc"],
+        "epochs": epochs,
+        "seconds": time.perf_counter() - started,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "workers": args.workers,
+    }
+    return record, checkpoint.best_model_path if keep else None
+
+
+def run_job(job: dict[str, Any], args: argparse.Namespace, done: set[str]) -> None:
+    key = job_key(job["shift"], job["method"], job["seed"], job["overrides"])
+    source = None
+    if key not in done or any(job_key(job["shift"], "SHOT", job["seed"], o) not in done for o in job["shot"]):
+        record, source = train(job, job["method"], job["overrides"], args)
+        if key not in done:
+            append_run(record)
+    for overrides in job["shot"]:
+        if job_key(job["shift"], "SHOT", job["seed"], overrides) not in done:
+            append_run(train(job, "SHOT", overrides, args, source=source)[0])
+
+
+# ----------------------------------------------------------------------------------------- results and workers
+@contextmanager
+def locked(path: Path, mode: str):
+    with open(path, mode) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    keep = ("epochs", "iters", "batch_size", "image_size", "lr", "backbone_lr_factor", "backbone", "weights")
+    return {k: getattr(args, k) for k in keep}
+
+
+def append_run(record: dict[str, Any]) -> None:
+    record["settings"] = CURRENT_SETTINGS
+    with locked(Path(CURRENT_RUNS_FILE), "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def load_runs(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    path = Path(CURRENT_RUNS_FILE)
+    if not path.is_file():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in runs if r.get("settings") == settings]
+
+
+def claim_next(counter: Path) -> int:
+    with locked(counter, "a+") as handle:
+        handle.seek(0)
+        taken = int(handle.read() or 0)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(taken + 1))
+    return taken
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Claim jobs from the shared queue until it is empty or the deadline has passed."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
+    jobs = planned_jobs(args)
+    done = {r["key"] for r in load_runs(settings_of(args))}
+    counter = RESULTS / f"domain_adaptation_queue{args.queue}"
+    while True:
+        if args.deadline and time.time() > args.deadline:
+            return
+        index = claim_next(counter)
+        if index >= len(jobs):
+            return
+        try:
+            run_job(jobs[index], args, done)
+        except Exception as error:  # one failed run must not stop the others; it is reported and rerun next time
+            print(f"FAILED {jobs[index]}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+
+def launch_workers(args: argparse.Namespace) -> None:
+    queue = f"-{os.getpid()}"
+    (RESULTS / f"domain_adaptation_queue{queue}").write_text("0")
+    deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else 0
+    command = [sys.executable, __file__, *sys.argv[1:], "--worker", "--queue", queue, "--deadline", str(deadline)]
+    processes = [subprocess.Popen(command) for _ in range(args.workers)]
+    for process in processes:
+        process.wait()
+    (RESULTS / f"domain_adaptation_queue{queue}").unlink()
+
+
+# ------------------------------------------------------------------------------------------------------- report
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def pick(epochs_by_run: list[list[dict]], metric: str) -> dict:
+    """The (run, epoch) with the best ``metric`` over a seed's candidate runs (all maximised)."""
+    return max((e for epochs in epochs_by_run for e in epochs), key=lambda e: e[metric])
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for shift in args.shifts:
+        shift_runs = [r for r in runs if r["shift"] == shift and r["seed"] in args.seeds]
+        defaults = {m: [r for r in shift_runs if r["method"] == m and not r["overrides"]] for m in args.methods}
+        rows = {}
+        for method, method_runs in defaults.items():
+            if not method_runs:
+                continue
+            accs = [r["target_acc"] for r in method_runs]
+            mean, std = mean_std(accs)
+            rows[method] = {
+                "mean": mean,
+                "std": std,
+                "seeds": len(accs),
+                "per_seed": {r["seed"]: r["target_acc"] for r in method_runs},
+                "seconds": statistics.median(r["seconds"] for r in method_runs),
+            }
+        low = rows.get("SourceOnly", {}).get("mean")
+        high = rows.get(ORACLE, {}).get("mean")
+        print(f"\n### {SHIFTS[shift]}\n")
+        print("| method | target test accuracy, % (mean +- std) | seeds | gap recovered | wall time per run |")
+        print("|---|---|---|---|---|")
+        for method, row in rows.items():
+            gap = ""
+            if low is not None and high is not None and high > low and method not in ("SourceOnly", ORACLE):
+                row["gap_recovered"] = (row["mean"] - low) / (high - low)
+                gap = f"{100 * row['gap_recovered']:.0f}%"
+            print(
+                f"| {method} | {100 * row['mean']:.1f} +- {100 * row['std']:.1f} | {row['seeds']} | {gap} | "
+                f"{row['seconds']:.0f} s |"
+            )
+        selection = selection_table(shift_runs, args, low, high)
+        summary[shift] = {"methods": rows, "selection": selection}
+    return summary
+
+
+def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
+    """Per seed, each selector picks (hyperparameter, epoch) within a method, and (method, hyperparameter, epoch)
+    across the unsupervised methods; reported: the test accuracy of its pick, mean over seeds."""
+    selectors = (*VALIDATORS, "val/target_acc")
+    methods = [m for m in UNSUPERVISED if m in args.methods]
+    table: dict[str, dict[str, float]] = {}
+    for scope in [*methods, "any unsupervised method"]:
+        members = methods if scope == "any unsupervised method" else [scope]
+        per_selector: dict[str, list[float]] = {s: [] for s in selectors}
+        for seed in args.seeds:
+            candidates = [r["epochs"] for r in shift_runs if r["seed"] == seed and r["method"] in members]
+            if len(candidates) < 2 and scope != "any unsupervised method":
+                continue  # no sweep for this seed
+            if not candidates:
+                continue
+            for selector in selectors:
+                per_selector[selector].append(pick(candidates, selector)["test_acc"])
+        if per_selector["val/im"]:
+            table[scope] = {s: statistics.mean(v) for s, v in per_selector.items()}
+            table[scope]["seeds"] = len(per_selector["val/im"])
+    if table:
+        print(
+            "\nLabel-free selection: target test accuracy (%) of the run and epoch each selector picks, mean over "
+            "seeds (`val/target_acc` is the oracle pick, with target labels)\n"
+        )
+        print("| choosing among | " + " | ".join(selectors) + " | seeds |")
+        print("|---" * (len(selectors) + 2) + "|")
+        for scope, row in table.items():
+            cells = " | ".join(f"{100 * row[s]:.1f}" for s in selectors)
+            print(f"| {scope} | {cells} | {row['seeds']} |")
+        overall = table.get("any unsupervised method")
+        if overall and low is not None and high is not None and high > low:
+            for s in selectors:
+                overall[f"gap_recovered/{s}"] = (overall[s] - low) / (high - low)
+            print(
+                "Gap recovered by the method chosen per validator: "
+                + ", ".join(f"{s} {100 * overall[f'gap_recovered/{s}']:.0f}%" for s in selectors)
+            )
+    return table
+
+
+CURRENT_SETTINGS: dict[str, Any] = {}
+CURRENT_RUNS_FILE = str(RUNS)
 
 
 def main() -> None:
+    global CURRENT_SETTINGS, CURRENT_RUNS_FILE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--iters", type=int, default=40, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--backbone-lr-factor", type=float, default=0.5)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, or null (a quick check of the script)")
+    parser.add_argument("--sweep", action="store_true", help="also run each method's hyperparameter sweep (SWEEPS)")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once (on a GPU)")
+    parser.add_argument("--deadline-minutes", type=float, default=0, help="start no run after this (0: no limit)")
+    parser.add_argument("--runs-file", default=str(RUNS), help="where finished runs are appended (JSON lines)")
+    parser.add_argument("--report-only", action="store_true", help="print the tables of the runs already saved")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--queue", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results_dir = Path(__file__).parent / "results"
-    out = results_dir / "domain_adaptation.json"
-    results_dir.mkdir(exist_ok=True)
-    # Each finished run is saved at once; a rerun with the same settings skips the runs already done.
-    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "methods")}
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    runs = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
-    for name in args.methods:
-        for seed in args.seeds:
-            if any(r["method"] == name and r["seed"] == seed for r in runs):
-                continue
-            runs.append(run(name, seed, args, results_dir / "da_checkpoints"))
-            out.write_text(json.dumps({"settings": settings, "runs": runs}, indent=2))
-    runs = [r for r in runs if r["method"] in args.methods and r["seed"] in args.seeds]
-
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    RESULTS.mkdir(exist_ok=True)
+    CURRENT_SETTINGS, CURRENT_RUNS_FILE = settings_of(args), args.runs_file
+    if args.worker:
+        return worker(args)
+    if not args.report_only:
+        if args.workers > 1:
+            launch_workers(args)
+        else:
+            args.queue, args.deadline = f"-{os.getpid()}", 0
+            (RESULTS / f"domain_adaptation_queue{args.queue}").write_text("0")
+            if args.deadline_minutes:
+                args.deadline = time.time() + 60 * args.deadline_minutes
+            worker(args)
+            (RESULTS / f"domain_adaptation_queue{args.queue}").unlink()
+    runs = load_runs(CURRENT_SETTINGS)
+    devices = sorted({r.get("device", "cpu") for r in runs})
+    machine = f"{platform.machine()}, torch {__import__('torch').__version__}, devices: {', '.join(devices)}"
     print(
-        f"\nDigitsM, tf_efficientnet_lite0 (ImageNet), {args.image_size} px, {args.epochs} epochs x {args.iters} "
-        f"steps, batch {args.batch_size} per domain, seeds {args.seeds}, CPU ({machine})"
+        f"{args.backbone} ({args.weights}), {args.image_size} px, {args.epochs} epochs x {args.iters} steps, batch "
+        f"{args.batch_size} per domain, AdamW lr {args.lr} (backbone x{args.backbone_lr_factor}; SHOT "
+        f"{SHOT_OPTIMIZATION['lr']} x{SHOT_OPTIMIZATION['backbone_lr_factor']}), seeds {args.seeds}; {machine}"
     )
-    print("| method | target test accuracy (mean +- std) | wall time per run |")
-    print("|---|---|---|")
-    summary = {}
-    for name in args.methods:
-        accs = [r["target_acc"] for r in runs if r["method"] == name]
-        secs = [r["seconds"] for r in runs if r["method"] == name]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        summary[name] = {"mean": statistics.mean(accs), "std": std, "seconds": statistics.median(secs)}
-        print(f"| {name} | {100 * summary[name]['mean']:.1f} +- {100 * std:.1f} | {summary[name]['seconds']:.0f} s |")
-    if {"SourceOnly", "Oracle (target labels)"} <= summary.keys():
-        low, high = summary["SourceOnly"]["mean"], summary["Oracle (target labels)"]["mean"]
-        unsupervised = [n for n in summary if n not in ("SourceOnly", "Oracle (target labels)")]
-        if unsupervised and high > low:
-            best = max(unsupervised, key=lambda n: summary[n]["mean"])
-            recovered = (summary[best]["mean"] - low) / (high - low)
-            print(f"Best unsupervised method: {best}, recovering {100 * recovered:.0f}% of the SourceOnly-oracle gap.")
-    payload = {"settings": settings, "machine": machine, "runs": runs, "summary": summary}
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"JSON: {out}")
+    summary = report(args, runs)
+    out = RESULTS / "domain_adaptation.json"
+    out.write_text(json.dumps({"settings": CURRENT_SETTINGS, "machine": machine, "summary": summary}, indent=2))
+    print(f"\nJSON: {out}; runs: {args.runs_file}")
 
 
 if __name__ == "__main__":

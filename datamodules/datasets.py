@@ -60,10 +60,13 @@ class ImageDataset(Dataset):
 
 
 class UnlabelledDataset(Dataset):
-    """Target images without their labels (so no strategy can use them by accident), in one or two views."""
+    """Target images without their labels (so no strategy can use them by accident), in one or two views; with
+    ``with_index``, each sample is ``(views, index)``: its position in ``split``."""
 
-    def __init__(self, split: Split, load: Callable[[Any], Image.Image], transforms: list[Callable]) -> None:
-        self.split, self.load, self.transforms = split, load, transforms
+    def __init__(
+        self, split: Split, load: Callable[[Any], Image.Image], transforms: list[Callable], with_index: bool = False
+    ) -> None:
+        self.split, self.load, self.transforms, self.with_index = split, load, transforms, with_index
 
     def __len__(self) -> int:
         return len(self.split.labels)
@@ -72,4 +75,5 @@ class UnlabelledDataset(Dataset):
         image = self.load(self.split.samples[index])
         with seeded(sample_seed(index)):  # one seed for all views: the draws continue from view to view
             views = [t(image) for t in self.transforms]
-        return views[0] if len(views) == 1 else views
+        sample = views[0] if len(views) == 1 else views
+        return (sample, index) if self.with_index else sample

@@ -10,16 +10,20 @@ from typing import Literal
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch.utils.data import DataLoader
 
+from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request
 from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.datasets import Split, UnlabelledDataset
 from tlkit.datamodules.image_datamodule import ImageDataModule
-from tlkit.datamodules.transforms import strong_transform, train_transform, weak_transform
+from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
 from tlkit.errors import config_error
 
 TargetLabels = Literal["none", "few", "all"]
 EpochLength = int | Literal["max", "min"]
+# Each training loader's shuffling seed is the datamodule's seed plus its offset, fixed per domain so that serving
+# fewer domains (source-free) leaves the others' orders unchanged.
+SEED_OFFSETS = {"source": 0, "target": 1, "target_labeled": 2}
 
 
 class DomainDataModule(ImageDataModule):
@@ -27,10 +31,11 @@ class DomainDataModule(ImageDataModule):
 
     Training batches are dicts from Lightning's CombinedLoader, one DataLoader per domain (so DDP gives each its own
     DistributedSampler): ``source`` -> (images, labels); ``target`` -> images, or [weak, strong] views when the
-    model's `DataRequest` asks for ``target_views: weak_strong``; ``target_labeled`` -> (images, labels) unless
-    ``target_labels`` is ``none``. Validation has two loaders, source val and target val; test and predict use the
-    target test split. Target val and test are held out of the target training pool, and model selection never sees
-    target test.
+    model's `DataRequest` asks for ``target_views: weak_strong`` (and ``(views, indices)`` when it asks for
+    ``target_indices``); ``target_labeled`` -> (images, labels) unless ``target_labels`` is ``none``. Validation has
+    two loaders, source val and target val; test and predict use the target test split. Target val and test are held
+    out of the target training pool, and model selection never sees target test. A model that asks for
+    ``source_free`` (SHOT) gets no source loader at all, in training or validation.
 
     Subclasses implement `load_domains`.
 
@@ -98,19 +103,20 @@ class DomainDataModule(ImageDataModule):
             splits["target_labeled"] = splits["target_train"]
         return splits
 
-    def _target_views(self) -> list[Callable]:
-        config, hp = self.resolve_data_config(), self.hparams
-        if model_request(self).target_views == "weak_strong":
+    def _target_views(self, request: DataRequest) -> list[Callable]:
+        config, hp = self.resolve_data_config(request), self.hparams
+        if request.target_views == "weak_strong":
             return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
         return [train_transform(config, hp.augment, hp.hflip)]
 
     # --------------------------------------------------------------------------------------------- loaders
     def train_dataloader(self) -> CombinedLoader:
-        hp = self.hparams
-        datasets = {
-            "source": self.dataset("source_train", train=True),
-            "target": UnlabelledDataset(self.splits["target_train"], self.load_image, self._target_views()),
-        }
+        hp, request = self.hparams, model_request(self)
+        target = self.splits["target_train"]
+        datasets = {} if request.source_free else {"source": self.dataset("source_train", train=True)}
+        datasets["target"] = UnlabelledDataset(
+            target, self.load_image, self._target_views(request), with_index=request.target_indices
+        )
         if "target_labeled" in self.splits:
             datasets["target_labeled"] = self.dataset("target_labeled", train=True)
         # Epoch length: explicit steps (every domain cycles through fresh permutations), or the larger/smaller domain.
@@ -120,8 +126,8 @@ class DomainDataModule(ImageDataModule):
         else:
             steps = max(batches.values()) if hp.iters_per_epoch == "max" else min(batches.values())
         loaders = {
-            name: self.training_loader(name, d, steps * hp.batch_size, seed_offset=offset, drop_last=True)
-            for offset, (name, d) in enumerate(datasets.items())
+            name: self.training_loader(name, d, steps * hp.batch_size, seed_offset=SEED_OFFSETS[name], drop_last=True)
+            for name, d in datasets.items()
         }
         self.steps_per_epoch = steps
         rank_zero_info(
@@ -134,8 +140,17 @@ class DomainDataModule(ImageDataModule):
         return list(self.domain_val_dataloaders().values())
 
     def domain_val_dataloaders(self) -> dict[str, DataLoader]:
-        """The validation loaders by domain: ``source`` (dataloader_idx 0), then ``target`` (1)."""
-        return {"source": self.evaluation_loader("source_val"), "target": self.evaluation_loader("target_val")}
+        """The validation loaders by domain: ``source`` (dataloader_idx 0), then ``target`` (1); only ``target``
+        when the model asks for ``source_free``."""
+        target = {"target": self.evaluation_loader("target_val")}
+        return target if model_request(self).source_free else {"source": self.evaluation_loader("source_val"), **target}
+
+    def target_pool_loader(self) -> DataLoader:
+        """The target training pool in order, with the evaluation transform, images only (no labels): what a
+        strategy labels itself (SHOT); a sample's position here is the index ``target_indices`` serves with it."""
+        transform = eval_transform(self.resolve_data_config())
+        dataset = UnlabelledDataset(self.splits["target_train"], self.load_image, [transform])
+        return DataLoader(dataset, **self._loader_options())
 
 
 class DomainAdaptationDataModule(DomainDataModule):

@@ -10,6 +10,7 @@ from tlkit.strategies.joint_training import JointTraining
 from tlkit.strategies.mcc import MCC
 from tlkit.strategies.mme import MME
 from tlkit.strategies.self_training import SelfTraining
+from tlkit.strategies.shot import SHOT
 from tlkit.strategies.transfer_module import TransferModule
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "JointTraining",
     "MCC",
     "MME",
+    "SHOT",
     "SelfTraining",
     "SourceOnly",
     "TransferModule",

@@ -51,6 +51,10 @@ class DomainModule(TransferModule):
     target_views: ClassVar[TargetViews] = "single"
     #: Whether the strategy trains on labelled target images (semi-supervised and supervised DA).
     uses_target_labels: ClassVar[bool] = False
+    #: Whether the strategy sees source images; False (source-free, SHOT) asks the datamodule to serve none.
+    uses_source: ClassVar[bool] = True
+    #: Whether target training samples come with their index in the target pool (asked of the datamodule).
+    target_indices: ClassVar[bool] = False
 
     def __init__(
         self, backbone: str | Backbone = "tf_efficientnet_lite0", *, backbone_lr_factor: float = 0.1, **kwargs
@@ -73,7 +77,17 @@ class DomainModule(TransferModule):
         return 1.0 if depth == 0 else self.backbone_lr_factor
 
     def data_request(self) -> DataRequest:
-        return replace(super().data_request(), target_views=self.target_views)
+        return replace(
+            super().data_request(),
+            target_views=self.target_views,
+            source_free=not self.uses_source,
+            target_indices=self.target_indices,
+        )
+
+    @property
+    def validation_domains(self) -> tuple[str, ...]:
+        """The domain of each validation loader, by ``dataloader_idx`` (the datamodule serves them in this order)."""
+        return ("source", "target") if self.uses_source else ("target",)
 
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)
@@ -141,7 +155,7 @@ class DomainModule(TransferModule):
         x, y = batch
         features = self.extract_features(x)
         logits = self.head(features)
-        domain = "source" if dataloader_idx == 0 else "target"
+        domain = self.validation_domains[dataloader_idx]
         self.domain_metrics[domain].update(logits, y)  # logged at epoch end
         if domain == "target":
             self.log(

@@ -442,6 +442,10 @@ def main(args: Sequence[str] | None = None) -> None:
         from tlkit.export_command import main as export
 
         return export(args[1:])
+    if args[:1] == ["select"]:
+        from tlkit.select_command import main as select
+
+        return select(args[1:])
     subcommand = next((a for a in args if a in SUBCOMMANDS), None)
     try:
         TLKitCLI(args=args)

@@ -44,6 +44,10 @@ class DataRequest:
         features: while given and active, serve the backbone's cached features (as `Features`) instead of images for
             every split whose transform is deterministic.
         target_views: domain adaptation: how many augmented views of each target image a training batch carries.
+        source_free: domain adaptation: serve no source images at all, in training or validation (the source-free
+            setting: the source domain's data cannot be shared, only a model trained on it).
+        target_indices: domain adaptation: each target training sample comes with its index in the target training
+            pool, ``(views, index)``, so a strategy can look up labels it computed for the pool itself.
 
     Example:
         >>> DataRequest(input_config=DataConfig(image_size=64), target_views="weak_strong")
@@ -53,6 +57,8 @@ class DataRequest:
     check_image_size: Callable[[int], None] | None = None
     features: FeatureServing | None = None
     target_views: TargetViews = "single"
+    source_free: bool = False
+    target_indices: bool = False
 
     @classmethod
     def for_backbone(cls, backbone: Backbone, features: FeatureServing | None = None) -> DataRequest:

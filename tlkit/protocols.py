@@ -58,6 +58,14 @@ class DomainData(DomainValidation, Protocol):
 
 
 @runtime_checkable
+class UnlabelledTargetPool(Protocol):
+    """A domain-adaptation datamodule that serves its target training pool in order, images only: for strategies
+    that label the pool themselves (SHOT's centroid pseudo-labels, indexed as the ``target_indices`` request says)."""
+
+    def target_pool_loader(self) -> Any: ...
+
+
+@runtime_checkable
 class RequestsData(Protocol):
     """A model that tells its datamodule what it needs (every `TransferModule`)."""
 

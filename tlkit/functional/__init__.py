@@ -2,9 +2,9 @@
 fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
-from tlkit.functional.entropy import entropy, mcc_loss
+from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
-from tlkit.functional.pseudo_labels import align_distribution
+from tlkit.functional.pseudo_labels import align_distribution, centroid_pseudo_labels
 from tlkit.functional.regularization import batch_spectral_shrinkage, l2_penalty, l2_sp_distance
 from tlkit.functional.transferability import (
     h_score,
@@ -19,6 +19,8 @@ from tlkit.functional.validators import bnm_score, im_score, snd_score
 __all__ = [
     "align_distribution",
     "batch_spectral_shrinkage",
+    "centroid_pseudo_labels",
+    "class_balance_loss",
     "bnm_score",
     "coral_loss",
     "entropy",
@@ -30,6 +32,7 @@ __all__ = [
     "logme",
     "logme_evidence",
     "im_score",
+    "information_maximization_loss",
     "l2_penalty",
     "l2_sp_distance",
     "mcc_loss",

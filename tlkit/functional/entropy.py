@@ -1,6 +1,8 @@
-"""Prediction entropy and minimum class confusion (MCC)."""
+"""Prediction entropy, information maximisation (SHOT) and minimum class confusion (MCC)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,27 @@ def entropy(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     log_p = F.log_softmax(logits, dim=1)
     h = -(log_p.exp() * log_p).sum(dim=1)
     return h.mean() if reduction == "mean" else h
+
+
+def information_maximization_loss(logits: torch.Tensor) -> torch.Tensor:
+    """SHOT's information-maximisation loss: mean entropy of the predictions minus the entropy of their mean.
+
+    Minimising it makes each prediction confident and the batch's predictions diverse across classes (the second
+    term stops every sample collapsing onto one class). Equal to ``-im_score(softmax(logits))``.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    p = log_p.exp()
+    conditional = -(p * log_p).sum(dim=1).mean()
+    mean = p.mean(dim=0)
+    marginal = -(mean * torch.log(mean + 1e-5)).sum()
+    return conditional - marginal
+
+
+def class_balance_loss(logits: torch.Tensor) -> torch.Tensor:
+    """log K minus the entropy of the batch's mean prediction: 0 when the predictions spread evenly over the K
+    classes, log K when they all fall on one (French et al., 2018, use it against self-training's collapse)."""
+    mean = F.softmax(logits.float(), dim=1).mean(dim=0)
+    return math.log(logits.shape[1]) + (mean * torch.log(mean + 1e-5)).sum()
 
 
 def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:

@@ -1,0 +1,130 @@
+"""SHOT: source-free adaptation from a tlkit checkpoint; no source image is ever served, the classifier stays the
+source's, and a resumed run (mid-epoch, with the epoch's pseudo-labels) ends bitwise identical."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from tests.callbacks._helpers import max_difference
+from tests.conftest import quiet_trainer
+from tlkit.datamodules import DigitsMDataModule
+from tlkit.errors import ConfigError
+from tlkit.strategies import SHOT, SourceOnly
+
+
+class RecordingDigitsM(DigitsMDataModule):
+    """DigitsM that records every sample it opens, to prove which domain was read."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.opened: set[int] = set()
+
+    def load_image(self, sample):
+        self.opened.add(id(sample))
+        return super().load_image(sample)
+
+
+class RecordBatches(Callback):
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, ...]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.keys.append(tuple(sorted(batch)))
+
+
+def data(**kwargs) -> DigitsMDataModule:
+    return RecordingDigitsM(image_size=32, batch_size=8, iters_per_epoch=3, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory) -> str:
+    L.seed_everything(0, verbose=False)
+    model = SourceOnly("test_efficientnet", weights=None)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=1)
+    trainer.fit(model, datamodule=data())
+    path = tmp_path_factory.mktemp("source") / "source.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def test_shot_adapts_without_any_source_image_and_keeps_the_source_classifier(source_checkpoint):
+    source = torch.load(source_checkpoint, weights_only=True)["state_dict"]
+    model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
+    dm, batches = data(), RecordBatches()
+    quiet_trainer(max_epochs=2, limit_val_batches=2, callbacks=[batches]).fit(model, datamodule=dm)
+    source_samples = {id(s) for split in ("source_train", "source_val") for s in dm.splits[split].samples}
+    assert dm.opened and not dm.opened & source_samples  # not one source image was read
+    assert set(batches.keys) == {("target",)} and len(batches.keys) == 6
+    assert list(dm.domain_val_dataloaders()) == ["target"]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], source[k]) for k in source if k.startswith("head."))
+    changed = [k for k in source if k.startswith("backbone.") and not torch.equal(state[k], source[k])]
+    assert len(changed) > 10  # the backbone adapted (weights and BatchNorm statistics)
+    assert model.pseudo_labels.shape == (len(dm.splits["target_train"].labels),)
+    assert {"train/im_loss", "train/pseudo_label_loss", "train/pseudo_label_agreement", "val/im"} <= set(
+        model.trainer.callback_metrics
+    )
+
+
+def test_shot_resumes_mid_epoch_bitwise_with_that_epochs_pseudo_labels(source_checkpoint, tmp_path):
+    def run(root, ckpt_path=None, extra=()):
+        L.seed_everything(0, verbose=False)
+        model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
+        trainer = quiet_trainer(
+            max_epochs=3,
+            limit_val_batches=1,
+            callbacks=list(extra),
+            default_root_dir=root,
+            enable_checkpointing=bool(extra),
+        )
+        trainer.fit(model, datamodule=data(), ckpt_path=ckpt_path)
+        return model
+
+    # Step 4 is the second step of epoch 1: the labels of epoch 1's start are in the checkpoint, and the model has
+    # moved since, so labelling again on resume would give other labels and other weights.
+    mid_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=4, save_top_k=-1)
+    reference = run(tmp_path / "a", extra=[mid_epoch])
+    saved = torch.load(tmp_path / "ckpt" / "step=4.ckpt", weights_only=True)
+    assert saved["shot_pseudo_labels"]["epoch"] == 1
+    resumed = run(tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "step=4.ckpt")
+    assert max_difference(reference.state_dict(), resumed.state_dict()) == 0.0
+    assert torch.equal(reference.pseudo_labels, resumed.pseudo_labels)
+
+
+def test_shot_resumes_without_the_source_file(source_checkpoint, tmp_path):
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1)
+    model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
+    first = quiet_trainer(
+        max_epochs=2, limit_val_batches=1, callbacks=[every_epoch], default_root_dir=tmp_path, enable_checkpointing=True
+    )
+    first.fit(model, datamodule=data())
+    model = SHOT("test_efficientnet", source_checkpoint=str(tmp_path / "moved_away.ckpt"))
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=data(), ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+    assert trainer.global_step == 6
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda ckpt: SHOT("test_efficientnet", source_checkpoint="nowhere.ckpt"), r"source_checkpoint.*no such file"),
+        (lambda ckpt: SHOT("test_resnet", source_checkpoint=ckpt), r"`model.backbone` to be the source checkpoint's"),
+        (lambda ckpt: SHOT("test_efficientnet", source_checkpoint=ckpt, head="mlp"), r"`model.head`"),
+        (lambda ckpt: SHOT("test_efficientnet", source_checkpoint=ckpt, pseudo_label_weight=-1), r"pseudo_label_"),
+    ],
+)
+def test_bad_source_models_are_refused_before_training(make, match, source_checkpoint):
+    with pytest.raises(ConfigError, match=match):
+        quiet_trainer(fast_dev_run=True).fit(make(source_checkpoint), datamodule=data())
+
+
+def test_shot_refuses_source_classes_in_another_order(source_checkpoint, tmp_path):
+    checkpoint = torch.load(source_checkpoint, weights_only=True)
+    checkpoint["tlkit"]["class_names"] = list(reversed(checkpoint["tlkit"]["class_names"]))
+    torch.save(checkpoint, tmp_path / "reordered.ckpt")
+    model = SHOT("test_efficientnet", source_checkpoint=str(tmp_path / "reordered.ckpt"))
+    with pytest.raises(ConfigError, match="classes to be the source checkpoint's in the same order"):
+        quiet_trainer(fast_dev_run=True).fit(model, datamodule=data())

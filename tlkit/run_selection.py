@@ -1,0 +1,113 @@
+"""Choosing among finished runs by a logged metric: label-free model and hyperparameter selection for domain
+adaptation (``val/im``, ``val/snd``, ``val/bnm``), read from the runs' TensorBoard logs.
+
+A user adapting to an unlabelled target cannot choose ``trade_off``, the learning rate or the method itself by
+target accuracy. The answer studied by Musgrave et al. (2022): train a few candidates, score each run by a validator
+computed on unlabelled target predictions, and keep the best. `score_runs` reads each run's validator curve (its
+best epoch), `select_run` picks the winner, `differing_settings` says what distinguishes the runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tlkit.errors import ConfigError, config_error
+
+Mode = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class RunScore:
+    """One run's best value of the selection metric.
+
+    Attributes:
+        run: the run folder (``logs/<name>/version_<n>``).
+        value: the metric's best value over the run's validation epochs.
+        epoch: the epoch where it was reached.
+        checkpoint: the run's checkpoint of that epoch, if one was kept (``checkpoints/epoch<NNN>-*.ckpt``).
+    """
+
+    run: Path
+    value: float
+    epoch: int
+    checkpoint: Path | None
+
+
+def default_mode(metric: str) -> Mode:
+    """``min`` for losses, ``max`` for everything else (accuracies and the three validators)."""
+    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
+
+
+def metric_curve(run: Path, metric: str) -> list[tuple[int, float]]:
+    """The (epoch, value) pairs ``metric`` was logged with in ``run``'s TensorBoard event files, in step order.
+
+    Raises a `ConfigError` naming the metrics the run did log when ``metric`` is not among them.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import, used here only
+
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    if metric not in tags:
+        logged = ", ".join(sorted(t for t in tags if t.startswith("val/"))) or "no val/ metric"
+        raise config_error("by", f"a metric the run {run} logged ({logged})", metric)
+    epochs = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
+    # A resumed run repeats no step, but a rewritten one could: the latest value of a step wins.
+    values = {e.step: e.value for e in events.Scalars(metric)}
+    return [(epochs.get(step, -1), values[step]) for step in sorted(values)]
+
+
+def _checkpoint_of_epoch(run: Path, epoch: int) -> Path | None:
+    matches = sorted((run / "checkpoints").glob(f"epoch{epoch:03d}-*.ckpt")) if epoch >= 0 else []
+    return matches[0] if matches else None
+
+
+def score_runs(runs: Iterable[Path], metric: str, mode: Mode) -> list[RunScore]:
+    """Each run's best ``metric`` value (its best epoch), in the order given."""
+    if mode not in ("max", "min"):
+        raise config_error("mode", "'max' or 'min'", mode)
+    scores = []
+    for run in runs:
+        curve = metric_curve(run, metric)
+        if not curve:
+            raise ConfigError(f"Expected the run {run} to have logged `{metric}` at least once, but it has no value.")
+        pick = max if mode == "max" else min
+        epoch, value = pick(curve, key=lambda point: point[1])
+        scores.append(RunScore(run, value, epoch, _checkpoint_of_epoch(run, epoch)))
+    return scores
+
+
+def select_run(scores: Sequence[RunScore], mode: Mode) -> RunScore:
+    """The run with the best score; ties go to the first given."""
+    if not scores:
+        raise ConfigError("Expected at least one run to choose from, but got none.")
+    best = scores[0]
+    for score in scores[1:]:
+        if (score.value > best.value) if mode == "max" else (score.value < best.value):
+            best = score
+    return best
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict):
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): config}
+
+
+def differing_settings(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """For each run, the settings of its ``config.yaml`` whose values differ between the runs (what was swept)."""
+    configs = []
+    for run in runs:
+        path = run / "config.yaml"
+        configs.append(_flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {})
+    keys = sorted({k for c in configs for k in c})
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and k != "ckpt_path"]
+    return [{k: c.get(k) for k in differing} for c in configs]

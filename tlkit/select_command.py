@@ -1,0 +1,99 @@
+"""``tlkit select``: choose among finished runs by a logged metric, without target labels for domain adaptation.
+
+Sweep a few values through the CLI (each ``tlkit fit`` is one run folder), then pick by a label-free validator:
+
+    tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 0.3
+    tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 1.0
+    tlkit select --runs 'logs/mnist_digits_dann/version_*' --by val/snd
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from tlkit._subcommand import run_reporting, subcommand_parser
+from tlkit.errors import config_error
+from tlkit.run_selection import Mode, RunScore, default_mode, differing_settings, score_runs, select_run
+
+
+def build_parser() -> ArgumentParser:
+    parser = subcommand_parser("select", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs",
+        type=list[str],
+        required=True,
+        help="Run folders (logs/<name>/version_<n>) or glob patterns of them; quote patterns so the shell keeps them.",
+    )
+    parser.add_argument(
+        "--by", type=str, default="val/im", help="The metric to select on: val/im, val/snd, val/bnm, or any logged."
+    )
+    parser.add_argument(
+        "--mode", type=Mode | None, default=None, help="max or min; default min for losses, max otherwise."
+    )
+    parser.add_argument("--out", type=str | None, default=None, help="Also write the scores and the pick as JSON.")
+    return parser
+
+
+def expand_runs(patterns: Sequence[str]) -> list[Path]:
+    """The run folders named or matched by ``patterns`` (each must name at least one folder)."""
+    runs: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser())) if Path(p).is_dir())
+        if not matches:
+            raise config_error("runs", "run folders (logs/<name>/version_<n>) or patterns matching some", pattern)
+        runs += [m for m in matches if m not in runs]
+    return runs
+
+
+def table(scores: Sequence[RunScore], settings: Sequence[dict], best: RunScore, metric: str) -> str:
+    keys = sorted({k for s in settings for k in s})
+    lines = [
+        "| | run | " + " | ".join(keys + [f"best {metric}", "epoch", "checkpoint"]) + " |",
+        "|---" * (len(keys) + 5) + "|",
+    ]
+    for score, swept in zip(scores, settings):
+        cells = [str(swept.get(k)) for k in keys] + [f"{score.value:.4f}", str(score.epoch), str(score.checkpoint)]
+        lines.append(f"| {'*' if score is best else ''} | {score.run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: Sequence[str]) -> RunScore:
+    config = build_parser().parse_args(list(args))
+    runs = expand_runs(config.runs)
+    mode = config.mode or default_mode(config.by)
+    scores = score_runs(runs, config.by, mode)
+    best = select_run(scores, mode)
+    settings = differing_settings(runs)
+    print(table(scores, settings, best, config.by))
+    print(f"\nSelected by {config.by} ({mode}): {best.run}, epoch {best.epoch}, {config.by} = {best.value:.4f}")
+    if best.checkpoint is None:
+        print(f"No checkpoint of that epoch was kept; fit with --checkpoint.monitor {config.by} to keep it.")
+    else:
+        print(f"Checkpoint: {best.checkpoint}")
+    if config.out:
+        payload = {
+            "metric": config.by,
+            "mode": mode,
+            "runs": [
+                {"run": str(s.run), "value": s.value, "epoch": s.epoch, "checkpoint": str(s.checkpoint), **swept}
+                for s, swept in zip(scores, settings)
+            ],
+            "selected": str(best.run),
+        }
+        Path(config.out).write_text(json.dumps(payload, indent=2, default=str))
+    return best
+
+
+def main(args: Sequence[str]) -> None:
+    """``tlkit select`` with user errors as one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
+    run_reporting("select", run, args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
