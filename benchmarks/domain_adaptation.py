@@ -84,37 +84,30 @@ def job_key(shift: str, method: str, seed: int, overrides: dict[str, float]) -> 
 
 def planned_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """In priority order, so that a run stopped by its deadline leaves whole tables: every seed of the real shifts
-    with default settings, then their sweeps, then DigitsM (whole seeds first within each). SHOT jobs ride on their
-    SourceOnly job."""
+    with default settings, then their sweeps (``--sweep-seeds``), then DigitsM, whole seeds first within each. The
+    default SHOT run rides on its SourceOnly job; SHOT's sweep reuses that job's checkpoint."""
     real = [s for s in args.shifts if s != "digits-m"]
-    phases = (
-        [(real, False)]
-        + ([(real, True)] if args.sweep else [])
-        + [([s for s in args.shifts if s == "digits-m"], False)]
-    )
+    synthetic = [s for s in args.shifts if s == "digits-m"]
+    phases = [(real, False, args.seeds)]
+    if args.sweep:
+        phases.append((real, True, args.sweep_seeds))
+    phases.append((synthetic, False, args.seeds))
     jobs = []
-    for shifts, sweep in phases:
-        for seed in args.seeds:
+    for shifts, sweep, seeds in phases:
+        for seed in seeds:
             for shift in shifts:
                 for method in args.methods:
-                    if method == "SHOT":
-                        continue  # run by the SourceOnly job of the same shift and seed
-                    if sweep and method not in SWEEPS:
-                        continue
-                    if sweep:
+                    if sweep and method in SWEEPS:
                         name, grid = SWEEPS[method]
                         variants = [{name: v} for v in grid if v != DEFAULTS[name]]
+                    elif sweep or method == "SHOT":
+                        continue  # default SHOT: run by the SourceOnly job of the same shift and seed
                     else:
                         variants = [{}]
                     for overrides in variants:
-                        shot = []
-                        if method == "SourceOnly" and "SHOT" in args.methods:
-                            name, grid = SWEEPS["SHOT"]
-                            swept = args.sweep and shift != "digits-m"
-                            shot = [{}] + ([{name: v} for v in grid if v != DEFAULTS[name]] if swept else [])
-                        jobs.append(
-                            {"shift": shift, "method": method, "seed": seed, "overrides": overrides, "shot": shot}
-                        )
+                        shot = method == "SourceOnly" and "SHOT" in args.methods
+                        job = {"shift": shift, "method": method, "seed": seed, "overrides": overrides, "shot": shot}
+                        jobs.append(job)
     return jobs
 
 
@@ -191,10 +184,14 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         **kwargs,
     )
     recorder = per_epoch_recorder()
-    folder = RESULTS / "da_checkpoints" / job_key(job["shift"], method, seed, overrides).replace("|", "_")
     # Only SourceOnly's selected model is needed afterwards (SHOT starts from it); the other runs keep none.
     keep = method == "SourceOnly"
-    checkpoint = ModelCheckpoint(dirpath=folder, monitor="val/im", mode="max", save_top_k=1, save_weights_only=True)
+    path = source_checkpoint(job["shift"], seed)
+    if keep:
+        path.unlink(missing_ok=True)  # a stale model of an earlier run must not stand in for this one
+    checkpoint = ModelCheckpoint(
+        dirpath=path.parent, filename=path.stem, monitor="val/im", mode="max", save_top_k=1, save_weights_only=True
+    )
     trainer = L.Trainer(
         max_epochs=args.epochs,
         callbacks=[recorder, checkpoint] if keep else [recorder],
@@ -219,19 +216,29 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "workers": args.workers,
     }
-    return record, checkpoint.best_model_path if keep else None
+    return record, path if keep else None
+
+
+def source_checkpoint(shift: str, seed: int) -> Path:
+    """Where the SourceOnly run of ``shift`` and ``seed`` keeps its selected (best ``val/im``) model."""
+    return RESULTS / "da_checkpoints" / f"{shift}_SourceOnly_{seed}" / "source.ckpt"
 
 
 def run_job(job: dict[str, Any], args: argparse.Namespace, done: set[str]) -> None:
-    key = job_key(job["shift"], job["method"], job["seed"], job["overrides"])
-    source = None
-    if key not in done or any(job_key(job["shift"], "SHOT", job["seed"], o) not in done for o in job["shot"]):
-        record, source = train(job, job["method"], job["overrides"], args)
-        if key not in done:
-            append_run(record)
-    for overrides in job["shot"]:
-        if job_key(job["shift"], "SHOT", job["seed"], overrides) not in done:
-            append_run(train(job, "SHOT", overrides, args, source=source)[0])
+    shift, method, seed, overrides = job["shift"], job["method"], job["seed"], job["overrides"]
+    if method == "SourceOnly":
+        default_shot = job_key(shift, "SHOT", seed, {})
+        if job_key(shift, method, seed, overrides) not in done or (job["shot"] and default_shot not in done):
+            append_run(train(job, method, overrides, args)[0])
+        if job["shot"] and default_shot not in done:
+            append_run(train(job, "SHOT", {}, args, source=str(source_checkpoint(shift, seed)))[0])
+        return
+    if job_key(shift, method, seed, overrides) in done:
+        return
+    if method == "SHOT" and not source_checkpoint(shift, seed).is_file():
+        train({**job, "method": "SourceOnly"}, "SourceOnly", {}, args)  # its record is already saved
+    source = str(source_checkpoint(shift, seed)) if method == "SHOT" else None
+    append_run(train(job, method, overrides, args, source=source)[0])
 
 
 # ----------------------------------------------------------------------------------------- results and workers
@@ -412,6 +419,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--weights", default="imagenet", help="imagenet, or null (a quick check of the script)")
     parser.add_argument("--sweep", action="store_true", help="also run each method's hyperparameter sweep (SWEEPS)")
+    parser.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the sweeps")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (on a GPU)")
     parser.add_argument("--deadline-minutes", type=float, default=0, help="start no run after this (0: no limit)")
     parser.add_argument("--runs-file", default=str(RUNS), help="where finished runs are appended (JSON lines)")

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import TINY_FIT_ARGS, write_image_folder
 from tlkit.cli import TLKitCLI
+from tlkit.strategies import SourceOnly
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -26,12 +28,23 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
         for domain in ("amazon", "webcam"):
             write_image_folder(tmp_path / "office" / domain, per_class=12)
         overrides += ["--data.init_args.root", str(tmp_path / "office"), "--data.init_args.num_workers=0"]
+    if "source_checkpoint:" in text:  # SHOT: a source model of the config's backbone, as SourceOnly would save it
+        overrides += ["--model.init_args.source_checkpoint", source_model_checkpoint(tmp_path)]
     if "backbone: tf_efficientnet_lite0" not in text and "backbone: hf:" not in text:  # text: bundled MiniLM
         # This machine cannot reach the model hub; the bundled ImageNet weights stand in.
         overrides += ["--model.init_args.backbone=tf_efficientnet_lite0"]
         if "target_modules:" in text:  # module names of the config's own backbone: adapt the default ones instead
             overrides += ["--model.init_args.adapter.target_modules=[]"]
     return overrides
+
+
+def source_model_checkpoint(tmp_path: Path) -> str:
+    """A checkpoint with what SHOT reads of a SourceOnly run's: weights, hyperparameters and class names."""
+    model = SourceOnly("tf_efficientnet_lite0", num_classes=10)
+    path = tmp_path / "source.ckpt"
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    torch.save({**checkpoint, "tlkit": {"class_names": [str(d) for d in range(10)]}}, path)
+    return str(path)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
