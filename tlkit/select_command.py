@@ -14,27 +14,32 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ArgumentParser
 
 from tlkit._subcommand import run_reporting, subcommand_parser
 from tlkit.errors import config_error
-from tlkit.run_selection import Mode, RunScore, default_mode, differing_settings, score_runs, select_run
+from tlkit.run_selection import RunScore, default_mode, differing_settings, score_runs, select_run
 
 
 def build_parser() -> ArgumentParser:
     parser = subcommand_parser("select", __doc__.split("\n\n")[0])
     parser.add_argument(
         "--runs",
-        type=list[str],
+        type=str | list[str],
         required=True,
-        help="Run folders (logs/<name>/version_<n>) or glob patterns of them; quote patterns so the shell keeps them.",
+        help="A run folder (logs/<name>/version_<n>) or glob pattern of them, or a list '[a, b]'; quote patterns so "
+        "the shell keeps them.",
     )
     parser.add_argument(
         "--by", type=str, default="val/im", help="The metric to select on: val/im, val/snd, val/bnm, or any logged."
     )
     parser.add_argument(
-        "--mode", type=Mode | None, default=None, help="max or min; default min for losses, max otherwise."
+        "--mode",
+        type=Literal["auto", "max", "min"],
+        default="auto",
+        help="max or min; auto: min for losses, max otherwise.",
     )
     parser.add_argument("--out", type=str | None, default=None, help="Also write the scores and the pick as JSON.")
     return parser
@@ -65,8 +70,8 @@ def table(scores: Sequence[RunScore], settings: Sequence[dict], best: RunScore, 
 
 def run(args: Sequence[str]) -> RunScore:
     config = build_parser().parse_args(list(args))
-    runs = expand_runs(config.runs)
-    mode = config.mode or default_mode(config.by)
+    runs = expand_runs([config.runs] if isinstance(config.runs, str) else config.runs)
+    mode = default_mode(config.by) if config.mode == "auto" else config.mode
     scores = score_runs(runs, config.by, mode)
     best = select_run(scores, mode)
     settings = differing_settings(runs)

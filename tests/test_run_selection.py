@@ -1,0 +1,105 @@
+"""Choosing among finished runs by a label-free validator: `tlkit.run_selection` and the ``tlkit select`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from tlkit.cli import TLKitCLI, main
+from tlkit.errors import ConfigError
+from tlkit.run_selection import default_mode, differing_settings, score_runs, select_run
+
+
+def fake_run(folder: Path, values: dict[str, list[float]], trade_off: float, checkpoint_epochs=()) -> Path:
+    """A run folder as `tlkit fit` leaves it: TensorBoard scalars per validation epoch, config.yaml, checkpoints."""
+    writer = SummaryWriter(str(folder))
+    for epoch in range(len(next(iter(values.values())))):
+        step = 10 * (epoch + 1)
+        writer.add_scalar("epoch", epoch, step)
+        for name, curve in values.items():
+            writer.add_scalar(name, curve[epoch], step)
+    writer.close()
+    config = {"model": {"class_path": "DANN", "init_args": {"trade_off": trade_off}}, "seed_everything": 0}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "checkpoints").mkdir()
+    for epoch in checkpoint_epochs:
+        (folder / "checkpoints" / f"epoch{epoch:03d}-val_snd0.5000.ckpt").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    return [
+        fake_run(tmp_path / "version_0", {"val/snd": [0.1, 0.5, 0.3], "val/loss": [2.0, 1.5, 1.7]}, 0.3, [1]),
+        fake_run(tmp_path / "version_1", {"val/snd": [0.2, 0.4, 0.45], "val/loss": [2.0, 1.2, 1.4]}, 1.0),
+    ]
+
+
+def test_each_run_scores_its_best_epoch_and_the_best_run_is_selected(runs):
+    scores = score_runs(runs, "val/snd", "max")
+    assert [(s.value, s.epoch) for s in scores] == [pytest.approx((0.5, 1)), pytest.approx((0.45, 2))]
+    assert scores[0].checkpoint == runs[0] / "checkpoints" / "epoch001-val_snd0.5000.ckpt"
+    assert scores[1].checkpoint is None  # that epoch's checkpoint was not kept
+    assert select_run(scores, "max").run == runs[0]
+    by_loss = score_runs(runs, "val/loss", default_mode("val/loss"))
+    assert default_mode("val/loss") == "min" and select_run(by_loss, "min").run == runs[1]
+    assert differing_settings(runs) == [{"model.init_args.trade_off": 0.3}, {"model.init_args.trade_off": 1.0}]
+
+
+def test_a_metric_no_run_logged_names_the_ones_it_did(runs):
+    with pytest.raises(ConfigError, match=r"`by`.*logged \(val/loss, val/snd\).*'val/bnm'"):
+        score_runs(runs, "val/bnm", "max")
+
+
+def test_select_command_prints_the_table_and_writes_json(runs, tmp_path, capsys):
+    out = tmp_path / "selection.json"
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/snd", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "model.init_args.trade_off" in printed and f"Selected by val/snd (max): {runs[0]}" in printed
+    assert "Checkpoint:" in printed
+    assert json.loads(out.read_text())["selected"] == str(runs[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--runs", "nowhere/version_*"], r"`runs`.*'nowhere/version_\*'"),
+        (["--runs", "{runs}", "--by", "val/imm"], r"`by`.*val/snd"),
+        (["--runs", "{runs}", "--mode", "up"], r"mode"),
+    ],
+)
+def test_bad_select_options_are_one_line(args, match, runs, tmp_path, capsys):
+    args = [a.replace("{runs}", str(tmp_path / "version_*")) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["select", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert any(__import__("re").search(match, line) for line in err.splitlines()), err
+
+
+def test_a_cli_sweep_is_selected_by_its_validator(tmp_path, monkeypatch, capsys):
+    """Two `tlkit fit` runs of DANN with different trade_off, then `tlkit select` picks the one whose best val/snd
+    is the larger."""
+    monkeypatch.chdir(tmp_path)
+    for trade_off in (0.1, 3.0):
+        args = ["fit", "--model=DANN", "--model.backbone=test_efficientnet", "--model.weights=null"]
+        args += [f"--model.trade_off={trade_off}", "--data=DigitsMDataModule", "--data.image_size=32"]
+        args += ["--data.iters_per_epoch=2", "--data.batch_size=8", "--trainer.max_epochs=2"]
+        args += ["--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
+        TLKitCLI(args=args)
+    capsys.readouterr()
+    main(["select", "--runs", "logs/tlkit/version_*", "--by", "val/snd"])
+    printed = capsys.readouterr().out
+    best = {}
+    for run in sorted(Path("logs/tlkit").glob("version_*")):
+        events = EventAccumulator(str(run))
+        events.Reload()
+        best[run] = max(e.value for e in events.Scalars("val/snd"))
+    winner = max(best, key=best.get)
+    assert f"Selected by val/snd (max): {winner}," in printed
+    assert "| 0.1 |" in printed and "| 3.0 |" in printed  # the swept value, read from each run's config.yaml
