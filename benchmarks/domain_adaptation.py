@@ -3,7 +3,7 @@ pretrained EfficientNet-Lite0: target test accuracy of every method over seeds, 
 of hyperparameters, epoch and method comes to the choice target labels would make.
 
     python benchmarks/domain_adaptation.py [--shifts mnist-digits digits-mnist digits-m] [--methods DANN SHOT ...]
-        [--seeds 0 1 2 3 4] [--epochs 10] [--iters 100] [--sweep] [--workers 1] [--deadline-minutes 0]
+        [--seeds 0 1 2 3 4] [--epochs 6] [--iters 100] [--sweep] [--workers 1] [--deadline-minutes 0]
 
 Every run validates each epoch on the target validation split and records the three label-free validators
 (``val/im``, ``val/snd``, ``val/bnm``), the target validation accuracy (what an oracle with target labels would select
@@ -215,6 +215,7 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         "seconds": time.perf_counter() - started,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "workers": args.workers,
+        "torch": torch.__version__,
     }
     return record, path if keep else None
 
@@ -410,7 +411,7 @@ def main() -> None:
     parser.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iters", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=32)
@@ -443,8 +444,9 @@ def main() -> None:
             worker(args)
             (RESULTS / f"domain_adaptation_queue{args.queue}").unlink()
     runs = load_runs(CURRENT_SETTINGS)
-    devices = sorted({r.get("device", "cpu") for r in runs})
-    machine = f"{platform.machine()}, torch {__import__('torch').__version__}, devices: {', '.join(devices)}"
+    # Where the saved runs were trained (a GPU machine's runs may be reported on another).
+    devices = sorted({f"{r.get('device', 'cpu')} (torch {r.get('torch', '?')})" for r in runs})
+    machine = f"{platform.machine()}, runs trained on: {', '.join(devices)}"
     print(
         f"{args.backbone} ({args.weights}), {args.image_size} px, {args.epochs} epochs x {args.iters} steps, batch "
         f"{args.batch_size} per domain, AdamW lr {args.lr} (backbone x{args.backbone_lr_factor}; SHOT "
