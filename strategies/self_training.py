@@ -20,11 +20,14 @@ class SelfTraining(DomainAdaptation):
     target image, where its confidence reaches ``threshold``, becomes the label for a strongly augmented view of the
     same image. The datamodule supplies both views.
 
-    Pseudo-labels only count once the source classifier is settled: for the first ``warmup`` fraction of training
-    the loss is the source cross-entropy alone. Measured on MNIST -> digits (lite0, 240 steps), a model that labels
-    its own target images from the first step is confidently wrong: after 40 steps 25% of the target passes the 0.9
-    threshold at 43% accuracy, most of it one class, and training on those labels locks the error in; a source-only
-    model of the same run reaches the threshold on 10-13% of the target at 96-100% accuracy from its third epoch.
+    Three measures keep the pseudo-labels from collapsing onto a few classes, which they did without them (MNIST ->
+    digits, lite0, 240 steps: after 40 steps 25% of the target passed the 0.9 threshold at 43% accuracy, most of it
+    one class, and training on those labels locked the error in, 33% target accuracy against SourceOnly's 60% in
+    the benchmark): pseudo-labels count only after a ``warmup`` fraction of training on the source alone; they come
+    from a mean teacher, a moving average of the model that does not follow each step's swings; and a class-balance
+    loss keeps the batch's mean prediction spread over the classes. Warm-up alone, and warm-up with the teacher,
+    still collapsed by the third epoch in those measurements; with all three the run reached 62% there, and 77%
+    over 5 seeds at 600 steps in the benchmark.
 
     With ``distribution_alignment`` (ReMixMatch), the weak-view probabilities are divided by the running mean of
     the target predictions before thresholding: an unadapted model tends to predict a few classes for most target
@@ -84,13 +87,9 @@ class SelfTraining(DomainAdaptation):
         # A buffer, so it is in checkpoints (exact resume) and moves with the model.
         self.register_buffer("target_prediction_mean", torch.full((num_classes,), 1.0 / num_classes))
         # A submodule, so it is in checkpoints (exact resume); out of the optimizer (see `param_groups`).
-        self.teacher = (
-            nn.ModuleDict({"backbone": copy.deepcopy(self.backbone), "head": copy.deepcopy(self.head)}).requires_grad_(
-                False
-            )
-            if self.teacher_decay > 0
-            else None
-        )
+        if self.teacher_decay > 0:
+            teacher = nn.ModuleDict({"backbone": copy.deepcopy(self.backbone), "head": copy.deepcopy(self.head)})
+            self.teacher = teacher.requires_grad_(False)
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups = super().param_groups()

@@ -52,3 +52,32 @@ def test_class_balance_loss_is_zero_when_spread_and_log_k_when_collapsed():
     assert class_balance_loss(torch.zeros(8, 4)).item() == pytest.approx(0.0, abs=1e-4)
     collapsed = torch.tensor([[30.0, 0.0, 0.0, 0.0]]).repeat(8, 1)
     assert class_balance_loss(collapsed).item() == pytest.approx(torch.log(torch.tensor(4.0)).item(), abs=1e-3)
+
+
+def test_self_training_resumes_bitwise_with_its_teacher(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from tests.callbacks._helpers import max_difference
+    from tlkit.datamodules import DigitsMDataModule
+
+    def run(root, ckpt_path=None, extra=()):
+        L.seed_everything(0, verbose=False)
+        model = SelfTraining("test_efficientnet", weights=None, warmup=0.2)
+        trainer = quiet_trainer(
+            max_epochs=3,
+            limit_val_batches=1,
+            callbacks=list(extra),
+            default_root_dir=root,
+            enable_checkpointing=bool(extra),
+        )
+        trainer.fit(
+            model, datamodule=DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3), ckpt_path=ckpt_path
+        )
+        return model
+
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1)
+    reference = run(tmp_path / "a", extra=[every_epoch])
+    student, teacher = reference.backbone.state_dict(), reference.teacher["backbone"].state_dict()
+    assert any(not torch.equal(student[k], teacher[k]) for k in student)  # the teacher lags the model
+    resumed = run(tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
+    assert max_difference(reference.state_dict(), resumed.state_dict()) == 0.0
