@@ -128,3 +128,24 @@ def test_shot_refuses_source_classes_in_another_order(source_checkpoint, tmp_pat
     model = SHOT("test_efficientnet", source_checkpoint=str(tmp_path / "reordered.ckpt"))
     with pytest.raises(ConfigError, match="classes to be the source checkpoint's in the same order"):
         quiet_trainer(fast_dev_run=True).fit(model, datamodule=data())
+
+
+@pytest.mark.parametrize("source_strategy", ["FineTuning", "DANN"])
+def test_shot_starts_from_any_full_tlkit_checkpoint(source_strategy, tmp_path):
+    from tlkit import strategies
+    from tlkit.datamodules import DigitsDataModule
+
+    L.seed_everything(0, verbose=False)
+    source = getattr(strategies, source_strategy)("test_efficientnet", weights=None)
+    data = DigitsDataModule(image_size=32, batch_size=8) if source_strategy == "FineTuning" else data_for_dann()
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=1)
+    trainer.fit(source, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "source.ckpt")
+    model = SHOT("test_efficientnet", source_checkpoint=str(tmp_path / "source.ckpt"), num_classes=10)
+    model.load_source_model()
+    expected = {k: v for k, v in source.state_dict().items() if k.startswith(("backbone.", "head."))}
+    assert max_difference(expected, {k: model.state_dict()[k] for k in expected}) == 0.0
+
+
+def data_for_dann() -> DigitsMDataModule:
+    return DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=2)
