@@ -68,6 +68,8 @@ class SHOT(DomainModule):
         self.pseudo_label_epoch = -1
         self._resumed = False  # set when Lightning restores a checkpoint of this run
         super().__init__(backbone, weights=None, **kwargs)
+        # Not an argument of SHOT: a checkpoint that recorded it could not be loaded again (`weights` given twice).
+        self.hparams.pop("weights", None)
 
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)

@@ -139,8 +139,10 @@ def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
     if strategy is None:
         raise config_error("ckpt_path", "a checkpoint whose strategy class imports here", saved["strategy"])
     # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere; an
-    # adapter-only checkpoint has its frozen pretrained weights rebuilt from the run's `weights` (and checked).
-    overrides = {} if PRETRAINED_FINGERPRINT_KEY in saved else {"weights": None}
+    # adapter-only checkpoint has its frozen pretrained weights rebuilt from the run's `weights` (and checked). A
+    # strategy without a `weights` argument (SHOT: its weights come from a source checkpoint) builds without any.
+    takes_weights = "weights" in checkpoint.get("hyper_parameters", {})
+    overrides = {"weights": None} if takes_weights and PRETRAINED_FINGERPRINT_KEY not in saved else {}
     model = strategy.load_from_checkpoint(path, map_location="cpu", **overrides)
     return model.eval()
 

@@ -149,3 +149,18 @@ def test_shot_starts_from_any_full_tlkit_checkpoint(source_strategy, tmp_path):
 
 def data_for_dann() -> DigitsMDataModule:
     return DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=2)
+
+
+def test_an_adapted_shot_checkpoint_loads_for_export_without_the_source_file(source_checkpoint, tmp_path):
+    from tlkit.export import load_strategy
+
+    model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=1)
+    trainer.fit(model, datamodule=data())
+    trainer.save_checkpoint(tmp_path / "shot.ckpt")
+    checkpoint = torch.load(tmp_path / "shot.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["source_checkpoint"] = str(tmp_path / "gone.ckpt")  # moved away since
+    torch.save(checkpoint, tmp_path / "shot.ckpt")
+    loaded = load_strategy(tmp_path / "shot.ckpt")
+    assert isinstance(loaded, SHOT)
+    assert max_difference(model.state_dict(), loaded.state_dict()) == 0.0
