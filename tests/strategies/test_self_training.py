@@ -58,22 +58,14 @@ def test_self_training_resumes_bitwise_with_its_teacher(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from tests.callbacks._helpers import max_difference
+    from tests.strategies._helpers import seeded_fit
     from tlkit.datamodules import DigitsMDataModule
 
     def run(root, ckpt_path=None, extra=()):
-        L.seed_everything(0, verbose=False)
-        model = SelfTraining("test_efficientnet", weights=None, warmup=0.2)
-        trainer = quiet_trainer(
-            max_epochs=3,
-            limit_val_batches=1,
-            callbacks=list(extra),
-            default_root_dir=root,
-            enable_checkpointing=bool(extra),
+        make = lambda: SelfTraining("test_efficientnet", weights=None, warmup=0.2)  # noqa: E731
+        return seeded_fit(
+            make, DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3), root, ckpt_path, extra
         )
-        trainer.fit(
-            model, datamodule=DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3), ckpt_path=ckpt_path
-        )
-        return model
 
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1)
     reference = run(tmp_path / "a", extra=[every_epoch])

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from tests.callbacks._helpers import max_difference
 from tests.conftest import quiet_trainer
+from tests.strategies._helpers import seeded_fit
 from tlkit.datamodules import DigitsMDataModule
 from tlkit.errors import ConfigError
 from tlkit.strategies import SHOT, SourceOnly
@@ -71,17 +72,8 @@ def test_shot_adapts_without_any_source_image_and_keeps_the_source_classifier(so
 
 def test_shot_resumes_mid_epoch_bitwise_with_that_epochs_pseudo_labels(source_checkpoint, tmp_path):
     def run(root, ckpt_path=None, extra=()):
-        L.seed_everything(0, verbose=False)
-        model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
-        trainer = quiet_trainer(
-            max_epochs=3,
-            limit_val_batches=1,
-            callbacks=list(extra),
-            default_root_dir=root,
-            enable_checkpointing=bool(extra),
-        )
-        trainer.fit(model, datamodule=data(), ckpt_path=ckpt_path)
-        return model
+        make = lambda: SHOT("test_efficientnet", source_checkpoint=source_checkpoint)  # noqa: E731
+        return seeded_fit(make, data(), root, ckpt_path, extra)
 
     # Step 4 is the second step of epoch 1: the labels of epoch 1's start are in the checkpoint, and the model has
     # moved since, so labelling again on resume would give other labels and other weights.
