@@ -230,16 +230,16 @@ def run_job(job: dict[str, Any], args: argparse.Namespace, done: set[str]) -> No
     if method == "SourceOnly":
         default_shot = job_key(shift, "SHOT", seed, {})
         if job_key(shift, method, seed, overrides) not in done or (job["shot"] and default_shot not in done):
-            append_run(train(job, method, overrides, args)[0])
+            append_run(train(job, method, overrides, args)[0], args)
         if job["shot"] and default_shot not in done:
-            append_run(train(job, "SHOT", {}, args, source=str(source_checkpoint(shift, seed)))[0])
+            append_run(train(job, "SHOT", {}, args, source=str(source_checkpoint(shift, seed)))[0], args)
         return
     if job_key(shift, method, seed, overrides) in done:
         return
     if method == "SHOT" and not source_checkpoint(shift, seed).is_file():
         train({**job, "method": "SourceOnly"}, "SourceOnly", {}, args)  # its record is already saved
     source = str(source_checkpoint(shift, seed)) if method == "SHOT" else None
-    append_run(train(job, method, overrides, args, source=source)[0])
+    append_run(train(job, method, overrides, args, source=source)[0], args)
 
 
 # ----------------------------------------------------------------------------------------- results and workers
@@ -258,14 +258,15 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keep}
 
 
-def append_run(record: dict[str, Any]) -> None:
-    record["settings"] = CURRENT_SETTINGS
-    with locked(Path(CURRENT_RUNS_FILE), "a") as handle:
+def append_run(record: dict[str, Any], args: argparse.Namespace) -> None:
+    record["settings"] = settings_of(args)
+    with locked(Path(args.runs_file), "a") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
-def load_runs(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    path = Path(CURRENT_RUNS_FILE)
+def load_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The saved runs of ``args``' settings."""
+    settings, path = settings_of(args), Path(args.runs_file)
     if not path.is_file():
         return []
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -288,7 +289,7 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
     jobs = planned_jobs(args)
-    done = {r["key"] for r in load_runs(settings_of(args))}
+    done = {r["key"] for r in load_runs(args)}
     counter = RESULTS / f"domain_adaptation_queue{args.queue}"
     while True:
         if args.deadline and time.time() > args.deadline:
@@ -401,12 +402,7 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     return table
 
 
-CURRENT_SETTINGS: dict[str, Any] = {}
-CURRENT_RUNS_FILE = str(RUNS)
-
-
 def main() -> None:
-    global CURRENT_SETTINGS, CURRENT_RUNS_FILE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -430,7 +426,6 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    CURRENT_SETTINGS, CURRENT_RUNS_FILE = settings_of(args), args.runs_file
     if args.worker:
         return worker(args)
     if not args.report_only:
@@ -443,7 +438,7 @@ def main() -> None:
                 args.deadline = time.time() + 60 * args.deadline_minutes
             worker(args)
             (RESULTS / f"domain_adaptation_queue{args.queue}").unlink()
-    runs = load_runs(CURRENT_SETTINGS)
+    runs = load_runs(args)
     # Where the saved runs were trained (a GPU machine's runs may be reported on another).
     devices = sorted({f"{r.get('device', 'cpu')} (torch {r.get('torch', '?')})" for r in runs})
     machine = f"{platform.machine()}, runs trained on: {', '.join(devices)}"
@@ -454,7 +449,7 @@ def main() -> None:
     )
     summary = report(args, runs)
     out = RESULTS / "domain_adaptation.json"
-    out.write_text(json.dumps({"settings": CURRENT_SETTINGS, "machine": machine, "summary": summary}, indent=2))
+    out.write_text(json.dumps({"settings": settings_of(args), "machine": machine, "summary": summary}, indent=2))
     print(f"\nJSON: {out}; runs: {args.runs_file}")
 
 

@@ -135,6 +135,7 @@ class SHOT(DomainModule):
         if self.pseudo_label_epoch != self.current_epoch:  # else: resumed mid-epoch, the checkpoint's labels stand
             self.pseudo_labels = self.label_target_pool(self.trainer.datamodule.target_pool_loader())
             self.pseudo_label_epoch = self.current_epoch
+        self.pseudo_labels = self.pseudo_labels.to(self.device)  # once per epoch, not in every step
 
     @torch.no_grad()
     def label_target_pool(self, loader: DataLoader) -> torch.Tensor:
@@ -175,7 +176,7 @@ class SHOT(DomainModule):
         images, indices = batch["target"]
         logits = self(images)
         im_loss = information_maximization_loss(logits)
-        pseudo_loss = self.loss(logits, self.pseudo_labels.to(self.device)[indices])
+        pseudo_loss = self.loss(logits, self.pseudo_labels[indices])
         loss = im_loss + self.pseudo_label_weight * pseudo_loss
         n = len(images)
         self.log_loss("train/loss", loss, n, prog_bar=True, per_step=True)
