@@ -34,7 +34,7 @@ def resolve_data_config(datamodule: Any, request: DataRequest | None = None) -> 
     hp = datamodule.hparams
     resolved = replace(
         config,
-        image_size=hp.image_size or config.image_size,
+        image_size=config.image_size if hp.image_size is None else hp.image_size,
         crop_pct=hp.crop_pct if hp.crop_pct is not None else config.crop_pct,
     )
     if request.check_image_size is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
 from tlkit.errors import ConfigError
@@ -35,11 +35,31 @@ def check_folder(path: Path, what: str) -> None:
         raise ConfigError(f"Expected {what} {str(path)!r} to exist, but it does not.")
 
 
-def scan_images(root: Path, verify_images: bool = True) -> list[Path]:
-    """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images."""
+def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True) -> list[Path]:
+    """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images.
+
+    A file that is no readable image is an error naming it (``on_invalid="error"``), or skipped with one line on
+    stderr naming it and why (``"skip"``): a prediction is never silently missing.
+    """
     check_folder(root, "predict folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if _problem(p, verify_images) is None]
+    images: list[Path] = []
+    skipped: list[str] = []
+    for path in files:
+        problem = _problem(path, verify_images)
+        if problem is None:
+            images.append(path)
+        elif on_invalid == "skip":
+            skipped.append(f"  {path}: {problem}")
+        else:
+            raise ConfigError(
+                f"Expected every file under predict folder {str(root)!r} to be a readable image, but {str(path)!r} is "
+                f"{problem}. Remove it, or set `on_invalid: skip`."
+            )
+    if skipped:
+        rank_zero_info(
+            f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:\n" + "\n".join(skipped)
+        )
     if not images:
         raise ConfigError(
             f"Expected predict folder {str(root)!r} to contain images ({', '.join(IMAGE_EXTENSIONS)}), but it has none."

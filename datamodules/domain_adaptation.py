@@ -182,7 +182,7 @@ class DomainAdaptationDataModule(DomainDataModule):
         super().__init__(**kwargs)
         base = Path(root).expanduser() if root else Path()
         self.source_dir, self.target_dir = base / source_dir, base / target_dir
-        self.on_invalid = on_invalid
+        self.on_invalid = self.predict_on_invalid = on_invalid
         self.verify_images = verify_images
 
     def describe_source(self) -> str:

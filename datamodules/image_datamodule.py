@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlkit.backbones import DataConfig
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
-from tlkit.datamodules._folders import scan_images
+from tlkit.datamodules._folders import InvalidPolicy, scan_images
 from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -71,6 +71,8 @@ class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
         check_split_arguments(batch_size, val_fraction, test_fraction)
         if persistent_workers and num_workers == 0:
             raise config_error("persistent_workers", "false when num_workers is 0", persistent_workers)
+        if image_size is not None and image_size < 1:
+            raise config_error("image_size", "a positive number of pixels, or null for the backbone's own", image_size)
         if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
             raise config_error("crop_pct", "in (0, 1]", crop_pct)
         # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames).
@@ -150,12 +152,16 @@ class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
         return self.evaluation_loader(self.test_split)
 
     # ------------------------------------------------------------------------------------------ prediction
+    #: What a file of ``predict_dir`` that is no readable image does: skipped and named, by default; folder
+    #: datamodules follow their ``on_invalid``.
+    predict_on_invalid: InvalidPolicy = "skip"
+
     def _predict_split(self) -> Split:
         if self.hparams.predict_dir is None:
             return self.splits[self.test_split]
         # Scanned (and every image verified) once: the writer's sample names and the loader share it.
         if self._predict is None:
-            paths = scan_images(Path(self.hparams.predict_dir).expanduser())
+            paths = scan_images(Path(self.hparams.predict_dir).expanduser(), self.predict_on_invalid)
             self._predict = Split(paths, [-1] * len(paths))  # -1: no label
         return self._predict
 

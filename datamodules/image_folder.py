@@ -42,7 +42,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     ) -> None:
         super().__init__(**kwargs)
         self.data_dir = Path(data_dir).expanduser()
-        self.on_invalid = on_invalid
+        self.on_invalid = self.predict_on_invalid = on_invalid
         self.verify_images = verify_images
 
     def describe_source(self) -> str:

@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.text_datamodule import TextDataModule
 from tlkit.errors import ConfigError, closest
@@ -50,8 +52,25 @@ def read_rows(path: Path, text_column: str, label_column: str) -> Rows:
         text = str(row.get(text_column) or "").strip()
         if not text:
             raise ConfigError(f"Expected a non-empty `{text_column}` in every row, but {where} has none.")
-        rows.append((text, str(row.get(label_column, "")).strip(), where))
+        label = str(row.get(label_column) if row.get(label_column) is not None else "").strip()
+        if not label:
+            raise ConfigError(f"Expected a non-empty `{label_column}` in every row, but {where} has none.")
+        rows.append((text, label, where))
     return rows
+
+
+def rare_classes(rows: Rows, classes: list[str]) -> list[str]:
+    """Classes with far fewer examples than the others (a tenth of the median count or less, or one example): most
+    often a misspelt label that became a class of its own. Each as "'meh' (1 example: reviews.csv:14)"."""
+    counts = {name: [where for _, label, where in rows if label == name] for name in classes}
+    sizes = sorted(len(places) for places in counts.values())
+    median = sizes[len(sizes) // 2]
+    rare = []
+    for name, places in counts.items():
+        if len(places) == 1 or (median >= 10 and len(places) <= median / 10):
+            shown = ", ".join(places[:3]) + (", ..." if len(places) > 3 else "")
+            rare.append(f"{name!r} ({len(places)} example{'s' if len(places) > 1 else ''}: {shown})")
+    return rare
 
 
 def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str, where: str = "") -> None:
@@ -118,6 +137,12 @@ class TextFileDataModule(TextDataModule):
             if path is not None
         }
         classes = list(hp.classes) if hp.classes else sorted({label for _, label, _ in read["train"]})
+        rare = rare_classes(read["train"], classes) if not hp.classes else []
+        if rare:
+            rank_zero_warn(
+                f"{hp.train} has classes with far fewer examples than the others: {'; '.join(rare)}. A misspelt "
+                "label becomes a class of its own: list the classes in `classes` to make such a label an error."
+            )
         index = {name: i for i, name in enumerate(classes)}
         splits = {}
         for name, rows in read.items():

@@ -83,8 +83,8 @@ class _Adversarial(DomainAdaptation):
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         # Logged here rather than per step: the metric spans both validation loaders (source and target).
-        self.log("val/domain_acc", self.domain_accuracy.compute(), sync_dist=True)  # compute() already synced
-        self.domain_accuracy.reset()
+        # The Metric itself: Lightning computes it (a collective) in the same order on every rank, then resets it.
+        self.log("val/domain_acc", self.domain_accuracy)
 
 
 class DANN(_Adversarial):

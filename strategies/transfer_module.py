@@ -315,18 +315,18 @@ class TransferModule(LightningModule):
         self.log(name, value, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size, sync_dist=True)
 
     def log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
-        """Compute (synchronised across ranks), log and reset ``metrics``, updated step by step during the epoch.
+        """Log ``metrics``, updated step by step during the epoch, for Lightning to compute (synchronised across
+        ranks) and reset at the epoch's end.
 
-        Logging the Metric objects themselves on every step would cost about 1 ms per metric per step in Lightning's
-        result bookkeeping: more than a step of the head on cached features.
+        The Metric objects are logged, never values computed here: ``compute`` is a collective under DDP, and a
+        callback that runs on rank 0 only (the progress bar) asks Lightning for the epoch's synchronised values before
+        this hook runs, so a collective entered here would meet a different one on rank 0 and hang both. Lightning
+        computes every logged value in one fixed order on every rank, and caches it. Logging once per epoch, not on
+        every step, also avoids about 1 ms per metric per step of Lightning's result bookkeeping.
         """
         # Skip metrics nothing updated (e.g. a strategy whose validation uses metrics of its own).
-        if not any(metric.update_called for metric in metrics.values()):
-            return
-        # compute() already synchronised the states across ranks: sync_dist only averages identical values (and tells
-        # Lightning so, which otherwise advises syncing on every epoch-level log under DDP).
-        self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
-        metrics.reset()
+        if any(metric.update_called for metric in metrics.values()):
+            self.log_dict(metrics, prog_bar=prog_bar)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -77,10 +77,13 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
 
     ``config`` names the config file being read, for YAML syntax errors (jsonargparse only gives line and column).
     """
-    if match := re.search(r"Problems parsing config: (.+?)\s+in \"[^\"]*\", (line \d+, column \d+)", message, re.S):
-        return (
-            f"Expected {config or 'the config'} to be valid YAML, but got {match.group(1).strip()} at {match.group(2)}."
-        )
+    if match := re.search(r"Problems parsing config: (.+)", message, re.S):
+        # PyYAML names the enclosing block first ("while parsing a block mapping in ..., line 2") and the problem
+        # last ("did not find expected key in ..., line 5"): the last mark is the line to fix.
+        marks = list(re.finditer(r"(?:^|\n)([^\n]*?)\s*\n?\s*in \"[^\"]*\", (line \d+, column \d+)", match.group(1)))
+        if marks:
+            problem = marks[-1].group(1).strip() or "a syntax error"
+            return f"Expected {config or 'the config'} to be valid YAML, but {marks[-1].group(2)}: {problem}."
     lines = [line.strip().lstrip("- ").strip() for line in message.splitlines() if line.strip()]
     ours = next((line for line in lines if line.startswith("Expected `")), None)
     if ours:  # a tlkit ConfigError raised while checking a value
@@ -93,7 +96,8 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
         return f"Unknown argument {match.group(1)!r}{where}.{_suggest(match.group(1), options)}"
     if match := re.search(r"unrecognized arguments: (\S+)", message, flags=re.IGNORECASE):
         given = match.group(1).split("=", 1)[0]
-        return f"Unknown option {given!r}.{_suggest(given.lstrip('-'), option_strings)}"
+        options = [o for o in option_strings if not o.endswith("+")]  # `--key+` appends to a list: not a name
+        return f"Unknown option {given!r}.{_suggest(given.lstrip('-'), options)}"
     if match := re.search(r"Expected an? (.+?)\. Got value: (.+)", message):
         return (
             f"Expected `{'.'.join(keys)}` to be {_readable_type(match.group(1))}, but got {match.group(2).strip()!r}."
@@ -105,7 +109,52 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
         return f"Expected `--{top or 'class'}` to be a tlkit class name or an import path, but got {given!r}." + (
             _suggest(given, known) or (f" Valid: {', '.join(known)}." if known else "")
         )
+    if keys and (given := re.search(r"Given value: (.+)", message)):
+        subtypes = re.search(r"Subtypes: \[(.+?)\]\s*$", message, re.M)
+        if subtypes:
+            names = [
+                _readable_type(t.strip())
+                for t in re.findall(r"<class '[^']+'>|typing\.\w+\[[^\]]+\]", subtypes.group(1))
+            ]
+            expected = " or ".join("null" if n == "a NoneType" else n for n in names) or subtypes.group(1)
+            return f"Expected `{keys[0]}` to be {expected}, but got {given.group(1).strip()!r}."
     return lines[-1] if lines else message
+
+
+#: The Trainer options that must fit the machine; Lightning refuses the others' bad values before they get here.
+TRAINER_HARDWARE_KEYS = ("strategy", "accelerator", "precision", "devices", "num_nodes")
+
+
+def available_accelerators() -> list[str]:
+    """What ``trainer.accelerator`` can be on this machine."""
+    import torch
+
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", "gpu"]
+    if torch.backends.mps.is_available():
+        found += ["mps", "gpu"]
+    return found
+
+
+def trainer_option_error(message: str, given: dict[str, object]) -> ConfigError:
+    """Lightning's refusal to build a Trainer, as one line naming the option it is about (``given``: the values of
+    `TRAINER_HARDWARE_KEYS` as configured) and Lightning's own first sentence."""
+    text = " ".join(message.split())
+    reason = re.split(r"(?<=[.!])\s", text, maxsplit=1)[0]
+    lowered = text.lower()
+    if "strategy" in lowered and given.get("strategy") not in (None, "auto"):
+        key = "strategy"
+        expected = f"a strategy the accelerator {given.get('accelerator') or 'auto'!r} can run (auto, ddp, ddp_spawn)"
+    elif "precision" in lowered:
+        key, expected = "precision", "a precision this accelerator supports (32-true, bf16-mixed on CPU)"
+    elif given.get("accelerator") not in (None, "auto") and any(w in lowered for w in ("accelerator", "gpu", "cuda")):
+        key, expected = "accelerator", f"one this machine has ({', '.join(available_accelerators())})"
+    elif "devices" in lowered or "device" in lowered:
+        key, expected = "devices", "a number of devices this machine has (or auto)"
+    else:
+        return ConfigError(f"Expected the trainer options to fit this machine, but Lightning says: {reason}")
+    return ConfigError(f"Expected `trainer.{key}` to be {expected}, but got {given.get(key)!r}: {reason}")
 
 
 def report(subcommand: str | None, line: str) -> None:

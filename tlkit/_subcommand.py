@@ -14,8 +14,13 @@ from tlkit._cli_errors import config_error_in, report, summarize_parser_error, w
 class SubcommandParser(ArgumentParser):
     """A jsonargparse parser for ``tlkit <subcommand>`` whose errors name the bad option or value in one line.
 
-    Keeps ArgumentParser's signature: jsonargparse builds nested parsers of the same class.
+    Keeps ArgumentParser's signature: jsonargparse builds nested parsers of the same class. Options are accepted by
+    their full names only, as in `tlkit fit`.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if wants_traceback() or not self.exit_on_error:

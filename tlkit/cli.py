@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch import Callback, LightningDataModule, seed_everything
+from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
@@ -37,16 +39,26 @@ from lightning.pytorch.utilities import rank_zero_info
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
 import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
-from tlkit._cli_errors import config_error_in, import_class, report, summarize_parser_error, wants_traceback
+from tlkit._cli_errors import (
+    TRAINER_HARDWARE_KEYS,
+    config_error_in,
+    import_class,
+    report,
+    summarize_parser_error,
+    trainer_option_error,
+    wants_traceback,
+)
 from tlkit.callbacks import PredictionWriter, ResumableCheckpoint
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
+from tlkit.run_folders import Reservation, reserve_for_run, version_number
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
 LOG_DIR = "logs"
 DEFAULT_RUN_NAME = "tlkit"
 DEFAULT_MONITOR = "val/acc"
+TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Key of the run's config (YAML text) inside every checkpoint the command writes.
 CONFIG_KEY = "tlkit_config"
@@ -73,11 +85,6 @@ def _option(args: Sequence[str], *names: str) -> list[str]:
             elif arg.startswith(name + "="):
                 values.append(arg.split("=", 1)[1])
     return values
-
-
-def _version_number(folder: Path) -> int:
-    suffix = folder.name.removeprefix("version_")
-    return int(suffix) if suffix.isdigit() else -1
 
 
 @dataclass
@@ -132,14 +139,14 @@ class Invocation:
 
     def _latest_run(self) -> tuple[Path, int]:
         runs = Path(LOG_DIR) / self.run_name
-        candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version_number(p.parents[1]))
+        candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: version_number(p.parents[1]))
         if not candidates:
             raise ConfigError(
                 f"Expected `--ckpt_path last` to find a run to continue, but got no {runs}/version_*/checkpoints/"
                 "last.ckpt. Start the run without --ckpt_path, or give a checkpoint file."
             )
         latest = candidates[-1]
-        return latest, _version_number(latest.parents[1])
+        return latest, version_number(latest.parents[1])
 
     def _read_checkpoint(self) -> None:
         """Keep what the checks after parsing need; without a config or ``--model`` of the user's, the checkpoint's
@@ -189,7 +196,15 @@ def _redirect_class_help(args: list[str]) -> list[str]:
 
 
 class TLKitArgumentParser(LightningArgumentParser):
-    """Reports a bad option or value in one line naming it, with the closest valid names (details on request)."""
+    """Reports a bad option or value in one line naming it, with the closest valid names (details on request).
+
+    Options are accepted by their full names only: argparse's prefix matching would take ``--trainer.max_epoch`` for
+    ``--trainer.max_epochs`` today and refuse it once another option starts the same way.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if wants_traceback() or not self.exit_on_error:  # jsonargparse catches the raised error internally
@@ -229,27 +244,34 @@ class TLKitCLI(LightningCLI):
         if resuming:  # continuing in the run's own folder is the point
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
-        logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": logger_args}
+        logger = {"class_path": TENSORBOARD_LOGGER, "init_args": logger_args}
         predicting = self.invocation.subcommand == "predict"
-        super().__init__(
-            model_class=TransferModule,
-            datamodule_class=LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_class=TLKitArgumentParser,
-            # predict logs nothing: no run folder, and no config.yaml written into the working directory.
-            trainer_defaults={"logger": False if predicting else logger, "log_every_n_steps": LOG_EVERY_N_STEPS},
-            save_config_callback=None if predicting else SaveConfigCallback,
-            # A continued run keeps the config it started with and writes what it was resumed with beside it.
-            save_config_kwargs={
-                "overwrite": True,
-                **({"config_filename": self._config_filename()} if resuming else {}),
-            },
-            auto_configure_optimizers=False,
-            args=self.invocation.args,
-            run=run,
-            **overrides,
-        )
+        self._reservation: Reservation | None = None
+        try:
+            super().__init__(
+                model_class=TransferModule,
+                datamodule_class=LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                parser_class=TLKitArgumentParser,
+                # predict logs nothing: no run folder, and no config.yaml written into the working directory.
+                trainer_defaults={"logger": False if predicting else logger, "log_every_n_steps": LOG_EVERY_N_STEPS},
+                save_config_callback=None if predicting else SaveConfigCallback,
+                # A continued run keeps the config it started with and writes what it was resumed with beside it.
+                save_config_kwargs={
+                    "overwrite": True,
+                    **({"config_filename": self._config_filename()} if resuming else {}),
+                },
+                auto_configure_optimizers=False,
+                args=self.invocation.args,
+                run=run,
+                **overrides,
+            )
+        except BaseException:
+            # A run that ends before its first checkpoint (a bad value, a refused checkpoint, SIGTERM) leaves no folder.
+            if self._reservation is not None:
+                self._reservation.release()
+            raise
 
     def _config_filename(self) -> str:
         folder = Path(LOG_DIR) / self.invocation.run_name / f"version_{self.invocation.resume_version}"
@@ -296,15 +318,58 @@ class TLKitCLI(LightningCLI):
         return
 
     # ------------------------------------------------------------------------------------------------ subcommands
+    def before_instantiate_classes(self) -> None:
+        self._reservation = self._reserve_log_folder()
+
+    def _reserve_log_folder(self) -> Reservation | None:
+        """Reserve the folder tlkit's TensorBoard logger writes into, so that runs started together never share one.
+
+        ``fit`` takes the next ``logs/<name>/version_<n>``; ``test`` and ``validate`` of a checkpoint inside a run
+        folder write beside that run, in ``<run>/test_<n>``, where ``tlkit select`` never mistakes them for a fit.
+        A logger the user configured with a version of its own (or a continued run's) is left alone.
+        """
+        logger = self.config[self.subcommand]["trainer"].get("logger")
+        if not isinstance(logger, Namespace) or logger.class_path != TENSORBOARD_LOGGER:
+            return None
+        init_args = logger.init_args
+        if init_args.version is not None or init_args.sub_dir is not None:
+            return None
+        self._logger_as_configured = Namespace(**vars(init_args))
+        run = run_folder_of(self.invocation.ckpt_path)
+        if self.subcommand in ("test", "validate") and run is not None:
+            reservation = reserve_for_run(run, f"{self.subcommand}_")
+            init_args.save_dir, init_args.name = str(run.parent.parent), run.parent.name
+            init_args.version, init_args.sub_dir = run.name, reservation.folder.name
+        else:
+            reservation = reserve_for_run(Path(init_args.save_dir) / (init_args.name or ""))
+            init_args.version = reservation.number
+        return reservation
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # The saved config.yaml (and the checkpoints' copy) keep the logger as the user configured it: a run started
+        # again from them reserves a folder of its own instead of writing into this one.
+        configured = getattr(self, "_logger_as_configured", None)
+        if configured is not None:
+            self.config[self.subcommand]["trainer"]["logger"].init_args = configured
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's Trainer; an accelerator, strategy, precision or devices this machine cannot run is one line
+        naming the option (Lightning raises a traceback from deep inside its connectors)."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, RuntimeError) as err:
+            trainer_config = self.config[self.subcommand]["trainer"]
+            raise trainer_option_error(str(err), {k: trainer_config.get(k) for k in TRAINER_HARDWARE_KEYS}) from err
+
     def _run_subcommand(self, subcommand: str) -> None:
         log_dir = self._log_dir()
-        # The run folder and the parents this run would create (logs/, logs/<name>/): removed again on failure.
-        created = [p for p in (log_dir, *log_dir.parents[:2]) if not p.exists()] if log_dir is not None else []
+        before = _folder_snapshot(log_dir) if log_dir is not None and self.invocation.resume_version is not None else {}
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            if created:
-                _remove_if_no_checkpoints(log_dir, created)
+            if before:  # a continued run that failed before saving anything leaves its folder as it found it
+                _restore_folder(log_dir, before)
             raise
 
     def _log_dir(self) -> Path | None:
@@ -318,6 +383,7 @@ class TLKitCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_data()
+        self._check_optimizer_arguments()
         self._check_checkpoint("fit")
         self._select_checkpoint_metric()
         config = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml")
@@ -337,13 +403,27 @@ class TLKitCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_checkpoint("predict")
+        # Beside the checkpoint: in its run folder (<run>/predictions/), or the checkpoint's own folder.
         ckpt = self.invocation.ckpt_path
-        if ckpt is not None and ckpt.parent.name == "checkpoints":
-            output_dir = ckpt.parent.parent / "predictions"
-        else:
-            output_dir = (self._log_dir() or Path(LOG_DIR)) / "predictions"
+        run = run_folder_of(ckpt)
+        output_dir = (run if run is not None else ckpt.parent if ckpt is not None else Path.cwd()) / "predictions"
         name = f"predictions-{ckpt.stem}" if ckpt is not None else "predictions"
         self.trainer.callbacks.append(PredictionWriter(str(output_dir), name=name))
+
+    def _check_optimizer_arguments(self) -> None:
+        """Build the configured optimizer and scheduler once on a stand-in parameter, so that a value they refuse (a
+        negative learning rate) is one line now rather than a traceback when training starts."""
+        probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+        for key, build, argument in (
+            ("model.optimizer", self.model.optimizer, [torch.nn.Parameter(torch.zeros(1))]),
+            ("model.lr_scheduler", self.model.lr_scheduler, probe),
+        ):
+            if build is None:
+                continue
+            try:
+                build(argument)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"Expected `{key}` to have arguments it accepts, but it says: {err}.") from err
 
     def _select_checkpoint_metric(self) -> None:
         """Checkpoint on the strategy's own metric (``val/im`` for domain adaptation) unless the user chose one."""
@@ -421,14 +501,27 @@ def _listed(names: list[str], limit: int = 10) -> str:
     return f"{len(names)} classes: {shown}"
 
 
-def _remove_if_no_checkpoints(log_dir: Path, created: list[Path]) -> None:
-    """Remove a run folder this run created and that holds no checkpoint, and the then empty parents it created (a
-    failed start leaves nothing behind)."""
-    if log_dir in created and log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
-        shutil.rmtree(log_dir, ignore_errors=True)
-    for parent in created:
-        if parent != log_dir and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+def run_folder_of(checkpoint: Path | None) -> Path | None:
+    """The run folder (``<save_dir>/<name>/version_<n>``) a checkpoint in its ``checkpoints/`` folder belongs to."""
+    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+        return None
+    run = checkpoint.resolve().parent.parent
+    return run if version_number(run) >= 0 else None
+
+
+def _folder_snapshot(folder: Path) -> dict[Path, float]:
+    """Every file under ``folder`` with its modification time."""
+    return {p: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def _restore_folder(folder: Path, before: dict[Path, float]) -> None:
+    """Remove the files a failed continuation added to its run folder (config-resumed-<n>.yaml, an event file), unless
+    it saved a checkpoint: then what it wrote is part of the run."""
+    now = _folder_snapshot(folder)
+    if any(p.suffix == ".ckpt" and before.get(p) != mtime for p, mtime in now.items()):
+        return
+    for path in now.keys() - before.keys():
+        path.unlink(missing_ok=True)
 
 
 def main(args: Sequence[str] | None = None) -> None:

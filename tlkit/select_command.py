@@ -46,13 +46,22 @@ def build_parser() -> ArgumentParser:
 
 
 def expand_runs(patterns: Sequence[str]) -> list[Path]:
-    """The run folders named or matched by ``patterns`` (each must name at least one folder)."""
+    """The fit run folders named or matched by ``patterns`` (each must name at least one).
+
+    A folder with no ``checkpoints/`` (a ``tlkit test`` of an older tlkit, a run that failed before its first save)
+    is no fit to choose: it is skipped, and named on stderr.
+    """
     runs: list[Path] = []
     for pattern in patterns:
         matches = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser())) if Path(p).is_dir())
-        if not matches:
-            raise config_error("runs", "run folders (logs/<name>/version_<n>) or patterns matching some", pattern)
-        runs += [m for m in matches if m not in runs]
+        fits = [m for m in matches if (m / "checkpoints").is_dir()]
+        if not fits:
+            found = f"{pattern} (no folder has checkpoints/)" if matches else pattern
+            raise config_error("runs", "fit run folders (logs/<name>/version_<n>) or patterns matching some", found)
+        skipped = [str(m) for m in matches if m not in fits]
+        if skipped:
+            print(f"tlkit select: skipped {len(skipped)} folder(s) with no fit: {', '.join(skipped)}", file=sys.stderr)
+        runs += [m for m in fits if m not in runs]
     return runs
 
 
