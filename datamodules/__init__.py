@@ -1,7 +1,7 @@
 """DataModules: labelled image folders and text files, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
-from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb
+from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
@@ -31,4 +31,5 @@ __all__ = [
     "TextFileDataModule",
     "UnlabelledDataset",
     "open_rgb",
+    "to_rgb",
 ]

@@ -1,4 +1,4 @@
-"""Samples and the Datasets over them: `Split`, `ImageDataset`, `UnlabelledDataset`, and `open_rgb`."""
+"""Samples and the Datasets over them: `Split`, `ImageDataset`, `UnlabelledDataset`, `open_rgb` and `to_rgb`."""
 
 from __future__ import annotations
 
@@ -14,21 +14,27 @@ from tlkit.randomness import sample_seed, seeded
 
 
 def open_rgb(path: Any) -> Image.Image:
-    """Open an image file as 8-bit RGB, scaling 16- and 32-bit greyscale to the full 8-bit range.
+    """Open an image file as 8-bit RGB (`to_rgb`)."""
+    with Image.open(path) as image:
+        return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image of any mode as 8-bit RGB, scaling 16- and 32-bit greyscale to the full 8-bit range.
 
     PIL's ``convert("RGB")`` clips 16-bit values above 255 instead of scaling them, so a 16-bit PNG would become
-    nearly all white (only 2 grey levels survive in a typical scan).
+    nearly all white (only 2 grey levels survive in a typical scan). Palette, RGBA (alpha dropped), CMYK and LA go
+    through ``convert``. `tlkit.export` writes the same recipe into ``model.json`` for code without tlkit.
     """
-    with Image.open(path) as image:
-        if image.mode.startswith("I"):  # "I;16", "I;16B", "I" (32-bit): scale by the type's range
-            pixels = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else float(pixels.max())
-            image = Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
-        elif image.mode == "F":
-            pixels = np.asarray(image, dtype=np.float64)
-            low, high = float(pixels.min()), float(pixels.max())
-            image = Image.fromarray(((pixels - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8), mode="L")
-        return image.convert("RGB")
+    if image.mode.startswith("I"):  # "I;16", "I;16B", "I" (32-bit): scale by the type's range
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else float(pixels.max())
+        image = Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        image = Image.fromarray(((pixels - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8), mode="L")
+    return image.convert("RGB")
 
 
 @dataclass

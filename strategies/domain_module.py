@@ -167,6 +167,7 @@ class DomainModule(TransferModule):
                 sync_dist=True,
             )
             self.target_validators.update(logits.softmax(dim=1))
+            self.confusion.update(logits, y)  # the target's: where adaptation is judged
         self.validation_features(features, domain)
 
     def validation_features(self, features: torch.Tensor, domain: str) -> None:

@@ -11,7 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from tlkit.backbones import Backbone, DataConfig
 from tlkit.data_request import DataRequest, Features
@@ -132,6 +132,8 @@ class TransferModule(LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
         )
+        #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints).
+        self.confusion = MulticlassConfusionMatrix(num_classes)
 
     @staticmethod
     def _make_metrics(stage: Stage, num_classes: int) -> MetricCollection:
@@ -295,6 +297,8 @@ class TransferModule(LightningModule):
         logits = self.head(features)
         loss = self.loss(logits, y)
         self.metrics[f"{stage}_metrics"].update(logits, y)
+        if stage == "val":
+            self.confusion.update(logits, y)
         self.log_loss(f"{stage}/loss", loss, len(y), prog_bar=True, per_step=stage == "train")
         if stage == "train":
             for name, penalty in self.regularization(features).items():

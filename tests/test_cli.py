@@ -109,3 +109,14 @@ def test_bad_cli_options_fail_with_a_message(args, match, capsys):
         TLKitCLI(args=base + args)
     assert exit_info.value.code != 0
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_top_level_help_lists_every_command_one_line_each(capsys):
+    from tlkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "rank", "export", "select"):
+        assert sum(line.startswith(f"  {command} ") for line in out.splitlines()) == 1, command

@@ -51,9 +51,11 @@ def test_resume_with_another_optimizer_is_one_line(fitted, capsys):
     assert len(lines) <= 2 and "model.optimizer" in lines[0] and "SGD" in lines[0] and "AdamW" in lines[0]
 
 
-def test_extending_a_finished_default_schedule_is_refused(fitted, capsys):
+def test_extending_a_finished_default_schedule_is_refused_and_writes_nothing(fitted, capsys):
+    before = {p: p.stat().st_mtime for p in fitted.rglob("*")}
     lines = error_lines(capsys, ["fit", *TINY, *SGD, "--trainer.max_epochs=4", "--ckpt_path", "last"])
     assert len(lines) <= 2 and "cosine" in lines[0]
+    assert {p: p.stat().st_mtime for p in fitted.rglob("*")} == before  # no config-resumed-1.yaml, no event file
 
 
 def test_checkpoint_alone_rebuilds_its_run_for_test_and_predict(fitted, tmp_path):
@@ -67,8 +69,37 @@ def test_checkpoint_alone_rebuilds_its_run_for_test_and_predict(fitted, tmp_path
     assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in images.rglob("*.png"))
     assert {r["prediction"] for r in rows} <= {str(d) for d in range(10)}
     assert (fitted / "predictions" / "predictions-last.jsonl").is_file()
-    assert sorted(p.name for p in (tmp_path / "logs" / "tlkit").iterdir()) == ["version_0", "version_1"]  # fit, test
+    # The test's results are beside the run they evaluate (and no tlkit select mistakes them for a fit).
+    assert sorted(p.name for p in (tmp_path / "logs" / "tlkit").iterdir()) == ["version_0"]
+    assert Path(cli.trainer.logger.log_dir).resolve() == (fitted / "test_0").resolve()
+    assert list((fitted / "test_0").glob("events.out.tfevents.*"))
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_a_checkpoint_outside_a_run_folder_predicts_beside_itself(fitted, tmp_path):
+    lone = tmp_path / "shared" / "model.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((fitted / "checkpoints" / "last.ckpt").read_bytes())
+    TLKitCLI(args=["predict", "--ckpt_path", str(lone), "--trainer.enable_progress_bar=false"])
+    assert (tmp_path / "shared" / "predictions" / "predictions-model.csv").is_file()
+    assert not (tmp_path / "logs" / "predictions").exists()
+
+
+def test_predict_names_every_file_it_skips_and_why(fitted, tmp_path):
+    from tests._console import tlkit
+
+    folder = write_image_folder(tmp_path / "incoming", classes=("3",), per_class=2)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (folder / "scan.xyz").write_bytes(b"data")
+    ckpt = fitted / "checkpoints" / "last.ckpt"
+    result = tlkit(["predict", "--ckpt_path", str(ckpt), f"--data.predict_dir={folder}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout + result.stderr
+    assert "skipped 3 of 5 file(s)" in out
+    for name, why in (("notes.txt", "not an image file"), ("broken.png", "unreadable"), ("scan.xyz", "not an image")):
+        assert any(name in line and why in line for line in out.splitlines()), (name, out[-2000:])
+    assert "wrote 2 predictions" in out
 
 
 def test_checkpoint_from_other_data_is_one_line_naming_both(fitted, tmp_path, capsys):
@@ -102,6 +133,22 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
         (["--data=DomainDataModule"], r"base class DomainDataModule'\. Valid: .*DigitsMDataModule"),
         (["--model=NoSuchStrategy"], r"got 'NoSuchStrategy'\. Valid: CDAN, DAN, DANN, DeepCORAL, FeatureExtraction"),
         (["--model.backbone=test_vit", "--data.image_size=8"], r"`image_size` to be a size .test_vit. accepts.*got 8"),
+        (["--data.image_size=0"], r"`image_size` to be a positive number of pixels.*got 0"),
+        (["--data.image_size=-5"], r"`image_size` to be a positive number of pixels.*got -5"),
+        # Full option names only: a prefix of one is an unknown option, with the closest names.
+        (["--trainer.max_epoch=1"], r"Unknown option '--trainer\.max_epoch'\. Did you mean 'trainer\.max_epochs'"),
+        (["--checkpoint.monit=val/loss"], r"Unknown option '--checkpoint\.monit'\. Did you mean 'checkpoint\.monitor'"),
+        (["--trainer.max_epochs=two"], r"`trainer\.max_epochs` to be an int or null, but got 'two'"),
+        (
+            ["--model.optimizer.lr=-0.1"],
+            r"`model\.optimizer` to have arguments it accepts.*Invalid learning rate: -0\.1",
+        ),
+        (["--trainer.strategy=fsdp"], r"`trainer\.strategy` to be a strategy the accelerator .* can run.*got 'fsdp'"),
+        pytest.param(
+            ["--trainer.accelerator=gpu"],
+            r"`trainer\.accelerator` to be one this machine has \(auto, cpu\), but got 'gpu'",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_leave_no_run_folder(args, match, tmp_path, monkeypatch, capsys):
@@ -128,6 +175,15 @@ def test_yaml_syntax_error_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.yaml").write_text("model:\n  class_path: FineTuning\n   init_args: [\n")
     lines = error_lines(capsys, ["fit", "--config", "bad.yaml"])
     assert len(lines) <= 2 and "bad.yaml" in " ".join(lines), lines
+
+
+def test_yaml_indentation_error_names_the_line_to_fix_not_the_enclosing_block(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = "model:\n  class_path: FineTuning\n  init_args:\n    backbone: test_resnet\n   lr_decay: 0.5\n"
+    (tmp_path / "bad.yaml").write_text(text)
+    lines = error_lines(capsys, ["fit", "--config", "bad.yaml"])
+    assert len(lines) == 2 and "bad.yaml" in lines[0] and "line 5, column 4" in lines[0], lines
+    assert "line 2" not in lines[0]  # PyYAML's enclosing block
 
 
 def test_every_short_run_logs_each_group_lr(tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ def readme_snippet() -> str:
 
 def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(tmp_path, monkeypatch):
     snippet = readme_snippet()
-    assert len([line for line in snippet.splitlines() if line.strip()]) <= 15
+    assert len([line for line in snippet.splitlines() if line.strip()]) <= 17
     assert not re.search(r"^\s*(import|from)\s+(torch|tlkit)", snippet, re.M)
     monkeypatch.chdir(tmp_path)
     main(["fit", *TINY_FIT_ARGS, "--trainer.max_epochs=1"])
@@ -133,6 +133,15 @@ def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(t
     folder.mkdir()
     for i, image in enumerate(data.splits["test"].samples):
         image.save(folder / f"{i:04d}.png")
+    # The same digits as the other file types users bring: read by the snippet as by `tlkit predict`.
+    for i, image in enumerate(data.splits["test"].samples[:4]):
+        grey16 = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)  # full 16-bit range
+        Image.fromarray(grey16).save(folder / f"g16_{i}.png")
+        image.convert("P").save(folder / f"palette_{i}.png")
+        image.convert("RGBA").save(folder / f"rgba_{i}.png")
+        image.convert("CMYK").save(folder / f"cmyk_{i}.jpg", quality=95)
+        image.convert("LA").save(folder / f"la_{i}.png")
+    assert Image.open(folder / "g16_0.png").mode.startswith("I")
     main(["predict", "--ckpt_path", str(checkpoint), f"--data.predict_dir={folder}"])
     predictions = tmp_path / "logs" / "tlkit" / "version_0" / "predictions" / "predictions-last.csv"
     expected = {
@@ -144,8 +153,20 @@ def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(t
         [sys.executable, "snippet.py", "exported", str(folder)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     got = {name: (label, float(p)) for name, label, p in (line.split() for line in out)}
-    assert got.keys() == expected.keys() and len(got) == len(data.splits["test"].samples)
-    assert all(got[n][0] == expected[n][0] and abs(got[n][1] - expected[n][1]) < 1e-4 for n in got)
+    assert got.keys() == expected.keys() and len(got) == len(data.splits["test"].samples) + 20
+    assert all(got[n][0] == expected[n][0] and abs(got[n][1] - expected[n][1]) < 1e-4 for n in got), [
+        (n, got[n], expected[n]) for n in got if abs(got[n][1] - expected[n][1]) >= 1e-4
+    ]
+
+
+def test_verification_reads_images_as_the_recipe_does_and_covers_every_mode():
+    from tlkit.datamodules import to_rgb
+    from tlkit.export import decode, verification_images
+
+    images = verification_images()
+    assert {"I;16", "P", "RGBA", "CMYK", "LA", "RGB"} <= {image.mode for image in images}
+    for image in images:  # the recipe and tlkit's loader agree pixel for pixel on every mode tlkit accepts
+        assert np.array_equal(np.asarray(decode(image)), np.asarray(to_rgb(image))), image.mode
 
 
 @pytest.mark.parametrize(
@@ -171,6 +192,40 @@ def test_bad_export_input_is_one_line(make_args, match, tiny_checkpoint, tmp_pat
     assert exit_info.value.code == 2 and err.startswith("tlkit export: error: ") and len(err.splitlines()) == 2
     assert re.search(match, err), err
     assert (tmp_path / "full" / "model.onnx").read_text() == "an earlier export"  # never overwritten
+
+
+def test_a_failed_export_leaves_no_folder_behind(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("no image here")
+    out = tmp_path / "new" / "exported"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "export",
+                "--ckpt_path",
+                str(tiny_checkpoint),
+                "--out_dir",
+                str(out),
+                "--images",
+                str(tmp_path / "no_images"),
+            ]
+        )
+    assert "tlkit export: error: " in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()  # an empty folder the user made stays, empty
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "export",
+                "--ckpt_path",
+                str(tiny_checkpoint),
+                "--out_dir",
+                str(tmp_path / "empty"),
+                "--images",
+                str(tmp_path / "no_images"),
+            ]
+        )
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
 
 def test_load_strategy_needs_no_download(tiny_checkpoint):

@@ -90,8 +90,13 @@ def test_console_rank_prints_writes_and_logs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main(["rank", "--data=DigitsDataModule", "--data.image_size=32", "--data.labels_per_class=5",
           "--candidates=[test_resnet@null, test_efficientnet@null]", "--cache_features=memory"])  # fmt: skip
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "Candidates, best first by `logme`" in out and "`test_efficientnet@null`" in out
+    # Progress while scoring, per candidate and per score (ranking a real zoo takes minutes).
+    assert "tlkit rank: [1/2] test_resnet@null: features of" in captured.err
+    assert "tlkit rank: [2/2] test_efficientnet@null: features of" in captured.err
+    assert "tlkit rank:   logme = " in captured.err and "tlkit rank:   linear_probe_accuracy = " in captured.err
     run = tmp_path / "logs" / "rank" / "version_0"
     assert {p.name for p in run.iterdir()} >= {"ranking.csv", "ranking.json", "config.yaml"}
     assert list(run.glob("events.out.tfevents.*"))

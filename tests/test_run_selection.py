@@ -103,3 +103,13 @@ def test_a_cli_sweep_is_selected_by_its_validator(tmp_path, monkeypatch, capsys)
     winner = max(best, key=best.get)
     assert f"Selected by val/snd (max): {winner}," in printed
     assert "| 0.1 |" in printed and "| 3.0 |" in printed  # the swept value, read from each run's config.yaml
+
+
+def test_a_folder_without_a_fit_is_skipped_and_named(runs, tmp_path, capsys):
+    tested = tmp_path / "version_2"  # what `tlkit test` wrote before test results went beside their run
+    SummaryWriter(str(tested)).close()
+    (tested / "config.yaml").write_text("seed_everything: 0\n")
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/snd"])
+    captured = capsys.readouterr()
+    assert "skipped 1 folder(s) with no fit" in captured.err and "version_2" in captured.err
+    assert str(tested) not in captured.out and "Selected by val/snd" in captured.out

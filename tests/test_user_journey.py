@@ -3,15 +3,12 @@ on, dropout), get killed mid-epoch, continue with ``--ckpt_path last``, and end 
 ends; then test and predict with the best checkpoint and read the written predictions."""
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TLKIT = Path(sys.executable).parent / "tlkit"
+from tests._console import REPO, tlkit
+
 # The shipped config, made small: 3 epochs of 4 batches, a tiny backbone, an MLP head with dropout, a checkpoint
 # every 3 steps (the mid-epoch saving a long epoch needs).
 RUN = [
@@ -24,14 +21,8 @@ RUN = [
     "--model.init_args.dropout=0.3",
     "--data.init_args.image_size=32",
     "--trainer.max_epochs=3",
-    "--trainer.enable_progress_bar=false",
     "--checkpoint.every_n_train_steps=3",
 ]
-
-
-def tlkit(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([str(TLKIT), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

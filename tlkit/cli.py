@@ -15,10 +15,12 @@ override that, and a checkpoint that does not fit them (backbone, classes, optim
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.metadata
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -32,9 +34,10 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
 import tlkit.datamodules  # noqa: F401
@@ -48,10 +51,11 @@ from tlkit._cli_errors import (
     trainer_option_error,
     wants_traceback,
 )
-from tlkit.callbacks import PredictionWriter, ResumableCheckpoint
+from tlkit.callbacks import LearningRates, PredictionWriter, ResumableCheckpoint, TensorBoardReport
+from tlkit.callbacks.resumable_checkpoint import remove_abandoned_partials
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
-from tlkit.run_folders import Reservation, reserve_for_run, version_number
+from tlkit.run_folders import Reservation, is_launched_rank, reserve_for_run, version_number
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
@@ -293,8 +297,8 @@ class TLKitCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(LearningRates, "lr_monitor")
+        parser.add_lightning_class_args(TensorBoardReport, "report")
 
     def _set_seed(self) -> None:
         """Seed as LightningCLI does, quietly (the seed is in the run's config.yaml), and truly at random for ``true``.
@@ -390,7 +394,15 @@ class TLKitCLI(LightningCLI):
         run_config = yaml.safe_load(config).get("fit", {})
         run_config.pop("ckpt_path", None)
         self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(run_config)))
+        if isinstance(self.trainer.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+            # The resolved config in TensorBoard's Text tab (indented: shown as code, not as Markdown).
+            indented = "\n".join("    " + line for line in yaml.safe_dump(run_config, sort_keys=False).splitlines())
+            self.trainer.logger.experiment.add_text("config", indented, 0)
         log_dir = self._log_dir()
+        if log_dir is not None and self.trainer.is_global_zero:
+            # A run of this config killed while saving left a hidden half-written checkpoint: no use to anyone.
+            for path in remove_abandoned_partials(log_dir.parent):
+                rank_zero_info(f"tlkit: removed {path}, a checkpoint a killed run left half-written")
         if log_dir is not None:
             verb = "continuing" if self.invocation.resume_version is not None else "logs in"
             rank_zero_info(f"tlkit: TensorBoard {verb} {log_dir}  (view with: tensorboard --logdir {LOG_DIR})")
@@ -524,24 +536,47 @@ def _restore_folder(folder: Path, before: dict[Path, float]) -> None:
         path.unlink(missing_ok=True)
 
 
+#: Every subcommand, one line each for ``tlkit --help``; tlkit's own ones by the module whose ``main`` runs them.
+COMMANDS = {
+    "fit": "train a model (a strategy, a backbone, a datamodule); logs and checkpoints under logs/<config>/",
+    "validate": "score a checkpoint on the validation split",
+    "test": "score a checkpoint on the test split; results beside its run (<run>/test_<n>/)",
+    "predict": "label new images or texts with a checkpoint (--data.predict_dir); CSV and JSONL beside it",
+    "rank": "score candidate backbones (or one backbone's layers) on your data before training any",
+    "export": "write a checkpoint as ONNX and/or TorchScript with its preprocessing, verified on real images",
+    "select": "choose among finished runs by a logged metric (label-free validators for domain adaptation)",
+}
+TOOL_MODULES = {"rank": "tlkit.rank_command", "export": "tlkit.export_command", "select": "tlkit.select_command"}
+
+
+def top_level_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {line}" for name, line in COMMANDS.items()]
+    return (
+        "usage: tlkit <command> [options]   (tlkit <command> --help lists a command's options)\n\n"
+        "Transfer learning on PyTorch Lightning.\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+        "example: tlkit fit --config configs/digits_finetune.yaml\n"
+    )
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Console-script entry point: user errors print one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
     args = list(sys.argv[1:] if args is None else args)
-    if args[:1] == ["rank"]:
-        from tlkit.rank_command import main as rank
-
-        return rank(args[1:])
-    if args[:1] == ["export"]:
-        from tlkit.export_command import main as export
-
-        return export(args[1:])
-    if args[:1] == ["select"]:
-        from tlkit.select_command import main as select
-
-        return select(args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(top_level_help())
+        sys.exit(0 if args else 2)
+    if args[0] in TOOL_MODULES:
+        return importlib.import_module(TOOL_MODULES[args[0]]).main(args[1:])
     subcommand = next((a for a in args if a in SUBCOMMANDS), None)
     try:
         TLKitCLI(args=args)
+    except SIGTERMException:
+        # Lightning stops every rank at the same step and ends the run (a SystemExit with status 0); a stopped run
+        # is no success, and its user wants to know how to go on.
+        if not is_launched_rank():
+            how = " with --ckpt_path last" if subcommand == "fit" else ""
+            sys.stderr.write(f"tlkit {subcommand}: stopped by SIGTERM; continue from the newest checkpoint{how}.\n")
+        sys.exit(128 + signal.SIGTERM)
     except Exception as err:
         problem = config_error_in(err)
         if problem is None or wants_traceback():

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -85,12 +86,31 @@ def preprocessing_spec(config: DataConfig) -> dict[str, Any]:
         "divide_by": 255,
         "color": "RGB",
         "layout": "NCHW",
+        "decode": DECODE_RECIPE,
     }
 
 
+#: How a file becomes 8-bit RGB before the resize, as `decode` does and as tlkit trains (`to_rgb`), for model.json.
+DECODE_RECIPE = (
+    "16-bit and 32-bit integer greyscale (PIL modes I;16*, I) times 255/65535, clipped to 0..255 and rounded to 8-bit "
+    "greyscale; then every mode (L, LA, P, RGBA with alpha dropped, CMYK) through PIL's convert('RGB'). Not covered: "
+    "32-bit integer images with values above 65535 and floating-point images (mode F), which tlkit scales by their "
+    "own range"
+)
+
+
+def decode(image: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB by `DECODE_RECIPE`, with PIL and numpy only: what code without tlkit does."""
+    if image.mode.startswith("I"):
+        pixels = np.clip(np.asarray(image, np.float64) * (255 / 65535), 0, 255).round().astype(np.uint8)
+        image = Image.fromarray(pixels)
+    return image.convert("RGB")
+
+
 def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
-    """One image as the exported model expects it, (3, crop, crop) float32, with PIL and numpy only."""
-    image = image.convert("RGB")
+    """One opened image (any mode) as the exported model expects it, (3, crop, crop) float32, with PIL and numpy
+    only: model.json's recipe, as the README's snippet follows it."""
+    image = decode(image)
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
@@ -105,19 +125,38 @@ def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
 
 
 def verification_images(folder: str | os.PathLike | None = None, limit: int = 16) -> list[Image.Image]:
-    """Real images to verify on: up to ``limit`` from ``folder``, else scikit-image's bundled photos and
+    """Real images to verify on, as opened (in their own modes, not yet RGB): up to ``limit`` from ``folder``, else
+    scikit-image's bundled photos, one of them in every mode tlkit reads (16-bit, palette, RGBA, CMYK, LA), and
     scikit-learn's digits (offline, always available)."""
     if folder is not None:
-        from tlkit.datamodules import open_rgb
         from tlkit.datamodules._folders import scan_images
 
-        return [open_rgb(path) for path in scan_images(Path(folder).expanduser())[:limit]]
+        return [_opened(path) for path in scan_images(Path(folder).expanduser())[:limit]]
     from tlkit.datamodules.digits import digit_images
     from tlkit.datamodules.digits_m import bundled_photos
 
     photos = [Image.fromarray(photo) for photo in bundled_photos()]
     digits, _ = digit_images()
-    return (photos + digits[: max(0, limit - len(photos))])[:limit]
+    images = photos + _in_every_mode(photos[0]) + digits
+    return images[: max(limit, len(photos) + 5)]
+
+
+def _opened(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def _in_every_mode(photo: Image.Image) -> list[Image.Image]:
+    """``photo`` as the file types users bring hold it: 16-bit greyscale (full range), palette, RGBA, CMYK, LA."""
+    grey16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    return [
+        Image.fromarray(grey16),
+        photo.convert("P"),
+        photo.convert("RGBA"),
+        photo.convert("CMYK"),
+        photo.convert("LA"),
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------- loading
@@ -175,8 +214,36 @@ def export(
             raise config_error("formats", "a list of export formats", name, options=FORMATS)
     if not formats:
         raise config_error("formats", "at least one export format", list(formats), options=FORMATS)
-    directory = _prepare_directory(Path(out_dir).expanduser())
+    directory = Path(out_dir).expanduser()
+    _check_directory(directory)
     model = load_strategy(checkpoint_path)
+    created = not directory.exists()
+    _prepare_directory(directory)
+    try:
+        return _export_into(directory, model, formats, images, opset, tolerance)
+    except VerificationError:
+        raise  # its files stay for inspection, as its message says
+    except BaseException:
+        # The folder was new or empty: a failed export leaves it as it was (an interrupted one included).
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            for path in directory.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
+def _export_into(
+    directory: Path,
+    model: Any,
+    formats: Sequence[ExportFormat],
+    images: str | os.PathLike | None,
+    opset: int,
+    tolerance: float,
+) -> ExportReport:
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
     spec = preprocessing_spec(config)
@@ -205,9 +272,13 @@ def export(
     return report
 
 
-def _prepare_directory(directory: Path) -> Path:
+def _check_directory(directory: Path) -> None:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise config_error("out_dir", "a new or empty folder (an earlier export is never overwritten)", str(directory))
+
+
+def _prepare_directory(directory: Path) -> Path:
+    _check_directory(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".write-test"
@@ -221,11 +292,13 @@ def _prepare_directory(directory: Path) -> Path:
 def _eager_probabilities(
     network: nn.Module, images: list[Image.Image], config: DataConfig
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """The inputs and the checkpoint's own probabilities, with tlkit's own (torchvision) evaluation transform."""
+    """The inputs and the checkpoint's own probabilities, read as tlkit trains (`to_rgb`, then its torchvision
+    evaluation transform): the other side of the check from `preprocess`."""
+    from tlkit.datamodules import to_rgb
     from tlkit.datamodules.transforms import eval_transform
 
     transform = eval_transform(config)
-    inputs = torch.stack([transform(image) for image in images])
+    inputs = torch.stack([transform(to_rgb(image)) for image in images])
     with torch.inference_mode():
         return inputs, network(inputs).numpy()
 

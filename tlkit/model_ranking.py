@@ -55,15 +55,20 @@ class Ranked:
     score_seconds: dict[str, float] = field(default_factory=dict)
 
 
+#: Where ranking reports what it is doing, one line at a time (the command prints them to stderr).
+Progress = Callable[[str], None]
+
+
 def score_features(
     features: torch.Tensor,
     labels: torch.Tensor,
     source_probabilities: torch.Tensor | None = None,
     seed: int = 0,
     scores: Sequence[Score] = SCORES,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, float | None], dict[str, float]]:
     """The requested ``scores`` of ``features`` for ``labels`` (None for one not requested or not applicable);
-    returns (scores, seconds per computed score)."""
+    returns (scores, seconds per computed score). ``progress`` is told each score as it is computed."""
     num_classes = int(labels.max()) + 1
     needs_source = source_probabilities is not None
     computations: dict[str, Callable[[], float]] = {
@@ -82,6 +87,8 @@ def score_features(
         started = time.perf_counter()
         values[name] = computations[name]()
         seconds[name] = time.perf_counter() - started
+        if progress is not None:
+            progress(f"  {name} = {values[name]:.4g} ({seconds[name]:.1f} s)")
     return values, seconds
 
 
@@ -156,6 +163,7 @@ def rank_backbones(
     sort_by: Score = "logme",
     seed: int = 0,
     scores: Sequence[Score] = SCORES,
+    progress: Progress | None = None,
 ) -> list[Ranked]:
     """Score each candidate backbone's frozen features on ``datamodule``'s training split; best first.
 
@@ -169,20 +177,23 @@ def rank_backbones(
         seed: seed of the baselines' folds.
         scores: which scores to compute (default all); ``[logme]`` alone costs little beyond the forward passes,
             the cross-validated baselines the most.
+        progress: told, one line at a time, which candidate and score is being computed (ranking takes minutes).
     """
     if not candidates:
         raise config_error("candidates", "at least one backbone to rank", list(candidates))
     _check_scores(scores, sort_by)
     cache = cache if cache is not None else FeatureCache("memory")
     _labelled_training_split(datamodule)
-    named = candidates.items() if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
+    named = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     results = []
-    for display_name, candidate in named:
+    for position, (display_name, candidate) in enumerate(named, start=1):
         name, backbone = _candidate_backbone(candidate, weights)
         name = display_name or name
         features, labels, feature_seconds = _training_features(datamodule, backbone, cache)
+        if progress is not None:
+            progress(f"[{position}/{len(named)}] {name}: features of {len(labels)} images in {feature_seconds:.1f} s")
         source = _source_probabilities(backbone, features)
-        values, seconds = score_features(features, labels, source, seed, scores)
+        values, seconds = score_features(features, labels, source, seed, scores, progress)
         results.append(Ranked(name, backbone.num_features, values, feature_seconds, seconds))
     return sort_results(results, sort_by)
 
@@ -195,9 +206,11 @@ def rank_layers(
     seed: int = 0,
     batch_size: int = 128,
     scores: Sequence[Score] = SCORES,
+    progress: Progress | None = None,
 ) -> list[Ranked]:
     """Score the pooled output of each layer group of one backbone, input to output (or best first with
-    ``sort_by``): where transferable features end, and so how many top groups are worth fine-tuning."""
+    ``sort_by``): where transferable features end, and so how many top groups are worth fine-tuning. ``progress``
+    is told each group and score as it is computed."""
     _check_scores(scores, sort_by)
     _, backbone = _candidate_backbone(backbone, weights)
     _labelled_training_split(datamodule)
@@ -215,9 +228,11 @@ def rank_layers(
     forward_seconds = time.perf_counter() - started
     targets = torch.cat(labels)
     results = []
-    for group, outputs in zip(backbone.layer_groups, per_group):
+    for position, (group, outputs) in enumerate(zip(backbone.layer_groups, per_group), start=1):
         features = torch.cat(outputs)
-        values, seconds = score_features(features, targets, None, seed, scores)
+        if progress is not None:
+            progress(f"[{position}/{len(per_group)}] {group.name}: {features.shape[1]} features")
+        values, seconds = score_features(features, targets, None, seed, scores, progress)
         results.append(Ranked(group.name, features.shape[1], values, forward_seconds, seconds))
     return sort_results(results, sort_by) if sort_by is not None else results
 

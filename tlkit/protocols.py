@@ -98,3 +98,11 @@ class FeatureExtractor(Protocol):
     """A model whose backbone features can be read: ``extract_features(images) -> (N, D)``."""
 
     def extract_features(self, x: Any) -> Any: ...
+
+
+@runtime_checkable
+class ConfusionTracking(Protocol):
+    """A classifier that accumulates its validation predictions in a confusion matrix (a torchmetrics Metric,
+    rows true, columns predicted), for `TensorBoardReport` to draw and reset once per validation."""
+
+    confusion: Any

@@ -67,12 +67,21 @@ def run(args: Sequence[str]) -> list[Ranked]:
         raise config_error("candidates", "at least one backbone to rank (or `layers_of`)", init.candidates)
     if init.candidates and init.layers_of is not None:
         raise config_error("layers_of", "unset when `candidates` are given", init.layers_of)
+
+    def progress(line: str) -> None:
+        print(f"tlkit rank: {line}", file=sys.stderr, flush=True)
+
     if init.layers_of is not None:
-        results = rank_layers(init.data, init.layers_of, init.weights, seed=init.seed, scores=init.scores)
+        progress(f"scoring the layer groups of {init.layers_of}")
+        results = rank_layers(
+            init.data, init.layers_of, init.weights, seed=init.seed, scores=init.scores, progress=progress
+        )
         title = f"Layer groups of `{init.layers_of}`, input to output"
     else:
         cache = FeatureCache(init.cache_features, init.cache_dir)
-        results = rank_backbones(init.data, init.candidates, init.weights, cache, init.sort_by, init.seed, init.scores)
+        results = rank_backbones(
+            init.data, init.candidates, init.weights, cache, init.sort_by, init.seed, init.scores, progress
+        )
         title = f"Candidates, best first by `{init.sort_by}`"
     table = markdown_table(results, init.sort_by if init.layers_of is None else None)
     logger = TensorBoardLogger(init.save_dir, name=init.name or _config_stem(config) or "rank")

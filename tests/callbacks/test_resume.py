@@ -65,3 +65,21 @@ def test_last_checkpoint_follows_the_latest_epoch_even_without_improvement(tmp_p
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 3 and last["global_step"] == 16
     assert not list((tmp_path / "ckpt").glob(".*.partial")), "no temporary file is left behind"
+
+
+def test_a_half_written_checkpoint_of_a_killed_run_is_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import socket
+
+    from tlkit.callbacks.resumable_checkpoint import partial_path, remove_abandoned_partials
+
+    folder = tmp_path / "logs" / "run" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    live = partial_path(folder / "last.ckpt")  # this process: still writing
+    live.write_bytes(b"")
+    dead = folder / f".last.ckpt.{socket.gethostname()}.{2**22 + 12345}.partial"  # above any pid this host gives
+    dead.write_bytes(b"")
+    elsewhere = folder / ".last.ckpt.other-host.1.partial"  # another machine of a shared filesystem
+    elsewhere.write_bytes(b"")
+    assert remove_abandoned_partials(tmp_path / "logs" / "run") == [dead]
+    assert live.exists() and elsewhere.exists() and str(os.getpid()) in live.name

@@ -58,13 +58,31 @@ def test_csv_tsv_jsonl_and_folders_read_the_same_texts(tmp_path, sentiment_csv):
         ("text,labels\ngood film,pos\n", {}, r"`label_column` 'label' to be a column.*Closest: labels"),
         ("text,label\ngood film,pos\n ,neg\n", {}, r"non-empty `text` in every row, but .*reviews\.csv:3 has none"),
         ("text,label\ngood film,pos\nbad film,meh\n", {"classes": ["neg", "pos"]}, r"reviews\.csv:3 has 'meh'"),
+        (
+            "text,label\ngood film,pos\nbad film,\n",
+            {},
+            r"non-empty `label` in every row, but .*reviews\.csv:3 has none",
+        ),
+        (
+            '{"text": "good", "label": "pos"}\n{"text": "bad", "label": " "}\n',
+            {},
+            r"non-empty `label`.*reviews\.jsonl:2 has none",
+        ),
     ],
 )
 def test_bad_text_files_fail_before_training_naming_file_and_line(tmp_path, content, kwargs, match):
-    path = tmp_path / "reviews.csv"
+    path = tmp_path / ("reviews.jsonl" if content.startswith("{") else "reviews.csv")
     path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         TextFileDataModule(str(path), **kwargs).setup()
+
+
+def test_a_class_with_far_fewer_examples_is_reported_with_where_it_is(tmp_path, sentiment_csv):
+    path = tmp_path / "typo.csv"
+    path.write_text(sentiment_csv.read_text() + "the film was fine,poss\n")
+    with pytest.warns(UserWarning, match=r"far fewer examples.*'poss' \(1 example: .*typo\.csv:62\)"):
+        classes, _ = TextFileDataModule(str(path)).load_data()
+    assert classes == ["neg", "pos", "poss"]  # reported, not dropped: listing `classes` makes it an error
 
 
 def test_an_unknown_file_type_is_one_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,38 @@ class ResumableCheckpoint(ModelCheckpoint):
     @override
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         target = Path(filepath)
-        partial = target.with_name(f".{target.name}.partial")
+        partial = partial_path(target)
         super()._save_checkpoint(trainer, str(partial))
         if trainer.is_global_zero:
             os.replace(partial, target)  # atomic on POSIX and Windows within one folder
         trainer.strategy.barrier("ResumableCheckpoint")
         self._last_checkpoint_saved = filepath
+
+
+def partial_path(target: Path) -> Path:
+    """The temporary file ``target`` is written to first: hidden, and named after the host and process writing it,
+    so that one left by a killed run can be told from one being written (`remove_abandoned_partials`)."""
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.partial")
+
+
+def remove_abandoned_partials(root: Path) -> list[Path]:
+    """Delete the half-written checkpoints under ``root`` whose writer, on this host, is no longer running (a run
+    killed while saving: SIGKILL, out of memory); returns them. Files of other hosts and of live processes stay."""
+    removed = []
+    host = socket.gethostname()
+    for path in root.glob("**/checkpoints/.*.partial") if root.is_dir() else []:
+        writer, _, pid = path.name.removesuffix(".partial").rpartition(".")
+        if writer.endswith(f".{host}") and pid.isdigit() and not _is_running(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -1,0 +1,50 @@
+"""Run the installed ``tlkit`` console script as a user does: a subprocess in a folder of its own, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TLKIT = Path(sys.executable).parent / "tlkit"
+#: Variables a DDP test run must not inherit from a test process that ran Lightning itself.
+RANK_VARIABLES = (
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TLKIT_RUN_VERSION",
+)
+
+
+def console_env() -> dict[str, str]:
+    """The environment of a user's shell: offline, the repository importable (for test callbacks), no rank variables."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for name in RANK_VARIABLES:
+        env.pop(name, None)
+    return env
+
+
+def tlkit(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``tlkit <args>`` in ``cwd``; the whole process group is killed if it runs past ``timeout`` (a hung DDP run
+    would otherwise keep its other ranks alive)."""
+    process = subprocess.Popen(
+        [str(TLKIT), *args],
+        cwd=cwd,
+        env=console_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"tlkit {' '.join(args)} ran past {timeout} s (hung?):\n{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
