@@ -251,6 +251,7 @@ class TLKitCLI(LightningCLI):
         logger = {"class_path": TENSORBOARD_LOGGER, "init_args": logger_args}
         predicting = self.invocation.subcommand == "predict"
         self._reservation: Reservation | None = None
+        self._logger_as_configured: Namespace | None = None  # the logger's arguments before the reservation
         try:
             super().__init__(
                 model_class=TransferModule,
@@ -322,6 +323,10 @@ class TLKitCLI(LightningCLI):
         return
 
     # ------------------------------------------------------------------------------------------------ subcommands
+    def _run_config(self) -> Namespace:
+        """The parsed config of this run: the subcommand's, or the whole one without a subcommand (``run=False``)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
         self._reservation = self._reserve_log_folder()
 
@@ -332,7 +337,7 @@ class TLKitCLI(LightningCLI):
         folder write beside that run, in ``<run>/test_<n>``, where ``tlkit select`` never mistakes them for a fit.
         A logger the user configured with a version of its own (or a continued run's) is left alone.
         """
-        logger = self.config[self.subcommand]["trainer"].get("logger")
+        logger = self._run_config()["trainer"].get("logger")
         if not isinstance(logger, Namespace) or logger.class_path != TENSORBOARD_LOGGER:
             return None
         init_args = logger.init_args
@@ -353,9 +358,8 @@ class TLKitCLI(LightningCLI):
         super().instantiate_classes()
         # The saved config.yaml (and the checkpoints' copy) keep the logger as the user configured it: a run started
         # again from them reserves a folder of its own instead of writing into this one.
-        configured = getattr(self, "_logger_as_configured", None)
-        if configured is not None:
-            self.config[self.subcommand]["trainer"]["logger"].init_args = configured
+        if self._logger_as_configured is not None:
+            self._run_config()["trainer"]["logger"].init_args = self._logger_as_configured
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Lightning's Trainer; an accelerator, strategy, precision or devices this machine cannot run is one line
@@ -363,7 +367,7 @@ class TLKitCLI(LightningCLI):
         try:
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as err:
-            trainer_config = self.config[self.subcommand]["trainer"]
+            trainer_config = self._run_config()["trainer"]
             raise trainer_option_error(str(err), {k: trainer_config.get(k) for k in TRAINER_HARDWARE_KEYS}) from err
 
     def _run_subcommand(self, subcommand: str) -> None:
