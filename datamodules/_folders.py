@@ -35,6 +35,31 @@ def check_folder(path: Path, what: str) -> None:
         raise ConfigError(f"Expected {what} {str(path)!r} to exist, but it does not.")
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every visible file under ``folder``, at any depth, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _usable_images(
+    files: list[Path], root: Path, what: str, on_invalid: InvalidPolicy, verify_images: bool, skipped: list[str]
+) -> list[Path]:
+    """The readable images among ``files``; each other file raises naming it (``on_invalid="error"``) or is added to
+    ``skipped`` as "<path>: <why>" (``"skip"``). ``what`` names ``root`` in the error ("predict folder ")."""
+    images = []
+    for path in files:
+        problem = _problem(path, verify_images)
+        if problem is None:
+            images.append(path)
+        elif on_invalid == "skip":
+            skipped.append(f"{path}: {problem}")
+        else:
+            raise ConfigError(
+                f"Expected every file under {what}{str(root)!r} to be a readable image, but {str(path)!r} is "
+                f"{problem}. Remove it, or set `on_invalid: skip`."
+            )
+    return images
+
+
 def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True) -> list[Path]:
     """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images.
 
@@ -42,24 +67,12 @@ def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: b
     stderr naming it and why (``"skip"``): a prediction is never silently missing.
     """
     check_folder(root, "predict folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images: list[Path] = []
+    files = _files_under(root)
     skipped: list[str] = []
-    for path in files:
-        problem = _problem(path, verify_images)
-        if problem is None:
-            images.append(path)
-        elif on_invalid == "skip":
-            skipped.append(f"  {path}: {problem}")
-        else:
-            raise ConfigError(
-                f"Expected every file under predict folder {str(root)!r} to be a readable image, but {str(path)!r} is "
-                f"{problem}. Remove it, or set `on_invalid: skip`."
-            )
+    images = _usable_images(files, root, "predict folder ", on_invalid, verify_images, skipped)
     if skipped:
-        rank_zero_info(
-            f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:\n" + "\n".join(skipped)
-        )
+        heading = f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:"
+        rank_zero_info("\n  ".join([heading, *skipped]))
     if not images:
         raise ConfigError(
             f"Expected predict folder {str(root)!r} to contain images ({', '.join(IMAGE_EXTENSIONS)}), but it has none."
@@ -87,23 +100,11 @@ def scan_image_folder(
     labels: list[int] = []
     skipped: list[str] = []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith("."))
-        found = 0
-        for path in files:
-            problem = _problem(path, verify_images)
-            if problem is None:
-                paths.append(path)
-                labels.append(label)
-                found += 1
-            elif on_invalid == "skip":
-                skipped.append(f"{path}: {problem}")
-            else:
-                raise ConfigError(
-                    f"Expected every file under {str(root)!r} to be a readable image, but {str(path)!r} is {problem}. "
-                    "Remove it, or set `on_invalid: skip`."
-                )
-        if found == 0:
+        found = _usable_images(_files_under(root / name), root, "", on_invalid, verify_images, skipped)
+        if not found:
             raise ConfigError(f"Expected class folder {str(root / name)!r} to contain images, but it has none.")
+        paths += found
+        labels += [label] * len(found)
     if skipped:
         rank_zero_warn(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(skipped))
     return classes, paths, labels

@@ -52,7 +52,8 @@ def read_rows(path: Path, text_column: str, label_column: str) -> Rows:
         text = str(row.get(text_column) or "").strip()
         if not text:
             raise ConfigError(f"Expected a non-empty `{text_column}` in every row, but {where} has none.")
-        label = str(row.get(label_column) if row.get(label_column) is not None else "").strip()
+        value = row.get(label_column)
+        label = "" if value is None else str(value).strip()  # not `or ""`: a JSON label 0 is a label
         if not label:
             raise ConfigError(f"Expected a non-empty `{label_column}` in every row, but {where} has none.")
         rows.append((text, label, where))
@@ -60,9 +61,12 @@ def read_rows(path: Path, text_column: str, label_column: str) -> Rows:
 
 
 def rare_classes(rows: Rows, classes: list[str]) -> list[str]:
-    """Classes with far fewer examples than the others (a tenth of the median count or less, or one example): most
-    often a misspelt label that became a class of its own. Each as "'meh' (1 example: reviews.csv:14)"."""
-    counts = {name: [where for _, label, where in rows if label == name] for name in classes}
+    """Classes (every label of ``rows``) with far fewer examples than the others (a tenth of the median count or
+    less, or one example): most often a misspelt label that became a class of its own. Each as "'meh' (1 example:
+    reviews.csv:14)"."""
+    counts: dict[str, list[str]] = {name: [] for name in classes}
+    for _, label, where in rows:  # one pass: a large file with many classes is read at every start
+        counts[label].append(where)
     sizes = sorted(len(places) for places in counts.values())
     median = sizes[len(sizes) // 2]
     rare = []

@@ -29,18 +29,36 @@ def console_env() -> dict[str, str]:
     return env
 
 
-def tlkit(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``tlkit <args>`` in ``cwd``; the whole process group is killed if it runs past ``timeout`` (a hung DDP run
-    would otherwise keep its other ranks alive)."""
-    process = subprocess.Popen(
+#: A shipped image config made tiny: a small random-init backbone at 32 px (seconds per epoch on a CPU).
+TINY_IMAGE_MODEL = [
+    "--model.init_args.backbone=test_resnet",
+    "--model.init_args.weights=null",
+    "--data.init_args.image_size=32",
+]
+
+
+def shipped(config: str, *extra: str) -> list[str]:
+    """``fit --config configs/<config>`` and ``extra`` options."""
+    return ["fit", "--config", str(REPO / "configs" / config), *extra]
+
+
+def start_tlkit(args: list[str], cwd: Path, stdout: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """``tlkit <args>`` started in ``cwd`` in a process group of its own (with every rank it launches)."""
+    return subprocess.Popen(
         [str(TLKIT), *args],
         cwd=cwd,
         env=console_env(),
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def tlkit(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``tlkit <args>`` in ``cwd``; the whole process group is killed if it runs past ``timeout`` (a hung DDP run
+    would otherwise keep its other ranks alive)."""
+    process = start_tlkit(args, cwd)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

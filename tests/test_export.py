@@ -197,34 +197,18 @@ def test_bad_export_input_is_one_line(make_args, match, tiny_checkpoint, tmp_pat
 def test_a_failed_export_leaves_no_folder_behind(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "no_images").mkdir()
     (tmp_path / "no_images" / "notes.txt").write_text("no image here")
+
+    def export_without_images(out_dir: Path) -> None:
+        args = ["--ckpt_path", str(tiny_checkpoint), "--out_dir", str(out_dir), "--images", str(tmp_path / "no_images")]
+        with pytest.raises(SystemExit):
+            main(["export", *args])
+
     out = tmp_path / "new" / "exported"
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "export",
-                "--ckpt_path",
-                str(tiny_checkpoint),
-                "--out_dir",
-                str(out),
-                "--images",
-                str(tmp_path / "no_images"),
-            ]
-        )
+    export_without_images(out)
     assert "tlkit export: error: " in capsys.readouterr().err
     assert not out.exists()
     (tmp_path / "empty").mkdir()  # an empty folder the user made stays, empty
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "export",
-                "--ckpt_path",
-                str(tiny_checkpoint),
-                "--out_dir",
-                str(tmp_path / "empty"),
-                "--images",
-                str(tmp_path / "no_images"),
-            ]
-        )
+    export_without_images(tmp_path / "empty")
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
 

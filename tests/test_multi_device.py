@@ -9,25 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._console import REPO, tlkit
+from tests._console import TINY_IMAGE_MODEL, shipped, tlkit
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
-TINY_IMAGE_MODEL = ["--model.init_args.backbone=test_resnet", "--model.init_args.weights=null"]
 
 
 def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
     """The run name and the arguments of one shipped config made small."""
     if family == "classification":
         config = "digits_finetune.yaml"
-        extra = [*TINY_IMAGE_MODEL, "--data.init_args.image_size=32"]
+        extra = TINY_IMAGE_MODEL
     elif family == "text":
         config = "text_gradual_unfreezing.yaml"
         extra = [f"--model.init_args.backbone=hf:{tiny_bert}", "--data.init_args.labels_per_class=8"]
     else:
         config = "domain_adaptation/digits_m_dann.yaml"
         extra = TINY_IMAGE_MODEL
-    return Path(config).stem, ["fit", "--config", str(REPO / "configs" / config), *extra]
+    return Path(config).stem, shipped(config, *extra)
 
 
 @pytest.mark.parametrize("family", ["classification", "text", "domain_adaptation"])

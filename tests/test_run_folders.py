@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
 from pathlib import Path
 
 import torch
 import yaml
 
-from tests._console import REPO, TLKIT, console_env
+from tests._console import TINY_IMAGE_MODEL, shipped, start_tlkit
 from tlkit.run_folders import VERSION_ENV, reserve, reserve_for_run
 
 
@@ -56,27 +55,10 @@ def test_releasing_removes_only_what_the_reservation_created_and_never_a_checkpo
 
 
 def test_two_fits_of_one_config_started_together_write_to_two_folders(tmp_path):
-    args = [
-        "fit",
-        "--config",
-        str(REPO / "configs" / "digits_finetune.yaml"),
-        "--model.init_args.backbone=test_resnet",
-        "--model.init_args.weights=null",
-        "--data.init_args.image_size=32",
-        "--data.init_args.labels_per_class=3",
-        "--trainer.max_epochs=1",
-    ]
-    started = [
-        subprocess.Popen(
-            [str(TLKIT), *args],
-            cwd=tmp_path,
-            env=console_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    args = shipped(
+        "digits_finetune.yaml", *TINY_IMAGE_MODEL, "--data.init_args.labels_per_class=3", "--trainer.max_epochs=1"
+    )
+    started = [start_tlkit(args, tmp_path) for _ in range(2)]
     outputs = [process.communicate(timeout=120) for process in started]
     assert all(process.returncode == 0 for process in started), [err[-2000:] for _, err in outputs]
     runs = tmp_path / "logs" / "digits_finetune"

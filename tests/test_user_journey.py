@@ -7,22 +7,18 @@ from pathlib import Path
 
 import torch
 
-from tests._console import REPO, tlkit
+from tests._console import TINY_IMAGE_MODEL, shipped, tlkit
 
 # The shipped config, made small: 3 epochs of 4 batches, a tiny backbone, an MLP head with dropout, a checkpoint
 # every 3 steps (the mid-epoch saving a long epoch needs).
-RUN = [
-    "fit",
-    "--config",
-    str(REPO / "configs" / "digits_finetune.yaml"),
-    "--model.init_args.backbone=test_resnet",
-    "--model.init_args.weights=null",
+RUN = shipped(
+    "digits_finetune.yaml",
+    *TINY_IMAGE_MODEL,
     "--model.init_args.head=mlp",
     "--model.init_args.dropout=0.3",
-    "--data.init_args.image_size=32",
     "--trainer.max_epochs=3",
     "--checkpoint.every_n_train_steps=3",
-]
+)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -104,16 +100,14 @@ def _kill_and_resume_matches_a_straight_run(tmp_path: Path, run: list[str], run_
 
 
 def test_the_lora_config_killed_and_resumed_ends_bitwise_with_adapter_only_checkpoints(tmp_path):
-    run = [
-        "fit",
-        "--config",
-        str(REPO / "configs" / "digits_lora.yaml"),
+    run = shipped(
+        "digits_lora.yaml",
         "--data.init_args.image_size=32",
         "--data.init_args.labels_per_class=4",
         "--trainer.max_epochs=3",
         "--trainer.enable_progress_bar=false",
         "--checkpoint.every_n_train_steps=1",
-    ]
+    )
     last = _kill_and_resume_matches_a_straight_run(tmp_path, run, "digits_lora", kill_step=3)
     state = weights(last)
     assert not any(k.endswith("base_layer.weight") for k in state)  # adapter-only, resumed from one all the same
@@ -121,15 +115,13 @@ def test_the_lora_config_killed_and_resumed_ends_bitwise_with_adapter_only_check
 
 
 def test_the_text_config_killed_and_resumed_ends_bitwise(tmp_path, tiny_bert):
-    run = [
-        "fit",
-        "--config",
-        str(REPO / "configs" / "text_gradual_unfreezing.yaml"),
+    run = shipped(
+        "text_gradual_unfreezing.yaml",
         f"--model.init_args.backbone=hf:{tiny_bert}",
         "--data.init_args.labels_per_class=8",
         "--data.init_args.batch_size=4",
         "--trainer.max_epochs=3",
         "--trainer.enable_progress_bar=false",
         "--checkpoint.every_n_train_steps=1",
-    ]
+    )
     _kill_and_resume_matches_a_straight_run(tmp_path, run, "text_gradual_unfreezing", kill_step=6)

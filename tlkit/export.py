@@ -278,7 +278,7 @@ def _check_directory(directory: Path) -> None:
 
 
 def _prepare_directory(directory: Path) -> Path:
-    _check_directory(directory)
+    """Create ``directory`` (checked by `_check_directory` before the checkpoint was loaded) and probe it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".write-test"

@@ -9,19 +9,11 @@ import io
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests._console import REPO, tlkit
+from tests._console import TINY_IMAGE_MODEL, shipped, tlkit
 
 
 def test_a_gradual_unfreezing_run_shows_what_users_look_for(tmp_path):
-    args = [
-        "fit",
-        "--config",
-        str(REPO / "configs" / "digits_gradual_unfreezing.yaml"),
-        "--model.init_args.backbone=test_resnet",
-        "--model.init_args.weights=null",
-        "--data.init_args.image_size=32",
-        "--trainer.max_epochs=3",
-    ]
+    args = shipped("digits_gradual_unfreezing.yaml", *TINY_IMAGE_MODEL, "--trainer.max_epochs=3")
     result = tlkit(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "logs" / "digits_gradual_unfreezing" / "version_0"
