@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TLKIT = Path(sys.executable).parent / "tlkit"
@@ -42,14 +43,16 @@ def shipped(config: str, *extra: str) -> list[str]:
     return ["fit", "--config", str(REPO / "configs" / config), *extra]
 
 
-def start_tlkit(args: list[str], cwd: Path, stdout: int | None = subprocess.PIPE) -> subprocess.Popen:
+def start_tlkit(
+    args: list[str], cwd: Path, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen:
     """``tlkit <args>`` started in ``cwd`` in a process group of its own (with every rank it launches)."""
     return subprocess.Popen(
         [str(TLKIT), *args],
         cwd=cwd,
         env=console_env(),
         stdout=stdout,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         start_new_session=True,
     )

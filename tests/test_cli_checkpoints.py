@@ -72,7 +72,10 @@ def test_checkpoint_alone_rebuilds_its_run_for_test_and_predict(fitted, tmp_path
     # The test's results are beside the run they evaluate (and no tlkit select mistakes them for a fit).
     assert sorted(p.name for p in (tmp_path / "logs" / "tlkit").iterdir()) == ["version_0"]
     assert Path(cli.trainer.logger.log_dir).resolve() == (fitted / "test_0").resolve()
-    assert list((fitted / "test_0").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(fitted / "test_0"))
+    events.Reload()
+    # Test metrics, and no placeholder hp_metric of -1 beside the fits the HParams tab compares.
+    assert "test/acc" in events.Tags()["scalars"] and "hp_metric" not in events.Tags()["scalars"]
     assert not (tmp_path / "config.yaml").exists()
 
 

@@ -51,7 +51,7 @@ from tlkit._cli_errors import (
     trainer_option_error,
     wants_traceback,
 )
-from tlkit.callbacks import LearningRates, PredictionWriter, ResumableCheckpoint, TensorBoardReport
+from tlkit.callbacks import GracefulStop, LearningRates, PredictionWriter, ResumableCheckpoint, TensorBoardReport
 from tlkit.callbacks.resumable_checkpoint import remove_abandoned_partials
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
@@ -349,6 +349,8 @@ class TLKitCLI(LightningCLI):
             reservation = reserve_for_run(run, f"{self.subcommand}_")
             init_args.save_dir, init_args.name = str(run.parent.parent), run.parent.name
             init_args.version, init_args.sub_dir = run.name, reservation.folder.name
+            # No placeholder hp_metric of -1: the HParams tab compares fits (TensorBoardReport logs their best).
+            init_args.default_hp_metric = False
         else:
             reservation = reserve_for_run(Path(init_args.save_dir) / (init_args.name or ""))
             init_args.version = reservation.number
@@ -365,10 +367,13 @@ class TLKitCLI(LightningCLI):
         """Lightning's Trainer; an accelerator, strategy, precision or devices this machine cannot run is one line
         naming the option (Lightning raises a traceback from deep inside its connectors)."""
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, RuntimeError) as err:
             trainer_config = self._run_config()["trainer"]
             raise trainer_option_error(str(err), {k: trainer_config.get(k) for k in TRAINER_HARDWARE_KEYS}) from err
+        # SIGTERM (a scheduler's preemption, `kill`) stops every rank at one step; Lightning's own handler can hang.
+        trainer.callbacks.append(GracefulStop())
+        return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
         log_dir = self._log_dir()
@@ -575,8 +580,8 @@ def main(args: Sequence[str] | None = None) -> None:
     try:
         TLKitCLI(args=args)
     except SIGTERMException:
-        # Lightning stops every rank at the same step and ends the run (a SystemExit with status 0); a stopped run
-        # is no success, and its user wants to know how to go on.
+        # GracefulStop stops every rank at the same step; Lightning ends the run with a SystemExit of status 0, but
+        # a stopped run is no success, and its user wants to know how to go on.
         if not is_launched_rank():
             how = " with --ckpt_path last" if subcommand == "fit" else ""
             sys.stderr.write(f"tlkit {subcommand}: stopped by SIGTERM; continue from the newest checkpoint{how}.\n")

@@ -87,7 +87,7 @@ def test_works_with_a_compiled_module(tmp_path):
     net = model()
     compiled = torch.compile(net, backend="eager")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    train, val = loaders()
+    train, val = loaders(n=8)  # one batch each: the time is dynamo's compiling, once per mode and trainable set
     trainer(tmp_path, [ProgressiveUnfreezing(every_n_epochs=1)], max_epochs=2).fit(compiled, train, val)
     after = net.state_dict()
     assert not torch.equal(

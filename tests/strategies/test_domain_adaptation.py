@@ -1,12 +1,15 @@
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 
 from tests.conftest import quiet_trainer
+from tlkit.callbacks.embedding_projector import DOMAIN_COLOURS
 from tlkit.cli import TLKitCLI
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
@@ -106,6 +109,15 @@ def test_embedding_projector_is_written_at_the_end_of_fit(tmp_path):
     domains = {line.split("\t")[0] for line in metadata[1:]}
     val_sizes = [min(300, len(data.splits[split].labels)) for split in ("source_val", "target_val")]
     assert domains == {"source", "target"} and len(metadata) == 1 + sum(val_sizes)
+    # Opened, the projector draws each point as its thumbnail framed in its domain's colour (no "Color by" needed).
+    assert "sprite" in projector and "single_image_dim: 32" in projector
+    sprite = np.asarray(Image.open(next((tmp_path / "da" / "version_0").rglob("sprite.png"))).convert("RGB"))
+    per_row = math.ceil(math.sqrt(len(metadata) - 1))
+    last = len(metadata) - 2
+    first_frame = sprite[1, 1] / 255
+    last_frame = sprite[32 * (last // per_row) + 1, 32 * (last % per_row) + 1] / 255
+    assert np.allclose(first_frame, DOMAIN_COLOURS["source"], atol=0.01)
+    assert np.allclose(last_frame, DOMAIN_COLOURS["target"], atol=0.01)
 
 
 def test_cdan_uses_the_randomized_map_only_when_the_outer_product_is_large():

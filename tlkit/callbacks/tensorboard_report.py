@@ -13,8 +13,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
+from tlkit.callbacks._images import images_of, unnormalised
 from tlkit.errors import config_error
-from tlkit.protocols import ConfusionTracking, NamedClassifier, ResolvesDataConfig
+from tlkit.protocols import ConfusionTracking, NamedClassifier
 
 
 class TensorBoardReport(Callback):
@@ -65,12 +66,12 @@ class TensorBoardReport(Callback):
         if self.train_images == 0 or trainer.global_step != 0 or batch_idx != 0:
             return  # the first step of a run only (a resumed run has shown its batch)
         writer = _writer(trainer)
-        images = _images_of(batch)
+        images = images_of(batch)
         if writer is None or images is None:
             return
         from torchvision.utils import make_grid
 
-        shown = _unnormalised(images[: self.train_images].detach().float().cpu(), trainer)
+        shown = unnormalised(images[: self.train_images].detach().float().cpu(), trainer)
         writer.add_image("train/augmented_batch", make_grid(shown, nrow=8, padding=2), 0)
 
     def _log_best(self, trainer: pl.Trainer) -> None:
@@ -108,7 +109,7 @@ class TensorBoardReport(Callback):
         if self._seen >= self.worst_pool or not isinstance(batch, (list, tuple)) or len(batch) != 2:
             return
         images, labels = batch
-        if _images_of(images) is None or not torch.is_tensor(labels) or labels.ndim != 1:
+        if images_of(images) is None or not torch.is_tensor(labels) or labels.ndim != 1:
             return
         with torch.no_grad():
             probabilities = pl_module(images).float().softmax(dim=1)
@@ -187,7 +188,7 @@ def worst_figure(worst: list[tuple], names: list[str], trainer: pl.Trainer) -> A
 
     columns = min(4, len(worst))
     rows = (len(worst) + columns - 1) // columns
-    images = _unnormalised(torch.stack([entry[2] for entry in worst]), trainer)
+    images = unnormalised(torch.stack([entry[2] for entry in worst]), trainer)
     size, pad, title = images.shape[-1], 2, max(8, images.shape[-1] // 5)
     # Room above each image for its title: pad the top of every image before gridding.
     images = F.pad(images, (0, 0, title, 0), value=1.0)
@@ -210,29 +211,6 @@ def _writer(trainer: pl.Trainer) -> Any:
     if not trainer.is_global_zero or not isinstance(logger, TensorBoardLogger):
         return None
     return logger.experiment
-
-
-def _images_of(batch: Any) -> torch.Tensor | None:
-    """The image tensor (N, 1 or 3, H, W) a training or validation batch starts with, or None (text, features)."""
-    if isinstance(batch, dict):  # domain adaptation: {"source": (images, labels), ...}
-        batch = batch.get("source", next(iter(batch.values()), None))
-    if isinstance(batch, (list, tuple)):
-        batch = batch[0] if batch else None
-    if torch.is_tensor(batch) and batch.ndim == 4 and batch.shape[1] in (1, 3) and batch.is_floating_point():
-        return batch
-    return None
-
-
-def _unnormalised(images: torch.Tensor, trainer: pl.Trainer) -> torch.Tensor:
-    """Images back in [0, 1] with the datamodule's mean and std (or stretched to their own range without them)."""
-    datamodule = trainer.datamodule
-    if isinstance(datamodule, ResolvesDataConfig):
-        config = datamodule.resolve_data_config()
-        mean = torch.tensor(config.mean).view(1, -1, 1, 1)
-        std = torch.tensor(config.std).view(1, -1, 1, 1)
-        return (images * std + mean).clamp(0, 1)
-    low, high = images.amin(), images.amax()
-    return (images - low) / (high - low).clamp_min(1e-12)
 
 
 def _class_names(pl_module: pl.LightningModule, n: int) -> list[str]:
