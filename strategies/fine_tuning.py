@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tlkit.backbones import Adapter, Backbone
-from tlkit.backbones.adapters import PRETRAINED_FINGERPRINT_KEY
+from tlkit.checkpoint import info_of, write_info
 from tlkit.errors import ConfigError, config_error
 from tlkit.feature_cache import tensors_fingerprint
 from tlkit.functional import batch_spectral_shrinkage, l2_penalty
@@ -120,13 +120,15 @@ class FineTuning(TransferModule):
         if not frozen:
             return
         state = checkpoint["state_dict"]
-        checkpoint["tlkit"][PRETRAINED_FINGERPRINT_KEY] = tensors_fingerprint((k, state[k]) for k in frozen)
+        fingerprint = tensors_fingerprint((k, state[k]) for k in frozen)
+        write_info(checkpoint, dataclasses.replace(info_of(checkpoint), pretrained_fingerprint=fingerprint))
         for key in frozen:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        expected = checkpoint.get("tlkit", {}).get(PRETRAINED_FINGERPRINT_KEY)
+        info = info_of(checkpoint)
+        expected = info.pretrained_fingerprint if info is not None else None
         if expected is None:
             return
         # An adapter-only checkpoint: the frozen pretrained weights come from this model, built from `weights` as

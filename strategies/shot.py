@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from tlkit.backbones import Backbone
+from tlkit.checkpoint import check_same_classes, check_same_model, read_checkpoint
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional import centroid_pseudo_labels, information_maximization_loss
 from tlkit.protocols import UnlabelledTargetPool
@@ -100,34 +100,19 @@ class SHOT(DomainModule):
 
     def load_source_model(self) -> None:
         """Load the backbone and head from ``source_checkpoint``, after checking it is a model of this run's shape."""
-        path = Path(self.source_checkpoint).expanduser()
-        if not path.is_file():
-            raise config_error("model.source_checkpoint", "a tlkit checkpoint file", f"{str(path)!r} (no such file)")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            state, saved = checkpoint["state_dict"], checkpoint.get("hyper_parameters", {})
-        except Exception as error:  # a corrupt file, or not a Lightning checkpoint
-            raise config_error(
-                "model.source_checkpoint", "a tlkit checkpoint file", f"{str(path)!r} ({type(error).__name__})"
-            ) from None
-        for key in ("backbone", "head", "num_classes"):
-            if key in saved and saved[key] != self.hparams.get(key):
-                raise config_error(
-                    f"model.{key}", f"the source checkpoint's {saved[key]!r} ({path})", self.hparams.get(key)
-                )
-        source_classes = checkpoint.get("tlkit", {}).get("class_names")
-        if source_classes and self.class_names and list(source_classes) != list(self.class_names):
-            raise ConfigError(
-                f"Expected the target's classes to be the source checkpoint's in the same order ({path}: "
-                f"{source_classes}), but got {self.class_names}."
-            )
+        source = read_checkpoint(self.source_checkpoint, "model.source_checkpoint")
+        state, where = source.contents.get("state_dict"), f"source checkpoint {source.path}"
+        if not isinstance(state, dict):
+            raise config_error("model.source_checkpoint", "a tlkit checkpoint file", f"{source.path} (no state_dict)")
+        check_same_model(source.hyper_parameters, dict(self.hparams), where)
+        check_same_classes(source.info.class_names if source.info else None, self.class_names, where)
         wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "head."))}
         missing, unexpected = self.load_state_dict(wanted, strict=False)
         missing = [k for k in missing if k.startswith(("backbone.", "head."))]
         if missing or unexpected:
             raise ConfigError(
-                f"Expected {path} to hold a full backbone and head of this model, but it lacks {missing[:3]} and has "
-                f"{unexpected[:3]} besides (an adapter-only checkpoint, or another architecture?)."
+                f"Expected {source.path} to hold a full backbone and head of this model, but it lacks {missing[:3]} "
+                f"and has {unexpected[:3]} besides (an adapter-only checkpoint, or another architecture?)."
             )
 
     # -------------------------------------------------------------------------------------------- pseudo-labels

@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from tlkit.backbones import Backbone, DataConfig
+from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.feature_serving import FeatureServing
@@ -22,10 +23,6 @@ from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
 Stage = Literal["train", "val", "test"]
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class TransferModule(LightningModule):
@@ -197,19 +194,22 @@ class TransferModule(LightningModule):
         trainer = self._trainer
         optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
         schedulers = trainer.lr_scheduler_configs if trainer is not None else []
-        checkpoint["tlkit"] = {
-            "seed": self.run_seed,
-            "class_names": self.class_names,
-            "strategy": _class_path(type(self)),
-            # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
-            "optimizer": _class_path(type(optimizer)) if optimizer is not None else None,
-            "lr_scheduler": _class_path(type(schedulers[0].scheduler))
-            if schedulers and self.lr_scheduler is not None
-            else None,
-            # The preprocessing the model was trained with (backbone defaults + the datamodule's overrides): what an
-            # exported model needs to be fed the same way.
-            "data_config": self._trained_data_config(),
-        }
+        write_info(
+            checkpoint,
+            CheckpointInfo(
+                strategy=class_path(type(self)),
+                seed=self.run_seed,
+                class_names=tuple(self.class_names) if self.class_names else None,
+                # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
+                optimizer=class_path(type(optimizer)) if optimizer is not None else None,
+                lr_scheduler=class_path(type(schedulers[0].scheduler))
+                if schedulers and self.lr_scheduler is not None
+                else None,
+                # The preprocessing the model was trained with (backbone defaults + the datamodule's overrides): what
+                # an exported model needs to be fed the same way.
+                data_config=self._trained_data_config(),
+            ),
+        )
 
     def _trained_data_config(self) -> dict[str, Any] | None:
         datamodule = self._trainer.datamodule if self._trainer is not None else None
@@ -218,10 +218,12 @@ class TransferModule(LightningModule):
         return self._saved_data_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("tlkit", {})
-        self.run_seed = saved.get("seed", self.run_seed)
-        self.class_names = saved.get("class_names") or self.class_names
-        self._saved_data_config = saved.get("data_config")
+        info = info_of(checkpoint)
+        if info is None:  # a plain Lightning checkpoint of this module
+            return
+        self.run_seed = info.seed if info.seed is not None else self.run_seed
+        self.class_names = list(info.class_names) if info.class_names else self.class_names
+        self._saved_data_config = info.data_config
 
     @property
     def trained_data_config(self) -> DataConfig | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +23,11 @@ TINY_FIT_ARGS = [
     "--trainer.enable_progress_bar=false",
     "--trainer.max_epochs=2",
 ]
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on the two cores: one thread each instead of two threads fighting over a core.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import TINY_FIT_ARGS, write_image_folder
+from tlkit.checkpoint import info_of
 from tlkit.cli import TLKitCLI, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def fitted(tmp_path, monkeypatch) -> Path:
 
 def test_last_ckpt_is_the_latest_epoch_and_resume_keeps_the_configured_optimizer(fitted, tmp_path):
     last = torch.load(fitted / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 1 and last["tlkit"]["optimizer"] == "torch.optim.sgd.SGD"
+    assert last["epoch"] == 1 and info_of(last).optimizer == "torch.optim.sgd.SGD"
     # `--ckpt_path last` continues the same run folder with SGD (LightningCLI alone rebuilt AdamW and crashed).
     cli = TLKitCLI(args=["fit", *TINY, *SGD, "--trainer.max_epochs=2", "--ckpt_path", "last"])
     assert isinstance(cli.trainer.optimizers[0], torch.optim.SGD)
@@ -129,7 +130,7 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
         (["--trainer.max_epochz=3"], r"Did you mean 'trainer\.max_epochs'"),
         (["--model.head=conv"], r"`model\.head` to be one of 'linear', 'mlp', but got 'conv'"),
         (["--data.batch_size=0"], r"`batch_size` to be an integer >= 1"),
-        (["--model.weights=pyproject.toml"], r"weights file 'pyproject.toml' to be a torch or safetensors state dict"),
+        (["--model.weights=pyproject.toml"], r"safetensors state dict, but got 'pyproject.toml \(unreadable"),
         (["--data=ImageFolderDataModule", "--data.data_dir=pyproject.toml"], r"is a file"),
         (["--data=ImageFolderDataModule", "--data.data_dir=one"], r"at least 2 classes, but got 1 \(0\) in '.*one'"),
         (["--model=DomainAdaptation"], r"base class DomainAdaptation'\. Valid: .*DANN, .*SourceOnly"),

@@ -1,13 +1,16 @@
 """The README's journey through the console script, in a temporary folder: fit the shipped digits config (augmentation
 on, dropout), get killed mid-epoch, continue with ``--ckpt_path last``, and end bitwise where an uninterrupted run
-ends; then test and predict with the best checkpoint and read the written predictions."""
+ends; test and predict with the best checkpoint and read the written predictions. The killed and continued runs are
+console-script processes; the uninterrupted reference runs the same entry point in this process."""
 
+import contextlib
 import csv
 from pathlib import Path
 
 import torch
 
 from tests._console import TINY_IMAGE_MODEL, shipped, tlkit
+from tlkit.cli import main
 
 # The shipped config, made small: 3 epochs of 4 batches, a tiny backbone, an MLP head with dropout, a checkpoint
 # every 3 steps (the mid-epoch saving a long epoch needs).
@@ -25,10 +28,22 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_killed_run_continues_bitwise_then_tests_and_predicts(tmp_path):
+def fit_here(args: list[str], folder: Path) -> None:
+    """``tlkit <args>`` in this process (the console script's own entry point, one thread as it runs with): the
+    uninterrupted reference run, without the seconds a new process spends importing torch and Lightning."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.chdir(folder):
+            main(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_killed_run_continues_bitwise(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    assert tlkit(RUN, straight).returncode == 0
+    fit_here(RUN, straight)
 
     # Killed at the start of step 7 (epoch 1, batch 3): the newest checkpoint is step 6's, mid-epoch.
     kill = ["--trainer.callbacks+=tests._kill.KillAtStep", "--trainer.callbacks.init_args.step=7"]
@@ -50,11 +65,15 @@ def test_killed_run_continues_bitwise_then_tests_and_predicts(tmp_path):
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     assert max((expected[k].double() - got[k].double()).abs().max().item() for k in expected) == 0.0
 
+
+def test_the_best_checkpoint_tests_and_predicts(tmp_path):
+    fit_here(RUN, tmp_path)
+    run_dir = tmp_path / "logs" / "digits_finetune" / "version_0"
     best = next(p for p in (run_dir / "checkpoints").glob("epoch*.ckpt"))
-    tested = tlkit(["test", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], killed)
+    tested = tlkit(["test", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], tmp_path)
     assert tested.returncode == 0 and "test/acc" in tested.stdout, tested.stderr[-2000:]
 
-    predicted = tlkit(["predict", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], killed)
+    predicted = tlkit(["predict", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     written = run_dir / "predictions" / f"predictions-{best.stem}.csv"
     assert str(written) in predicted.stdout + predicted.stderr or written.name in predicted.stdout + predicted.stderr
@@ -68,7 +87,7 @@ def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
     # 2 CPU ranks (gloo), a DataLoader worker each, checkpoints every step: resume from step 3 (inside epoch 1).
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
     every_step = ["--checkpoint.every_n_train_steps=1", "--checkpoint.save_top_k=-1", "--checkpoint.filename={step}"]
-    run = [*RUN[:-1], *ddp, *every_step, "--data.init_args.num_workers=1"]
+    run = [*RUN[:-1], *ddp, *every_step, "--data.init_args.num_workers=1", "--trainer.max_epochs=2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
     first = tlkit(run, straight)
@@ -86,8 +105,7 @@ def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
 def _kill_and_resume_matches_a_straight_run(tmp_path: Path, run: list[str], run_name: str, kill_step: int) -> Path:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    first = tlkit(run, straight)
-    assert first.returncode == 0, first.stderr[-2000:]
+    fit_here(run, straight)
     kill = ["--trainer.callbacks+=tests._kill.KillAtStep", f"--trainer.callbacks.init_args.step={kill_step}"]
     assert tlkit(run + kill, killed).returncode == -9
     resumed = tlkit(run + ["--ckpt_path", "last"], killed)
@@ -104,7 +122,8 @@ def test_the_lora_config_killed_and_resumed_ends_bitwise_with_adapter_only_check
         "digits_lora.yaml",
         "--data.init_args.image_size=32",
         "--data.init_args.labels_per_class=4",
-        "--trainer.max_epochs=3",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_val_batches=2",  # what is compared is training; a full validation per epoch adds only time
         "--trainer.enable_progress_bar=false",
         "--checkpoint.every_n_train_steps=1",
     )
@@ -121,6 +140,7 @@ def test_the_text_config_killed_and_resumed_ends_bitwise(tmp_path, tiny_bert):
         "--data.init_args.labels_per_class=8",
         "--data.init_args.batch_size=4",
         "--trainer.max_epochs=3",
+        "--trainer.limit_val_batches=2",
         "--trainer.enable_progress_bar=false",
         "--checkpoint.every_n_train_steps=1",
     )

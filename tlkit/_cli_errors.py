@@ -7,13 +7,13 @@ the value; the full report stays one environment variable away (``TLKIT_TRACEBAC
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import re
 import sys
 from collections.abc import Iterable
 
+from tlkit.checkpoint import import_class
 from tlkit.errors import ConfigError, closest, concrete_classes
 
 TRACEBACK_ENV = "TLKIT_TRACEBACK"
@@ -22,15 +22,6 @@ HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
 
 def wants_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false")
-
-
-def import_class(class_path: str) -> type | None:
-    """The class a dotted ``class_path`` names (``torch.optim.SGD``), or None if it does not import."""
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
 
 
 def _init_parameters(class_path: str) -> list[str]:

@@ -45,7 +45,6 @@ import tlkit.strategies  # noqa: F401
 from tlkit._cli_errors import (
     TRAINER_HARDWARE_KEYS,
     config_error_in,
-    import_class,
     report,
     summarize_parser_error,
     trainer_option_error,
@@ -53,6 +52,15 @@ from tlkit._cli_errors import (
 )
 from tlkit.callbacks import GracefulStop, LearningRates, PredictionWriter, ResumableCheckpoint, TensorBoardReport
 from tlkit.callbacks.resumable_checkpoint import remove_abandoned_partials
+from tlkit.checkpoint import (
+    CheckpointInfo,
+    check_same_classes,
+    check_same_model,
+    class_path,
+    import_class,
+    read_checkpoint,
+    write_run_config,
+)
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
 from tlkit.run_folders import Reservation, is_launched_rank, reserve_for_run, version_number
@@ -64,8 +72,6 @@ DEFAULT_RUN_NAME = "tlkit"
 DEFAULT_MONITOR = "val/acc"
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-#: Key of the run's config (YAML text) inside every checkpoint the command writes.
-CONFIG_KEY = "tlkit_config"
 #: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all, and small-data runs with a
 #: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
 LOG_EVERY_N_STEPS = 1
@@ -100,8 +106,8 @@ class Invocation:
     run_name: str = DEFAULT_RUN_NAME
     ckpt_path: Path | None = None
     resume_version: int | None = None  # ``--ckpt_path last``: continue in this version folder
-    #: What tlkit saved beside the weights (``checkpoint["tlkit"]``) and the model's hyperparameters, read once.
-    checkpoint_info: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: What tlkit saved beside the weights (None in a plain Lightning checkpoint) and the model's hyperparameters.
+    checkpoint_info: CheckpointInfo | None = field(default=None, repr=False)
     checkpoint_hparams: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -159,16 +165,10 @@ class Invocation:
         With one, the user's config is the run's (the checkpoint is checked against it after parsing); mixing the
         two would keep parts of the old run (callbacks, say) that the user's config does not mention.
         """
-        try:
-            checkpoint = torch.load(self.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as err:  # noqa: BLE001 (torch raises several types for a file that is no checkpoint)
-            expected = "a checkpoint written by tlkit or Lightning"
-            raise config_error("--ckpt_path", expected, str(self.ckpt_path)) from err
-        if not isinstance(checkpoint, dict):
-            return
-        self.checkpoint_info = dict(checkpoint.get("tlkit", {}))
-        self.checkpoint_hparams = dict(checkpoint.get("hyper_parameters", {}))
-        text = checkpoint.get(CONFIG_KEY)
+        checkpoint = read_checkpoint(self.ckpt_path, "--ckpt_path")
+        self.checkpoint_info = checkpoint.info
+        self.checkpoint_hparams = checkpoint.hyper_parameters
+        text = checkpoint.run_config
         if not text or _option(self.args, "--config", "-c", "--model"):
             return
         config = yaml.safe_load(text)
@@ -228,7 +228,7 @@ class _RunConfigInCheckpoints(Callback):
         self.text = text
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.text
+        write_run_config(checkpoint, self.text)
 
 
 class TLKitCLI(LightningCLI):
@@ -463,35 +463,28 @@ class TLKitCLI(LightningCLI):
             return
         saved, hparams = self.invocation.checkpoint_info, self.invocation.checkpoint_hparams
         where = f"checkpoint {path}"
-        strategy = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
-        if saved.get("strategy") and saved["strategy"] != strategy:
-            raise config_error("model", f"{saved['strategy']!r} as in the {where}", strategy)
-        for key in ("backbone", "head", "num_classes"):
-            ours = self.model.hparams.get(key)
-            if key in hparams and ours is not None and hparams[key] != ours:
-                raise config_error(f"model.{key}", f"{hparams[key]!r} as in the {where}", ours)
-        self._check_classes(subcommand, saved.get("class_names"), hparams.get("num_classes"), where)
-        if subcommand == "fit":
+        strategy = class_path(type(self.model))
+        if saved is not None and saved.strategy and saved.strategy != strategy:
+            raise config_error("model", f"{saved.strategy!r} as in the {where}", strategy)
+        check_same_model(hparams, dict(self.model.hparams), where)
+        self._check_classes(subcommand, saved.class_names if saved else None, hparams.get("num_classes"), where)
+        if subcommand == "fit" and saved is not None:
             self._check_optimizer(saved, where)
 
-    def _check_classes(self, subcommand: str, saved: list[str] | None, num_classes: int | None, where: str) -> None:
+    def _check_classes(self, subcommand: str, saved: tuple[str, ...] | None, num_classes: int | None, where: str):
         data_args = self.config[subcommand]["data"].get("init_args") or {}
         if subcommand == "predict" and data_args.get("predict_dir"):
             return  # new images have no labels to compare
         names = _data_class_names(self.datamodule)
         if names is None:
             return
-        if saved is not None and list(saved) != names:
-            raise config_error(
-                "the data's classes", f"the {len(saved)} classes of the {where} ({_listed(saved)})", _listed(names)
-            )
+        check_same_classes(saved, names, where)
         if saved is None and num_classes is not None and num_classes != len(names):
             raise config_error("the data's number of classes", f"{num_classes} as in the {where}", len(names))
 
-    def _check_optimizer(self, saved: dict[str, Any], where: str) -> None:
+    def _check_optimizer(self, saved: CheckpointInfo, where: str) -> None:
         init_args = self.config["fit"]["model"].get("init_args")
-        for key in ("optimizer", "lr_scheduler"):
-            stored = saved.get(key)
+        for key, stored in (("optimizer", saved.optimizer), ("lr_scheduler", saved.lr_scheduler)):
             configured = _class_path(init_args.get(key) if init_args is not None else None)
             if key == "optimizer" and configured is None:
                 configured = "torch.optim.adamw.AdamW"  # TransferModule's default
@@ -506,20 +499,15 @@ class TLKitCLI(LightningCLI):
 
 def _class_path(value: Any) -> str | None:
     """The full class path of a configured optimizer or scheduler (short names resolved), or None."""
-    class_path = getattr(value, "class_path", None) or (value.get("class_path") if isinstance(value, dict) else None)
-    if not class_path:
+    configured = getattr(value, "class_path", None) or (value.get("class_path") if isinstance(value, dict) else None)
+    if not configured:
         return None
-    cls = import_class(class_path)
-    return class_path if cls is None else f"{cls.__module__}.{cls.__qualname__}"
+    cls = import_class(configured)
+    return configured if cls is None else class_path(cls)
 
 
 def _data_class_names(datamodule: Any) -> list[str] | None:
     return list(datamodule.class_names()) if isinstance(datamodule, NamedClasses) else None
-
-
-def _listed(names: list[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
-    return f"{len(names)} classes: {shown}"
 
 
 def run_folder_of(checkpoint: Path | None) -> Path | None:

@@ -33,9 +33,8 @@ from PIL import Image
 from torch import nn
 
 import tlkit
-from tlkit._cli_errors import import_class
 from tlkit.backbones import DataConfig
-from tlkit.backbones.adapters import PRETRAINED_FINGERPRINT_KEY
+from tlkit.checkpoint import class_path, import_class, read_checkpoint
 from tlkit.datamodules.transforms import resize_size
 from tlkit.errors import ConfigError, config_error
 
@@ -162,27 +161,20 @@ def _in_every_mode(photo: Image.Image) -> list[Image.Image]:
 # ------------------------------------------------------------------------------------------------------- loading
 def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
     """The tlkit strategy stored in a checkpoint, on the CPU, in eval mode (weights from the file, no download)."""
-    path = Path(checkpoint_path).expanduser()
-    if not path.is_file():
-        raise config_error("ckpt_path", "a tlkit checkpoint file", str(path))
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
-        raise ConfigError(
-            f"Expected `ckpt_path` {str(path)!r} to be a torch checkpoint, but reading it failed."
-        ) from err
-    saved = checkpoint.get("tlkit") if isinstance(checkpoint, dict) else None
-    if not isinstance(saved, dict) or "strategy" not in saved:
-        raise config_error("ckpt_path", "a checkpoint written by a tlkit strategy (`tlkit fit`)", str(path))
-    strategy = import_class(saved["strategy"])
+    checkpoint = read_checkpoint(checkpoint_path, "ckpt_path")
+    if checkpoint.info is None or not checkpoint.info.strategy:
+        raise config_error("ckpt_path", "a checkpoint written by a tlkit strategy (`tlkit fit`)", str(checkpoint.path))
+    strategy = import_class(checkpoint.info.strategy)
     if strategy is None:
-        raise config_error("ckpt_path", "a checkpoint whose strategy class imports here", saved["strategy"])
+        raise config_error("ckpt_path", "a checkpoint whose strategy class imports here", checkpoint.info.strategy)
     # `weights: null`: every weight comes from the checkpoint, so nothing is downloaded or read from elsewhere; an
     # adapter-only checkpoint has its frozen pretrained weights rebuilt from the run's `weights` (and checked). A
     # strategy without a `weights` argument (SHOT: its weights come from a source checkpoint) builds without any.
-    takes_weights = "weights" in checkpoint.get("hyper_parameters", {})
-    overrides = {"weights": None} if takes_weights and PRETRAINED_FINGERPRINT_KEY not in saved else {}
-    model = strategy.load_from_checkpoint(path, map_location="cpu", **overrides)
+    takes_weights = "weights" in checkpoint.hyper_parameters
+    adapter_only = checkpoint.info.pretrained_fingerprint is not None
+    overrides = {"weights": None} if takes_weights and not adapter_only else {}
+    path = checkpoint.path
+    model = strategy.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
     return model.eval()
 
 
@@ -412,7 +404,7 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "output": {"name": "probabilities", "shape": ["batch", model.num_classes]},
         "preprocessing": spec,
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
-        "strategy": f"{type(model).__module__}.{type(model).__qualname__}",
+        "strategy": class_path(type(model)),
         "backbone": model.backbone.name,
         "verification": {"images": report.images, "max_abs_difference": report.max_difference},
         "versions": {"tlkit": tlkit.__version__, "torch": torch.__version__, "python": platform.python_version()},

@@ -21,6 +21,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from tlkit.checkpoint import load_file
+
 CacheMode = Literal["memory", "disk"]
 
 
@@ -192,7 +194,7 @@ class FeatureCache:
             return self.memory.get(key)
         path = self.directory / f"{key}.pt"
         if path.is_file():
-            stored = torch.load(path, weights_only=True)
+            stored = load_file(path, "feature cache file", "cached features")
             return stored["features"], stored["labels"]
         return None
 

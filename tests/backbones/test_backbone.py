@@ -82,7 +82,7 @@ def _not_a_state_dict(tmp_path):
         ("test_resnet", "no/such/file.pt", r"'no/such/file.pt': no such file"),
         ("test_resnet", _shape_mismatch_file, r"bad_shape.pt.*key 'layer1.0.conv1.weight' has shape \(1, 1, 1, 1\)"),
         ("test_resnet", _missing_key_file, r"other_model.pt.*key 'conv1.0.weight' is missing"),
-        ("test_resnet", _not_a_state_dict, r"notes.pt' to be a torch or safetensors state dict"),
+        ("test_resnet", _not_a_state_dict, r"safetensors state dict, but got '.*notes.pt \(unreadable"),
     ],
 )
 def test_bad_backbone_input(tmp_path, name, weights, match):

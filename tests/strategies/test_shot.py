@@ -3,6 +3,8 @@ source's, and a resumed run (mid-epoch, with the epoch's pseudo-labels) ends bit
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import pytest
 import torch
@@ -11,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from tests.callbacks._helpers import max_difference
 from tests.conftest import quiet_trainer
 from tests.strategies._helpers import seeded_fit
+from tlkit.checkpoint import info_of, write_info
 from tlkit.datamodules import DigitsMDataModule
 from tlkit.errors import ConfigError
 from tlkit.strategies import SHOT, SourceOnly
@@ -103,7 +106,7 @@ def test_shot_resumes_without_the_source_file(source_checkpoint, tmp_path):
     ("make", "match"),
     [
         (lambda ckpt: SHOT("test_efficientnet", source_checkpoint="nowhere.ckpt"), r"source_checkpoint.*no such file"),
-        (lambda ckpt: SHOT("test_resnet", source_checkpoint=ckpt), r"`model.backbone` to be the source checkpoint's"),
+        (lambda ckpt: SHOT("test_resnet", source_checkpoint=ckpt), r"backbone` to be 'test_efficientnet' as in"),
         (lambda ckpt: SHOT("test_efficientnet", source_checkpoint=ckpt, head="mlp"), r"`model.head`"),
         (lambda ckpt: SHOT("test_efficientnet", source_checkpoint=ckpt, pseudo_label_weight=-1), r"pseudo_label_"),
     ],
@@ -115,10 +118,12 @@ def test_bad_source_models_are_refused_before_training(make, match, source_check
 
 def test_shot_refuses_source_classes_in_another_order(source_checkpoint, tmp_path):
     checkpoint = torch.load(source_checkpoint, weights_only=True)
-    checkpoint["tlkit"]["class_names"] = list(reversed(checkpoint["tlkit"]["class_names"]))
+    info = info_of(checkpoint)
+    write_info(checkpoint, dataclasses.replace(info, class_names=tuple(reversed(info.class_names))))
     torch.save(checkpoint, tmp_path / "reordered.ckpt")
     model = SHOT("test_efficientnet", source_checkpoint=str(tmp_path / "reordered.ckpt"))
-    with pytest.raises(ConfigError, match="classes to be the source checkpoint's in the same order"):
+    reordered = r"the data's classes` to be the 10 classes of the source checkpoint .*\(10 classes: 9, 8, 7"
+    with pytest.raises(ConfigError, match=reordered):
         quiet_trainer(fast_dev_run=True).fit(model, datamodule=data())
 
 

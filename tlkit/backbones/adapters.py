@@ -20,9 +20,6 @@ AdapterMethod = Literal["lora", "dora", "loha", "lokr"]
 ADAPTER_METHODS = ("lora", "dora", "loha", "lokr")
 #: The peft adapter name tlkit uses; one adapter per backbone.
 ADAPTER_NAME = "default"
-#: Key in a checkpoint's ``tlkit`` section, present when the checkpoint leaves out the frozen pretrained weights: the
-#: fingerprint they must have when rebuilt from the run's ``weights``.
-PRETRAINED_FINGERPRINT_KEY = "pretrained_fingerprint"
 
 
 @dataclass(frozen=True)

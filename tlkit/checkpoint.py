@@ -1,0 +1,200 @@
+"""What a tlkit checkpoint carries beside Lightning's keys, as one typed, versioned schema; and the one policy for
+reading any file a user hands tlkit (checkpoints, weights, cached features): data only, never code.
+
+A checkpoint is Lightning's dict (``state_dict``, ``optimizer_states``, ``loops``, ``hyper_parameters``...) with two
+of tlkit's keys: ``tlkit``, the `CheckpointInfo` below as plain data, and ``tlkit_config``, the run's resolved config
+as YAML text (so ``--ckpt_path`` alone rebuilds the run). Every writer and reader goes through this module.
+
+Schema versions: 0 is the layout before the schema had a number (the same keys, no ``schema_version``); 1 adds
+``schema_version`` and ``task``. A checkpoint of a newer schema than this tlkit knows is refused in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlkit.errors import ConfigError, config_error
+
+SCHEMA_VERSION = 1
+INFO_KEY = "tlkit"
+RUN_CONFIG_KEY = "tlkit_config"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What tlkit records in every checkpoint of a strategy.
+
+    Args:
+        strategy: the strategy's class path (``tlkit.strategies.fine_tuning.FineTuning``).
+        seed: the run seed that every step's randomness derives from (exact resume).
+        class_names: the classes in head order, or None when the data named none.
+        optimizer: the optimizer's class path (optimizer state only loads into the class that wrote it).
+        lr_scheduler: the configured scheduler's class path, or None for the default cosine.
+        data_config: the preprocessing the model was trained with (a `DataConfig` as a dict): what export feeds.
+        pretrained_fingerprint: set when the checkpoint leaves out the frozen pretrained weights (adapter-only):
+            the fingerprint they must have when rebuilt from the run's ``weights``.
+        task: what the model predicts and how (room for tasks beyond single-label classification).
+        schema_version: the schema this was written with.
+    """
+
+    strategy: str
+    seed: int | None = None
+    class_names: tuple[str, ...] | None = None
+    optimizer: str | None = None
+    lr_scheduler: str | None = None
+    data_config: dict[str, Any] | None = None
+    pretrained_fingerprint: str | None = None
+    task: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, strings, numbers), which ``torch.load(weights_only=True)`` reads back."""
+        saved = dataclasses.asdict(self)
+        saved["class_names"] = list(self.class_names) if self.class_names is not None else None
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], where: str = "the checkpoint") -> CheckpointInfo:
+        version = saved.get("schema_version", 0)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"Expected {where} to have a tlkit checkpoint schema up to {SCHEMA_VERSION}, but got {version!r}: "
+                "it was written by a newer tlkit; upgrade tlkit to read it."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known}
+        if values.get("class_names") is not None:
+            values["class_names"] = tuple(values["class_names"])
+        values["schema_version"] = version
+        values.setdefault("strategy", "")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file as read: Lightning's dict, tlkit's info (None for a plain Lightning checkpoint), the
+    model's hyperparameters and the run's config text."""
+
+    path: Path
+    contents: dict[str, Any]
+    info: CheckpointInfo | None
+    hyper_parameters: dict[str, Any]
+    run_config: str | None
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+def write_info(checkpoint: dict[str, Any], info: CheckpointInfo) -> None:
+    checkpoint[INFO_KEY] = info.to_dict()
+
+
+def write_run_config(checkpoint: dict[str, Any], text: str) -> None:
+    checkpoint[RUN_CONFIG_KEY] = text
+
+
+def info_of(checkpoint: dict[str, Any], where: str = "the checkpoint") -> CheckpointInfo | None:
+    """The `CheckpointInfo` in a checkpoint dict (any schema version), or None when tlkit wrote none."""
+    saved = checkpoint.get(INFO_KEY) if isinstance(checkpoint, dict) else None
+    return CheckpointInfo.from_dict(saved, where) if isinstance(saved, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def load_file(path: str | os.PathLike, option: str, expected: str = "a torch file", mmap: bool = False) -> Any:
+    """Read a torch file as data: tensors, containers, numbers and strings; never code.
+
+    ``torch.load(weights_only=True)`` refuses any pickled object that would import and call something (a
+    checkpoint someone sent you could otherwise run anything on unpickling); such a file, or one that is not a torch
+    file at all, is a one-line `ConfigError` naming ``option`` and the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        problem = "a folder" if path.is_dir() else "no such file"
+        raise config_error(option, expected, f"{str(path)} ({problem})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if not any(refusal in str(err) for refusal in CODE_REFUSALS):  # not a pickle: a text file, a truncated one
+            raise config_error(option, expected, f"{str(path)} (unreadable: not a torch file)") from err
+        raise ConfigError(
+            f"Expected `{option}` {str(path)!r} to hold only tensors and plain data, but reading it would run code "
+            f"({_refused_global(err)}); tlkit never runs code from a file. Re-save it as a state dict or safetensors."
+        ) from err
+    except Exception as err:  # noqa: BLE001 (torch raises several types for a file that is no torch file)
+        raise config_error(option, expected, f"{str(path)} (unreadable: {type(err).__name__})") from err
+
+
+#: How torch's weights-only unpickler words a refusal to import or build an object (anything else it reports, such
+#: as "Unsupported operand", means the bytes are no pickle at all).
+CODE_REFUSALS = ("Unsupported global: GLOBAL ", "Unsupported class ")
+
+
+def _refused_global(err: Exception) -> str:
+    """The name torch's weights-only unpickler refused (``exec``, ``mymodule.MyClass``), from its message."""
+    for line in str(err).splitlines():
+        for marker in CODE_REFUSALS:
+            if marker in line:
+                return line[line.index(marker) + len(marker) :].split(" was not")[0].strip()
+    return "an object that is not plain data"
+
+
+def read_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Checkpoint:
+    """A checkpoint file, read by `load_file`'s policy (memory-mapped: only the parts used are read)."""
+    contents = load_file(path, option, "a checkpoint written by tlkit or Lightning", mmap=True)
+    if not isinstance(contents, dict):
+        raise config_error(option, "a checkpoint written by tlkit or Lightning", f"{path} (not a checkpoint)")
+    where = f"checkpoint {path}"
+    hparams = contents.get("hyper_parameters")
+    return Checkpoint(
+        Path(path),
+        contents,
+        info_of(contents, where),
+        dict(hparams) if isinstance(hparams, dict) else {},
+        contents.get(RUN_CONFIG_KEY) or None,
+    )
+
+
+# ------------------------------------------------------------------------------------------ class paths, checks
+def class_path(cls: type) -> str:
+    """The dotted path a class imports from: what the schema stores for strategies, optimizers and schedulers."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def import_class(path: str) -> type | None:
+    """The class a dotted ``path`` names (``torch.optim.SGD``), or None if it does not import."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+#: Hyperparameters a checkpoint's weights only fit when they are the same (the tensors' shapes follow from them).
+SHAPE_HYPERPARAMETERS = ("backbone", "head", "num_classes")
+
+
+def check_same_model(saved: dict[str, Any], ours: dict[str, Any], where: str) -> None:
+    """Refuse, naming the option, a model whose backbone, head or number of classes differs from a checkpoint's."""
+    for key in SHAPE_HYPERPARAMETERS:
+        if key in saved and ours.get(key) is not None and saved[key] != ours[key]:
+            raise config_error(f"model.{key}", f"{saved[key]!r} as in the {where}", ours[key])
+
+
+def check_same_classes(saved: tuple[str, ...] | list[str] | None, names: list[str] | None, where: str) -> None:
+    """Refuse data whose classes (in head order) differ from those a checkpoint was trained on."""
+    if saved is not None and names is not None and list(saved) != list(names):
+        raise config_error(
+            "the data's classes", f"the {len(saved)} classes of the {where} ({listed(saved)})", listed(names)
+        )
+
+
+def listed(names: tuple[str, ...] | list[str], limit: int = 10) -> str:
+    """``"3 classes: cat, dog, fox"``, the first ``limit`` names shown."""
+    shown = ", ".join(map(str, names[:limit])) + (", ..." if len(names) > limit else "")
+    return f"{len(names)} classes: {shown}"
