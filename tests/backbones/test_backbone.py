@@ -98,3 +98,13 @@ def test_unknown_group_lists_valid_names():
         backbone.freeze("layer9")
     with pytest.raises(ConfigError, match=r"an index in \[-5, 4\]"):
         backbone.freeze(7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["16-true", "bf16-true"])
+def test_the_input_size_check_runs_in_the_weights_precision(dtype):
+    # Under `--trainer.precision 16-true` the model is half precision when the check runs: a float32 probe image
+    # failed on the dtype, and was reported as a bad image_size.
+    backbone = Backbone("test_resnet", weights=None).to(dtype)
+    backbone.check_input_size(32)
+    with pytest.raises(ConfigError, match=r"`image_size` to be a size 'vit_tiny_patch16_224' accepts .*got 48"):
+        Backbone("vit_tiny_patch16_224", weights=None).to(dtype).check_input_size(48)

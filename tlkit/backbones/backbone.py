@@ -276,7 +276,15 @@ class Backbone(nn.Module):
         if image_size in checked:
             return
         parameter = next(self.parameters(), None)
-        blank = torch.zeros(1, 3, image_size, image_size, device=parameter.device if parameter is not None else None)
+        # In the weights' dtype: under `precision: 16-true` or `bf16-true` the model is already half precision.
+        blank = torch.zeros(
+            1,
+            3,
+            image_size,
+            image_size,
+            device=parameter.device if parameter is not None else None,
+            dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
+        )
         was_training = self.training
         try:
             self.eval()
