@@ -7,6 +7,7 @@ the value; the full report stays one environment variable away (``TLKIT_TRACEBAC
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import re
@@ -22,6 +23,16 @@ HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
 
 def wants_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false")
+
+
+def option_names(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option ``parser`` accepts, without dashes (``trainer.max_epochs``): what closest-name suggestions
+    draw from.
+
+    argparse keeps no public list of its options; this reads its private ``_option_string_actions`` (option string
+    to action, unchanged since Python 3.2): tlkit's one use of argparse or jsonargparse internals.
+    """
+    return [option.lstrip("-") for option in parser._option_string_actions]
 
 
 def _init_parameters(class_path: str) -> list[str]:

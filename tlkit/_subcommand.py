@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from tlkit._cli_errors import config_error_in, report, summarize_parser_error, wants_traceback
+from tlkit._cli_errors import config_error_in, option_names, report, summarize_parser_error, wants_traceback
 
 
 class SubcommandParser(ArgumentParser):
@@ -25,8 +25,7 @@ class SubcommandParser(ArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         if wants_traceback() or not self.exit_on_error:
             return super().error(message, ex)
-        options = [o.lstrip("-") for o in self._option_string_actions]
-        report(self.prog.removeprefix("tlkit ") or None, summarize_parser_error(message, options, None))
+        report(self.prog.removeprefix("tlkit ") or None, summarize_parser_error(message, option_names(self), None))
 
 
 def subcommand_parser(subcommand: str, description: str) -> SubcommandParser:

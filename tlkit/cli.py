@@ -45,6 +45,7 @@ import tlkit.strategies  # noqa: F401
 from tlkit._cli_errors import (
     TRAINER_HARDWARE_KEYS,
     config_error_in,
+    option_names,
     report,
     summarize_parser_error,
     trainer_option_error,
@@ -214,7 +215,7 @@ class TLKitArgumentParser(LightningArgumentParser):
         if wants_traceback() or not self.exit_on_error:  # jsonargparse catches the raised error internally
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
-        options = [o.lstrip("-") for o in parser._option_string_actions]
+        options = option_names(parser)
         configs = _option(_CURRENT_ARGS, "--config", "-c")
         line = summarize_parser_error(message, options, configs[-1] if configs else None)
         subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)

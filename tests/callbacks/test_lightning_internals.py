@@ -24,3 +24,34 @@ def test_an_untested_lightning_version_warns_once(monkeypatch):
 def test_the_installed_lightning_is_one_it_was_written_for(recwarn):
     internals.check_lightning_version()
     assert not [w for w in recwarn if "written for Lightning" in str(w.message)]
+
+
+def test_a_lightning_without_a_model_checkpoint_method_resumable_checkpoint_overrides_is_named(monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from tlkit.callbacks import ResumableCheckpoint
+
+    monkeypatch.delattr(ModelCheckpoint, "_save_last_checkpoint")
+    with pytest.raises(RuntimeError, match=r"needs ModelCheckpoint\._save_last_checkpoint, which Lightning"):
+        ResumableCheckpoint()
+
+
+def test_every_private_lightning_method_tlkit_overrides_is_listed():
+    """A private method of a Lightning base class that a tlkit subclass overrides is in PRIVATE_API, so a Lightning
+    upgrade that drops it fails with its name instead of the override silently never running."""
+    import inspect
+
+    import tlkit.callbacks
+    import tlkit.strategies
+
+    unlisted = []
+    for module in (tlkit.callbacks, tlkit.strategies):
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            for base in cls.__mro__[1:]:
+                if not base.__module__.startswith("lightning."):
+                    continue
+                for name in vars(cls):
+                    if name.startswith("_") and not name.startswith("__") and name in vars(base):
+                        if name not in internals.PRIVATE_API.get(base, ()):
+                            unlisted.append(f"{cls.__name__}.{name} overrides {base.__name__}.{name}")
+    assert not unlisted, unlisted

@@ -1,8 +1,10 @@
 """Every use of Lightning's private API in tlkit, in one place, checked against the versions it was written for.
 
 Changing which parameters train in the middle of a fit (`ProgressiveUnfreezing`) needs two things Lightning has no
-public hook for: re-wrapping the model in DistributedDataParallel, and telling whether the model is compiled. A
-Lightning release that renames these fails here with a message naming them, not deep inside a training step.
+public hook for: re-wrapping the model in DistributedDataParallel, and telling whether the model is compiled.
+`ResumableCheckpoint` overrides three private methods of ModelCheckpoint (refreshing ``last.ckpt`` at every save
+point, writing each file atomically) and sets two of its attributes. A Lightning release that renames any of these
+fails here with a message naming them, not deep inside a training step or a checkpoint save.
 """
 
 from __future__ import annotations
@@ -11,31 +13,42 @@ import gc
 
 import lightning
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from packaging.version import Version
 
 #: Lightning releases these shims were written and tested for: [first, next minor after the last).
 WRITTEN_FOR = (Version("2.4"), Version("2.7"))
-_PRIVATE_DDP_API = ("_setup_model", "_register_ddp_hooks")
+#: The private methods tlkit calls or overrides, by class: every one of them, listed (a test keeps this complete).
+PRIVATE_API: dict[type, tuple[str, ...]] = {
+    DDPStrategy: ("_setup_model", "_register_ddp_hooks"),  # ProgressiveUnfreezing: `rebuild_ddp_wrapper`
+    ModelCheckpoint: ("_save_topk_checkpoint", "_save_last_checkpoint", "_save_checkpoint"),  # ResumableCheckpoint
+}
+#: The private attributes of a ModelCheckpoint that ResumableCheckpoint sets (``kth_value``: the "worst so far"
+#: sentinel; ``_last_checkpoint_saved``: what Lightning's own bookkeeping reads after a save).
+PRIVATE_STATE: dict[type, tuple[str, ...]] = {ModelCheckpoint: ("kth_value", "_last_checkpoint_saved")}
 _warned = False
 
 
 def check_lightning_version() -> None:
-    """Raise if the private API below is gone; warn once if Lightning is newer or older than it was written for."""
+    """Raise if the private API above is gone; warn once if Lightning is newer or older than it was written for."""
     global _warned
-    missing = [name for name in _PRIVATE_DDP_API if not hasattr(DDPStrategy, name)]
+    missing = [f"{cls.__name__}.{n}" for cls, names in PRIVATE_API.items() for n in names if not hasattr(cls, n)]
+    for cls, names in PRIVATE_STATE.items():
+        instance = vars(cls())
+        missing += [f"{cls.__name__}.{name}" for name in names if name not in instance]
     if missing:
         raise RuntimeError(
-            f"tlkit's ProgressiveUnfreezing needs DDPStrategy.{', DDPStrategy.'.join(missing)}, which Lightning "
-            f"{lightning.__version__} no longer has; it was written for Lightning {WRITTEN_FOR[0]} to below "
-            f"{WRITTEN_FOR[1]}. Install a Lightning in that range, or upgrade tlkit."
+            f"tlkit needs {', '.join(missing)}, which Lightning {lightning.__version__} no longer has; it was "
+            f"written for Lightning {WRITTEN_FOR[0]} to below {WRITTEN_FOR[1]}. Install a Lightning in that range, "
+            "or upgrade tlkit."
         )
     version = Version(Version(lightning.__version__).base_version)
     if not WRITTEN_FOR[0] <= version < WRITTEN_FOR[1] and not _warned:
         _warned = True
         rank_zero_warn(
-            f"tlkit's ProgressiveUnfreezing re-wraps DDP through Lightning's private API, written for Lightning "
+            f"tlkit re-wraps DDP and saves checkpoints through Lightning's private API, written for Lightning "
             f"{WRITTEN_FOR[0]} to below {WRITTEN_FOR[1]}; this is {lightning.__version__}."
         )
 

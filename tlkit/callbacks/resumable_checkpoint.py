@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from typing_extensions import override
 
+from tlkit.callbacks._lightning_internals import check_lightning_version
 from tlkit.callbacks._monitor import check_monitor_is_logged
 from tlkit.errors import config_error
 
@@ -35,6 +36,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_lightning_version()  # the three private methods overridden below
         super().__init__(*args, **kwargs)
         self._last_written_at: tuple[int, int] | None = None
 
