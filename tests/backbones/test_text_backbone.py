@@ -92,9 +92,13 @@ def test_minilm_features_carry_sentiment_on_rotten_tomatoes(minilm):
     with torch.no_grad():
 
         def embed(indices):
-            chunks = [indices[k : k + 100] for k in range(0, len(indices), 100)]
-            return torch.cat([minilm(_encode(minilm, [texts[j] for j in chunk])) for chunk in chunks]).numpy()
+            # Chunks of similar lengths pad little: the same features in about half the time.
+            by_length = sorted(range(len(indices)), key=lambda k: len(texts[indices[k]]))
+            chunks = [by_length[k : k + 100] for k in range(0, len(by_length), 100)]
+            features = torch.cat([minilm(_encode(minilm, [texts[indices[k]] for k in chunk])) for chunk in chunks])
+            return features[torch.argsort(torch.tensor(by_length))].numpy()
 
         x_train, x_test = embed(train), embed(test)
     probe = LogisticRegression(max_iter=2000).fit(x_train, [labels[j] for j in train])
-    assert probe.score(x_test, [labels[j] for j in test]) > 0.7
+    accuracy = probe.score(x_test, [labels[j] for j in test])
+    assert accuracy > 0.7, accuracy
