@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/robust_fine_tuning.py
 	$(BIN)/python benchmarks/text_classification.py
+	$(BIN)/python benchmarks/self_training_collapse.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -132,7 +132,7 @@ def test_top_level_help_lists_every_command_one_line_each(capsys):
 
 def test_the_option_names_of_a_parser_come_from_argparse_internals_that_still_exist():
     # tlkit's one use of argparse's private API: a Python that renames it fails here, not in an error message.
-    from tlkit._cli_errors import option_names
+    from tlkit.cli.messages import option_names
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--trainer.max_epochs")

@@ -42,10 +42,11 @@ def test_every_private_lightning_method_tlkit_overrides_is_listed():
     import inspect
 
     import tlkit.callbacks
+    import tlkit.cli.lightning_cli
     import tlkit.strategies
 
     unlisted = []
-    for module in (tlkit.callbacks, tlkit.strategies):
+    for module in (tlkit.callbacks, tlkit.strategies, tlkit.cli.lightning_cli):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             for base in cls.__mro__[1:]:
                 if not base.__module__.startswith("lightning."):

@@ -3,8 +3,9 @@
 Changing which parameters train in the middle of a fit (`ProgressiveUnfreezing`) needs two things Lightning has no
 public hook for: re-wrapping the model in DistributedDataParallel, and telling whether the model is compiled.
 `ResumableCheckpoint` overrides three private methods of ModelCheckpoint (refreshing ``last.ckpt`` at every save
-point, writing each file atomically) and sets two of its attributes. A Lightning release that renames any of these
-fails here with a message naming them, not deep inside a training step or a checkpoint save.
+point, writing each file atomically) and sets two of its attributes; `TLKitCLI` overrides three of LightningCLI's. A
+Lightning release that renames any of these fails here with a message naming them, not deep inside a training step
+or a checkpoint save.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gc
 import lightning
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from packaging.version import Version
@@ -24,6 +26,8 @@ WRITTEN_FOR = (Version("2.4"), Version("2.7"))
 PRIVATE_API: dict[type, tuple[str, ...]] = {
     DDPStrategy: ("_setup_model", "_register_ddp_hooks"),  # ProgressiveUnfreezing: `rebuild_ddp_wrapper`
     ModelCheckpoint: ("_save_topk_checkpoint", "_save_last_checkpoint", "_save_checkpoint"),  # ResumableCheckpoint
+    # TLKitCLI: seeding `true` truly at random, the checkpoint's config read before parsing, a refused resume undone.
+    LightningCLI: ("_set_seed", "_parse_ckpt_path", "_run_subcommand"),
 }
 #: The private attributes of a ModelCheckpoint that ResumableCheckpoint sets (``kth_value``: the "worst so far"
 #: sentinel; ``_last_checkpoint_saved``: what Lightning's own bookkeeping reads after a save).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from tlkit._subcommand import SubcommandParser, run_reporting, subcommand_parser
+from tlkit.cli._subcommand import SubcommandParser, run_reporting, subcommand_parser
 from tlkit.export import FORMATS, SPEC_FILE, TOLERANCE, ExportFormat, ExportReport, export
 
 

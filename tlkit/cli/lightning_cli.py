@@ -1,4 +1,4 @@
-"""The ``tlkit`` command: LightningCLI with tlkit's defaults.
+"""`TLKitCLI`: LightningCLI with tlkit's defaults and checks, for ``tlkit fit|validate|test|predict``.
 
     tlkit fit --config configs/digits_finetune.yaml
     tlkit fit --config configs/digits_finetune.yaml --ckpt_path last      # continue the latest run of that config
@@ -14,18 +14,13 @@ override that, and a checkpoint that does not fit them (backbone, classes, optim
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import importlib.metadata
 import os
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +32,10 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import tlkit.callbacks  # noqa: F401 (imported so their classes resolve by short name)
 import tlkit.datamodules  # noqa: F401
 import tlkit.strategies  # noqa: F401
-from tlkit._cli_errors import (
-    TRAINER_HARDWARE_KEYS,
-    config_error_in,
-    option_names,
-    report,
-    summarize_parser_error,
-    trainer_option_error,
-    wants_traceback,
-)
 from tlkit.callbacks import GracefulStop, LearningRates, PredictionWriter, ResumableCheckpoint, TensorBoardReport
 from tlkit.callbacks.resumable_checkpoint import remove_abandoned_partials
 from tlkit.checkpoint import (
@@ -59,20 +44,25 @@ from tlkit.checkpoint import (
     check_same_model,
     class_path,
     import_class,
-    read_checkpoint,
     write_run_config,
 )
+from tlkit.cli.messages import (
+    TRAINER_HARDWARE_KEYS,
+    option_names,
+    report,
+    summarize_parser_error,
+    trainer_option_error,
+    wants_traceback,
+)
+from tlkit.cli.run_resolution import LOG_DIR, SUBCOMMANDS, Invocation, option_values, run_folder_of
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
-from tlkit.run_folders import Reservation, is_launched_rank, reserve_for_run, version_number
+from tlkit.run_folders import Reservation, reserve_for_run
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
-LOG_DIR = "logs"
-DEFAULT_RUN_NAME = "tlkit"
 DEFAULT_MONITOR = "val/acc"
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all, and small-data runs with a
 #: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
 LOG_EVERY_N_STEPS = 1
@@ -84,120 +74,6 @@ def load_plugins() -> None:
     """Import third-party strategies and datamodules exposed through the ``tlkit.plugins`` entry-point group."""
     for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
         entry_point.load()
-
-
-def _option(args: Sequence[str], *names: str) -> list[str]:
-    """Every value given for the options ``names`` (``--name value`` or ``--name=value``)."""
-    values = []
-    for i, arg in enumerate(args):
-        for name in names:
-            if arg == name and i + 1 < len(args):
-                values.append(args[i + 1])
-            elif arg.startswith(name + "="):
-                values.append(arg.split("=", 1)[1])
-    return values
-
-
-@dataclass
-class Invocation:
-    """What the command line asks for, read before parsing: the run's name and the checkpoint it starts from."""
-
-    args: list[str]
-    subcommand: str | None = None
-    run_name: str = DEFAULT_RUN_NAME
-    ckpt_path: Path | None = None
-    resume_version: int | None = None  # ``--ckpt_path last``: continue in this version folder
-    #: What tlkit saved beside the weights (None in a plain Lightning checkpoint) and the model's hyperparameters.
-    checkpoint_info: CheckpointInfo | None = field(default=None, repr=False)
-    checkpoint_hparams: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def read(cls, args: Sequence[str]) -> Invocation:
-        args = _redirect_class_help(list(args))
-        subcommand = next((a for a in args if a in SUBCOMMANDS), None)
-        configs = _option(args, "--config", "-c")
-        invocation = cls(args, subcommand, Path(configs[-1]).stem if configs else DEFAULT_RUN_NAME)
-        given = _option(args, "--ckpt_path")
-        if subcommand and given and given[-1] not in ("null", "None", ""):
-            invocation._resolve_checkpoint(given[-1])
-        return invocation
-
-    def _resolve_checkpoint(self, given: str) -> None:
-        if given == "last":
-            self.ckpt_path, self.resume_version = self._latest_run()
-            if self.subcommand != "fit":
-                self.resume_version = None
-        elif given == "best":
-            if self.subcommand == "fit":
-                raise config_error("--ckpt_path", "a checkpoint file or 'last' when fitting", given)
-            return  # Lightning's own: the best checkpoint of the run just fitted (Python use)
-        else:
-            path = Path(given).expanduser()
-            if not path.is_file():
-                problem = "a folder" if path.is_dir() else "no such file"
-                raise config_error("--ckpt_path", "a checkpoint file or 'last'", f"{given} ({problem})")
-            self.ckpt_path = path
-        self._point_args_at(self.ckpt_path)
-        self._read_checkpoint()
-
-    def _point_args_at(self, path: Path) -> None:
-        """Replace the given ``--ckpt_path`` value (e.g. ``last``) by the resolved file."""
-        for i, arg in enumerate(self.args):
-            if arg == "--ckpt_path" and i + 1 < len(self.args):
-                self.args[i + 1] = str(path)
-            elif arg.startswith("--ckpt_path="):
-                self.args[i] = f"--ckpt_path={path}"
-
-    def _latest_run(self) -> tuple[Path, int]:
-        runs = Path(LOG_DIR) / self.run_name
-        candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: version_number(p.parents[1]))
-        if not candidates:
-            raise ConfigError(
-                f"Expected `--ckpt_path last` to find a run to continue, but got no {runs}/version_*/checkpoints/"
-                "last.ckpt. Start the run without --ckpt_path, or give a checkpoint file."
-            )
-        latest = candidates[-1]
-        return latest, version_number(latest.parents[1])
-
-    def _read_checkpoint(self) -> None:
-        """Keep what the checks after parsing need; without a config or ``--model`` of the user's, the checkpoint's
-        own run config describes the run.
-
-        With one, the user's config is the run's (the checkpoint is checked against it after parsing); mixing the
-        two would keep parts of the old run (callbacks, say) that the user's config does not mention.
-        """
-        checkpoint = read_checkpoint(self.ckpt_path, "--ckpt_path")
-        self.checkpoint_info = checkpoint.info
-        self.checkpoint_hparams = checkpoint.hyper_parameters
-        text = checkpoint.run_config
-        if not text or _option(self.args, "--config", "-c", "--model"):
-            return
-        config = yaml.safe_load(text)
-        for key in ("ckpt_path", "config", "print_config"):
-            config.pop(key, None)
-        if self.subcommand == "predict":  # predictions go to files beside the checkpoint, no log folder
-            config.setdefault("trainer", {})["logger"] = False
-        logger = (config.get("trainer") or {}).get("logger")
-        if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
-            logger["init_args"]["version"] = self.resume_version
-            self.run_name = logger["init_args"].get("name") or self.run_name
-        folder = Path(tempfile.mkdtemp(prefix="tlkit-ckpt-config-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        path = folder / "checkpoint_config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        at = self.args.index(self.subcommand) + 1
-        self.args[at:at] = ["--config", str(path)]
-
-
-def _redirect_class_help(args: list[str]) -> list[str]:
-    """``--model FineTuning --help`` shows FineTuning's arguments (LightningCLI's ``--model.help FineTuning``)."""
-    if not ({"--help", "-h"} & set(args)):
-        return args
-    for key in ("--model", "--data"):
-        chosen = _option(args, key)
-        if chosen:
-            return [a for a in args if a not in ("--help", "-h")] + [f"{key}.help", chosen[-1]]
-    return args
 
 
 class TLKitArgumentParser(LightningArgumentParser):
@@ -216,7 +92,7 @@ class TLKitArgumentParser(LightningArgumentParser):
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         options = option_names(parser)
-        configs = _option(_CURRENT_ARGS, "--config", "-c")
+        configs = option_values(_CURRENT_ARGS, "--config", "-c")
         line = summarize_parser_error(message, options, configs[-1] if configs else None)
         subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)
         report(subcommand, line)
@@ -511,14 +387,6 @@ def _data_class_names(datamodule: Any) -> list[str] | None:
     return list(datamodule.class_names()) if isinstance(datamodule, NamedClasses) else None
 
 
-def run_folder_of(checkpoint: Path | None) -> Path | None:
-    """The run folder (``<save_dir>/<name>/version_<n>``) a checkpoint in its ``checkpoints/`` folder belongs to."""
-    if checkpoint is None or checkpoint.parent.name != "checkpoints":
-        return None
-    run = checkpoint.resolve().parent.parent
-    return run if version_number(run) >= 0 else None
-
-
 def _folder_snapshot(folder: Path) -> dict[Path, float]:
     """Every file under ``folder`` with its modification time."""
     return {p: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
@@ -535,52 +403,3 @@ def _restore_folder(folder: Path, before: dict[Path, float]) -> None:
 
 
 #: Every subcommand, one line each for ``tlkit --help``; tlkit's own ones by the module whose ``main`` runs them.
-COMMANDS = {
-    "fit": "train a model (a strategy, a backbone, a datamodule); logs and checkpoints under logs/<config>/",
-    "validate": "score a checkpoint on the validation split",
-    "test": "score a checkpoint on the test split; results beside its run (<run>/test_<n>/)",
-    "predict": "label new images or texts with a checkpoint (--data.predict_dir); CSV and JSONL beside it",
-    "rank": "score candidate backbones (or one backbone's layers) on your data before training any",
-    "export": "write a checkpoint as ONNX and/or TorchScript with its preprocessing, verified on real images",
-    "select": "choose among finished runs by a logged metric (label-free validators for domain adaptation)",
-}
-TOOL_MODULES = {"rank": "tlkit.rank_command", "export": "tlkit.export_command", "select": "tlkit.select_command"}
-
-
-def top_level_help() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {line}" for name, line in COMMANDS.items()]
-    return (
-        "usage: tlkit <command> [options]   (tlkit <command> --help lists a command's options)\n\n"
-        "Transfer learning on PyTorch Lightning.\n\ncommands:\n" + "\n".join(lines) + "\n\n"
-        "example: tlkit fit --config configs/digits_finetune.yaml\n"
-    )
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """Console-script entry point: user errors print one line (``TLKIT_TRACEBACK=1`` for the traceback)."""
-    args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write(top_level_help())
-        sys.exit(0 if args else 2)
-    if args[0] in TOOL_MODULES:
-        return importlib.import_module(TOOL_MODULES[args[0]]).main(args[1:])
-    subcommand = next((a for a in args if a in SUBCOMMANDS), None)
-    try:
-        TLKitCLI(args=args)
-    except SIGTERMException:
-        # GracefulStop stops every rank at the same step; Lightning ends the run with a SystemExit of status 0, but
-        # a stopped run is no success, and its user wants to know how to go on.
-        if not is_launched_rank():
-            how = " with --ckpt_path last" if subcommand == "fit" else ""
-            sys.stderr.write(f"tlkit {subcommand}: stopped by SIGTERM; continue from the newest checkpoint{how}.\n")
-        sys.exit(128 + signal.SIGTERM)
-    except Exception as err:
-        problem = config_error_in(err)
-        if problem is None or wants_traceback():
-            raise
-        report(subcommand, str(problem))
-
-
-if __name__ == "__main__":
-    main()

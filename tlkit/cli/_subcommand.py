@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from tlkit._cli_errors import config_error_in, option_names, report, summarize_parser_error, wants_traceback
+from tlkit.cli.messages import config_error_in, option_names, report, summarize_parser_error, wants_traceback
 
 
 class SubcommandParser(ArgumentParser):

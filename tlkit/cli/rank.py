@@ -18,7 +18,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from tlkit._subcommand import run_reporting, subcommand_parser
+from tlkit.cli._subcommand import run_reporting, subcommand_parser
 from tlkit.datamodules import ImageDataModule  # imports every datamodule, so they resolve by short name
 from tlkit.errors import config_error
 from tlkit.feature_cache import CacheMode, FeatureCache

@@ -18,7 +18,7 @@ from typing import Literal
 
 from jsonargparse import ArgumentParser
 
-from tlkit._subcommand import run_reporting, subcommand_parser
+from tlkit.cli._subcommand import run_reporting, subcommand_parser
 from tlkit.errors import config_error
 from tlkit.run_selection import RunScore, default_mode, differing_settings, score_runs, select_run
 
