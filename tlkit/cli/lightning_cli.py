@@ -239,6 +239,17 @@ class TLKitCLI(LightningCLI):
         # again from them reserves a folder of its own instead of writing into this one.
         if self._logger_as_configured is not None:
             self._run_config()["trainer"]["logger"].init_args = self._logger_as_configured
+        if self.subcommand is None:
+            # Python use (`run=False`, as `make demo` does): no before_fit runs, and the checkpoints of its fit must
+            # rebuild their run all the same (`tlkit test --ckpt_path <one of them>`).
+            self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(self._resolved_run_config())))
+
+    def _resolved_run_config(self) -> dict[str, Any]:
+        """This run's resolved config, as every checkpoint stores it (without ``ckpt_path``)."""
+        config = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml"))
+        run_config = config.get(self.subcommand, {}) if self.subcommand else config
+        run_config.pop("ckpt_path", None)
+        return run_config
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Lightning's Trainer; an accelerator, strategy, precision or devices this machine cannot run is one line
@@ -276,9 +287,7 @@ class TLKitCLI(LightningCLI):
         self._check_optimizer_arguments()
         self._check_checkpoint("fit")
         self._select_checkpoint_metric()
-        config = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml")
-        run_config = yaml.safe_load(config).get("fit", {})
-        run_config.pop("ckpt_path", None)
+        run_config = self._resolved_run_config()
         self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(run_config)))
         if isinstance(self.trainer.logger, TensorBoardLogger) and self.trainer.is_global_zero:
             # The resolved config in TensorBoard's Text tab (indented: shown as code, not as Markdown).
