@@ -66,8 +66,6 @@ TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 #: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all, and small-data runs with a
 #: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
 LOG_EVERY_N_STEPS = 1
-#: The arguments being parsed, for error reports that name the config file.
-_CURRENT_ARGS: list[str] = []
 
 
 def load_plugins() -> None:
@@ -86,13 +84,15 @@ class TLKitArgumentParser(LightningArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        #: The command line being parsed (set by `TLKitCLI.init_parser`): an error names the config file it gave.
+        self.given_args: list[str] = []
 
     def error(self, message: str, ex: Exception | None = None):
         if wants_traceback() or not self.exit_on_error:  # jsonargparse catches the raised error internally
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         options = option_names(parser)
-        configs = option_values(_CURRENT_ARGS, "--config", "-c")
+        configs = option_values(self.given_args, "--config", "-c")
         line = summarize_parser_error(message, options, configs[-1] if configs else None)
         subcommand = next((s for s in SUBCOMMANDS if f" {s}" in parser.prog), None)
         report(subcommand, line)
@@ -120,7 +120,6 @@ class TLKitCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
-        _CURRENT_ARGS[:] = self.invocation.args
         resuming = self.invocation.resume_version is not None
         if resuming:  # continuing in the run's own folder is the point
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
@@ -154,6 +153,11 @@ class TLKitCLI(LightningCLI):
             if self._reservation is not None:
                 self._reservation.release()
             raise
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.given_args = self.invocation.args
+        return parser
 
     def _config_filename(self) -> str:
         folder = Path(LOG_DIR) / self.invocation.run_name / f"version_{self.invocation.resume_version}"
