@@ -4,8 +4,8 @@
 
 Starts ``tensorboard --logdir`` on loopback, asks its plugin API for each fit run's images (augmented batch,
 confusion matrix, worst examples), its ``hp_metric`` and its config text, then (where ``chromium`` is installed,
-Debian's package) renders the Images, HParams and Text tabs headless to PNG files for a person to look at. Prints a
-table and writes ``benchmarks/results/tensorboard_view.json``. Not a test: CI installs no browser.
+Debian's package) renders the Images, HParams, Text and Projector tabs headless to PNG files for a person to look
+at. Prints a table and writes ``benchmarks/results/tensorboard_view.json``. Not a test: CI installs no browser.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import RESULTS, table, write_json
 
 IMAGES = ("train/augmented_batch", "val/confusion_matrix", "val/worst_examples")
-TABS = ("images", "hparams", "text")
+TABS = ("images", "hparams", "text", "projector")
 CHROMIUM_FLAGS = [  # no sandbox as root; no background connections, which this closed network refuses
     "--headless",
     "--no-sandbox",
