@@ -173,8 +173,7 @@ def load_strategy(checkpoint_path: str | os.PathLike) -> Any:
     takes_weights = "weights" in checkpoint.hyper_parameters
     adapter_only = checkpoint.info.pretrained_fingerprint is not None
     overrides = {"weights": None} if takes_weights and not adapter_only else {}
-    path = checkpoint.path
-    model = strategy.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
+    model = strategy.load_from_checkpoint(checkpoint.path, map_location="cpu", weights_only=True, **overrides)
     return model.eval()
 
 

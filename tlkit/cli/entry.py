@@ -18,6 +18,7 @@ from tlkit.cli.messages import config_error_in, report, wants_traceback
 from tlkit.cli.run_resolution import SUBCOMMANDS
 from tlkit.run_folders import is_launched_rank
 
+#: Every subcommand, one line each for ``tlkit --help``.
 COMMANDS = {
     "fit": "train a model (a strategy, a backbone, a datamodule); logs and checkpoints under logs/<config>/",
     "validate": "score a checkpoint on the validation split",

@@ -128,6 +128,7 @@ class TLKitCLI(LightningCLI):
         predicting = self.invocation.subcommand == "predict"
         self._reservation: Reservation | None = None
         self._logger_as_configured: Namespace | None = None  # the logger's arguments before the reservation
+        self._stored_run_config: dict[str, Any] = {}  # what a fit's checkpoints store (`instantiate_classes`)
         try:
             super().__init__(
                 model_class=TransferModule,
@@ -243,10 +244,11 @@ class TLKitCLI(LightningCLI):
         # again from them reserves a folder of its own instead of writing into this one.
         if self._logger_as_configured is not None:
             self._run_config()["trainer"]["logger"].init_args = self._logger_as_configured
-        if self.subcommand is None:
-            # Python use (`run=False`, as `make demo` does): no before_fit runs, and the checkpoints of its fit must
-            # rebuild their run all the same (`tlkit test --ckpt_path <one of them>`).
-            self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(self._resolved_run_config())))
+        if self.subcommand in ("fit", None):
+            # Every checkpoint of a fit carries its run's config, whether `tlkit fit` runs it or Python code does
+            # (`run=False`, as `make demo` does, where no before_fit runs): `--ckpt_path` alone rebuilds the run.
+            self._stored_run_config = self._resolved_run_config()
+            self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(self._stored_run_config)))
 
     def _resolved_run_config(self) -> dict[str, Any]:
         """This run's resolved config, as every checkpoint stores it (without ``ckpt_path``)."""
@@ -291,11 +293,10 @@ class TLKitCLI(LightningCLI):
         self._check_optimizer_arguments()
         self._check_checkpoint("fit")
         self._select_checkpoint_metric()
-        run_config = self._resolved_run_config()
-        self.trainer.callbacks.append(_RunConfigInCheckpoints(yaml.safe_dump(run_config)))
         if isinstance(self.trainer.logger, TensorBoardLogger) and self.trainer.is_global_zero:
             # The resolved config in TensorBoard's Text tab (indented: shown as code, not as Markdown).
-            indented = "\n".join("    " + line for line in yaml.safe_dump(run_config, sort_keys=False).splitlines())
+            text = yaml.safe_dump(self._stored_run_config, sort_keys=False)
+            indented = "\n".join("    " + line for line in text.splitlines())
             self.trainer.logger.experiment.add_text("config", indented, 0)
         log_dir = self._log_dir()
         if log_dir is not None and self.trainer.is_global_zero:
@@ -413,6 +414,3 @@ def _restore_folder(folder: Path, before: dict[Path, float]) -> None:
         return
     for path in now.keys() - before.keys():
         path.unlink(missing_ok=True)
-
-
-#: Every subcommand, one line each for ``tlkit --help``; tlkit's own ones by the module whose ``main`` runs them.
