@@ -3,8 +3,8 @@ on this CPU, for tf_efficientnet_lite0 at its native 224 px and ResNet-50 (rando
 
     python benchmarks/export.py [--repeats 30] [--models tf_efficientnet_lite0 resnet50]
 
-Each model is fitted for one step, saved as a tlkit checkpoint and exported with `tlkit.export.export` (so the files
-are the ones users get, verified); the three runtimes then run side by side in one process, warmed up, and the
+Each model is fitted for one step, saved as a tlkit checkpoint and exported with `tlkit.engines.export.export` (so
+the files are the ones users get, verified); the three runtimes then run side by side in one process, warmed up, and the
 table quotes medians. Prints a Markdown table and writes benchmarks/results/export.json.
 """
 
@@ -23,7 +23,7 @@ import torch
 from _common import machine, table, write_json
 
 from tlkit.datamodules import DigitsDataModule
-from tlkit.export import FILES, ProbabilityModel, export, load_strategy
+from tlkit.engines.export import FILES, ProbabilityModel, export, load_strategy
 from tlkit.strategies import FineTuning
 
 

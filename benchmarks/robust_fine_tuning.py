@@ -37,9 +37,9 @@ from tlkit.datamodules.datasets import ImageDataset, Split
 from tlkit.datamodules.digits_m import blend_onto_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
 from tlkit.datamodules.transforms import eval_transform
+from tlkit.functional.weight_interpolation import DEFAULT_ALPHAS, interpolate_state, select_alpha
 from tlkit.strategies import FeatureExtraction, FineTuning
 from tlkit.strategies.regularization import BSS, L2SP
-from tlkit.weight_interpolation import DEFAULT_ALPHAS, interpolate_state, select_alpha
 
 RUNS_FILE = RESULTS / "robust_fine_tuning_runs.json"
 TRAINED = ["FeatureExtraction", "FineTuning", "LP-FT", "L2-SP", "BSS", "LoRA r4", "LoRA r16"]

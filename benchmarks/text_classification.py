@@ -24,7 +24,7 @@ from tlkit.backbones import Adapter, Backbone
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
 from tlkit.data_request import DataRequest
 from tlkit.datamodules import RottenTomatoesDataModule
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 from tlkit.strategies import FeatureExtraction, FineTuning
 
 RUNS_FILE = RESULTS / "text_classification_runs.json"

@@ -24,7 +24,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
     PIL's ``convert("RGB")`` clips 16-bit values above 255 instead of scaling them, so a 16-bit PNG would become
     nearly all white (only 2 grey levels survive in a typical scan). Palette, RGBA (alpha dropped), CMYK and LA go
-    through ``convert``. `tlkit.export` writes the same recipe into ``model.json`` for code without tlkit.
+    through ``convert``. `tlkit.engines.export` writes the same recipe into ``model.json`` for code without tlkit.
     """
     if image.mode.startswith("I"):  # "I;16", "I;16B", "I" (32-bit): scale by the type's range
         pixels = np.asarray(image, dtype=np.float64)

@@ -46,7 +46,7 @@ class DigitsDataModule(DigitImages, ClassificationDataModule):
 
     The other arguments are `DigitImages`' (``image_size`` 64, no flips, no crop) and `ClassificationDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = DigitsDataModule(image_size=64, labels_per_class=10)
     """
 

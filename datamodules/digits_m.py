@@ -47,7 +47,7 @@ class DigitsMDataModule(DigitImages, DomainDataModule):
 
     Takes `DigitImages`' arguments (``image_size`` 64, no flips, no crop) and `DomainDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = DigitsMDataModule(image_size=64, iters_per_epoch=50)
     """
 

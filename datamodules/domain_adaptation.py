@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request
-from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules._splits import limit_labels, stratified_split
 from tlkit.datamodules.datasets import Split, UnlabelledDataset
+from tlkit.datamodules.folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.transforms import eval_transform, strong_transform, train_transform, weak_transform
 from tlkit.errors import config_error
@@ -165,7 +165,7 @@ class DomainAdaptationDataModule(DomainDataModule):
 
     The other arguments are `DomainDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = DomainAdaptationDataModule(root="data/office31", source_dir="amazon", target_dir="webcam")
     """
 

@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 from tlkit.backbones import DataConfig
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
-from tlkit.datamodules._folders import InvalidPolicy, scan_images
 from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
+from tlkit.datamodules.folders import InvalidPolicy, scan_images
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error, refuse_base_class
-from tlkit.feature_cache import data_fingerprint
+from tlkit.features import data_fingerprint
 
 
 class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlkit.datamodules._folders import InvalidPolicy, check_same_classes, scan_image_folder
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.folders import InvalidPolicy, check_same_classes, scan_image_folder
 
 # Accepted names of the split folders inside ``data_dir``.
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -28,7 +28,7 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     The other arguments are `ClassificationDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = ImageFolderDataModule("data/flowers", labels_per_class=10, batch_size=16)
     """
 

@@ -39,7 +39,7 @@ class MnistDigitsDataModule(DigitImages, DomainDataModule):
 
     The other arguments are `DigitImages`' (``image_size`` 64, no flips, no crop) and `DomainDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = MnistDigitsDataModule(source="mnist", image_size=32, iters_per_epoch=50)
     """
 

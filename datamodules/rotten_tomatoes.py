@@ -48,7 +48,7 @@ class RottenTomatoesDataModule(TextDataModule):
 
     Takes `TextDataModule`'s arguments (``labels_per_class`` for limited-label runs).
 
-    Example:
+    Examples:
         >>> dm = RottenTomatoesDataModule(labels_per_class=100, max_length=64)
     """
 

@@ -42,7 +42,7 @@ class EpochShuffleSampler(DistributedSampler):
             fixed-length epochs over a small domain). Default ``size``.
         shuffle: ``False`` keeps the dataset's order (the sample seeds still change every epoch).
 
-    Example:
+    Examples:
         >>> sampler = EpochShuffleSampler(1000, seed=0)
         >>> loader = ResumableDataLoader(dataset, batch_size=32, sampler=sampler)
     """

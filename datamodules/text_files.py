@@ -116,7 +116,7 @@ class TextFileDataModule(TextDataModule):
 
     The other arguments are `TextDataModule`'s.
 
-    Example:
+    Examples:
         >>> dm = TextFileDataModule("reviews/train.csv", text_column="review", label_column="sentiment")
     """
 

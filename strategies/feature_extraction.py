@@ -8,8 +8,7 @@ import torch
 
 from tlkit.backbones import Backbone
 from tlkit.data_request import Features
-from tlkit.feature_cache import FeatureCache
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureCache, FeatureServing
 from tlkit.strategies.transfer_module import TransferModule
 
 
@@ -28,7 +27,7 @@ class FeatureExtraction(TransferModule):
 
     The other arguments are `TransferModule`'s.
 
-    Example:
+    Examples:
         >>> model = FeatureExtraction("resnet18", weights=None, num_classes=10)
         >>> model.backbone.trainable_group_names
         []

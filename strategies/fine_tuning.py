@@ -11,7 +11,7 @@ import torch
 from tlkit.backbones import Adapter, Backbone
 from tlkit.checkpoint import info_of, write_info
 from tlkit.errors import ConfigError, config_error
-from tlkit.feature_cache import tensors_fingerprint
+from tlkit.features import tensors_fingerprint
 from tlkit.functional import batch_spectral_shrinkage, l2_penalty
 from tlkit.strategies.regularization import BSS, L2SP, StartingPoint
 from tlkit.strategies.transfer_module import TransferModule
@@ -34,7 +34,7 @@ class FineTuning(TransferModule):
 
     The other arguments are `TransferModule`'s.
 
-    Example:
+    Examples:
         >>> model = FineTuning("resnet18", weights=None, num_classes=10, trainable_groups=2, lr_decay=0.5)
         >>> model.backbone.trainable_group_names
         ['layer3', 'layer4']

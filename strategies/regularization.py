@@ -24,7 +24,7 @@ class L2SP:
         alpha: weight of the pull toward the starting backbone weights.
         beta: weight of plain L2 on the head.
 
-    Example:
+    Examples:
         >>> from tlkit.strategies import FineTuning
         >>> model = FineTuning("test_resnet", weights=None, num_classes=3, l2_sp=L2SP(alpha=0.1))
     """

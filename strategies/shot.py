@@ -40,7 +40,7 @@ class SHOT(DomainModule):
 
     The other arguments are `DomainModule`'s; ``weights`` come from the source checkpoint.
 
-    Example:
+    Examples:
         >>> model = SHOT(source_checkpoint="runs/source_only/checkpoints/last.ckpt", backbone="tf_efficientnet_lite0")
     """
 

@@ -17,7 +17,7 @@ from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureServing
 from tlkit.protocols import CountedClasses, NamedClasses, ResolvesDataConfig
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
@@ -44,7 +44,7 @@ class TransferModule(LightningModule):
         lr_scheduler: scheduler factory; default (``null``) is cosine annealing to zero over the run, per step.
         scheduler_interval: whether a configured ``lr_scheduler`` steps every ``step`` or every ``epoch``.
 
-    Example:
+    Examples:
         >>> model = TransferModule("resnet18", weights=None, num_classes=10)
         >>> [g["name"] for g in model.param_groups()][-2:]
         ['layer4', 'head']

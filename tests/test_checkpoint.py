@@ -11,8 +11,8 @@ import torch
 from tests.conftest import TINY_FIT_ARGS
 from tlkit.checkpoint import SCHEMA_VERSION, CheckpointInfo, info_of, read_checkpoint, write_info
 from tlkit.cli import TLKitCLI
+from tlkit.engines.export import load_strategy
 from tlkit.errors import ConfigError
-from tlkit.export import load_strategy
 
 
 @pytest.fixture(scope="module")

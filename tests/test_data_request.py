@@ -12,8 +12,7 @@ from tlkit.backbones import Backbone, DataConfig, TextConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
-from tlkit.feature_cache import FeatureCache
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureCache, FeatureServing
 from tlkit.strategies import DANN, FeatureExtraction, FineTuning, SelfTraining
 
 

@@ -1,9 +1,8 @@
 """`make demo` end to end, shortened to one batch per run: both runs train, test and print the table, and their
 checkpoints work with the README's next commands."""
 
-from tlkit import demo
 from tlkit.checkpoint import read_checkpoint
-from tlkit.cli import main
+from tlkit.cli import demo, main
 
 
 def test_demo_prints_the_comparison_table(tmp_path, monkeypatch, capsys):

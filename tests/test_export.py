@@ -1,5 +1,5 @@
-"""Export to ONNX and TorchScript: parity with the checkpoint, the same predictions as `tlkit predict`, the README's
-standalone snippet, and one-line errors."""
+"""Export to ONNX and TorchScript: parity with the checkpoint, the same predictions as `tlkit predict`, the export
+page's standalone snippet (docs/export.md), and one-line errors."""
 
 import csv
 import json
@@ -17,10 +17,10 @@ from PIL import Image
 from tests.conftest import TINY_FIT_ARGS, quiet_trainer
 from tlkit.cli import main
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
-from tlkit.export import FILES, SPEC_FILE, export, load_strategy, preprocess, preprocessing_spec
+from tlkit.engines.export import FILES, SPEC_FILE, export, load_strategy, preprocess, preprocessing_spec
 from tlkit.strategies import DANN, FineTuning
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXPORT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 
 
 def fitted_checkpoint(model, datamodule, path: Path) -> Path:
@@ -113,14 +113,14 @@ def test_lite0_with_its_real_weights_exports_within_tolerance(tmp_path):
     assert max(report.max_difference.values()) <= 1e-4, report.max_difference
 
 
-def readme_snippet() -> str:
-    text = README.read_text()
+def export_page_snippet() -> str:
+    text = EXPORT_PAGE.read_text()
     start = text.index("```python\n", text.index("<!-- export-snippet -->")) + len("```python\n")
     return text[start : text.index("```", start)]
 
 
-def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(tmp_path, monkeypatch):
-    snippet = readme_snippet()
+def test_exported_model_and_the_docs_snippet_predict_what_tlkit_predict_does(tmp_path, monkeypatch):
+    snippet = export_page_snippet()
     assert len([line for line in snippet.splitlines() if line.strip()]) <= 17
     assert not re.search(r"^\s*(import|from)\s+(torch|tlkit)", snippet, re.M)
     monkeypatch.chdir(tmp_path)
@@ -161,7 +161,7 @@ def test_exported_model_and_the_readme_snippet_predict_what_tlkit_predict_does(t
 
 def test_verification_reads_images_as_the_recipe_does_and_covers_every_mode():
     from tlkit.datamodules import to_rgb
-    from tlkit.export import decode, verification_images
+    from tlkit.engines.export import decode, verification_images
 
     images = verification_images()
     assert {"I;16", "P", "RGBA", "CMYK", "LA", "RGB"} <= {image.mode for image in images}
@@ -227,7 +227,7 @@ class Noise(torch.nn.Module):
 
 def test_a_diverging_export_names_the_layer_group_and_its_operators():
     from tlkit.backbones import Backbone
-    from tlkit.export import locate_divergence
+    from tlkit.engines.export import locate_divergence
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -240,7 +240,7 @@ def test_a_diverging_export_names_the_layer_group_and_its_operators():
 
 
 def test_a_failed_verification_is_one_line_and_keeps_the_files(tiny_checkpoint, tmp_path, monkeypatch, capsys):
-    import tlkit.export as exporting
+    import tlkit.engines.export as exporting
 
     original = exporting._export_onnx
 

@@ -7,7 +7,7 @@ import torch
 from tests.conftest import quiet_trainer
 from tlkit.backbones import Backbone
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache, channels_last
+from tlkit.features import FeatureCache, channels_last
 from tlkit.strategies import FeatureExtraction
 
 
@@ -75,7 +75,7 @@ def test_channels_last_pass_gives_the_same_features_and_restores_the_layout():
 
 
 def test_memory_store_evicts_least_recently_used_past_its_budget():
-    from tlkit.feature_cache import MemoryStore
+    from tlkit.features import MemoryStore
 
     entry = (torch.zeros(10, 4), torch.zeros(10, dtype=torch.long))  # 160 + 80 bytes
     store = MemoryStore(max_bytes=500)

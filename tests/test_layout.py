@@ -1,5 +1,9 @@
-"""The package layout's rules: which package may import which (callbacks know no strategy or datamodule; datamodules
-know no strategy), so each side changes behind the typed contracts in tlkit/protocols.py and tlkit/data_request.py."""
+"""The package layout's rules, layer by layer: which package may import which, so each side changes behind the typed
+contracts of the base (tlkit/protocols.py, tlkit/data_request.py, tlkit/checkpoint.py).
+
+From the bottom: the base contracts (errors, randomness, checkpoint, protocols, data request, input config);
+functional, metrics and features; backbones; strategies, datamodules and callbacks, which know one another only
+through the base; the engines (export, ranking, run selection); the command line."""
 
 import ast
 from pathlib import Path
@@ -7,36 +11,79 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {
-    "tlkit/callbacks": ("tlkit.strategies", "tlkit.datamodules"),
-    "datamodules": ("tlkit.strategies", "tlkit.callbacks"),
-    "tlkit/metrics": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks"),
-    "tlkit/functional": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks"),
-    "tlkit/backbones": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks"),
-}
-#: The base contracts every layer builds on import no layer above them. (protocols.py and data_request.py still take
-#: DataConfig and InputConfig from tlkit.backbones.)
-BASE = ("tlkit/errors.py", "tlkit/randomness.py", "tlkit/checkpoint.py")
+ENGINES_AND_CLI = ("tlkit.engines", "tlkit.cli")
+#: The base contracts every layer builds on import no layer above them.
+BASE = (
+    "tlkit/errors.py",
+    "tlkit/randomness.py",
+    "tlkit/checkpoint.py",
+    "tlkit/protocols.py",
+    "tlkit/data_request.py",
+    "tlkit/input_config.py",
+)
 ABOVE_BASE = (
     "tlkit.strategies",
     "tlkit.datamodules",
     "tlkit.callbacks",
     "tlkit.backbones",
-    "tlkit.cli",
-    "tlkit.export",
+    "tlkit.features",
+    "tlkit.functional",
+    "tlkit.metrics",
+    *ENGINES_AND_CLI,
 )
+FORBIDDEN = {
+    "tlkit/functional": (
+        "tlkit.strategies",
+        "tlkit.datamodules",
+        "tlkit.callbacks",
+        "tlkit.backbones",
+        "tlkit.features",
+    )
+    + ENGINES_AND_CLI,
+    "tlkit/metrics": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones", "tlkit.features")
+    + ENGINES_AND_CLI,
+    "tlkit/features": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones") + ENGINES_AND_CLI,
+    "tlkit/backbones": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks") + ENGINES_AND_CLI,
+    "tlkit/callbacks": ("tlkit.strategies", "tlkit.datamodules") + ENGINES_AND_CLI,
+    "datamodules": ("tlkit.strategies", "tlkit.callbacks") + ENGINES_AND_CLI,
+    "strategies": ENGINES_AND_CLI,
+    "tlkit/engines": ("tlkit.cli",),
+}
 FORBIDDEN.update({module: ABOVE_BASE for module in BASE})
+#: Where each installed package's source lives (strategies/ and datamodules/ install as tlkit.strategies and
+#: tlkit.datamodules).
+SOURCES = {"tlkit": "tlkit", "tlkit.strategies": "strategies", "tlkit.datamodules": "datamodules"}
+
+
+def _type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
 
 
 def imported_modules(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text())
+    """Every module ``path`` imports at run time. Imports under ``if TYPE_CHECKING:`` only name the types an
+    annotation describes and create no dependency at run time, so they are not counted."""
     names = []
-    for node in ast.walk(tree):
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_block(node):
+            return
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+            names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.append(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
     return names
+
+
+def package_of(path: Path) -> str:
+    """The installed package a source file belongs to: ``datamodules/folders.py`` -> ``tlkit.datamodules``."""
+    parts = path.relative_to(ROOT).parent.parts
+    installed = {source: package for package, source in SOURCES.items()}
+    return ".".join([installed[parts[0]], *parts[1:]])
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -75,3 +122,19 @@ def test_no_module_probes_another_packages_attributes_by_name():
             if calls:
                 found[str(path.relative_to(ROOT))] = len(calls)
     assert found == allowed
+
+
+def test_no_module_imports_another_packages_private_module():
+    """A tlkit module named ``_x`` is its package's own business: another package uses the package's public names.
+    (Other libraries' private modules are used only in tlkit/callbacks/_lightning_internals.py, listed there.)"""
+    offending = []
+    for source in SOURCES.values():
+        for path in sorted((ROOT / source).rglob("*.py")):
+            for name in imported_modules(path):
+                parts = name.split(".")
+                if parts[0] != "tlkit":
+                    continue
+                private = [i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")]
+                if private and ".".join(parts[: private[0]]) != package_of(path):
+                    offending.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offending, offending

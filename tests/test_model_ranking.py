@@ -9,10 +9,10 @@ from tests.conftest import quiet_trainer
 from tlkit.backbones import Backbone
 from tlkit.cli import main
 from tlkit.datamodules import DigitsDataModule
+from tlkit.engines.model_ranking import SCORES, markdown_table, rank_backbones, rank_layers, write_results
 from tlkit.errors import ConfigError
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 from tlkit.functional import logme
-from tlkit.model_ranking import SCORES, markdown_table, rank_backbones, rank_layers, write_results
 from tlkit.strategies import FeatureExtraction
 
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from tests._console import TINY_IMAGE_MODEL, shipped, start_tlkit
-from tlkit.run_folders import VERSION_ENV, reserve, reserve_for_run
+from tlkit.cli.run_folders import VERSION_ENV, reserve, reserve_for_run
 
 
 def _reserve_in(root: str, start, queue) -> None:

@@ -1,4 +1,4 @@
-"""Choosing among finished runs by a label-free validator: `tlkit.run_selection` and the ``tlkit select`` command."""
+"""Choosing among finished runs by a label-free validator: `tlkit.engines.run_selection` and ``tlkit select``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from tlkit.cli import TLKitCLI, main
+from tlkit.engines.run_selection import default_mode, differing_settings, score_runs, select_run
 from tlkit.errors import ConfigError
-from tlkit.run_selection import default_mode, differing_settings, score_runs, select_run
 
 
 def fake_run(folder: Path, values: dict[str, list[float]], trade_off: float, checkpoint_epochs=()) -> Path:

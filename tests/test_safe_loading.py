@@ -11,7 +11,7 @@ import torch
 from tests._console import REPO, TINY_IMAGE_MODEL, shipped, tlkit
 from tlkit.checkpoint import load_file
 from tlkit.errors import ConfigError
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 
 
 class RunsCode:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 
-from tlkit.backbones.input_config import InputConfig
+from tlkit.input_config import InputConfig
 
 if TYPE_CHECKING:
     from tlkit.backbones import Backbone
-    from tlkit.feature_serving import FeatureServing
+    from tlkit.features import FeatureServing
 
 #: Domain adaptation: one augmented view of each target image, or a weakly and a strongly augmented one.
 TargetViews = Literal["single", "weak_strong"]
@@ -49,7 +49,7 @@ class DataRequest:
         target_indices: domain adaptation: each target training sample comes with its index in the target training
             pool, ``(views, index)``, so a strategy can look up labels it computed for the pool itself.
 
-    Example:
+    Examples:
         >>> DataRequest(input_config=DataConfig(image_size=64), target_views="weak_strong")
     """
 

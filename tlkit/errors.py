@@ -30,7 +30,7 @@ def config_error(
 ) -> ConfigError:
     """Build the house error: "Expected `<arg>` to be <expected>, but got <got>" plus where and the valid options.
 
-    Example:
+    Examples:
         >>> raise config_error("backbone", "a timm or torchvision model name", "resnet5", options=["resnet50"])
     """
     message = f"Expected `{arg}` to be {expected}, but got {got!r}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from tlkit.backbones import Backbone
     from tlkit.data_request import DataRequest
-    from tlkit.feature_serving import FeatureServing
+    from tlkit.features import FeatureServing
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.callbacks._helpers import max_difference, trainer
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.datamodules import DigitsDataModule
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 from tlkit.strategies import FineTuning
 
 HEAD_EPOCHS, EPOCHS = 2, 4

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 from tests.callbacks._helpers import loaders, max_difference, model, trainer
 from tlkit.callbacks import ProgressiveUnfreezing, WiSEFT
 from tlkit.errors import ConfigError
+from tlkit.functional.weight_interpolation import interpolate_state, select_alpha
 from tlkit.strategies import FeatureExtraction
-from tlkit.weight_interpolation import interpolate_state, select_alpha
 
 
 def _states(n: int = 2) -> list[dict[str, torch.Tensor]]:

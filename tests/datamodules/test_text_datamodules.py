@@ -13,8 +13,7 @@ from tlkit.backbones import Backbone
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules import RottenTomatoesDataModule, TextFileDataModule
 from tlkit.errors import ConfigError
-from tlkit.feature_cache import FeatureCache
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureCache, FeatureServing
 
 
 def _request(tiny_bert) -> DataRequest:

@@ -149,7 +149,7 @@ def data_for_dann() -> DigitsMDataModule:
 
 
 def test_an_adapted_shot_checkpoint_loads_for_export_without_the_source_file(source_checkpoint, tmp_path):
-    from tlkit.export import load_strategy
+    from tlkit.engines.export import load_strategy
 
     model = SHOT("test_efficientnet", source_checkpoint=source_checkpoint)
     trainer = quiet_trainer(max_epochs=1, limit_val_batches=1)

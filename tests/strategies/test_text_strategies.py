@@ -15,7 +15,7 @@ from tests.callbacks._helpers import max_difference, trainer
 from tests.conftest import quiet_trainer
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
 from tlkit.datamodules import TextFileDataModule
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 from tlkit.strategies import FeatureExtraction, FineTuning
 
 

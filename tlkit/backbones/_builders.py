@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from tlkit.backbones._text import HF_PREFIX, build_text
-from tlkit.backbones.input_config import DataConfig, InputConfig
 from tlkit.backbones.weights import (
     BUNDLED_LITE,
     bundled_text_folder,
@@ -22,6 +21,7 @@ from tlkit.backbones.weights import (
     read_state_dict,
 )
 from tlkit.errors import ConfigError, closest
+from tlkit.input_config import DataConfig, InputConfig
 
 TORCHVISION_PREFIX = "torchvision:"
 

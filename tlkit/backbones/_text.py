@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlkit.backbones.input_config import TextConfig
 from tlkit.backbones.weights import load_into, read_state_dict
 from tlkit.errors import ConfigError
+from tlkit.input_config import TextConfig
 
 HF_PREFIX = "hf:"
 #: The inputs a text encoder reads from a tokenized batch (others a tokenizer may add are ignored).

@@ -41,7 +41,7 @@ class Adapter:
             checkpoints (rebuilt from ``weights`` on load and checked against a fingerprint), so a task's checkpoint
             holds only adapters, head and normalization statistics.
 
-    Example:
+    Examples:
         >>> from tlkit.strategies import FineTuning
         >>> adapter = Adapter(rank=4, target_modules=["qkv"])
         >>> model = FineTuning("test_vit", weights=None, num_classes=3, adapter=adapter)

@@ -12,8 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tlkit.backbones import adapters
 from tlkit.backbones._builders import build, group_names, pool_features
 from tlkit.backbones.adapters import Adapter
-from tlkit.backbones.input_config import InputConfig, TextConfig
 from tlkit.errors import ConfigError, closest
+from tlkit.input_config import InputConfig, TextConfig
 
 GroupRef = int | str
 
@@ -50,7 +50,7 @@ class Backbone(nn.Module):
         source_classifier: with ``model``: the module that maps its features to the source task's logits, read by
             the LEEP and NCE transferability scores (named backbones with ImageNet weights keep their own).
 
-    Example:
+    Examples:
         >>> backbone = Backbone("resnet18", weights=None)
         >>> backbone.group_names[:2]
         ['conv1+bn1', 'layer1']

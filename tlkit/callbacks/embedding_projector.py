@@ -31,7 +31,7 @@ class EmbeddingProjector(Callback):
     Args:
         samples_per_domain: validation images embedded per domain (the first ones, in loader order).
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[EmbeddingProjector(samples_per_domain=500)])
     """
 

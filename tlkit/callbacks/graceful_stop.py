@@ -28,7 +28,7 @@ class GracefulStop(Callback):
     The handler replaces Lightning's once Lightning has installed it (at the sanity check or the start of training,
     whichever comes first); Lightning restores the previous handler when the run ends.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(devices=2, callbacks=[GracefulStop()])
     """
 

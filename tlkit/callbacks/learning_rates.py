@@ -21,7 +21,7 @@ class LearningRates(Callback):
     Args:
         frozen: also log the groups that do not train, under ``frozen/``.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[LearningRates()])
     """
 

@@ -32,7 +32,7 @@ class LRWarmup(Callback):
         shape: ``linear`` or ``cosine`` ramp.
         start_factor: the factor at the first step, in (0, 1].
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[LRWarmup(duration=2, unit="epochs", shape="cosine")])
     """
 

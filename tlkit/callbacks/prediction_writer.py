@@ -38,7 +38,7 @@ class PredictionWriter(BasePredictionWriter):
         formats: which files to write.
         top_k: how many classes to list per sample.
 
-    Example:
+    Examples:
         >>> trainer.predict(model, datamodule=dm, callbacks=[PredictionWriter("predictions")])
     """
 

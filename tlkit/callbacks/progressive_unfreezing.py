@@ -13,8 +13,7 @@ from tlkit.callbacks._lightning_internals import is_compiled, rebuild_ddp_wrappe
 from tlkit.callbacks._monitor import check_monitor_is_logged
 from tlkit.callbacks.unfreezing_schedule import Milestones, Plateau, UnfreezingSchedule
 from tlkit.errors import ConfigError, config_error
-from tlkit.feature_cache import FeatureCache
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureCache, FeatureServing
 from tlkit.protocols import LayerGroupTrainer
 
 
@@ -58,7 +57,7 @@ class ProgressiveUnfreezing(Callback):
         cache_features: head-only phase: serve cached backbone features from ``memory``, ``disk`` or ``off``.
         cache_dir: folder for ``disk`` caching.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[ProgressiveUnfreezing(every_n_epochs=2), LRWarmup(duration=50)])
     """
 

@@ -31,7 +31,7 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     Takes ModelCheckpoint's arguments; the `tlkit` command uses it as ``--checkpoint.*``.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[ResumableCheckpoint(monitor="val/acc", mode="max", save_last=True)])
     """
 

@@ -40,7 +40,7 @@ class TensorBoardReport(Callback):
         worst_pool: how many validation images (rank 0's, from the start of the split) the worst are chosen among.
         max_classes: the confusion matrix and per-class accuracies are drawn for at most this many classes.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[TensorBoardReport(worst_examples=8)])
     """
 

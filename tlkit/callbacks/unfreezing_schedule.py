@@ -127,7 +127,7 @@ class Plateau:
         patience: checks without improvement that make a plateau.
         min_delta: smallest change that counts as an improvement.
 
-    Example:
+    Examples:
         >>> plateau = Plateau("min", patience=1)
         >>> [plateau.update(v) for v in (1.0, 0.5, 0.6)]
         [False, False, True]

@@ -16,8 +16,8 @@ from typing_extensions import override
 
 from tlkit.data_request import Features
 from tlkit.errors import ConfigError, config_error
+from tlkit.functional.weight_interpolation import DEFAULT_ALPHAS, InterpolationCurve, select_alpha
 from tlkit.protocols import DomainValidation, LayerGroupTrainer
-from tlkit.weight_interpolation import DEFAULT_ALPHAS, InterpolationCurve, select_alpha
 
 
 class WiSEFT(Callback):
@@ -41,7 +41,7 @@ class WiSEFT(Callback):
             (0.5 is the paper's choice when validation cannot see the shift).
         filename: the checkpoint written with the chosen weights.
 
-    Example:
+    Examples:
         >>> trainer = Trainer(callbacks=[ProgressiveUnfreezing(milestones={5: "all"}), WiSEFT()])  # WiSE-FT on LP-FT
     """
 

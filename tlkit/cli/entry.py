@@ -15,8 +15,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tlkit.cli.lightning_cli import TLKitCLI
 from tlkit.cli.messages import config_error_in, report, wants_traceback
+from tlkit.cli.run_folders import is_launched_rank
 from tlkit.cli.run_resolution import SUBCOMMANDS
-from tlkit.run_folders import is_launched_rank
 
 #: Every subcommand, one line each for ``tlkit --help``.
 COMMANDS = {

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from tlkit.cli._subcommand import SubcommandParser, run_reporting, subcommand_parser
-from tlkit.export import FORMATS, SPEC_FILE, TOLERANCE, ExportFormat, ExportReport, export
+from tlkit.engines.export import FORMATS, SPEC_FILE, TOLERANCE, ExportFormat, ExportReport, export
 
 
 def build_parser() -> SubcommandParser:

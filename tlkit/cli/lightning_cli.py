@@ -54,10 +54,10 @@ from tlkit.cli.messages import (
     trainer_option_error,
     wants_traceback,
 )
+from tlkit.cli.run_folders import Reservation, reserve_for_run
 from tlkit.cli.run_resolution import LOG_DIR, SUBCOMMANDS, Invocation, option_values, run_folder_of
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
-from tlkit.run_folders import Reservation, reserve_for_run
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"

@@ -20,9 +20,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
 from tlkit.datamodules import ImageDataModule  # imports every datamodule, so they resolve by short name
+from tlkit.engines.model_ranking import (
+    SCORES,
+    Ranked,
+    Score,
+    markdown_table,
+    rank_backbones,
+    rank_layers,
+    write_results,
+)
 from tlkit.errors import config_error
-from tlkit.feature_cache import CacheMode, FeatureCache
-from tlkit.model_ranking import SCORES, Ranked, Score, markdown_table, rank_backbones, rank_layers, write_results
+from tlkit.features import CacheMode, FeatureCache
 
 
 def build_parser() -> ArgumentParser:

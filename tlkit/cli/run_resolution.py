@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from tlkit.checkpoint import CheckpointInfo, read_checkpoint
+from tlkit.cli.run_folders import version_number
 from tlkit.errors import ConfigError, config_error
-from tlkit.run_folders import version_number
 
 LOG_DIR = "logs"
 DEFAULT_RUN_NAME = "tlkit"

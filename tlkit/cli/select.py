@@ -19,8 +19,8 @@ from typing import Literal
 from jsonargparse import ArgumentParser
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
+from tlkit.engines.run_selection import RunScore, default_mode, differing_settings, score_runs, select_run
 from tlkit.errors import config_error
-from tlkit.run_selection import RunScore, default_mode, differing_settings, score_runs, select_run
 
 
 def build_parser() -> ArgumentParser:

@@ -66,7 +66,7 @@ def logme(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None 
     """LogME (You et al., ICML 2021): the mean over classes of the per-sample log evidence of a Bayesian linear
     model predicting each class's one-hot column from the features. Needs no source classifier.
 
-    Example:
+    Examples:
         >>> logme(torch.randn(100, 16), torch.randint(0, 4, (100,)))
     """
     labels, num_classes = _as_labels(labels, num_classes)

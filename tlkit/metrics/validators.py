@@ -4,7 +4,7 @@ Each collects class probabilities over an epoch (``update``), concatenated acros
 ``compute``, and scores them with its pure function from `tlkit.functional` (higher is better for all three). They
 work outside tlkit too: any model's softmax outputs on target data.
 
-Example:
+Examples:
     >>> validator = InformationMaximization()
     >>> validator.update(logits.softmax(dim=1))
     >>> score = validator.compute()

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from tlkit.data_request import Features
-from tlkit.feature_cache import FeatureCache
+from tlkit.features import FeatureCache
 
 
 class FeatureServing:
@@ -28,7 +28,7 @@ class FeatureServing:
         backbone: the frozen backbone whose features are served.
         active: whether features are served from the start.
 
-    Example:
+    Examples:
         >>> serving = FeatureServing(FeatureCache("memory"), model.backbone)
         >>> features = serving.dataset(images, data_key="digits-train", transform=repr(transform))
     """

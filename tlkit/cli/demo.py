@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tlkit.cli import LOG_DIR, TLKitCLI
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits_finetune.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits_finetune.yaml"
 RUNS = {"ImageNet-pretrained": "imagenet", "random init": "null"}
 
 

@@ -6,7 +6,7 @@ named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise 
 float32. `preprocess` does exactly that with PIL and numpy, and verification feeds the exported model through it,
 so the file's recipe is checked along with the model.
 
-Example:
+Examples:
     >>> report = export("logs/digits_finetune/version_0/checkpoints/last.ckpt", "exported/digits")
     >>> report.max_difference
     {'onnx': 2.4e-07, 'torchscript': 0.0}
@@ -108,7 +108,7 @@ def decode(image: Image.Image) -> Image.Image:
 
 def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
     """One opened image (any mode) as the exported model expects it, (3, crop, crop) float32, with PIL and numpy
-    only: model.json's recipe, as the README's snippet follows it."""
+    only: model.json's recipe, as the export page's snippet (docs/export.md) follows it."""
     image = decode(image)
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
@@ -128,7 +128,7 @@ def verification_images(folder: str | os.PathLike | None = None, limit: int = 16
     scikit-image's bundled photos, one of them in every mode tlkit reads (16-bit, palette, RGBA, CMYK, LA), and
     scikit-learn's digits (offline, always available)."""
     if folder is not None:
-        from tlkit.datamodules._folders import scan_images
+        from tlkit.datamodules.folders import scan_images
 
         return [_opened(path) for path in scan_images(Path(folder).expanduser())[:limit]]
     from tlkit.datamodules.digits import digit_images

@@ -69,7 +69,7 @@ def select_alpha(
     accuracy, say). Ties go to the smallest coefficient: equal validation accuracy, and closer to the reference,
     which is what keeps robustness to shift.
 
-    Example:
+    Examples:
         >>> reference = {k: v.clone() for k, v in model.state_dict().items()}  # before fine-tuning
         >>> ...  # fine-tune
         >>> curve = select_alpha(model, reference, lambda m: accuracy(m, val_loader))

@@ -11,7 +11,7 @@ that follows on the same data reuses the features instead of computing them agai
 - ``h_score``: class separation whitened by the feature covariance (Bao et al., 2019);
 - ``knn_accuracy`` and ``linear_probe_accuracy``: cross-validated on the training features, the honest baselines.
 
-Example:
+Examples:
     >>> results = rank_backbones(DigitsDataModule(labels_per_class=10), ["tf_efficientnet_lite0", "resnet18"])
     >>> print(markdown_table(results))
 """
@@ -34,8 +34,7 @@ from tlkit.backbones import Backbone
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules import ImageDataModule
 from tlkit.errors import ConfigError, config_error
-from tlkit.feature_cache import FeatureCache
-from tlkit.feature_serving import FeatureServing
+from tlkit.features import FeatureCache, FeatureServing
 from tlkit.functional import h_score, leep, logme, nce
 
 Score = Literal["logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy"]
