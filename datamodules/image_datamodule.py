@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
+from tlkit.checkpoint import data_config_state
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
+from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
 from tlkit.datamodules.folders import InvalidPolicy, scan_images
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -22,7 +25,7 @@ from tlkit.errors import config_error, refuse_base_class
 from tlkit.features import data_fingerprint
 
 
-class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
+class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, LightningDataModule):
     """Image loading, transforms from the model's `DataRequest`, seeded splits, resumable loaders and prediction.
 
     Two kinds derive from it: `ClassificationDataModule` (one labelled dataset) and `DomainDataModule` (a source and
@@ -90,10 +93,24 @@ class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
         return open_rgb(sample)
 
     # -------------------------------------------------------------------------------------------- datasets
+    def setup(self, stage: str | None = None) -> None:
+        self._resolved_data_config = None  # resolved again, once, for the model of this run
+        super().setup(stage)
+
     def resolve_data_config(self, request: DataRequest | None = None) -> DataConfig:
         """The backbone's data config (from ``request``, by default the attached model's; ImageNet defaults without
-        one), with this module's overrides."""
-        return resolve_data_config(self, request)
+        one), with this module's overrides. The attached model's is resolved once per setup and recorded in every
+        checkpoint (`state_dict`)."""
+        if request is not None:
+            return resolve_data_config(self, request)
+        if self.__dict__.get("_resolved_data_config") is None:
+            self._resolved_data_config = resolve_data_config(self)
+        return self._resolved_data_config
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning saves of this module in every checkpoint: the training loaders' positions, and the
+        preprocessing resolved for the model, where `tlkit.checkpoint` reads it (export feeds images the same way)."""
+        return {**super().state_dict(), **data_config_state(dataclasses.asdict(self.resolve_data_config()))}
 
     def dataset(self, split: str, train: bool | None = None, request: DataRequest | None = None) -> Dataset:
         """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name).
@@ -114,7 +131,7 @@ class ImageDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
     def _maybe_features(
         self, dataset: ImageDataset, split: str, transform: Any, random: bool, request: DataRequest
     ) -> Dataset:
-        serving = request.features
+        serving = self.feature_serving
         if serving is None or not serving.active:
             return dataset
         if random:

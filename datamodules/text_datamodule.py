@@ -18,6 +18,7 @@ from tlkit.backbones import TextConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules._attached import model_request
 from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, check_split_arguments
+from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -63,7 +64,7 @@ def texts_fingerprint(split: Split) -> str:
     return digest.hexdigest()
 
 
-class TextDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
+class TextDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, LightningDataModule):
     """Base for labelled text datamodules: subclasses implement `load_data`; splits, tokenization, feature serving
     and resumable loaders are done here.
 
@@ -128,10 +129,11 @@ class TextDataModule(LabelledData, ResumableTrainLoaders, LightningDataModule):
         return Tokenize(config, min(self.hparams.max_length, config.max_length))
 
     def dataset(self, split: str, request: DataRequest | None = None) -> Dataset:
-        """The named split; served as the backbone's cached features while the request asks for them."""
+        """The named split; served as the backbone's cached features while a serving is handed in
+        (`serve_features`)."""
         request = request if request is not None else model_request(self)
         dataset = TextDataset(self.splits[split])
-        serving = request.features
+        serving = self.feature_serving
         if serving is None or not serving.active:
             return dataset
         collate = self.collate(request)

@@ -9,6 +9,7 @@ import torch
 from tlkit.backbones import Backbone
 from tlkit.data_request import Features
 from tlkit.features import FeatureCache, FeatureServing
+from tlkit.protocols import ServesFeatures
 from tlkit.strategies.transfer_module import TransferModule
 
 
@@ -46,8 +47,13 @@ class FeatureExtraction(TransferModule):
         super().__init__(backbone, **kwargs)
         #: Where the backbone's features are kept (None with ``cache_features: off``).
         self.feature_cache = None if cache_features == "off" else FeatureCache(cache_features, cache_dir)
-        if self.feature_cache is not None:
-            self.serve_features(FeatureServing(self.feature_cache, self.backbone))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if self.feature_cache is not None and isinstance(datamodule, ServesFeatures):
+            # After the datamodule's setup, before its loaders: the frozen backbone's features instead of images.
+            datamodule.serve_features(FeatureServing(self.feature_cache, self.backbone))
 
     def configure_backbone(self) -> None:
         self.backbone.freeze(bn_eval=True)

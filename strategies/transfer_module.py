@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -17,8 +16,7 @@ from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.features import FeatureServing
-from tlkit.protocols import CountedClasses, NamedClasses, ResolvesDataConfig
+from tlkit.protocols import CountedClasses, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
@@ -95,7 +93,6 @@ class TransferModule(LightningModule):
         self.class_names: list[str] | None = None
         #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
         self.run_seed: int | None = None
-        self._feature_serving: FeatureServing | None = None
         self._saved_data_config: dict[str, Any] | None = None  # from a checkpoint (see `trained_data_config`)
         if num_classes is not None:
             self._build_head(num_classes)
@@ -106,17 +103,9 @@ class TransferModule(LightningModule):
 
     # ------------------------------------------------------------------------------------------- what the data needs
     def data_request(self) -> DataRequest:
-        """What this model asks of its datamodule: the backbone's input config and, while the whole backbone is
-        frozen, cached features instead of images. Strategies extend it (``dataclasses.replace``)."""
-        return DataRequest.for_backbone(self.backbone, self._feature_serving)
-
-    def serve_features(self, serving: FeatureServing | None) -> None:
-        """Ask the datamodule for cached backbone features through ``serving`` (None: images only).
-
-        Called by `FeatureExtraction` and by `ProgressiveUnfreezing` for its head-only phase, before the loaders are
-        built.
-        """
-        self._feature_serving = serving
+        """What this model asks of its datamodule: the backbone's input config and its image-size check. Strategies
+        extend it (``dataclasses.replace``)."""
+        return DataRequest.for_backbone(self.backbone)
 
     # ----------------------------------------------------------------------------------------------------- building
     def make_head(self, num_classes: int) -> nn.Module:
@@ -205,17 +194,9 @@ class TransferModule(LightningModule):
                 lr_scheduler=class_path(type(schedulers[0].scheduler))
                 if schedulers and self.lr_scheduler is not None
                 else None,
-                # The preprocessing the model was trained with (backbone defaults + the datamodule's overrides): what
-                # an exported model needs to be fed the same way.
-                data_config=self._trained_data_config(),
+                # The preprocessing is the datamodule's to record (it resolved it): see `trained_data_config`.
             ),
         )
-
-    def _trained_data_config(self) -> dict[str, Any] | None:
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        if isinstance(datamodule, ResolvesDataConfig):
-            return dataclasses.asdict(datamodule.resolve_data_config())
-        return self._saved_data_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = info_of(checkpoint)
@@ -227,7 +208,8 @@ class TransferModule(LightningModule):
 
     @property
     def trained_data_config(self) -> DataConfig | None:
-        """The preprocessing the model was trained with, as stored in its checkpoint (None before a fit)."""
+        """The preprocessing the model was trained with, as its datamodule recorded it in the checkpoint this model
+        was loaded from (None before a fit, or when the datamodule recorded none)."""
         saved = self._saved_data_config
         return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}) if saved else None
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -12,7 +13,7 @@ from tlkit.backbones import Backbone, DataConfig, TextConfig
 from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
-from tlkit.features import FeatureCache, FeatureServing
+from tlkit.features import FeatureCache, FeatureServing, ServedFeatures
 from tlkit.strategies import DANN, FeatureExtraction, FineTuning, SelfTraining
 
 
@@ -31,10 +32,7 @@ def attach(datamodule, model):
 def test_each_strategy_states_its_needs():
     fine_tuning = FineTuning("test_resnet", weights=None, num_classes=3).data_request()
     assert fine_tuning.input_config == Backbone("test_resnet", weights=None).data_config
-    assert fine_tuning.features is None and fine_tuning.target_views == "single"
-    probe = FeatureExtraction("test_resnet", weights=None, num_classes=3).data_request()
-    assert isinstance(probe.features, FeatureServing) and probe.features.active
-    assert FeatureExtraction("test_resnet", weights=None, cache_features="off").data_request().features is None
+    assert fine_tuning.target_views == "single" and not fine_tuning.source_free
     assert SelfTraining("test_resnet", weights=None).data_request().target_views == "weak_strong"
     assert DANN("test_resnet", weights=None).data_request().target_views == "single"
 
@@ -118,3 +116,15 @@ def test_served_features_switch_back_to_images_in_place():
     assert torch.equal(batch, images.tensors[0][:3])
     # Off from the start (resumed after the head-only phase): no features are computed at all.
     assert serving.dataset(images, data_key="six-b", transform="none") is images
+
+
+def test_a_frozen_backbone_hands_its_features_to_the_datamodule_and_each_run_starts_without(tmp_path):
+    """Feature serving reaches the datamodule through its protocol (`ServesFeatures`), not through the model's
+    request: FeatureExtraction hands it in at setup, and a later run of the same datamodule serves images again."""
+    dm = DigitsDataModule(image_size=32, batch_size=8, labels_per_class=2)
+    short = dict(max_steps=1, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    L.Trainer(default_root_dir=tmp_path, **short).fit(FeatureExtraction("test_resnet", weights=None), datamodule=dm)
+    assert isinstance(dm.feature_serving, FeatureServing) and dm.feature_serving.active
+    assert isinstance(dm.dataset("train", train=False), ServedFeatures)
+    L.Trainer(default_root_dir=tmp_path, **short).fit(FineTuning("test_resnet", weights=None), datamodule=dm)
+    assert dm.feature_serving is None and not isinstance(dm.dataset("train", train=False), ServedFeatures)

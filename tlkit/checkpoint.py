@@ -23,9 +23,14 @@ import torch
 
 from tlkit.errors import ConfigError, config_error
 
-SCHEMA_VERSION = 1
+#: 2: the preprocessing is recorded by the datamodule (in its own Lightning state, `DATA_CONFIG_STATE`), not by the
+#: model; 1: the first numbered schema; 0: checkpoints written before the schema had a number.
+SCHEMA_VERSION = 2
 INFO_KEY = "tlkit"
 RUN_CONFIG_KEY = "tlkit_config"
+#: The entry of a datamodule's state (Lightning saves it in the checkpoint under the datamodule's class name) that
+#: holds the preprocessing the datamodule resolved for the model.
+DATA_CONFIG_STATE = "tlkit_data_config"
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,9 @@ class CheckpointInfo:
         class_names: the classes in head order, or None when the data named none.
         optimizer: the optimizer's class path (optimizer state only loads into the class that wrote it).
         lr_scheduler: the configured scheduler's class path, or None for the default cosine.
-        data_config: the preprocessing the model was trained with (a `DataConfig` as a dict): what export feeds.
+        data_config: the preprocessing the model was trained with (a `DataConfig` as a dict): what export feeds. Read
+            from where the datamodule recorded it (`DATA_CONFIG_STATE`, schema 2), or from here (schema 0 and 1);
+            the model never writes it.
         pretrained_fingerprint: set when the checkpoint leaves out the frozen pretrained weights (adapter-only):
             the fingerprint they must have when rebuilt from the run's ``weights``.
         task: what the model predicts and how (room for tasks beyond single-label classification).
@@ -99,10 +106,29 @@ def write_run_config(checkpoint: dict[str, Any], text: str) -> None:
     checkpoint[RUN_CONFIG_KEY] = text
 
 
+def data_config_state(config: dict[str, Any]) -> dict[str, Any]:
+    """The entry a datamodule adds to its Lightning state to record the preprocessing it resolved (``config``, a
+    `DataConfig` as a dict)."""
+    return {DATA_CONFIG_STATE: config}
+
+
+def recorded_data_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The preprocessing a datamodule recorded in ``checkpoint`` (its state, under its class name), or None."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and isinstance(value.get(DATA_CONFIG_STATE), dict):
+            return value[DATA_CONFIG_STATE]
+    return None
+
+
 def info_of(checkpoint: dict[str, Any], where: str = "the checkpoint") -> CheckpointInfo | None:
-    """The `CheckpointInfo` in a checkpoint dict (any schema version), or None when tlkit wrote none."""
+    """The `CheckpointInfo` in a checkpoint dict (any schema version), or None when tlkit wrote none; its
+    ``data_config`` is the datamodule's record where there is one."""
     saved = checkpoint.get(INFO_KEY) if isinstance(checkpoint, dict) else None
-    return CheckpointInfo.from_dict(saved, where) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        return None
+    info = CheckpointInfo.from_dict(saved, where)
+    recorded = recorded_data_config(checkpoint)
+    return dataclasses.replace(info, data_config=recorded) if recorded is not None else info
 
 
 # ---------------------------------------------------------------------------------------------------- reading

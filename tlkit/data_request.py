@@ -1,7 +1,9 @@
 """`DataRequest`: what a model asks of the datamodule it is trained with, in one typed object.
 
 The model side (`TransferModule.data_request`) fills it in; the data side (tlkit's datamodules, or a user's) reads
-it through the trainer. Neither reaches into the other's attributes, so either can change behind it.
+it through the trainer. Neither reaches into the other's attributes, so either can change behind it. The request is
+plain data, decided by the model alone; a frozen backbone's cached features, which a callback may decide on too,
+reach the datamodule through its own protocol (`tlkit.protocols.ServesFeatures`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from tlkit.input_config import InputConfig
 
 if TYPE_CHECKING:
     from tlkit.backbones import Backbone
-    from tlkit.features import FeatureServing
 
 #: Domain adaptation: one augmented view of each target image, or a weakly and a strongly augmented one.
 TargetViews = Literal["single", "weak_strong"]
@@ -41,8 +42,6 @@ class DataRequest:
             length (`TextConfig`); None leaves the datamodule's own defaults.
         check_image_size: raises a `ConfigError` when the backbone cannot run on square images of a given side; a
             datamodule calls it once it knows its image size, before training.
-        features: while given and active, serve the backbone's cached features (as `Features`) instead of images for
-            every split whose transform is deterministic.
         target_views: domain adaptation: how many augmented views of each target image a training batch carries.
         source_free: domain adaptation: serve no source images at all, in training or validation (the source-free
             setting: the source domain's data cannot be shared, only a model trained on it).
@@ -55,13 +54,12 @@ class DataRequest:
 
     input_config: InputConfig | None = None
     check_image_size: Callable[[int], None] | None = None
-    features: FeatureServing | None = None
     target_views: TargetViews = "single"
     source_free: bool = False
     target_indices: bool = False
 
     @classmethod
-    def for_backbone(cls, backbone: Backbone, features: FeatureServing | None = None) -> DataRequest:
-        """What ``backbone`` needs of the data: its input config and its image-size check (and ``features``)."""
+    def for_backbone(cls, backbone: Backbone) -> DataRequest:
+        """What ``backbone`` needs of the data: its input config and its image-size check."""
         check = None if backbone.reads_text else backbone.check_input_size
-        return cls(input_config=backbone.data_config, check_image_size=check, features=features)
+        return cls(input_config=backbone.data_config, check_image_size=check)

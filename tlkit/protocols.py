@@ -23,9 +23,21 @@ class NamedClasses(Protocol):
 
 @runtime_checkable
 class ResolvesDataConfig(Protocol):
-    """A datamodule that can say how it preprocesses images for the attached model (saved in checkpoints)."""
+    """A datamodule that can say how it preprocesses images for the attached model (it records that in checkpoints)."""
 
     def resolve_data_config(self) -> Any: ...
+
+
+@runtime_checkable
+class ServesFeatures(Protocol):
+    """A datamodule that can serve a frozen backbone's cached features in place of its inputs.
+
+    Whoever keeps the backbone frozen hands the serving in after the datamodule's setup and before the loaders are
+    built (`FeatureExtraction` in its setup; `ProgressiveUnfreezing` in its own, for the head-only phase); each
+    setup of the datamodule starts with none, serving inputs.
+    """
+
+    def serve_features(self, serving: FeatureServing | None) -> None: ...
 
 
 @runtime_checkable
@@ -82,8 +94,6 @@ class LayerGroupTrainer(Protocol):
     trains_backbone: bool
     #: Whether BatchNorm running statistics stay fixed in trainable groups.
     freeze_bn: bool
-
-    def serve_features(self, serving: FeatureServing | None) -> None: ...
 
 
 @runtime_checkable

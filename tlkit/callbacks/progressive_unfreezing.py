@@ -14,7 +14,7 @@ from tlkit.callbacks._monitor import check_monitor_is_logged
 from tlkit.callbacks.unfreezing_schedule import Milestones, Plateau, UnfreezingSchedule
 from tlkit.errors import ConfigError, config_error
 from tlkit.features import FeatureCache, FeatureServing
-from tlkit.protocols import LayerGroupTrainer
+from tlkit.protocols import LayerGroupTrainer, ServesFeatures
 
 
 class ProgressiveUnfreezing(Callback):
@@ -142,10 +142,15 @@ class ProgressiveUnfreezing(Callback):
         self.schedule = UnfreezingSchedule.from_backbone(
             pl_module.backbone, self.initial_groups, self.groups_per_step, self.every_n_epochs, self.milestones
         )
-        if self.feature_cache is not None and self.schedule.head_only(0):
+        if (
+            self.feature_cache is not None
+            and self.schedule.head_only(0)
+            and isinstance(trainer.datamodule, ServesFeatures)
+        ):
             # The whole backbone is a fixed function until the first phase change: its features are served cached.
+            # The datamodule's setup ran before this hook, its loaders are built after it.
             self._serving = FeatureServing(self.feature_cache, pl_module.backbone)
-            pl_module.serve_features(self._serving)
+            trainer.datamodule.serve_features(self._serving)
         self._apply(self.phase)
 
     def _apply(self, phase: int) -> None:

@@ -17,6 +17,30 @@ from collections.abc import Iterable
 from tlkit.checkpoint import import_class
 from tlkit.errors import ConfigError, closest, concrete_classes
 
+#: The phrases of jsonargparse's error reports that `summarize_parser_error` reads. jsonargparse raises its problems
+#: as text, with no structured error to read, so these are tlkit's one dependency on its wording; each is checked
+#: against the real message by tests/test_jsonargparse_wording.py, which fails naming the phrase an upgrade rewords.
+JSONARGPARSE_WORDING: dict[str, re.Pattern[str]] = {
+    # A config file PyYAML could not read; its marks follow ("... in "<file>", line 5, column 4").
+    "yaml_problem": re.compile(r"Problems parsing config: (.+)", re.S),
+    # The key being parsed when a value was refused (`trainer.max_epochs`).
+    "parser_key": re.compile(r'Parser key "([^"]+)"'),
+    # The class whose arguments were being parsed (`--model.lr_decai`: FineTuning's).
+    "class_path": re.compile(r"class_path '([^']+)'"),
+    # An argument the class does not take.
+    "not_accepted": re.compile(r"Option '([^']+)' is not accepted"),
+    # An option no parser knows (argparse's own phrase).
+    "unrecognized": re.compile(r"unrecognized arguments: (\S+)", re.IGNORECASE),
+    # A value of the wrong type, with the type expected.
+    "expected_type": re.compile(r"Expected an? (.+?)\. Got value: (.+)"),
+    # A class name that is no importable class.
+    "import_path": re.compile(r"dot import path string: (\S+)|Import path (\S+) does not"),
+    # The value refused by a union or literal type, and the types tried.
+    "given_value": re.compile(r"Given value: (.+)"),
+    "subtypes": re.compile(r"Subtypes: \[(.+?)\]\s*$", re.M),
+}
+_WORDING = JSONARGPARSE_WORDING
+
 TRACEBACK_ENV = "TLKIT_TRACEBACK"
 HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
 
@@ -79,7 +103,7 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
 
     ``config`` names the config file being read, for YAML syntax errors (jsonargparse only gives line and column).
     """
-    if match := re.search(r"Problems parsing config: (.+)", message, re.S):
+    if match := _WORDING["yaml_problem"].search(message):
         # PyYAML names the enclosing block first ("while parsing a block mapping in ..., line 2") and the problem
         # last ("did not find expected key in ..., line 5"): the last mark is the line to fix.
         marks = list(re.finditer(r"(?:^|\n)([^\n]*?)\s*\n?\s*in \"[^\"]*\", (line \d+, column \d+)", match.group(1)))
@@ -90,29 +114,29 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
     ours = next((line for line in lines if line.startswith("Expected `")), None)
     if ours:  # a tlkit ConfigError raised while checking a value
         return ours
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    owner = re.search(r"class_path '([^']+)'", message)
-    if match := re.search(r"Option '([^']+)' is not accepted", message):
+    keys = _WORDING["parser_key"].findall(message)
+    owner = _WORDING["class_path"].search(message)
+    if match := _WORDING["not_accepted"].search(message):
         options = _init_parameters(owner.group(1)) if owner else []
         where = f" of {owner.group(1).rsplit('.', 1)[-1]}" if owner else ""
         return f"Unknown argument {match.group(1)!r}{where}.{_suggest(match.group(1), options)}"
-    if match := re.search(r"unrecognized arguments: (\S+)", message, flags=re.IGNORECASE):
+    if match := _WORDING["unrecognized"].search(message):
         given = match.group(1).split("=", 1)[0]
         options = [o for o in option_strings if not o.endswith("+")]  # `--key+` appends to a list: not a name
         return f"Unknown option {given!r}.{_suggest(given.lstrip('-'), options)}"
-    if match := re.search(r"Expected an? (.+?)\. Got value: (.+)", message):
+    if match := _WORDING["expected_type"].search(message):
         return (
             f"Expected `{'.'.join(keys)}` to be {_readable_type(match.group(1))}, but got {match.group(2).strip()!r}."
         )
-    if match := re.search(r"dot import path string: (\S+)|Import path (\S+) does not", message):
+    if match := _WORDING["import_path"].search(message):
         given = match.group(1) or match.group(2)
         top = keys[0] if keys else None
         known = _known_classes(top)
         return f"Expected `--{top or 'class'}` to be a tlkit class name or an import path, but got {given!r}." + (
             _suggest(given, known) or (f" Valid: {', '.join(known)}." if known else "")
         )
-    if keys and (given := re.search(r"Given value: (.+)", message)):
-        subtypes = re.search(r"Subtypes: \[(.+?)\]\s*$", message, re.M)
+    if keys and (given := _WORDING["given_value"].search(message)):
+        subtypes = _WORDING["subtypes"].search(message)
         if subtypes:
             names = [
                 _readable_type(t.strip())

@@ -142,10 +142,14 @@ def _training_features(datamodule, backbone: Backbone, cache: FeatureCache) -> t
     """The training split's features through the cache (the key a FeatureExtraction run uses), and the seconds."""
     computed = cache.computed
     started = time.perf_counter()
-    request = DataRequest.for_backbone(backbone, FeatureServing(cache, backbone.eval()))
+    request = DataRequest.for_backbone(backbone)
     # The training transform without augmentation is the evaluation transform: the one FeatureExtraction caches with
     # (`augment: false`), so its run on the same data finds these features.
-    dataset = datamodule.dataset("train", train=False, request=request)
+    datamodule.serve_features(FeatureServing(cache, backbone.eval()))
+    try:
+        dataset = datamodule.dataset("train", train=False, request=request)
+    finally:
+        datamodule.serve_features(None)  # the dataset keeps its serving; the next candidate hands in its own
     features, labels = [], []
     for batch, y in DataLoader(dataset, batch_size=1024):
         features.append(batch.values if isinstance(batch, Features) else batch)
