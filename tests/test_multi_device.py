@@ -1,6 +1,7 @@
 """Runs on two devices (2 CPU processes, gloo) through the console script with the defaults users get: the progress
-bar on, every collective entered by every rank. Each shipped config family (classification, text, domain adaptation)
-finishes."""
+bar on, every collective entered by every rank. Each shipped config family finishes with its ranks bitwise equal:
+text through gradual unfreezing's phase changes (the DDP wrapper rebuilt at each), domain adaptation with its
+discriminator training. (Classification's run is the DDP journey in test_user_journey.py, resumed mid-epoch.)"""
 
 from __future__ import annotations
 
@@ -35,14 +36,32 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
     return Path(config).stem, shipped(config, *extra)
 
 
-@pytest.mark.parametrize("family", ["classification", "text", "domain_adaptation"])
-def test_a_two_device_run_with_the_progress_bar_finishes(family, tiny_bert, tmp_path):
+#: Per family: how many epochs (text: gradual unfreezing every 2 epochs, so both layers of the tiny BERT unfreeze),
+#: and what must have trained besides the backbone.
+EPOCHS = {"text": 5, "domain_adaptation": 2}
+MOVES = {"text": "head.", "domain_adaptation": "discriminator."}
+
+
+@pytest.mark.parametrize("family", ["text", "domain_adaptation"])
+def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert)
-    result = tlkit([*args, *DDP, *SHORT], tmp_path, timeout=120)
+    epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
+    ranks = [
+        "--trainer.callbacks+=tests._rank_weights.SaveRankWeights",
+        f"--trainer.callbacks.init_args.out_dir={tmp_path}",
+    ]
+    result = tlkit([*args, *DDP, *epochs, *ranks], tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     last = tmp_path / "logs" / name / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == EPOCHS[family] - 1
     assert not (tmp_path / "logs" / name / "version_1").exists()  # the second rank wrote into rank 0's folder
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for key, tensor in rank0["final"].items():
+        assert torch.equal(tensor, rank1["final"][key]), key
+    moved = [k for k in rank0["final"] if not torch.equal(rank0["initial"][k], rank0["final"][k])]
+    assert any(k.startswith(MOVES[family]) for k in moved) and any(k.startswith("backbone.") for k in moved)
+    if family == "text":
+        assert rank0["trainable"] == ["layer.0", "layer.1"]  # two phase changes, each with the wrapper rebuilt
 
 
 def test_sigterm_stops_every_rank_of_a_two_device_run(tmp_path):

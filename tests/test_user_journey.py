@@ -90,8 +90,9 @@ def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
     run = [*RUN[:-1], *ddp, *every_step, "--data.init_args.num_workers=1", "--trainer.max_epochs=2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
-    first = tlkit(run, straight)
+    first = tlkit(run, straight)  # also the shipped classification config's two-device run, progress bar on
     assert first.returncode == 0, first.stderr[-2000:]
+    assert not (straight / "logs" / "digits_finetune" / "version_1").exists()  # rank 1 wrote into rank 0's folder
     checkpoints = straight / "logs" / "digits_finetune" / "version_0" / "checkpoints"
     mid_epoch = torch.load(checkpoints / "3.ckpt", weights_only=True)
     assert mid_epoch["epoch"] == 1 and mid_epoch["global_step"] == 3  # 2 steps per epoch per rank

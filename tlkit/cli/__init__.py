@@ -3,12 +3,32 @@
 - `entry`: the console script (``tlkit = tlkit.cli:main``), its command list and dispatch;
 - `lightning_cli`: `TLKitCLI`, LightningCLI with tlkit's defaults, hooks and checks (fit, validate, test, predict);
 - `run_resolution`: what a command line asks for before parsing (``--ckpt_path last``, a checkpoint's own config);
+- `run_folders`: run folders reserved atomically;
 - `messages`: every error as one line naming the option, file or value;
-- `rank`, `export`, `select`: one module per tool command, sharing `_subcommand`'s parser.
+- `rank`, `export`, `select`: one module per tool command, sharing `_subcommand`'s parser; `demo`: ``make demo``.
+
+The names below are imported on first use: a process that needs only `run_folders` (a run-folder reservation, a
+launched rank's check) does not pay for importing Lightning.
 """
 
-from tlkit.cli.entry import COMMANDS, main, top_level_help
-from tlkit.cli.lightning_cli import TLKitCLI
-from tlkit.cli.run_resolution import LOG_DIR
+from __future__ import annotations
 
-__all__ = ["COMMANDS", "LOG_DIR", "TLKitCLI", "main", "top_level_help"]
+import importlib
+from typing import Any
+
+#: Where each public name of the package lives.
+_PUBLIC = {
+    "COMMANDS": "tlkit.cli.entry",
+    "main": "tlkit.cli.entry",
+    "top_level_help": "tlkit.cli.entry",
+    "TLKitCLI": "tlkit.cli.lightning_cli",
+    "LOG_DIR": "tlkit.cli.run_resolution",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tlkit.cli' has no attribute {name!r}")
+    return vars(importlib.import_module(_PUBLIC[name]))[name]

@@ -5,9 +5,6 @@ none, so ``--ckpt_path`` alone rebuilds the run.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,12 +116,10 @@ class Invocation:
         if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
             logger["init_args"]["version"] = self.resume_version
             self.run_name = logger["init_args"].get("name") or self.run_name
-        folder = Path(tempfile.mkdtemp(prefix="tlkit-ckpt-config-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        path = folder / "checkpoint_config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        # jsonargparse's --config takes the YAML itself as well as a file: the checkpoint's config goes in first, so
+        # every option given after it still wins, and there is no file to write or to leave behind.
         at = self.args.index(self.subcommand) + 1
-        self.args[at:at] = ["--config", str(path)]
+        self.args[at:at] = ["--config", yaml.safe_dump(config)]
 
 
 def _redirect_class_help(args: list[str]) -> list[str]:
