@@ -117,6 +117,25 @@ def tiny_bert(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with random weights and a word-level vocabulary with an end-of-text token and no padding
+    token (as GPT-2's own), saved as a Hugging Face folder: a decoder-only text backbone."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    vocab = {word: i for i, word in enumerate(["<|endoftext|>", "<unk>", *POSITIVE, *NEGATIVE, *FILLER])}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<|endoftext|>", unk_token="<unk>")
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    GPT2Model(config).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path) -> Path:
     texts, labels = sentiment_texts()

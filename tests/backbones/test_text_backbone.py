@@ -1,5 +1,6 @@
-"""Hugging Face text encoders as backbones: layer groups, mean pooling over the mask, weights, bad names; and the
-real all-MiniLM-L6-v2 (bundled in a package) gives embeddings that carry meaning and sentiment."""
+"""Hugging Face text models as backbones: layer groups, mean pooling over the mask, weights, bad names; decoder-only
+models (a tiny GPT-2) padded and pooled at their last real token, through the console script too; and the real
+all-MiniLM-L6-v2 (bundled in a package) gives embeddings that carry meaning and sentiment."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests._console import shipped, tlkit
 from tlkit.backbones import Backbone, TextConfig
 from tlkit.errors import ConfigError
 
@@ -102,3 +104,33 @@ def test_minilm_features_carry_sentiment_on_rotten_tomatoes(minilm):
     probe = LogisticRegression(max_iter=2000).fit(x_train, [labels[j] for j in train])
     accuracy = probe.score(x_test, [labels[j] for j in test])
     assert accuracy > 0.7, accuracy
+
+
+def test_a_decoder_only_model_pads_and_pools_its_last_real_token(tiny_gpt2):
+    backbone = Backbone(f"hf:{tiny_gpt2}").eval()
+    assert backbone.group_names == ["wpe+wte", "layer.0", "layer.1+ln_f"]
+    assert backbone.data_config.tokenizer.pad_token == "<|endoftext|>"  # it shipped none
+    short, long = "good film", "the plot was very very dull and the acting poor"
+    with torch.no_grad():
+        alone = backbone(_encode(backbone, [short]))
+        padded = backbone(_encode(backbone, [short, long]))
+        states = backbone.model.encoder(**_encode(backbone, [short])).last_hidden_state
+    # Only the last token has attended to the whole text; the padding after it changes nothing.
+    torch.testing.assert_close(alone, states[:, -1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=0)
+    mean = Backbone(f"hf:{tiny_gpt2}", text_pooling="mean").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(mean(_encode(mean, [short])), states.mean(dim=1), atol=1e-6, rtol=0)
+
+
+def test_an_encoder_keeps_mean_pooling_and_an_image_backbone_refuses_text_pooling(tiny_bert):
+    assert Backbone(f"hf:{tiny_bert}").model.pooling == "mean"
+    with pytest.raises(ConfigError, match=r"`text_pooling` 'auto' for the image backbone 'test_resnet'"):
+        Backbone("test_resnet", weights=None, text_pooling="last")
+
+
+def test_the_shipped_text_config_fits_a_decoder_only_model_from_the_console(tiny_gpt2, tmp_path):
+    args = [f"--model.init_args.backbone=hf:{tiny_gpt2}", "--model.init_args.weights=null"]
+    result = tlkit([*shipped("text_finetune.yaml", *args), "--trainer.fast_dev_run=true"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr

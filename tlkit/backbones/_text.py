@@ -1,7 +1,10 @@
-"""Text backbones: a Hugging Face encoder (``hf:<name or folder>``) as a `Backbone` with ordered layer groups.
+"""Text backbones: a Hugging Face model (``hf:<name or folder>``) as a `Backbone` with ordered layer groups.
 
-The encoder's token states are mean-pooled over the attention mask (BERT's pooler is left out: sentence encoders
-such as all-MiniLM-L6-v2 never trained it). Groups: the embeddings, then one group per transformer layer.
+An encoder's token states (BERT, RoBERTa, MiniLM) are mean-pooled over the attention mask (BERT's pooler is left
+out: sentence encoders such as all-MiniLM-L6-v2 never trained it). A decoder-only model (GPT-2, Llama and the like)
+attends only to earlier tokens, so only its last real token has read the whole text: that token's state is its
+feature by default. Decoders usually ship no padding token; the end-of-text token pads their batches (on the right,
+where causal attention never looks back at it). Groups: the embeddings, then one group per transformer layer.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,24 +24,62 @@ from tlkit.input_config import TextConfig
 HF_PREFIX = "hf:"
 #: The inputs a text encoder reads from a tokenized batch (others a tokenizer may add are ignored).
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: How token states become one feature vector: ``mean`` over the real tokens, the ``last`` real token's, or ``auto``
+#: (``last`` for a decoder-only model, ``mean`` otherwise).
+TextPooling = Literal["auto", "mean", "last"]
 
 
 class TextEncoder(nn.Module):
-    """A Hugging Face encoder whose output is its last hidden states mean-pooled over the attention mask: (N, H).
+    """A Hugging Face model whose output is its last hidden states pooled over the attention mask: (N, H).
 
     Args:
         encoder: a ``transformers`` base model (``AutoModel``), without its pooler.
+        pooling: ``mean`` over the real tokens, or the ``last`` real token's state (batches padded on the right).
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, pooling: Literal["mean", "last"] = "mean") -> None:
         super().__init__()
         self.encoder = encoder
+        self.pooling = pooling
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ENCODER_INPUTS if k in batch}
         hidden = self.encoder(**inputs).last_hidden_state
+        if self.pooling == "last":
+            last = batch["attention_mask"].sum(dim=1).clamp(min=1) - 1  # right padding: the last real position
+            return hidden[torch.arange(len(hidden), device=hidden.device), last]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def is_decoder_only(config) -> bool:
+    """Whether a transformers config describes a decoder-only model: one transformers builds as a causal LM but
+    never as a masked LM (BERT can be built as either, GPT-2 and Llama only as the first), with no encoder."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = config.model_type
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not config.is_encoder_decoder
+    )
+
+
+def _give_padding(tokenizer, source: str) -> None:
+    """Pad with the end-of-text token (else the unknown token) when the tokenizer has no padding token, on the
+    right: a causal model's real tokens never attend to what follows them, so right padding changes no feature."""
+    if tokenizer.pad_token is None:
+        stand_in = tokenizer.eos_token or tokenizer.unk_token
+        if stand_in is None:
+            raise ConfigError(
+                f"Expected the tokenizer of {HF_PREFIX + source!r} to have a padding, end-of-text or unknown token "
+                "to pad batches with, but it has none; add one to the tokenizer (pad_token) and save it."
+            )
+        tokenizer.pad_token = stand_in
+    tokenizer.padding_side = "right"
 
 
 @contextlib.contextmanager
@@ -92,11 +134,14 @@ def text_groups(encoder: nn.Module, prefix: str = "encoder.") -> tuple[list[list
     return [groups[i] for i in keep], [names[i] for i in keep]
 
 
-def build_text(source: str, weights: str | None) -> tuple[TextEncoder, int, list[list[str]], list[str], TextConfig]:
+def build_text(
+    source: str, weights: str | None, pooling: TextPooling = "auto"
+) -> tuple[TextEncoder, int, list[list[str]], list[str], TextConfig]:
     """(model, feature width, groups, group names, text config) for ``hf:<source>``.
 
     ``weights``: ``imagenet`` (tlkit's word for "the library's pretrained weights") loads the model's own, ``None``
-    builds it from its config with random weights, a file path loads that state dict.
+    builds it from its config with random weights, a file path loads that state dict. ``pooling``: see
+    `TextPooling`.
     """
     try:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -119,11 +164,14 @@ def build_text(source: str, weights: str | None) -> tuple[TextEncoder, int, list
         ) from None
     if weights not in (None, "imagenet"):
         load_into(encoder, read_state_dict(weights), weights)
+    _give_padding(tokenizer, source)
+    if pooling == "auto":
+        pooling = "last" if is_decoder_only(config) else "mean"
     groups, names = text_groups(encoder)
     limits = [n for n in (tokenizer.model_max_length, config.to_dict().get("max_position_embeddings")) if n]
     max_length = min([512, *[int(n) for n in limits]])
     text_config = TextConfig(tokenizer=tokenizer, max_length=max_length)
-    return TextEncoder(encoder), int(config.hidden_size), groups, names, text_config
+    return TextEncoder(encoder, pooling), int(config.hidden_size), groups, names, text_config
 
 
 def _encoder(auto_model, config, pretrained: str | None) -> nn.Module:

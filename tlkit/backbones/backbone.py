@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from tlkit.backbones import adapters
 from tlkit.backbones._builders import build, group_names, pool_features
+from tlkit.backbones._text import TextPooling
 from tlkit.backbones.adapters import Adapter
 from tlkit.errors import ConfigError, closest
 from tlkit.input_config import InputConfig, TextConfig
@@ -38,10 +39,10 @@ class Backbone(nn.Module):
 
     Args:
         name: a timm model name (``tf_efficientnet_lite0``, ``resnet50``, ``vit_small_patch16_224``), a torchvision
-            one prefixed with ``torchvision:`` (``torchvision:resnet18``), or a Hugging Face text encoder, by Hub name
-            or local folder, prefixed with ``hf:`` (``hf:bert-base-uncased``; needs ``tlkit[text]``): its groups are
-            the embeddings and each transformer layer, its features the token states mean-pooled over the attention
-            mask, its input a tokenized batch. Ignored when ``model`` is given.
+            one prefixed with ``torchvision:`` (``torchvision:resnet18``), or a Hugging Face text model, by Hub name
+            or local folder, prefixed with ``hf:`` (``hf:bert-base-uncased``, ``hf:gpt2``; needs ``tlkit[text]``): its
+            groups are the embeddings and each transformer layer, its features its token states pooled (see
+            ``text_pooling``), its input a tokenized batch. Ignored when ``model`` is given.
         weights: ``None`` for random init, ``imagenet`` for the library's default pretrained weights (a text
             encoder's own), or a path to a local state-dict file.
         model: any ``nn.Module`` returning (N, C) or (N, C, H, W) features; its top-level children become the groups.
@@ -49,6 +50,9 @@ class Backbone(nn.Module):
         data_config: override the input size, mean and std the datamodules use.
         source_classifier: with ``model``: the module that maps its features to the source task's logits, read by
             the LEEP and NCE transferability scores (named backbones with ImageNet weights keep their own).
+        text_pooling: a text model's token states as one vector: ``mean`` over the real tokens, the ``last`` real
+            token's, or ``auto``: ``last`` for a decoder-only model (GPT-2, Llama: only the last token has read the
+            whole text), ``mean`` for an encoder.
 
     Examples:
         >>> backbone = Backbone("resnet18", weights=None)
@@ -66,9 +70,10 @@ class Backbone(nn.Module):
         num_features: int | None = None,
         data_config: InputConfig | None = None,
         source_classifier: nn.Module | None = None,
+        text_pooling: TextPooling = "auto",
     ) -> None:
         super().__init__()
-        built = build(name, weights, model, num_features, data_config)
+        built = build(name, weights, model, num_features, data_config, text_pooling)
         if model is not None:
             built.source_classifier = source_classifier
         self.name = name if model is None else type(model).__name__
