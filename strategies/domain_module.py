@@ -61,6 +61,13 @@ class DomainModule(TransferModule):
     ) -> None:
         if not 0.0 < backbone_lr_factor <= 1.0:
             raise config_error("backbone_lr_factor", "in (0, 1]", backbone_lr_factor)
+        if kwargs.get("temperature_scaling"):
+            raise config_error(
+                "temperature_scaling",
+                f"false for {type(self).__name__}: a temperature is fitted on labelled validation predictions, and "
+                "the target's validation split has none to fit it on",
+                True,
+            )
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)
         # Label-free model selection on the target validation predictions (synchronised across ranks by torchmetrics).

@@ -10,17 +10,25 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
+from tlkit.functional.calibration import fit_temperature
 from tlkit.protocols import CountedClasses, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 
 Stage = Literal["train", "val", "test"]
+#: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
+ECE_BINS = 15
 
 
 class TransferModule(LightningModule):
@@ -41,6 +49,9 @@ class TransferModule(LightningModule):
         optimizer: optimizer factory; its ``lr`` is the head's learning rate. Default AdamW(lr=1e-3, wd=0.01).
         lr_scheduler: scheduler factory; default (``null``) is cosine annealing to zero over the run, per step.
         scheduler_interval: whether a configured ``lr_scheduler`` steps every ``step`` or every ``epoch``.
+        temperature_scaling: fit a temperature on the validation predictions at every validation (Guo et al.,
+            2017) and apply it to the probabilities ``predict``, ``test`` and the exported model give; accuracy is
+            unchanged. Each checkpoint keeps the temperature fitted at its epoch (``calibration_temperature``).
 
     Examples:
         >>> model = TransferModule("resnet18", weights=None, num_classes=10)
@@ -67,6 +78,7 @@ class TransferModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        temperature_scaling: bool = False,
     ) -> None:
         super().__init__()
         refuse_base_class(self, "model", "tlkit.strategies")  # before building the backbone
@@ -88,6 +100,11 @@ class TransferModule(LightningModule):
         self.scheduler_interval = scheduler_interval
         self.head_kind, self.head_hidden_dim, self.dropout = head, head_hidden_dim, dropout
         self.label_smoothing = label_smoothing
+        self.temperature_scaling = temperature_scaling
+        #: What the logits are divided by before the softmax of predictions, tests and exports (1: none). A buffer,
+        #: so every checkpoint carries the value fitted at its epoch and DDP ranks hold the same.
+        self.register_buffer("calibration_temperature", torch.ones((), dtype=torch.float64))
+        self._validation_logits: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.head: nn.Module | None = None
         #: Class names in label order, from the datamodule (``classes``) or a checkpoint; used by predict.
         self.class_names: list[str] | None = None
@@ -118,6 +135,8 @@ class TransferModule(LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
         )
+        #: The test split's calibration error before temperature scaling (logged beside ``test/ece`` when on).
+        self.unscaled_ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
         #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints).
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -129,6 +148,8 @@ class TransferModule(LightningModule):
         }
         if num_classes >= 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        if stage == "test":  # expected calibration error over 15 bins, as Guo et al. report it
+            metrics["ece"] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
         return MetricCollection(metrics, prefix=f"{stage}/")
 
     def setup(self, stage: str) -> None:
@@ -199,6 +220,8 @@ class TransferModule(LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before temperature scaling existed carry no temperature: theirs is 1.
+        checkpoint.get("state_dict", {}).setdefault("calibration_temperature", torch.ones((), dtype=torch.float64))
         info = info_of(checkpoint)
         if info is None:  # a plain Lightning checkpoint of this module
             return
@@ -264,6 +287,10 @@ class TransferModule(LightningModule):
         """Class logits."""
         return self.head(self.extract_features(x))
 
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` divided by the fitted temperature (unchanged without temperature scaling)."""
+        return logits / self.calibration_temperature.to(logits.dtype)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
@@ -280,9 +307,17 @@ class TransferModule(LightningModule):
         features = self.extract_features(x)
         logits = self.head(features)
         loss = self.loss(logits, y)
-        self.metrics[f"{stage}_metrics"].update(logits, y)
+        # A positive temperature leaves every argmax, so accuracy and F1, as they are: only the test's ECE moves.
+        self.metrics[f"{stage}_metrics"].update(self.calibrated(logits) if stage == "test" else logits, y)
         if stage == "val":
             self.confusion.update(logits, y)
+            if self.temperature_scaling and not self.trainer.sanity_checking:
+                # Gathered from every rank at each step, where every rank enters the collective at the same point
+                # (at the epoch's end rank 0's progress bar may already be in Lightning's metric sync).
+                gathered = self.all_gather(logits.detach().float()).reshape(-1, logits.shape[-1])
+                self._validation_logits.append((gathered.cpu(), self.all_gather(y.detach()).reshape(-1).cpu()))
+        if stage == "test" and self.temperature_scaling:
+            self.unscaled_ece.update(logits, y)
         self.log_loss(f"{stage}/loss", loss, len(y), prog_bar=True, per_step=stage == "train")
         if stage == "train":
             for name, penalty in self.regularization(features).items():
@@ -324,9 +359,22 @@ class TransferModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["val_metrics"], prog_bar=True)
+        if self._validation_logits:
+            self._fit_temperature()
+
+    def _fit_temperature(self) -> None:
+        """Fit the temperature on this validation's predictions (every rank's, so each fits the same value, with no
+        collective here); before ModelCheckpoint saves (at validation end), so the epoch's checkpoint carries it."""
+        logits = torch.cat([logits for logits, _ in self._validation_logits])
+        labels = torch.cat([labels for _, labels in self._validation_logits])
+        self._validation_logits = []
+        self.calibration_temperature.fill_(fit_temperature(logits, labels))
+        self.log("val/temperature", self.calibration_temperature.float(), on_epoch=True, rank_zero_only=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["test_metrics"], prog_bar=True)
+        if self.temperature_scaling and self.unscaled_ece.update_called:
+            self.log("test/ece_unscaled", self.unscaled_ece)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")
@@ -335,6 +383,7 @@ class TransferModule(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities, shape (N, num_classes); ``batch`` is images or (images, labels)."""
+        """Class probabilities, shape (N, num_classes), temperature-scaled when fitted; ``batch`` is images or
+        (images, labels)."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(x).softmax(dim=-1)
+        return self.calibrated(self(x)).softmax(dim=-1)

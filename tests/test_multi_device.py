@@ -29,7 +29,12 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
         extra = TINY_IMAGE_MODEL
     elif family == "text":
         config = "text_gradual_unfreezing.yaml"
-        extra = [f"--model.init_args.backbone=hf:{tiny_bert}", "--data.init_args.labels_per_class=8"]
+        # Temperature scaling too: its validation predictions are gathered from both ranks, which fit one value.
+        extra = [
+            f"--model.init_args.backbone=hf:{tiny_bert}",
+            "--data.init_args.labels_per_class=8",
+            "--model.init_args.temperature_scaling=true",
+        ]
     else:
         config = "domain_adaptation/digits_m_dann.yaml"
         extra = TINY_IMAGE_MODEL
@@ -62,6 +67,7 @@ def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family
     assert any(k.startswith(MOVES[family]) for k in moved) and any(k.startswith("backbone.") for k in moved)
     if family == "text":
         assert rank0["trainable"] == ["layer.0", "layer.1"]  # two phase changes, each with the wrapper rebuilt
+        assert float(rank0["final"]["calibration_temperature"]) != 1.0  # fitted, and equal on both ranks
 
 
 def test_sigterm_stops_every_rank_of_a_two_device_run(tmp_path):

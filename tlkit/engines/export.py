@@ -52,15 +52,16 @@ class VerificationError(ConfigError):
 
 
 class ProbabilityModel(nn.Module):
-    """Backbone + head + softmax: images (N, 3, H, W) to class probabilities (N, classes); nothing else of the
-    strategy (a domain discriminator, a frozen copy) is part of it."""
+    """Backbone + head + softmax of the logits divided by the model's fitted temperature (1 without temperature
+    scaling): images (N, 3, H, W) to class probabilities (N, classes); nothing else of the strategy (a domain
+    discriminator, a frozen copy) is part of it."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.temperature = backbone, head, temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images)).softmax(dim=-1)
+        return (self.head(self.backbone(images)) / self.temperature).softmax(dim=-1)
 
 
 @dataclass
@@ -238,7 +239,7 @@ def _export_into(
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
     spec = preprocessing_spec(config)
-    network = ProbabilityModel(model.backbone, model.head).eval()
+    network = ProbabilityModel(model.backbone, model.head, float(model.calibration_temperature)).eval()
     samples = verification_images(images)
     eager_inputs, expected = _eager_probabilities(network, samples, config)
     batch = np.stack([preprocess(image, spec) for image in samples])
@@ -403,6 +404,8 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "output": {"name": "probabilities", "shape": ["batch", model.num_classes]},
         "preprocessing": spec,
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
+        # Applied inside the exported model (its output is already calibrated); 1 without temperature scaling.
+        "temperature": float(model.calibration_temperature),
         "strategy": class_path(type(model)),
         "backbone": model.backbone.name,
         "verification": {"images": report.images, "max_abs_difference": report.max_difference},

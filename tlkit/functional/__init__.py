@@ -2,6 +2,7 @@
 fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
+from tlkit.functional.calibration import fit_temperature
 from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
 from tlkit.functional.pseudo_labels import align_distribution, centroid_pseudo_labels
@@ -24,6 +25,7 @@ __all__ = [
     "bnm_score",
     "coral_loss",
     "entropy",
+    "fit_temperature",
     "gaussian_kernels",
     "grad_reverse",
     "h_score",
