@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/robust_fine_tuning.py
 	$(BIN)/python benchmarks/text_classification.py
 	$(BIN)/python benchmarks/self_training_collapse.py
+	$(BIN)/python benchmarks/calibration.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
