@@ -93,6 +93,9 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         return open_rgb(sample)
 
     # -------------------------------------------------------------------------------------------- datasets
+    #: The attached model's data config, resolved on first use after each setup.
+    _resolved_data_config: DataConfig | None = None
+
     def setup(self, stage: str | None = None) -> None:
         self._resolved_data_config = None  # resolved again, once, for the model of this run
         super().setup(stage)
@@ -103,7 +106,7 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         checkpoint (`state_dict`)."""
         if request is not None:
             return resolve_data_config(self, request)
-        if self.__dict__.get("_resolved_data_config") is None:
+        if self._resolved_data_config is None:
             self._resolved_data_config = resolve_data_config(self)
         return self._resolved_data_config
 

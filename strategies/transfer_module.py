@@ -31,6 +31,11 @@ Stage = Literal["train", "val", "test"]
 ECE_BINS = 15
 
 
+def calibration_error(num_classes: int) -> MulticlassCalibrationError:
+    """The expected calibration error of the top prediction over `ECE_BINS` equal-width confidence bins."""
+    return MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
+
+
 class TransferModule(LightningModule):
     """A pretrained backbone with a new classification head, trained end to end.
 
@@ -136,7 +141,7 @@ class TransferModule(LightningModule):
             {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
         )
         #: The test split's calibration error before temperature scaling (logged beside ``test/ece`` when on).
-        self.unscaled_ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
+        self.unscaled_ece = calibration_error(num_classes)
         #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints).
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -149,7 +154,7 @@ class TransferModule(LightningModule):
         if num_classes >= 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         if stage == "test":  # expected calibration error over 15 bins, as Guo et al. report it
-            metrics["ece"] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
+            metrics["ece"] = calibration_error(num_classes)
         return MetricCollection(metrics, prefix=f"{stage}/")
 
     def setup(self, stage: str) -> None:

@@ -39,7 +39,6 @@ JSONARGPARSE_WORDING: dict[str, re.Pattern[str]] = {
     "given_value": re.compile(r"Given value: (.+)"),
     "subtypes": re.compile(r"Subtypes: \[(.+?)\]\s*$", re.M),
 }
-_WORDING = JSONARGPARSE_WORDING
 
 TRACEBACK_ENV = "TLKIT_TRACEBACK"
 HINT = f"(set {TRACEBACK_ENV}=1 for the full report)"
@@ -103,7 +102,7 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
 
     ``config`` names the config file being read, for YAML syntax errors (jsonargparse only gives line and column).
     """
-    if match := _WORDING["yaml_problem"].search(message):
+    if match := JSONARGPARSE_WORDING["yaml_problem"].search(message):
         # PyYAML names the enclosing block first ("while parsing a block mapping in ..., line 2") and the problem
         # last ("did not find expected key in ..., line 5"): the last mark is the line to fix.
         marks = list(re.finditer(r"(?:^|\n)([^\n]*?)\s*\n?\s*in \"[^\"]*\", (line \d+, column \d+)", match.group(1)))
@@ -114,29 +113,29 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
     ours = next((line for line in lines if line.startswith("Expected `")), None)
     if ours:  # a tlkit ConfigError raised while checking a value
         return ours
-    keys = _WORDING["parser_key"].findall(message)
-    owner = _WORDING["class_path"].search(message)
-    if match := _WORDING["not_accepted"].search(message):
+    keys = JSONARGPARSE_WORDING["parser_key"].findall(message)
+    owner = JSONARGPARSE_WORDING["class_path"].search(message)
+    if match := JSONARGPARSE_WORDING["not_accepted"].search(message):
         options = _init_parameters(owner.group(1)) if owner else []
         where = f" of {owner.group(1).rsplit('.', 1)[-1]}" if owner else ""
         return f"Unknown argument {match.group(1)!r}{where}.{_suggest(match.group(1), options)}"
-    if match := _WORDING["unrecognized"].search(message):
+    if match := JSONARGPARSE_WORDING["unrecognized"].search(message):
         given = match.group(1).split("=", 1)[0]
         options = [o for o in option_strings if not o.endswith("+")]  # `--key+` appends to a list: not a name
         return f"Unknown option {given!r}.{_suggest(given.lstrip('-'), options)}"
-    if match := _WORDING["expected_type"].search(message):
+    if match := JSONARGPARSE_WORDING["expected_type"].search(message):
         return (
             f"Expected `{'.'.join(keys)}` to be {_readable_type(match.group(1))}, but got {match.group(2).strip()!r}."
         )
-    if match := _WORDING["import_path"].search(message):
+    if match := JSONARGPARSE_WORDING["import_path"].search(message):
         given = match.group(1) or match.group(2)
         top = keys[0] if keys else None
         known = _known_classes(top)
         return f"Expected `--{top or 'class'}` to be a tlkit class name or an import path, but got {given!r}." + (
             _suggest(given, known) or (f" Valid: {', '.join(known)}." if known else "")
         )
-    if keys and (given := _WORDING["given_value"].search(message)):
-        subtypes = _WORDING["subtypes"].search(message)
+    if keys and (given := JSONARGPARSE_WORDING["given_value"].search(message)):
+        subtypes = JSONARGPARSE_WORDING["subtypes"].search(message)
         if subtypes:
             names = [
                 _readable_type(t.strip())
