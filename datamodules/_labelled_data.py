@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tlkit.datamodules.datasets import Split
 from tlkit.errors import ConfigError, config_error
+from tlkit.protocols import TargetKind
 
 
 def check_split_arguments(batch_size: int, val_fraction: float, test_fraction: float) -> None:
@@ -31,11 +34,24 @@ class LabelledData:
     """Datamodule mixin: `load_data` runs once, whichever of `num_classes`, `class_names` or `setup` asks first
     (loading validates every sample), and `setup` turns what it read into splits with `make_splits`.
 
+    A split's labels are class indices (``target_kind`` ``class``), multi-hot float32 vectors over ``classes``
+    (``labels``: the label names) or float32 vectors of numbers (``values``: the target names); `num_classes` is
+    the number of outputs a head needs either way.
+
     The datamodule's ``__init__`` sets ``classes = []``, ``splits = {}`` and ``_loaded = None``.
     """
 
     #: Completes "Expected at least 2 classes, but got 1 (...) in <source>: ..." for this kind of data.
     classes_hint = "a classifier needs two classes or more"
+    #: What this datamodule's targets are (`tlkit.protocols.TargetKind`); a model's task checks it before training.
+    target_kind: TargetKind = "class"
+
+    def training_targets(self) -> np.ndarray:
+        """The training split's targets as an (N, outputs) float array (one-hot for classes), after `setup`."""
+        labels = self.splits["train"].labels
+        if self.target_kind == "class":
+            return np.eye(self.num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+        return np.stack(labels).astype(np.float32)
 
     def load_data(self) -> tuple[list[str], dict[str, Split]]:
         """Return (class names, the samples as read); called once."""
@@ -60,7 +76,7 @@ class LabelledData:
     def _load(self) -> tuple[list[str], dict[str, Split]]:
         if self._loaded is None:
             classes, loaded = self.load_data()
-            if len(classes) < 2:
+            if len(classes) < (2 if self.target_kind == "class" else 1):
                 raise ConfigError(
                     f"Expected at least 2 classes, but got {len(classes)} ({', '.join(classes) or 'none'}) "
                     f"in {self.describe_source()}: {self.classes_hint}."

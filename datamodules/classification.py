@@ -38,7 +38,14 @@ class ClassificationDataModule(ImageDataModule):
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         hp = self.hparams
         return train_val_test(
-            loaded, self.classes, hp.val_fraction, hp.test_fraction, hp.seed, hp.labels_per_class, hp.train_fraction
+            loaded,
+            self.classes,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.seed,
+            hp.labels_per_class,
+            hp.train_fraction,
+            kind=self.target_kind,
         )
 
     def train_dataloader(self) -> DataLoader:

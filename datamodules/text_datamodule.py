@@ -23,6 +23,7 @@ from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.errors import ConfigError, config_error, refuse_base_class
+from tlkit.features import label_bytes
 
 
 class TextDataset(Dataset):
@@ -52,7 +53,7 @@ class Tokenize:
             return default_collate(samples)
         texts = [text for text, _ in samples]
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-        return dict(encoded), torch.tensor([label for _, label in samples])
+        return dict(encoded), default_collate([label for _, label in samples])
 
 
 def texts_fingerprint(split: Split) -> str:
@@ -60,7 +61,7 @@ def texts_fingerprint(split: Split) -> str:
     digest = hashlib.sha256()
     for text, label in zip(split.samples, split.labels):
         digest.update(text.encode())
-        digest.update(label.to_bytes(4, "little", signed=True))
+        digest.update(label_bytes(label))
     return digest.hexdigest()
 
 
@@ -113,7 +114,14 @@ class TextDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, Li
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         hp = self.hparams
         return train_val_test(
-            loaded, self.classes, hp.val_fraction, hp.test_fraction, hp.seed, hp.labels_per_class, hp.train_fraction
+            loaded,
+            self.classes,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.seed,
+            hp.labels_per_class,
+            hp.train_fraction,
+            kind=self.target_kind,
         )
 
     # ------------------------------------------------------------------------------------------- tokenizing

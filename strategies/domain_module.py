@@ -18,6 +18,7 @@ from tlkit.errors import ConfigError, config_error
 from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
 from tlkit.protocols import DomainData
 from tlkit.strategies.transfer_module import TransferModule
+from tlkit.tasks import Classification, Task
 
 # Validators are computed on at most this many target validation images (SND is quadratic in their number).
 MAX_VALIDATOR_SAMPLES = 2048
@@ -67,6 +68,14 @@ class DomainModule(TransferModule):
                 f"false for {type(self).__name__}: a temperature is fitted on labelled validation predictions, and "
                 "the target's validation split has none to fit it on",
                 True,
+            )
+        task = kwargs.get("task")
+        if task is not None and not isinstance(Task.from_config(task), Classification):
+            raise config_error(
+                "task",
+                f"Classification for {type(self).__name__} (domain adaptation is single-label: its losses and "
+                "validators read one class per example)",
+                type(Task.from_config(task)).__name__,
             )
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)

@@ -5,39 +5,26 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.functional.calibration import fit_temperature
-from tlkit.protocols import CountedClasses, NamedClasses
+from tlkit.protocols import CountedClasses, DescribesTargets, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
+from tlkit.tasks import Classification, Task
 
 Stage = Literal["train", "val", "test"]
-#: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
-ECE_BINS = 15
-
-
-def calibration_error(num_classes: int) -> MulticlassCalibrationError:
-    """The expected calibration error of the top prediction over `ECE_BINS` equal-width confidence bins."""
-    return MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
 
 
 class TransferModule(LightningModule):
-    """A pretrained backbone with a new classification head, trained end to end.
+    """A pretrained backbone with a new head, trained end to end for a task (single-label classification by default).
 
     Strategies subclass it and override only what differs (which groups train, the loss, extra modules). The
     optimizer gets one named param group per backbone layer group plus ``head`` (every parameter outside the
@@ -46,17 +33,22 @@ class TransferModule(LightningModule):
     Args:
         backbone: a timm name, ``torchvision:<name>``, or a ready `Backbone` (research code).
         weights: ``imagenet``, ``null`` for random init, or a path to a state-dict file.
-        num_classes: number of classes; taken from the datamodule's ``num_classes`` when omitted.
+        num_classes: number of outputs (classes, labels or regression targets); taken from the datamodule's
+            ``num_classes`` when omitted.
         head: ``linear``, or ``mlp`` (Linear-BN-ReLU-Dropout-Linear).
         head_hidden_dim: width of the MLP head's hidden layer.
         dropout: dropout before the head's last Linear layer.
-        label_smoothing: cross-entropy label smoothing in [0, 1).
+        label_smoothing: cross-entropy label smoothing in [0, 1) (single-label classification only).
         optimizer: optimizer factory; its ``lr`` is the head's learning rate. Default AdamW(lr=1e-3, wd=0.01).
         lr_scheduler: scheduler factory; default (``null``) is cosine annealing to zero over the run, per step.
         scheduler_interval: whether a configured ``lr_scheduler`` steps every ``step`` or every ``epoch``.
         temperature_scaling: fit a temperature on the validation predictions at every validation (Guo et al.,
             2017) and apply it to the probabilities ``predict``, ``test`` and the exported model give; accuracy is
             unchanged. Each checkpoint keeps the temperature fitted at its epoch (``calibration_temperature``).
+            Classification and multi-label tasks (one temperature for every label's sigmoid).
+        task: what the model predicts and how it is judged (`tlkit.tasks`): ``Classification`` (default),
+            ``MultiLabel`` or ``Regression``; it sets the loss, the metrics, what checkpoints select on and what
+            ``predict`` and the exported model return.
 
     Examples:
         >>> model = TransferModule("resnet18", weights=None, num_classes=10)
@@ -64,8 +56,6 @@ class TransferModule(LightningModule):
         ['layer4', 'head']
     """
 
-    #: (metric, mode) that checkpoints select on by default in the `tlkit` command.
-    checkpoint_monitor = ("val/acc", "max")
     #: Whether the backbone can train at all; callbacks that unfreeze layer groups refuse a strategy without it.
     trains_backbone: ClassVar[bool] = True
     #: Whether BatchNorm running statistics stay fixed in trainable groups (`FineTuning`'s ``freeze_bn``).
@@ -84,6 +74,7 @@ class TransferModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
         temperature_scaling: bool = False,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         refuse_base_class(self, "model", "tlkit.strategies")  # before building the backbone
@@ -93,12 +84,24 @@ class TransferModule(LightningModule):
             raise config_error("dropout", "in [0, 1)", dropout)
         if not 0.0 <= label_smoothing < 1.0:
             raise config_error("label_smoothing", "in [0, 1)", label_smoothing)
-        if num_classes is not None and num_classes < 2:
-            raise config_error("num_classes", "an integer >= 2", num_classes)
+        #: What the model predicts and how it is judged (`tlkit.tasks`); a checkpoint's hyperparameters hold it as a
+        #: config entry, which comes back here on load.
+        self.task = Task.from_config(task) if task is not None else Classification()
+        if label_smoothing and not isinstance(self.task, Classification):
+            raise config_error("label_smoothing", f"0 with task {type(self.task).__name__}", label_smoothing)
+        if temperature_scaling and not self.task.calibrates:
+            raise config_error(
+                "temperature_scaling", f"false with task {type(self.task).__name__} (no probabilities)", True
+            )
+        if num_classes is not None and num_classes < self.task.min_outputs:
+            raise config_error(
+                "num_classes", f"an integer >= {self.task.min_outputs} for task {type(self.task).__name__}", num_classes
+            )
         if scheduler_interval not in ("step", "epoch"):
             raise config_error("scheduler_interval", "'step' or 'epoch'", scheduler_interval)
-        ignore = ["optimizer", "lr_scheduler"] + ([] if isinstance(backbone, str) else ["backbone"])
+        ignore = ["optimizer", "lr_scheduler", "task"] + ([] if isinstance(backbone, str) else ["backbone"])
         self.save_hyperparameters(ignore=ignore)
+        self.hparams["task"] = self.task.config()  # plain data: checkpoints stay readable with weights_only=True
         self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, weights=weights)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -109,7 +112,7 @@ class TransferModule(LightningModule):
         #: What the logits are divided by before the softmax of predictions, tests and exports (1: none). A buffer,
         #: so every checkpoint carries the value fitted at its epoch and DDP ranks hold the same.
         self.register_buffer("calibration_temperature", torch.ones((), dtype=torch.float64))
-        self._validation_logits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._validation_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.head: nn.Module | None = None
         #: Class names in label order, from the datamodule (``classes``) or a checkpoint; used by predict.
         self.class_names: list[str] | None = None
@@ -122,6 +125,11 @@ class TransferModule(LightningModule):
 
     def configure_backbone(self) -> None:
         """Called once at the end of ``__init__``: where a strategy freezes what it does not train."""
+
+    @property
+    def checkpoint_monitor(self) -> tuple[str, str]:
+        """(metric, mode) that checkpoints select on by default in the `tlkit` command: the task's."""
+        return self.task.monitor
 
     # ------------------------------------------------------------------------------------------- what the data needs
     def data_request(self) -> DataRequest:
@@ -136,31 +144,35 @@ class TransferModule(LightningModule):
 
     def _build_head(self, num_classes: int) -> None:
         self.num_classes = num_classes
+        self.task.build(num_classes)
         self.head = self.make_head(num_classes)
         self.metrics = nn.ModuleDict(
-            {f"{s}_metrics": self._make_metrics(s, num_classes) for s in ("train", "val", "test")}
+            {
+                f"{s}_metrics": MetricCollection(self.task.make_metrics(), prefix=f"{s}/")
+                for s in ("train", "val", "test")
+            }
         )
-        #: The test split's calibration error before temperature scaling (logged beside ``test/ece`` when on).
-        self.unscaled_ece = calibration_error(num_classes)
-        #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints).
-        self.confusion = MulticlassConfusionMatrix(num_classes)
-
-    @staticmethod
-    def _make_metrics(stage: Stage, num_classes: int) -> MetricCollection:
-        metrics: dict[str, Any] = {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        }
-        if num_classes >= 5:
-            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        if stage == "test":  # expected calibration error over 15 bins, as Guo et al. report it
-            metrics["ece"] = calibration_error(num_classes)
-        return MetricCollection(metrics, prefix=f"{stage}/")
+        #: The test split's expected calibration error (15 bins, as Guo et al. report it), with the fitted temperature
+        #: and, beside it when temperature scaling is on, without; None for a task without probabilities.
+        self.test_ece = self.task.calibration_error()
+        self.unscaled_ece = self.task.calibration_error()
+        #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints); None
+        #: for a task without one class per example.
+        self.confusion = MulticlassConfusionMatrix(num_classes) if isinstance(self.task, Classification) else None
 
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            self._check_targets(datamodule)
         self.class_names = self.class_names or self._datamodule_class_names()
-        if self.head is not None:
-            return
+        if self.head is None:
+            self._size_head()
+        if stage == "fit" and self.task.learns_from_targets() and isinstance(datamodule, DescribesTargets):
+            # Before training, the task learns what it needs of the training targets (a resumed checkpoint's state,
+            # loaded after setup, replaces it); evaluating a trained model keeps its own.
+            self.task.prepare(datamodule.training_targets())
+
+    def _size_head(self) -> None:
         datamodule = self.trainer.datamodule
         num_classes = datamodule.num_classes if isinstance(datamodule, CountedClasses) else None
         if num_classes is None:
@@ -170,6 +182,16 @@ class TransferModule(LightningModule):
             )
         self.hparams.num_classes = num_classes  # saved in checkpoints, so load_from_checkpoint rebuilds the head
         self._build_head(num_classes)
+
+    def _check_targets(self, datamodule: Any) -> None:
+        """The datamodule must serve the targets the task trains on (one that does not say serves classes)."""
+        kind = datamodule.target_kind if isinstance(datamodule, DescribesTargets) else "class"
+        if kind != self.task.target_kind:
+            raise ConfigError(
+                f"Expected a datamodule that serves {_KIND_WORDS[self.task.target_kind]} for task "
+                f"{type(self.task).__name__}, but {type(datamodule).__name__} serves {_KIND_WORDS[kind]}; choose the "
+                "task that fits the data (`model.init_args.task`), or data with the task's targets."
+            )
 
     def _datamodule_class_names(self) -> list[str] | None:
         datamodule = self.trainer.datamodule
@@ -221,6 +243,7 @@ class TransferModule(LightningModule):
                 if schedulers and self.lr_scheduler is not None
                 else None,
                 # The preprocessing is the datamodule's to record (it resolved it): see `trained_data_config`.
+                task=self.task.describe(),
             ),
         )
 
@@ -292,12 +315,9 @@ class TransferModule(LightningModule):
         """Class logits."""
         return self.head(self.extract_features(x))
 
-    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` divided by the fitted temperature (unchanged without temperature scaling)."""
-        return logits / self.calibration_temperature.to(logits.dtype)
-
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        """The task's loss (cross-entropy for classification)."""
+        return self.task.loss(logits, targets, self.label_smoothing)
 
     # -------------------------------------------------------------------------------------------------------- steps
     def regularization(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -312,17 +332,21 @@ class TransferModule(LightningModule):
         features = self.extract_features(x)
         logits = self.head(features)
         loss = self.loss(logits, y)
-        # A positive temperature leaves every argmax, so accuracy and F1, as they are: only the test's ECE moves.
-        self.metrics[f"{stage}_metrics"].update(self.calibrated(logits) if stage == "test" else logits, y)
+        temperature = self.calibration_temperature
+        self.metrics[f"{stage}_metrics"].update(*self.task.metric_inputs(logits, y, temperature))
         if stage == "val":
-            self.confusion.update(logits, y)
-            if self.temperature_scaling and not self.trainer.sanity_checking:
+            if self.confusion is not None:
+                self.confusion.update(logits, y)
+            if (self.temperature_scaling or self.task.fits_on_validation) and not self.trainer.sanity_checking:
                 # Gathered from every rank at each step, where every rank enters the collective at the same point
                 # (at the epoch's end rank 0's progress bar may already be in Lightning's metric sync).
-                gathered = self.all_gather(logits.detach().float()).reshape(-1, logits.shape[-1])
-                self._validation_logits.append((gathered.cpu(), self.all_gather(y.detach()).reshape(-1).cpu()))
-        if stage == "test" and self.temperature_scaling:
-            self.unscaled_ece.update(logits, y)
+                outputs = self.all_gather(logits.detach().float()).reshape(-1, logits.shape[-1])
+                targets = self.all_gather(y.detach()).reshape(-1, *y.shape[1:])
+                self._validation_outputs.append((outputs.cpu(), targets.cpu()))
+        if stage == "test" and self.test_ece is not None:
+            self.test_ece.update(*self.task.calibration_inputs(logits, y, temperature))
+            if self.temperature_scaling:
+                self.unscaled_ece.update(*self.task.calibration_inputs(logits, y, torch.ones_like(temperature)))
         self.log_loss(f"{stage}/loss", loss, len(y), prog_bar=True, per_step=stage == "train")
         if stage == "train":
             for name, penalty in self.regularization(features).items():
@@ -364,22 +388,27 @@ class TransferModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["val_metrics"], prog_bar=True)
-        if self._validation_logits:
-            self._fit_temperature()
+        if self._validation_outputs:
+            self._fit_on_validation()
 
-    def _fit_temperature(self) -> None:
-        """Fit the temperature on this validation's predictions (every rank's, so each fits the same value, with no
-        collective here); before ModelCheckpoint saves (at validation end), so the epoch's checkpoint carries it."""
-        logits = torch.cat([logits for logits, _ in self._validation_logits])
-        labels = torch.cat([labels for _, labels in self._validation_logits])
-        self._validation_logits = []
-        self.calibration_temperature.fill_(fit_temperature(logits, labels))
-        self.log("val/temperature", self.calibration_temperature.float(), on_epoch=True, rank_zero_only=True)
+    def _fit_on_validation(self) -> None:
+        """Fit the temperature, then the task's decision state (multi-label thresholds), on this validation's outputs
+        (every rank's, so each fits the same values, with no collective here); before ModelCheckpoint saves (at
+        validation end), so the epoch's checkpoint carries them."""
+        outputs = torch.cat([outputs for outputs, _ in self._validation_outputs])
+        targets = torch.cat([targets for _, targets in self._validation_outputs])
+        self._validation_outputs = []
+        if self.temperature_scaling:
+            self.calibration_temperature.fill_(self.task.fit_temperature(outputs, targets))
+            self.log("val/temperature", self.calibration_temperature.float(), on_epoch=True, rank_zero_only=True)
+        self.task.fit_on_validation(outputs, targets, self.calibration_temperature.cpu())
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["test_metrics"], prog_bar=True)
-        if self.temperature_scaling and self.unscaled_ece.update_called:
-            self.log("test/ece_unscaled", self.unscaled_ece)
+        if self.test_ece is not None and self.test_ece.update_called:
+            self.log("test/ece", self.test_ece, prog_bar=True)
+            if self.temperature_scaling:
+                self.log("test/ece_unscaled", self.unscaled_ece)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")
@@ -388,7 +417,10 @@ class TransferModule(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities, shape (N, num_classes), temperature-scaled when fitted; ``batch`` is images or
-        (images, labels)."""
+        """What the task predicts, (N, num_classes): class or label probabilities (temperature-scaled when fitted),
+        or regression values in the targets' units; ``batch`` is images or (images, labels)."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.calibrated(self(x)).softmax(dim=-1)
+        return self.task.postprocess(self(x), self.calibration_temperature)
+
+
+_KIND_WORDS = {"class": "one class per example", "labels": "label sets", "values": "numeric targets"}

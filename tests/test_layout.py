@@ -2,7 +2,7 @@
 contracts of the base (tlkit/protocols.py, tlkit/data_request.py, tlkit/checkpoint.py).
 
 From the bottom: the base contracts (errors, randomness, checkpoint, protocols, data request, input config);
-functional, metrics and features; backbones; strategies, datamodules and callbacks, which know one another only
+functional, metrics and features; tasks; backbones; strategies, datamodules and callbacks, which know one another only
 through the base; the engines (export, ranking, run selection); the command line."""
 
 import ast
@@ -27,6 +27,7 @@ ABOVE_BASE = (
     "tlkit.callbacks",
     "tlkit.backbones",
     "tlkit.features",
+    "tlkit.tasks",
     "tlkit.functional",
     "tlkit.metrics",
     *ENGINES_AND_CLI,
@@ -38,11 +39,22 @@ FORBIDDEN = {
         "tlkit.callbacks",
         "tlkit.backbones",
         "tlkit.features",
+        "tlkit.tasks",
     )
     + ENGINES_AND_CLI,
-    "tlkit/metrics": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones", "tlkit.features")
+    "tlkit/metrics": (
+        "tlkit.strategies",
+        "tlkit.datamodules",
+        "tlkit.callbacks",
+        "tlkit.backbones",
+        "tlkit.features",
+        "tlkit.tasks",
+    )
     + ENGINES_AND_CLI,
-    "tlkit/features": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones") + ENGINES_AND_CLI,
+    "tlkit/features": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones", "tlkit.tasks")
+    + ENGINES_AND_CLI,
+    "tlkit/tasks": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks", "tlkit.backbones", "tlkit.features")
+    + ENGINES_AND_CLI,
     "tlkit/backbones": ("tlkit.strategies", "tlkit.datamodules", "tlkit.callbacks") + ENGINES_AND_CLI,
     "tlkit/callbacks": ("tlkit.strategies", "tlkit.datamodules") + ENGINES_AND_CLI,
     "datamodules": ("tlkit.strategies", "tlkit.callbacks") + ENGINES_AND_CLI,

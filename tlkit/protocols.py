@@ -6,12 +6,27 @@ another package's attributes by name. Any class with the members below matches, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tlkit.backbones import Backbone
     from tlkit.data_request import DataRequest
     from tlkit.features import FeatureServing
+
+#: What a datamodule's targets are: one class index per sample (``class``), a set of labels (``labels``, served as a
+#: multi-hot float vector), or numbers (``values``, a float vector). A model's task trains on one kind.
+TargetKind = Literal["class", "labels", "values"]
+
+
+@runtime_checkable
+class DescribesTargets(Protocol):
+    """A datamodule that says which kind of targets it serves (one without it serves classes), and can hand over its
+    training split's targets (N, outputs) for a task to learn from (a regression's mean, a label's frequency)."""
+
+    @property
+    def target_kind(self) -> TargetKind: ...
+
+    def training_targets(self) -> Any: ...
 
 
 @runtime_checkable
@@ -101,6 +116,13 @@ class NamedClassifier(Protocol):
     """A model that knows its class names in label order (every `TransferModule`, also from a checkpoint)."""
 
     class_names: list[str] | None
+
+
+@runtime_checkable
+class HasTask(Protocol):
+    """A model with a `tlkit.tasks.Task` (every `TransferModule`): what its predictions are and how they are judged."""
+
+    task: Any
 
 
 @runtime_checkable

@@ -128,7 +128,9 @@ class TensorBoardReport(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._log_best(trainer)
-        if not isinstance(pl_module, ConfusionTracking) or not pl_module.confusion.update_called:
+        if not isinstance(pl_module, ConfusionTracking) or pl_module.confusion is None:
+            return
+        if not pl_module.confusion.update_called:
             return
         confusion = pl_module.confusion
         # Every rank computes (a collective); Lightning has already computed its own logged values on every rank by

@@ -4,7 +4,7 @@ by fingerprints of weights, transform and data) and served in place of images wh
 
 from tlkit.features.cache import CacheMode, FeatureCache
 from tlkit.features.extraction import channels_last, compute_features
-from tlkit.features.fingerprint import data_fingerprint, tensors_fingerprint, weights_fingerprint
+from tlkit.features.fingerprint import data_fingerprint, label_bytes, tensors_fingerprint, weights_fingerprint
 from tlkit.features.memory_store import MemoryStore
 from tlkit.features.serving import FeatureServing, ServedFeatures
 
@@ -17,6 +17,7 @@ __all__ = [
     "channels_last",
     "compute_features",
     "data_fingerprint",
+    "label_bytes",
     "tensors_fingerprint",
     "weights_fingerprint",
 ]

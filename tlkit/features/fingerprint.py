@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -20,13 +21,21 @@ def _sample_fingerprint(sample: Any) -> bytes:
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
 
 
-def data_fingerprint(samples: Sequence[Any], labels: Sequence[int]) -> str:
-    """Hash of the samples (file path, size and mtime; or pixels for in-memory images) and their labels."""
+def data_fingerprint(samples: Sequence[Any], labels: Sequence[Any]) -> str:
+    """Hash of the samples (file path, size and mtime; or pixels for in-memory images) and their labels (class
+    indices, or target vectors)."""
     digest = hashlib.sha256()
     for sample, label in zip(samples, labels):
         digest.update(_sample_fingerprint(sample))
-        digest.update(label.to_bytes(4, "little", signed=True))
+        digest.update(label_bytes(label))
     return digest.hexdigest()
+
+
+def label_bytes(label: Any) -> bytes:
+    """A label's bytes for a fingerprint: a class index as 4 bytes, a target vector as its float32 values."""
+    if isinstance(label, int):
+        return label.to_bytes(4, "little", signed=True)
+    return np.asarray(label, dtype=np.float32).tobytes()
 
 
 def weights_fingerprint(module: nn.Module) -> str:

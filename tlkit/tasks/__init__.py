@@ -1,0 +1,10 @@
+"""Tasks: what a model predicts and how it is judged (`Classification`, the default; `MultiLabel`; `Regression`).
+
+Every strategy takes one as ``task`` (``--model.init_args.task MultiLabel``)."""
+
+from tlkit.tasks.base import ECE_BINS, Task
+from tlkit.tasks.classification import Classification
+from tlkit.tasks.multi_label import MultiLabel
+from tlkit.tasks.regression import Regression
+
+__all__ = ["ECE_BINS", "Classification", "MultiLabel", "Regression", "Task"]

@@ -1,0 +1,141 @@
+"""`Task`: what a model predicts and how it is judged; the one part of a strategy that differs between single-label
+classification, multi-label classification and regression.
+
+A task owns the head's output size, the loss, the metrics, the metric checkpoints select on, the post-processing
+that turns the head's outputs into what ``predict`` and the exported model return, what calibration and decision
+state it fits on the validation split, and its entry in the checkpoint. It is an ``nn.Module`` so that the state it
+fits (decision thresholds, the targets' mean and standard deviation) is in every checkpoint's ``state_dict`` and
+identical on every DDP rank. The temperature of temperature scaling is the model's (every calibrated task shares
+it), and is handed to each method that needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from tlkit.checkpoint import class_path, import_class
+from tlkit.errors import ConfigError
+from tlkit.protocols import TargetKind
+
+#: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
+ECE_BINS = 15
+
+
+class Task(nn.Module):
+    """The base of `Classification`, `MultiLabel` and `Regression`; a new task subclasses it.
+
+    A task is built in two steps: its arguments at construction (from the config), then `build` once the number of
+    outputs is known (from the model's ``num_classes`` or the datamodule), which creates the state sized by it.
+    """
+
+    #: Short name, written into checkpoints and ``model.json``.
+    name: ClassVar[str]
+    #: The targets the task trains on, as the datamodule must serve them (`tlkit.protocols.TargetKind`).
+    target_kind: ClassVar[TargetKind]
+    #: (metric, mode) that checkpoints, WiSE-FT and the TensorBoard ``hp_metric`` select on.
+    monitor: ClassVar[tuple[str, str]]
+    #: What the model outputs after `postprocess`: ``probabilities`` or ``values``.
+    output_name: ClassVar[str] = "probabilities"
+    #: Whether temperature scaling applies to its outputs.
+    calibrates: ClassVar[bool] = True
+    #: The fewest outputs the task can have (two classes; one label; one target).
+    min_outputs: ClassVar[int] = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_outputs: int | None = None
+
+    # ---------------------------------------------------------------------------------------------------- building
+    def build(self, num_outputs: int) -> None:
+        """Create what depends on the number of outputs; called once the head's size is known."""
+        self.num_outputs = num_outputs
+
+    def learns_from_targets(self) -> bool:
+        """Whether `prepare` needs the training targets (reading them costs a pass over the labels)."""
+        return False
+
+    def prepare(self, training_targets: np.ndarray | None) -> None:
+        """Learn what the task needs of the training targets before training (N, outputs), e.g. their mean;
+        called at each setup with the datamodule's training targets, or None when it serves none. Checkpointed
+        state loaded afterwards replaces what this computed."""
+
+    # ---------------------------------------------------------------------------------------------------- training
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def make_metrics(self) -> dict[str, Metric]:
+        """Fresh metrics, by name without the stage prefix (the model logs each as ``<stage>/<name>``)."""
+        raise NotImplementedError
+
+    def metric_inputs(self, outputs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> tuple:
+        """What `make_metrics`' collection is updated with for a batch: (predictions, targets)."""
+        raise NotImplementedError
+
+    def calibration_error(self) -> Metric | None:
+        """A fresh expected-calibration-error metric (updated by `calibration_inputs`), or None for a task whose
+        outputs are no probabilities."""
+        return None
+
+    def calibration_inputs(self, outputs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> tuple:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------------------------- inference
+    def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """The head's outputs as ``predict`` returns them and the exported model computes them."""
+        raise NotImplementedError
+
+    def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The temperature that calibrates ``outputs`` (a whole validation split's) on ``targets``."""
+        raise NotImplementedError
+
+    #: Whether `fit_on_validation` needs the validation outputs even without temperature scaling.
+    fits_on_validation: ClassVar[bool] = False
+
+    def fit_on_validation(self, outputs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> None:
+        """Fit decision state on a whole validation split's outputs (every rank's), after the temperature."""
+
+    def prediction_record(self, values: list[float], names: list[str], top_k: int) -> dict[str, Any]:
+        """One sample's ``predict`` output (a row of `postprocess`) as the fields the prediction files hold."""
+        raise NotImplementedError
+
+    def csv_columns(self, names: list[str], top_k: int) -> list[str]:
+        raise NotImplementedError
+
+    def csv_row(self, record: dict[str, Any], names: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def metric_for_selection(self) -> Metric:
+        """A fresh metric computing the `monitor` value from `metric_inputs` (WiSE-FT chooses its mix with it)."""
+        return self.make_metrics()[self.monitor[0].split("/", 1)[1]]
+
+    # ---------------------------------------------------------------------------------------------------- records
+    def arguments(self) -> dict[str, Any]:
+        """The task's constructor arguments, as plain data."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """The task as a config entry (``class_path``, ``init_args``): what hyperparameters and checkpoints keep."""
+        return {"class_path": class_path(type(self)), "init_args": self.arguments()}
+
+    def describe(self) -> dict[str, Any]:
+        """The task and its fitted state, as plain data: the checkpoint's ``task`` entry and ``model.json``'s."""
+        return {"name": self.name, **self.config()}
+
+    @staticmethod
+    def from_config(value: Any) -> Task:
+        """A task from what `config` wrote (hyperparameters of a checkpoint), or a task as it is."""
+        if isinstance(value, Task):
+            return value
+        if isinstance(value, dict) and "class_path" in value:
+            cls = import_class(value["class_path"])
+            if cls is None or not (isinstance(cls, type) and issubclass(cls, Task)):
+                raise ConfigError(f"Expected `model.task` to name a tlkit task class, but got {value['class_path']!r}.")
+            return cls(**(value.get("init_args") or {}))
+        raise ConfigError(
+            f"Expected `model.task` to be a task (Classification, MultiLabel or Regression), but got {value!r}."
+        )
