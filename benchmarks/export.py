@@ -23,7 +23,7 @@ import torch
 from _common import machine, table, write_json
 
 from tlkit.datamodules import DigitsDataModule
-from tlkit.engines.export import FILES, ProbabilityModel, export, load_strategy
+from tlkit.engines.export import FILES, ExportedModel, export, load_strategy
 from tlkit.strategies import FineTuning
 
 
@@ -55,7 +55,7 @@ def runtimes(ckpt: Path, exported: Path) -> dict:
     import onnxruntime
 
     strategy = load_strategy(ckpt)
-    eager = ProbabilityModel(strategy.backbone, strategy.head).eval()
+    eager = ExportedModel(strategy.backbone, strategy.head, strategy.task).eval()
     scripted = torch.jit.load(str(exported / FILES["torchscript"]), map_location="cpu").eval()
     session = onnxruntime.InferenceSession(str(exported / FILES["onnx"]), providers=["CPUExecutionProvider"])
 

@@ -1,4 +1,5 @@
-"""DataModules: labelled image folders and text files, bundled data and domain pairs, validated before training."""
+"""DataModules: labelled image folders, image and text tables (classes, label sets or numbers), bundled data and domain
+pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
@@ -7,7 +8,9 @@ from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
+from tlkit.datamodules.image_table import ImageTableDataModule
 from tlkit.datamodules.mnist_digits import MnistDigitsDataModule
+from tlkit.datamodules.multi_digits import MultiDigitsDataModule
 from tlkit.datamodules.rotten_tomatoes import RottenTomatoesDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 from tlkit.datamodules.text_datamodule import TextDataModule
@@ -23,7 +26,9 @@ __all__ = [
     "ImageDataModule",
     "ImageDataset",
     "ImageFolderDataModule",
+    "ImageTableDataModule",
     "MnistDigitsDataModule",
+    "MultiDigitsDataModule",
     "ResumableDataLoader",
     "RottenTomatoesDataModule",
     "Split",

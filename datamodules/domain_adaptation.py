@@ -107,7 +107,7 @@ class DomainDataModule(ImageDataModule):
         config, hp = self.resolve_data_config(request), self.hparams
         if request.target_views == "weak_strong":
             return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
-        return [train_transform(config, hp.augment, hp.hflip)]
+        return [train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale)]
 
     # --------------------------------------------------------------------------------------------- loaders
     def train_dataloader(self) -> CombinedLoader:

@@ -14,7 +14,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 InvalidPolicy = Literal["error", "skip"]
 
 
-def _problem(path: Path, verify: bool) -> str | None:
+def image_problem(path: Path, verify: bool) -> str | None:
     """Why ``path`` cannot be used as an image, or None if it can."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})"
@@ -47,7 +47,7 @@ def _usable_images(
     ``skipped`` as "<path>: <why>" (``"skip"``). ``what`` names ``root`` in the error ("predict folder ")."""
     images = []
     for path in files:
-        problem = _problem(path, verify_images)
+        problem = image_problem(path, verify_images)
         if problem is None:
             images.append(path)
         elif on_invalid == "skip":

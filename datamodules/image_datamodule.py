@@ -41,6 +41,8 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         image_size: override the backbone's input size.
         crop_pct: override the backbone's centre-crop fraction for evaluation (1.0 = no crop).
         augment: use the small-data augmentation preset (random resized crop, flip, TrivialAugment) for training.
+        min_crop_scale: the smallest fraction of the image's area a training crop keeps, in (0, 1]; raise it where a
+            crop could cut away what the targets name (several labelled objects in one image).
         hflip: include the horizontal flip in the preset.
         val_fraction: fraction of each class held out for validation (0: no validation).
         test_fraction: fraction of each class held out for testing.
@@ -63,6 +65,7 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         image_size: int | None = None,
         crop_pct: float | None = None,
         augment: bool = True,
+        min_crop_scale: float = 0.35,
         hflip: bool = True,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -78,6 +81,8 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
             raise config_error("image_size", "a positive number of pixels, or null for the backbone's own", image_size)
         if crop_pct is not None and not 0.0 < crop_pct <= 1.0:
             raise config_error("crop_pct", "in (0, 1]", crop_pct)
+        if not 0.0 < min_crop_scale <= 1.0:
+            raise config_error("min_crop_scale", "in (0, 1]", min_crop_scale)
         # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames).
         self.save_hyperparameters()
         self.classes: list[str] = []
@@ -125,7 +130,8 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         config = self.resolve_data_config(request)
         use_train = split == "train" if train is None else train
         if use_train:
-            transform = train_transform(config, self.hparams.augment, self.hparams.hflip)
+            hp = self.hparams
+            transform = train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale)
         else:
             transform = eval_transform(config)
         dataset = ImageDataset(self.splits[split], self.load_image, transform)

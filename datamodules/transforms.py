@@ -25,12 +25,16 @@ def eval_transform(config: DataConfig) -> T.Compose:
     )
 
 
-def train_transform(config: DataConfig, augment: bool = True, hflip: bool = True) -> T.Compose:
-    """The small-data preset: random resized crop, horizontal flip, TrivialAugment. ``augment=False`` is eval's."""
+def train_transform(
+    config: DataConfig, augment: bool = True, hflip: bool = True, min_crop_scale: float = 0.35
+) -> T.Compose:
+    """The small-data preset: random resized crop (keeping ``min_crop_scale`` of the area or more), horizontal flip,
+    TrivialAugment. ``augment=False`` is eval's."""
     if not augment:
         return eval_transform(config)
     interpolation = T.InterpolationMode(config.interpolation)
-    steps: list = [T.RandomResizedCrop(config.image_size, scale=(0.35, 1.0), interpolation=interpolation)]
+    crop = T.RandomResizedCrop(config.image_size, scale=(min_crop_scale, 1.0), interpolation=interpolation)
+    steps: list = [crop]
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.TrivialAugmentWide(interpolation=interpolation), T.ToTensor(), T.Normalize(config.mean, config.std)]

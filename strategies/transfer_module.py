@@ -163,7 +163,7 @@ class TransferModule(LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if datamodule is not None:
-            self._check_targets(datamodule)
+            self.check_targets(datamodule)
         self.class_names = self.class_names or self._datamodule_class_names()
         if self.head is None:
             self._size_head()
@@ -183,8 +183,9 @@ class TransferModule(LightningModule):
         self.hparams.num_classes = num_classes  # saved in checkpoints, so load_from_checkpoint rebuilds the head
         self._build_head(num_classes)
 
-    def _check_targets(self, datamodule: Any) -> None:
-        """The datamodule must serve the targets the task trains on (one that does not say serves classes)."""
+    def check_targets(self, datamodule: Any) -> None:
+        """Refuse in one line a datamodule whose targets the task cannot train on (one that does not say what it
+        serves serves classes); at setup, and by the `tlkit` command before any run folder exists."""
         kind = datamodule.target_kind if isinstance(datamodule, DescribesTargets) else "class"
         if kind != self.task.target_kind:
             raise ConfigError(

@@ -206,10 +206,22 @@ SHAPE_HYPERPARAMETERS = ("backbone", "head", "num_classes")
 
 
 def check_same_model(saved: dict[str, Any], ours: dict[str, Any], where: str) -> None:
-    """Refuse, naming the option, a model whose backbone, head or number of classes differs from a checkpoint's."""
+    """Refuse, naming the option, a model whose backbone, head, number of classes or task differs from a
+    checkpoint's (a checkpoint from before tasks existed is a classifier's)."""
     for key in SHAPE_HYPERPARAMETERS:
         if key in saved and ours.get(key) is not None and saved[key] != ours[key]:
             raise config_error(f"model.{key}", f"{saved[key]!r} as in the {where}", ours[key])
+    saved_task, our_task = _task_class(saved.get("task")), _task_class(ours.get("task"))
+    if our_task is not None and saved_task != our_task:
+        raise config_error(
+            "model.task", f"{saved_task.rpartition('.')[2]} as in the {where}", our_task.rpartition(".")[2]
+        )
+
+
+def _task_class(task: Any) -> str | None:
+    if task is None:
+        return "tlkit.tasks.classification.Classification"
+    return task.get("class_path") if isinstance(task, dict) else class_path(type(task))
 
 
 def check_same_classes(saved: tuple[str, ...] | list[str] | None, names: list[str] | None, where: str) -> None:

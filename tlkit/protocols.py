@@ -119,6 +119,14 @@ class NamedClassifier(Protocol):
 
 
 @runtime_checkable
+class CalibratedModel(Protocol):
+    """A model whose probabilities are its logits divided by a fitted temperature (every `TransferModule`; 1 without
+    temperature scaling)."""
+
+    calibration_temperature: Any
+
+
+@runtime_checkable
 class HasTask(Protocol):
     """A model with a `tlkit.tasks.Task` (every `TransferModule`): what its predictions are and how they are judged."""
 

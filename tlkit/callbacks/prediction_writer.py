@@ -1,4 +1,5 @@
-"""`PredictionWriter`: write ``predict`` results as CSV and JSONL files a user can open: file, class, probability."""
+"""`PredictionWriter`: write ``predict`` results as CSV and JSONL files a user can open: a file and what the model's
+task predicts for it (a class and its probability; every label's probability and the labels chosen; numbers)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from tlkit.protocols import NamedClassifier, NamedPredictSamples
+from tlkit.protocols import HasTask, NamedClassifier, NamedPredictSamples
+from tlkit.tasks import Classification
 
 
 def unused_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -26,11 +28,14 @@ def unused_path(folder: Path, stem: str, suffix: str) -> Path:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Collects class probabilities from ``predict`` and writes one row per sample.
+    """Collects what ``predict`` returns and writes one row per sample, in the form of the model's task.
 
-    Columns: ``file`` (the image path, or ``test/<index>`` for in-memory data), ``prediction`` (class name),
-    ``probability``, and ``top_k`` (the ``top_k`` best ``class:probability`` pairs). JSONL has the same fields, with
-    ``top_k`` as a list of ``{"class", "probability"}``. Class names come from the model (stored in its checkpoint).
+    Every row starts with ``file`` (the image path, or ``test/<index>`` for in-memory data). Classification:
+    ``prediction`` (class name), ``probability``, and ``top_k`` (the ``top_k`` best ``class:probability`` pairs;
+    in JSONL a list of ``{"class", "probability"}``). Multi-label: ``labels`` (those at or above their thresholds,
+    ``;``-joined in CSV) and each label's probability (a column per label; in JSONL ``probabilities``, by name).
+    Regression: a column per target, in the targets' units (in JSONL ``values``, by name). Names come from the
+    model (stored in its checkpoint).
 
     Args:
         output_dir: folder for the files (created if needed).
@@ -57,11 +62,12 @@ class PredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.rows = []
+        self.rows, self._width = [], 0
         datamodule = trainer.datamodule
         self._names = datamodule.predict_sample_names() if isinstance(datamodule, NamedPredictSamples) else None
         named = isinstance(pl_module, NamedClassifier)
         self._classes = (pl_module.class_names if named else None) or []
+        self._task = pl_module.task if isinstance(pl_module, HasTask) else Classification()
 
     @override
     def write_on_batch_end(
@@ -74,25 +80,18 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        probabilities = prediction.detach().float().cpu()
-        k = min(self.top_k, probabilities.shape[-1])
-        values, indices = probabilities.topk(k, dim=-1)
+        outputs = prediction.detach().float().cpu()
+        self._width = outputs.shape[-1]
+        names = self._output_names(self._width)
         offset = len(self.rows)
-        for row, (top_values, top_indices) in enumerate(zip(values.tolist(), indices.tolist())):
+        for row, values in enumerate(outputs.tolist()):
             index = batch_indices[row] if batch_indices is not None else offset + row
-            top = [{"class": self._class_name(c), "probability": round(p, 6)} for p, c in zip(top_values, top_indices)]
-            self.rows.append(
-                {
-                    "index": int(index),
-                    "file": self._names[index] if self._names else str(index),
-                    "prediction": top[0]["class"],
-                    "probability": top[0]["probability"],
-                    "top_k": top,
-                }
-            )
+            file = self._names[index] if self._names else str(index)
+            record = self._task.prediction_record(values, names, self.top_k)
+            self.rows.append({"index": int(index), "file": file, **record})
 
-    def _class_name(self, index: int) -> str:
-        return self._classes[index] if index < len(self._classes) else str(index)
+    def _output_names(self, count: int) -> list[str]:
+        return [self._classes[i] if i < len(self._classes) else str(i) for i in range(count)]
 
     @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -107,12 +106,12 @@ class PredictionWriter(BasePredictionWriter):
         self.written = []
         if "csv" in self.formats:
             path = unused_path(self.output_dir, self.name, ".csv")
+            names = self._output_names(self._width)
             with path.open("w", newline="") as file:
                 writer = csv.writer(file)
-                writer.writerow(["file", "prediction", "probability", "top_k"])
+                writer.writerow(self._task.csv_columns(names, self.top_k))
                 for row in self.rows:
-                    top = " ".join(f"{t['class']}:{t['probability']:.4f}" for t in row["top_k"])
-                    writer.writerow([row["file"], row["prediction"], f"{row['probability']:.6f}", top])
+                    writer.writerow(self._task.csv_row(row, names))
             self.written.append(path)
         if "jsonl" in self.formats:
             path = unused_path(self.output_dir, self.name, ".jsonl")

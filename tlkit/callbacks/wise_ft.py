@@ -17,11 +17,13 @@ from typing_extensions import override
 from tlkit.data_request import Features
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional.weight_interpolation import DEFAULT_ALPHAS, InterpolationCurve, select_alpha
-from tlkit.protocols import DomainValidation, LayerGroupTrainer
+from tlkit.protocols import CalibratedModel, DomainValidation, HasTask, LayerGroupTrainer
+from tlkit.tasks import Classification
 
 
 class WiSEFT(Callback):
-    """WiSE-FT: mix the fine-tuned weights with the reference ones, the mix chosen on validation accuracy.
+    """WiSE-FT: mix the fine-tuned weights with the reference ones, the mix chosen on the task's validation metric
+    (accuracy for classification, mean average precision for multi-label, mean absolute error for regression).
 
     The reference is the model as it is when its backbone first trains: the pretrained backbone at the start of a
     plain fine-tune, or the end of `ProgressiveUnfreezing`'s head-only phase (LP-FT). After a linear probe the whole
@@ -33,8 +35,9 @@ class WiSEFT(Callback):
 
     At the end of fit every coefficient in ``alphas`` is evaluated on the validation loader (all of it, across ranks),
     the best is kept (ties go to the smaller coefficient, nearer the reference), the curve is logged as
-    ``wise_ft/val_acc`` over ``100 * alpha`` and the model is saved as ``filename`` in the run's checkpoint folder. The
-    model in memory ends with the chosen weights, so a ``trainer.test`` that follows tests it.
+    ``wise_ft/val_acc`` (``wise_ft/val_map``, ``wise_ft/val_mae``: the task's metric) over ``100 * alpha`` and the
+    model is saved as ``filename`` in the run's checkpoint folder. The model in memory ends with the chosen weights,
+    so a ``trainer.test`` that follows tests it.
 
     Args:
         alphas: coefficients to evaluate, 0 (reference) to 1 (fine-tuned); one value fixes it without validation
@@ -105,15 +108,19 @@ class WiSEFT(Callback):
                     "`limit_val_batches` runs none; allow some, or give a single `alphas` value."
                 )
 
+            monitor, mode = _selection_metric(pl_module)
+            sign = 1.0 if mode == "max" else -1.0  # select_alpha maximises
+
             def evaluate(model: pl.LightningModule) -> float:
-                return _accuracy(trainer, model, itertools.islice(loader, batches))
+                return sign * _validation_score(trainer, model, itertools.islice(loader, batches))
 
             self.curve = select_alpha(pl_module, self.reference, evaluate, self.alphas, keys)
+            name = f"wise_ft/{monitor.replace('/', '_')}"
             for logger in trainer.loggers:
                 for alpha, score in zip(self.curve.alphas, self.curve.scores):
-                    logger.log_metrics({"wise_ft/val_acc": score}, step=round(100 * alpha))
-            table = ", ".join(f"{a:g}: {s:.4f}" for a, s in zip(self.curve.alphas, self.curve.scores))
-            rank_zero_info(f"WiSEFT: validation accuracy by alpha ({self.scope} interpolated): {table}")
+                    logger.log_metrics({name: sign * score}, step=round(100 * alpha))
+            table = ", ".join(f"{a:g}: {sign * s:.4f}" for a, s in zip(self.curve.alphas, self.curve.scores))
+            rank_zero_info(f"WiSEFT: validation {monitor} by alpha ({self.scope} interpolated): {table}")
         rank_zero_info(f"WiSEFT: kept alpha = {self.curve.best_alpha:g}")
         checkpoints = trainer.checkpoint_callback
         if checkpoints is not None and checkpoints.dirpath is not None:
@@ -128,6 +135,31 @@ class WiSEFT(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.reference, self.scope = state_dict["reference"], state_dict["scope"]
+
+
+def _selection_metric(model: pl.LightningModule) -> tuple[str, str]:
+    """The (metric, mode) the mix is chosen on: the model's task's, validation accuracy for a model without one."""
+    return model.task.monitor if isinstance(model, HasTask) else ("val/acc", "max")
+
+
+def _validation_score(trainer: pl.Trainer, model: pl.LightningModule, loader: Iterable[Any]) -> float:
+    """The task's selection metric over ``loader``, over every rank's shard of the validation set; top-1 accuracy
+    for a classifier (or a model without a task)."""
+    task = model.task if isinstance(model, HasTask) else None
+    if task is None or isinstance(task, Classification):
+        return _accuracy(trainer, model, loader)
+    was_training = model.training
+    model.eval()
+    metric = task.metric_for_selection().to(model.device)
+    temperature = model.calibration_temperature if isinstance(model, CalibratedModel) else torch.ones(())
+    with torch.no_grad(), trainer.precision_plugin.forward_context():
+        for batch in loader:
+            x, y = trainer.strategy.batch_to_device(batch)
+            if isinstance(x, Features):
+                raise ConfigError("Expected images in the validation batches for WiSEFT, but got cached features.")
+            metric.update(*task.metric_inputs(model(x).float(), y, temperature))
+    model.train(was_training)
+    return float(metric.compute())  # synchronised across ranks by torchmetrics
 
 
 def _accuracy(trainer: pl.Trainer, model: pl.LightningModule, loader: Iterable[Any]) -> float:

@@ -284,7 +284,9 @@ class TLKitCLI(LightningCLI):
         return Path(logger.log_dir) if logger is not None and getattr(logger, "log_dir", None) else None
 
     def _check_data(self) -> None:
-        """Load and check the data now, so a bad folder fails before any run folder or log line appears."""
+        """Load and check the data now, so a bad folder, or data whose targets the task cannot train on, fails before
+        any run folder or log line appears."""
+        self.model.check_targets(self.datamodule)
         if isinstance(self.datamodule, NamedClasses):
             self.datamodule.class_names()
 
@@ -309,12 +311,15 @@ class TLKitCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._check_checkpoint("validate")
+        self._select_checkpoint_metric()  # the checkpoint callback's state in the file is keyed by its monitor
 
     def before_test(self) -> None:
         self._check_checkpoint("test")
+        self._select_checkpoint_metric()  # the checkpoint callback's state in the file is keyed by its monitor
 
     def before_predict(self) -> None:
         self._check_checkpoint("predict")
+        self._select_checkpoint_metric()
         # Beside the checkpoint: in its run folder (<run>/predictions/), or the checkpoint's own folder.
         ckpt = self.invocation.ckpt_path
         run = run_folder_of(ckpt)

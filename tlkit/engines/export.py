@@ -1,5 +1,6 @@
-"""Shipping an adapted model: ONNX and TorchScript files of backbone + head (class probabilities), a JSON with the
-preprocessing and class names, and a verification against the checkpoint on real images.
+"""Shipping an adapted model: ONNX and TorchScript files of backbone + head + the task's post-processing (class or
+label probabilities, or regression values in their units), a JSON with the preprocessing, the names and the task's
+fitted state, and a verification against the checkpoint on real images.
 
 The JSON is all a deployment needs besides the model file: resize the shorter side to ``resize`` (PIL, with the
 named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with ``mean``/``std``, NCHW
@@ -42,7 +43,8 @@ ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 SPEC_FILE = "model.json"
-#: Largest |difference| of probabilities between the exported model and the checkpoint that an export accepts.
+#: Largest |difference| of outputs (probabilities, or standardised regression values times their std) between the
+#: exported model and the checkpoint that an export accepts.
 TOLERANCE = 1e-4
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -51,17 +53,20 @@ class VerificationError(ConfigError):
     """The exported model does not reproduce the checkpoint's probabilities within the tolerance."""
 
 
-class ProbabilityModel(nn.Module):
-    """Backbone + head + softmax of the logits divided by the model's fitted temperature (1 without temperature
-    scaling): images (N, 3, H, W) to class probabilities (N, classes); nothing else of the strategy (a domain
-    discriminator, a frozen copy) is part of it."""
+class ExportedModel(nn.Module):
+    """Backbone + head + the task's post-processing (`Task.postprocess`): images (N, 3, H, W) to what ``tlkit
+    predict`` returns, (N, outputs): class probabilities (softmax of the logits divided by the fitted temperature, 1
+    without temperature scaling), label probabilities (a sigmoid per label, the same temperature), or regression
+    values in the targets' units. Nothing else of the strategy (a domain discriminator, a frozen copy) is part of it.
+    """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float = 1.0) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, task: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
-        self.backbone, self.head, self.temperature = backbone, head, temperature
+        self.backbone, self.head, self.task = backbone, head, task
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (self.head(self.backbone(images)) / self.temperature).softmax(dim=-1)
+        return self.task.postprocess(self.head(self.backbone(images)), self.temperature)
 
 
 @dataclass
@@ -239,7 +244,7 @@ def _export_into(
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
     spec = preprocessing_spec(config)
-    network = ProbabilityModel(model.backbone, model.head, float(model.calibration_temperature)).eval()
+    network = ExportedModel(model.backbone, model.head, model.task, float(model.calibration_temperature)).eval()
     samples = verification_images(images)
     eager_inputs, expected = _eager_probabilities(network, samples, config)
     batch = np.stack([preprocess(image, spec) for image in samples])
@@ -255,7 +260,7 @@ def _export_into(
         if difference > tolerance:
             where = f" {locate_divergence(network.backbone, eager_inputs, opset)}." if name == "onnx" else ""
             raise VerificationError(
-                f"Expected the {name} export to reproduce the checkpoint's probabilities within {tolerance:g}, but "
+                f"Expected the {name} export to reproduce the checkpoint's outputs within {tolerance:g}, but "
                 f"the largest |difference| on {len(samples)} images is {difference:.3g};{where} The files are left "
                 f"in {str(directory)!r} for inspection."
             )
@@ -352,7 +357,7 @@ def _export_onnx(network: nn.Module, path: Path, opset: int, config: DataConfig)
             "formats", "formats whose packages are installed (ONNX: pip install 'tlkit[export]')", "onnx"
         ) from err
     batch = torch.export.Dim("batch", min=1)
-    session = _onnx_session(network, _example(config), path, opset, ["probabilities"], ({0: batch},))
+    session = _onnx_session(network, _example(config), path, opset, [network.task.output_name], ({0: batch},))
     return lambda batch_array: session.run(None, {"images": batch_array})[0]
 
 
@@ -401,11 +406,16 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "format_version": 1,
         "files": {name: path.name for name, path in report.files.items() if name != "spec"},
         "input": {"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
-        "output": {"name": "probabilities", "shape": ["batch", model.num_classes]},
+        "output": {"name": model.task.output_name, "shape": ["batch", model.num_classes]},
         "preprocessing": spec,
+        # The outputs' names in order: classes, labels, or regression targets.
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
         # Applied inside the exported model (its output is already calibrated); 1 without temperature scaling.
         "temperature": float(model.calibration_temperature),
+        # What the outputs are, and the task's fitted state: a multi-label model's decision thresholds (applied by
+        # the caller: a label is predicted when its probability is at or above its threshold), a regression's target
+        # mean and std (already applied inside the model: its outputs are in the targets' units).
+        "task": model.task.describe(),
         "strategy": class_path(type(model)),
         "backbone": model.backbone.name,
         "verification": {"images": report.images, "max_abs_difference": report.max_difference},

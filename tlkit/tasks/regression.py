@@ -72,7 +72,7 @@ class Regression(Task):
         return {
             "mae": MeanAbsoluteError(),
             "rmse": MeanSquaredError(squared=False),
-            "r2": R2Score(num_outputs=self.num_outputs, multioutput="uniform_average"),
+            "r2": R2Score(multioutput="uniform_average"),
         }
 
     def metric_inputs(self, outputs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> tuple:

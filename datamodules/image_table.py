@@ -1,0 +1,104 @@
+"""`ImageTableDataModule`: your own images listed in a CSV, TSV or JSON Lines table with their targets: a class, a
+set of labels, or numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlkit.datamodules.classification import ClassificationDataModule
+from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.folders import image_problem
+from tlkit.datamodules.tables import TargetColumns, read_table
+from tlkit.errors import ConfigError
+from tlkit.protocols import TargetKind
+
+
+class ImageTableDataModule(ClassificationDataModule):
+    """Images named in a table (``image_column``: a path, relative to the table's folder or absolute) with their
+    targets: a class per image (``label_column``), a set of labels per image (``multi_label``: a JSON list, or names
+    joined by ``label_separator``; for ``task: MultiLabel``), or one or more numbers (``target_columns``; for
+    ``task: Regression``).
+
+    Every row is checked before training: a missing or unreadable image, an empty label set, a label outside
+    ``classes``, or a missing, non-numeric, NaN or infinite target is one line naming the file and line.
+
+    Args:
+        train: the training table (.csv, .tsv or .jsonl).
+        val: a validation table; default: held out of ``train`` (``val_fraction``).
+        test: a test table; default: held out of ``train`` (``test_fraction``).
+        image_column: the column holding each image's path.
+        label_column: the column holding the class, or the set of labels.
+        multi_label: each row has a set of labels.
+        label_separator: what joins a row's labels when they are one string.
+        target_columns: numeric columns, one regression target each (``label_column`` is then not read).
+        classes: the class (or label) names in output order; default: those found in ``train``, sorted.
+        verify_images: decode every image once up front (catches truncated files before training).
+
+    The other arguments are `ClassificationDataModule`'s; ``labels_per_class`` keeps, for label sets, enough images
+    for every label to have that many.
+
+    Examples:
+        >>> dm = ImageTableDataModule("photos/train.csv", multi_label=True, label_column="tags")
+        >>> dm = ImageTableDataModule("scans/train.csv", target_columns=["severity"])
+    """
+
+    def __init__(
+        self,
+        train: str,
+        *,
+        val: str | None = None,
+        test: str | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
+        multi_label: bool = False,
+        label_separator: str = ";",
+        target_columns: list[str] | None = None,
+        classes: list[str] | None = None,
+        verify_images: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.targets = TargetColumns(
+            label_column,
+            multi_label,
+            label_separator,
+            tuple(target_columns) if target_columns is not None else None,
+            tuple(classes) if classes else None,
+        )
+
+    @property
+    def target_kind(self) -> TargetKind:
+        return self.targets.kind
+
+    def describe_source(self) -> str:
+        return repr(self.hparams.train)
+
+    def load_splits(self) -> tuple[list[str], dict[str, Split]]:
+        hp = self.hparams
+        tables = {
+            name: read_table(Path(path).expanduser(), {"image_column": hp.image_column, **self.targets.columns()})
+            for name, path in (("train", hp.train), ("val", hp.val), ("test", hp.test))
+            if path is not None
+        }
+        names, targets = self.targets.read(tables)
+        splits = {}
+        for name, rows in tables.items():
+            if not rows:
+                raise ConfigError(f"Expected rows in the {name} table {hp[name]!r}, but it has none.")
+            folder = Path(hp[name]).expanduser().parent
+            splits[name] = Split([self._image_path(row, where, folder) for row, where in rows], targets[name])
+        return names, splits
+
+    def _image_path(self, row: dict, where: str, folder: Path) -> Path:
+        column = self.hparams.image_column
+        value = str(row.get(column) or "").strip()
+        if not value:
+            raise ConfigError(f"Expected an image path in `{column}` of every row, but {where} has none.")
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else folder / path
+        if not path.is_file():
+            raise ConfigError(f"Expected the image {value!r} of {where} to exist, but {str(path)!r} does not.")
+        problem = image_problem(path, self.hparams.verify_images)
+        if problem is not None:
+            raise ConfigError(f"Expected a readable image at {where}, but {str(path)!r} is {problem}.")
+        return path
