@@ -2,17 +2,18 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import quiet_trainer
 from tlkit.backbones import Backbone
 from tlkit.cli import main
-from tlkit.datamodules import DigitsDataModule
+from tlkit.datamodules import DigitsDataModule, MultiDigitsDataModule
 from tlkit.engines.model_ranking import SCORES, markdown_table, rank_backbones, rank_layers, write_results
 from tlkit.errors import ConfigError
 from tlkit.features import FeatureCache
-from tlkit.functional import logme
+from tlkit.functional import logme, logme_evidence, logme_targets
 from tlkit.strategies import FeatureExtraction
 
 
@@ -167,3 +168,18 @@ def test_only_the_requested_scores_are_computed():
 def test_bad_score_selection_is_refused_before_any_forward_pass(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         rank_backbones(digits(), ["no_such_model"], **kwargs)
+
+
+@pytest.mark.parametrize("targets", ["labels", "sum"])
+def test_ranking_scores_label_sets_and_numbers_in_their_own_forms(targets):
+    """LogME as the mean over labels (or standardised targets), the baselines as micro-F1 (or R²); LEEP, NCE and
+    H-score, defined for one class per example, left out. Pretrained features rank above random ones."""
+    data = MultiDigitsDataModule(targets=targets, num_images=300, image_size=32)
+    results = rank_backbones(data, ["tf_efficientnet_lite0", "tf_efficientnet_lite0@null"])
+    assert [r.candidate for r in results] == ["tf_efficientnet_lite0", "tf_efficientnet_lite0@null"]
+    for result in results:
+        assert result.scores["leep"] is None and result.scores["nce"] is None and result.scores["h_score"] is None
+        assert all(np.isfinite(result.scores[s]) for s in ("logme", "knn_accuracy", "linear_probe_accuracy"))
+    features, labels = torch.randn(60, 8, dtype=torch.float64), torch.randn(60, 2, dtype=torch.float64)
+    expected = [logme_evidence(features, (c - c.mean()) / c.std())[0] for c in labels.T]
+    assert logme_targets(features, labels, standardise=True) == pytest.approx(sum(expected) / 2)

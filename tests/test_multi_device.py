@@ -1,7 +1,8 @@
 """Runs on two devices (2 CPU processes, gloo) through the console script with the defaults users get: the progress
 bar on, every collective entered by every rank. Each shipped config family finishes with its ranks bitwise equal:
 text through gradual unfreezing's phase changes (the DDP wrapper rebuilt at each), domain adaptation with its
-discriminator training. (Classification's run is the DDP journey in test_user_journey.py, resumed mid-epoch.)"""
+discriminator training, multi-label with its thresholds and temperature fitted on both ranks' validation outputs.
+(Classification's run is the DDP journey in test_user_journey.py, resumed mid-epoch.)"""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
             "--data.init_args.labels_per_class=8",
             "--model.init_args.temperature_scaling=true",
         ]
+    elif family == "multilabel":
+        config = "multidigits_multilabel.yaml"
+        extra = [*TINY_IMAGE_MODEL, "--data.init_args.num_images=160"]
     else:
         config = "domain_adaptation/digits_m_dann.yaml"
         extra = TINY_IMAGE_MODEL
@@ -43,11 +47,11 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
 
 #: Per family: how many epochs (text: gradual unfreezing every 2 epochs, so both layers of the tiny BERT unfreeze),
 #: and what must have trained besides the backbone.
-EPOCHS = {"text": 5, "domain_adaptation": 2}
-MOVES = {"text": "head.", "domain_adaptation": "discriminator."}
+EPOCHS = {"text": 5, "domain_adaptation": 2, "multilabel": 2}
+MOVES = {"text": "head.", "domain_adaptation": "discriminator.", "multilabel": "head."}
 
 
-@pytest.mark.parametrize("family", ["text", "domain_adaptation"])
+@pytest.mark.parametrize("family", ["text", "domain_adaptation", "multilabel"])
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
@@ -68,6 +72,9 @@ def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family
     if family == "text":
         assert rank0["trainable"] == ["layer.0", "layer.1"]  # two phase changes, each with the wrapper rebuilt
         assert float(rank0["final"]["calibration_temperature"]) != 1.0  # fitted, and equal on both ranks
+    if family == "multilabel":
+        assert not torch.all(rank0["final"]["task.thresholds"] == 0.5)  # fitted, and equal on both ranks
+        assert float(rank0["final"]["calibration_temperature"]) != 1.0
 
 
 def test_sigterm_stops_every_rank_of_a_two_device_run(tmp_path):

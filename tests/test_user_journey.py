@@ -134,6 +134,19 @@ def test_the_lora_config_killed_and_resumed_ends_bitwise_with_adapter_only_check
     assert any("lora_A" in k for k in state)
 
 
+def test_the_multi_label_config_killed_and_resumed_ends_bitwise_with_its_thresholds(tmp_path):
+    run = shipped(
+        "multidigits_multilabel.yaml",
+        *TINY_IMAGE_MODEL,
+        "--data.init_args.num_images=160",  # 4 training batches an epoch
+        "--trainer.max_epochs=2",
+        "--checkpoint.every_n_train_steps=1",
+    )
+    last = _kill_and_resume_matches_a_straight_run(tmp_path, run, "multidigits_multilabel", kill_step=5)
+    thresholds = weights(last)["task.thresholds"]
+    assert not torch.all(thresholds == 0.5)  # fitted on validation, and resumed into the same values
+
+
 def test_the_text_config_killed_and_resumed_ends_bitwise(tmp_path, tiny_bert):
     run = shipped(
         "text_gradual_unfreezing.yaml",

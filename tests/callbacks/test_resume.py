@@ -3,7 +3,7 @@ the uninterrupted run, for every schedule form."""
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from tests.callbacks._helpers import loaders, max_difference, model, trainer
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
@@ -83,3 +83,56 @@ def test_a_half_written_checkpoint_of_a_killed_run_is_removed_and_a_live_ones_ke
     elsewhere.write_bytes(b"")
     assert remove_abandoned_partials(tmp_path / "logs" / "run") == [dead]
     assert live.exists() and elsewhere.exists() and str(os.getpid()) in live.name
+
+
+class Killed(Exception):
+    pass
+
+
+class StopAtStep(Callback):
+    """Stops the fit as a kill would, after the checkpoint of step ``step`` (mid-epoch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise Killed
+
+
+class LastCheckpointSteps(Callback):
+    """Records the global step ``last.ckpt`` holds at the start of every training batch."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.steps = folder, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        path = self.folder / "last.ckpt"
+        self.steps.append(torch.load(path, weights_only=True)["global_step"] if path.exists() else None)
+
+
+def test_step_saves_refresh_last_after_a_resume_and_wait_for_the_validation_ending_an_epoch(tmp_path):
+    from tlkit.callbacks import ResumableCheckpoint
+
+    train, val = loaders()  # 4 steps an epoch
+
+    def every_step() -> ResumableCheckpoint:
+        return ResumableCheckpoint(
+            tmp_path / "ckpt", monitor="val/acc", mode="max", save_last=True, every_n_train_steps=1
+        )
+
+    killed = trainer(tmp_path, [every_step(), StopAtStep(5)], max_epochs=2)
+    with pytest.raises(Killed):
+        killed.fit(model(temperature_scaling=True), train, val)
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 5
+    recorder = LastCheckpointSteps(tmp_path / "ckpt")
+    resumed = model(temperature_scaling=True)
+    trainer(tmp_path, [every_step(), recorder], max_epochs=2).fit(
+        resumed, train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+    )
+    # Each step since the resume is in last.ckpt before the next starts, with no validation yet to name a metric.
+    assert recorder.steps == [5, 6, 7]
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    # Step 8 ends the epoch: saved after its validation, with the temperature that validation fitted.
+    assert last["global_step"] == 8
+    assert last["state_dict"]["calibration_temperature"] == resumed.calibration_temperature

@@ -3,9 +3,9 @@
 Changing which parameters train in the middle of a fit (`ProgressiveUnfreezing`) needs two things Lightning has no
 public hook for: re-wrapping the model in DistributedDataParallel, and telling whether the model is compiled.
 `ResumableCheckpoint` overrides three private methods of ModelCheckpoint (refreshing ``last.ckpt`` at every save
-point, writing each file atomically) and sets two of its attributes; `TLKitCLI` overrides three of LightningCLI's. A
-Lightning release that renames any of these fails here with a message naming them, not deep inside a training step
-or a checkpoint save.
+point, writing each file atomically), calls two more and sets three of its attributes; `TLKitCLI` overrides three of
+LightningCLI's. A Lightning release that renames any of these fails here with a message naming them, not deep inside
+a training step or a checkpoint save.
 """
 
 from __future__ import annotations
@@ -25,13 +25,23 @@ WRITTEN_FOR = (Version("2.4"), Version("2.7"))
 #: The private methods tlkit calls or overrides, by class: every one of them, listed (a test keeps this complete).
 PRIVATE_API: dict[type, tuple[str, ...]] = {
     DDPStrategy: ("_setup_model", "_register_ddp_hooks"),  # ProgressiveUnfreezing: `rebuild_ddp_wrapper`
-    ModelCheckpoint: ("_save_topk_checkpoint", "_save_last_checkpoint", "_save_checkpoint"),  # ResumableCheckpoint
+    # ResumableCheckpoint: three overridden, two called (whether this step was saved; the metrics a save names).
+    ModelCheckpoint: (
+        "_monitor_candidates",
+        "_save_topk_checkpoint",
+        "_save_last_checkpoint",
+        "_save_checkpoint",
+        "_should_skip_saving_checkpoint",
+    ),
     # TLKitCLI: seeding `true` truly at random, the checkpoint's config read before parsing, a refused resume undone.
     LightningCLI: ("_set_seed", "_parse_ckpt_path", "_run_subcommand"),
 }
 #: The private attributes of a ModelCheckpoint that ResumableCheckpoint sets (``kth_value``: the "worst so far"
-#: sentinel; ``_last_checkpoint_saved``: what Lightning's own bookkeeping reads after a save).
-PRIVATE_STATE: dict[type, tuple[str, ...]] = {ModelCheckpoint: ("kth_value", "_last_checkpoint_saved")}
+#: sentinel; ``_last_checkpoint_saved``: what Lightning's own bookkeeping reads after a save) or reads
+#: (``_every_n_train_steps``).
+PRIVATE_STATE: dict[type, tuple[str, ...]] = {
+    ModelCheckpoint: ("kth_value", "_last_checkpoint_saved", "_every_n_train_steps")
+}
 _warned = False
 
 
@@ -55,6 +65,18 @@ def check_lightning_version() -> None:
             f"tlkit re-wraps DDP and saves checkpoints through Lightning's private API, written for Lightning "
             f"{WRITTEN_FOR[0]} to below {WRITTEN_FOR[1]}; this is {lightning.__version__}."
         )
+
+
+def validation_follows_this_batch(trainer: pl.Trainer) -> bool:
+    """Whether the training batch that just ended is the last of an epoch that ends with validation (as the fit loop
+    decides it: validation enabled, and every ``check_val_every_n_epoch``-th epoch)."""
+    every = trainer.check_val_every_n_epoch
+    validating_epoch = every is None or (trainer.current_epoch + 1) % every == 0
+    return (
+        bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        and trainer.enable_validation
+        and validating_epoch
+    )
 
 
 def rebuild_ddp_wrapper(trainer: pl.Trainer) -> bool:

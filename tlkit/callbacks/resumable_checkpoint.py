@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from typing_extensions import override
 
-from tlkit.callbacks._lightning_internals import check_lightning_version
+from tlkit.callbacks._lightning_internals import check_lightning_version, validation_follows_this_batch
 from tlkit.callbacks._monitor import check_monitor_is_logged
 from tlkit.errors import config_error
 
@@ -25,6 +25,12 @@ class ResumableCheckpoint(ModelCheckpoint):
     step, so with a monitored metric and ``save_top_k=1`` it usually holds the best epoch, not the latest, and
     resuming from it silently repeats epochs. Here every save point (each epoch, and every ``every_n_train_steps``
     when configured) refreshes ``last.ckpt`` whether or not the metric improved.
+
+    A step save (``every_n_train_steps``) that falls on an epoch's last batch waits for the validation that follows,
+    so the checkpoint of that step holds what the model fits on validation (a temperature, decision thresholds)
+    whether the run validated before it or was resumed and has not (Lightning would otherwise save a straight run
+    before that validation and a resumed one, which has no monitored value yet, after it). A resumed run's step
+    saves before its first validation refresh ``last.ckpt`` (Lightning would skip them for want of the metric).
 
     Each checkpoint is written to a temporary file in the same folder and renamed over the target, so a run killed
     while saving (SIGKILL, out of memory) leaves the previous checkpoint intact instead of a truncated one.
@@ -39,6 +45,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         check_lightning_version()  # the three private methods overridden below
         super().__init__(*args, **kwargs)
         self._last_written_at: tuple[int, int] | None = None
+        #: A step save that waits for the validation right after its batch.
+        self._save_after_validation = False
 
     def use_monitor(self, monitor: str, mode: str) -> None:
         """Select on another metric before training starts (the `tlkit` command's per-strategy default), resetting
@@ -56,6 +64,26 @@ class ResumableCheckpoint(ModelCheckpoint):
         if self.monitor is not None:
             check_monitor_is_logged(trainer, self.monitor, "checkpoint")
         super().on_validation_end(trainer, pl_module)
+        if self._save_after_validation and not trainer.sanity_checking:
+            self._save_after_validation = False
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))  # and last.ckpt
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        steps = self._every_n_train_steps
+        step_save = steps >= 1 and trainer.global_step % steps == 0 and not self._should_skip_saving_checkpoint(trainer)
+        if step_save and validation_follows_this_batch(trainer):
+            self._save_after_validation = True  # with what that validation fits (see the class's docstring)
+            return
+        if step_save and self.monitor is not None and self.monitor not in trainer.callback_metrics:
+            # A resumed run has no monitored value until it validates; Lightning would save nothing until then, so
+            # a second kill would lose every step since the resume. last.ckpt needs no metric.
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @override
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:

@@ -11,6 +11,10 @@ that follows on the same data reuses the features instead of computing them agai
 - ``h_score``: class separation whitened by the feature covariance (Bao et al., 2019);
 - ``knn_accuracy`` and ``linear_probe_accuracy``: cross-validated on the training features, the honest baselines.
 
+For label sets (multi-label data) LogME is the mean over labels and the baselines score micro-F1; for numeric
+targets LogME is the mean over the (standardised) targets (You et al. define it for regression) and the baselines,
+a k-NN and a ridge regression, score R²; LEEP, NCE and H-score, defined for one class per example, do not apply.
+
 Examples:
     >>> results = rank_backbones(DigitsDataModule(labels_per_class=10), ["tf_efficientnet_lite0", "resnet18"])
     >>> print(markdown_table(results))
@@ -35,7 +39,8 @@ from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules import ImageDataModule
 from tlkit.errors import ConfigError, config_error
 from tlkit.features import FeatureCache, FeatureServing
-from tlkit.functional import h_score, leep, logme, nce
+from tlkit.functional import h_score, leep, logme, logme_targets, nce
+from tlkit.protocols import DescribesTargets, TargetKind
 
 Score = Literal["logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy"]
 SCORES: tuple[Score, ...] = ("logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy")
@@ -65,9 +70,18 @@ def score_features(
     seed: int = 0,
     scores: Sequence[Score] = SCORES,
     progress: Progress | None = None,
+    kind: TargetKind = "class",
 ) -> tuple[dict[str, float | None], dict[str, float]]:
     """The requested ``scores`` of ``features`` for ``labels`` (None for one not requested or not applicable);
-    returns (scores, seconds per computed score). ``progress`` is told each score as it is computed."""
+    returns (scores, seconds per computed score). ``progress`` is told each score as it is computed. ``kind`` says
+    what ``labels`` are: class indices (N,), multi-hot label sets or numeric targets (N, K)."""
+    if kind != "class":
+        computations = {
+            "logme": lambda: logme_targets(features, labels, standardise=kind == "values"),
+            "knn_accuracy": lambda: _cross_validated_targets(features, labels, seed, "knn", kind),
+            "linear_probe_accuracy": lambda: _cross_validated_targets(features, labels, seed, "linear", kind),
+        }
+        return _compute(computations, scores, progress)
     num_classes = int(labels.max()) + 1
     needs_source = source_probabilities is not None
     computations: dict[str, Callable[[], float]] = {
@@ -78,10 +92,19 @@ def score_features(
         "knn_accuracy": lambda: _cross_validated(features, labels, seed, "knn"),
         "linear_probe_accuracy": lambda: _cross_validated(features, labels, seed, "linear"),
     }
+    if not needs_source:
+        del computations["leep"], computations["nce"]
+    return _compute(computations, scores, progress)
+
+
+def _compute(
+    computations: dict[str, Callable[[], float]], scores: Sequence[Score], progress: Progress | None
+) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Each requested score that applies (has a computation), in `SCORES` order; the others None."""
     values: dict[str, float | None] = dict.fromkeys(SCORES)
     seconds: dict[str, float] = {}
     for name in SCORES:
-        if name not in scores or (name in ("leep", "nce") and not needs_source):
+        if name not in scores or name not in computations:
             continue
         started = time.perf_counter()
         values[name] = computations[name]()
@@ -112,6 +135,39 @@ def _cross_validated(features: torch.Tensor, labels: torch.Tensor, seed: int, ki
     else:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.1))
     return float(cross_val_score(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
+
+
+def _cross_validated_targets(
+    features: torch.Tensor, targets: torch.Tensor, seed: int, kind: Literal["knn", "linear"], target_kind: TargetKind
+) -> float:
+    """The baselines' forms for label sets (k-NN and one-vs-rest logistic regression, micro-F1) and numeric targets
+    (k-NN and ridge regression, R²), over shuffled folds of the training features."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = features.double().numpy(), targets.double().numpy().reshape(len(targets), -1)
+    folds = min(FOLDS, len(x))
+    if target_kind == "labels":
+        y = y.astype(np.int64)
+        if kind == "knn":
+            model = KNeighborsClassifier(n_neighbors=min(5, len(x) - 1), metric="cosine")
+        else:
+            model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=500, C=0.1)))
+        scoring = "f1_micro"
+    else:
+        y = y[:, 0] if y.shape[1] == 1 else y
+        if kind == "knn":
+            model = KNeighborsRegressor(n_neighbors=min(5, len(x) - 1), metric="cosine")
+        else:
+            # The penalty chosen by leave-one-out within each fold (features often outnumber images); unscaled: a
+            # feature nearly constant in training would be blown up by standardising and swamp the held-out fold.
+            model = RidgeCV(alphas=np.logspace(-2, 5, 15))
+        scoring = "r2"
+    return float(cross_val_score(model, x, y, cv=KFold(folds, shuffle=True, random_state=seed), scoring=scoring).mean())
 
 
 def _candidate_backbone(candidate: str | Backbone, weights: str | None) -> tuple[str, Backbone]:
@@ -195,8 +251,9 @@ def rank_backbones(
         features, labels, feature_seconds = _training_features(datamodule, backbone, cache)
         if progress is not None:
             progress(f"[{position}/{len(named)}] {name}: features of {len(labels)} images in {feature_seconds:.1f} s")
-        source = _source_probabilities(backbone, features)
-        values, seconds = score_features(features, labels, source, seed, scores, progress)
+        kind = _target_kind(datamodule)
+        source = _source_probabilities(backbone, features) if kind == "class" else None
+        values, seconds = score_features(features, labels, source, seed, scores, progress, kind)
         results.append(Ranked(name, backbone.num_features, values, feature_seconds, seconds))
     return sort_results(results, sort_by)
 
@@ -235,9 +292,13 @@ def rank_layers(
         features = torch.cat(outputs)
         if progress is not None:
             progress(f"[{position}/{len(per_group)}] {group.name}: {features.shape[1]} features")
-        values, seconds = score_features(features, targets, None, seed, scores, progress)
+        values, seconds = score_features(features, targets, None, seed, scores, progress, _target_kind(datamodule))
         results.append(Ranked(group.name, features.shape[1], values, forward_seconds, seconds))
     return sort_results(results, sort_by) if sort_by is not None else results
+
+
+def _target_kind(datamodule: ImageDataModule) -> TargetKind:
+    return datamodule.target_kind if isinstance(datamodule, DescribesTargets) else "class"
 
 
 def _check_scores(scores: Sequence[str], sort_by: str | None) -> None:
@@ -273,7 +334,10 @@ def markdown_table(results: Sequence[Ranked], sort_by: Score | None = "logme") -
         cells.append(f"{result.feature_seconds:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     order = f"Ranked by `{sort_by}`" if sort_by is not None else "Layer groups input to output"
-    return "\n".join(lines) + f"\n\n{order}; higher is better for every score."
+    return "\n".join(lines) + (
+        f"\n\n{order}; higher is better for every score (the baselines score micro-F1 for label sets and R² for "
+        "numbers)."
+    )
 
 
 def write_results(results: Sequence[Ranked], directory: str | Path) -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ from tlkit.functional.transferability import (
     leep,
     logme,
     logme_evidence,
+    logme_targets,
     nce,
 )
 from tlkit.functional.validators import bnm_score, im_score, snd_score
@@ -33,6 +34,7 @@ __all__ = [
     "leep",
     "logme",
     "logme_evidence",
+    "logme_targets",
     "im_score",
     "information_maximization_loss",
     "l2_penalty",

@@ -74,6 +74,17 @@ def logme(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None 
     return float(sum(evidences) / num_classes)
 
 
+def logme_targets(features: torch.Tensor, targets: torch.Tensor, standardise: bool = False) -> float:
+    """LogME over target columns (You et al., 2021): the mean per-sample log evidence of one Bayesian linear model
+    per column of ``targets`` (N, K): each label's 0/1 column for label sets, each numeric target (``standardise``:
+    scaled to zero mean and unit variance first, so targets in different units weigh alike) for regression."""
+    columns = targets.double().reshape(len(targets), -1)
+    if standardise:
+        columns = (columns - columns.mean(dim=0)) / columns.std(dim=0).clamp_min(1e-12)
+    evidences = [logme_evidence(features, columns[:, k])[0] for k in range(columns.shape[1])]
+    return float(sum(evidences) / len(evidences))
+
+
 def leep(source_probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> float:
     """LEEP (Nguyen et al., ICML 2020): the mean log-likelihood of the target labels under the "dummy" classifier
     that maps the source classifier's predictions through the empirical conditional P(target | source class).
