@@ -23,7 +23,10 @@ def build_parser() -> SubcommandParser:
     )
     parser.add_argument("--opset", type=int, default=18, help="The ONNX opset.")
     parser.add_argument(
-        "--tolerance", type=float, default=TOLERANCE, help="Largest |difference| of probabilities accepted."
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="Largest |difference| of outputs (probabilities, or regression values) accepted.",
     )
     return parser
 
