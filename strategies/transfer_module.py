@@ -156,6 +156,9 @@ class TransferModule(LightningModule):
         #: and, beside it when temperature scaling is on, without; None for a task without probabilities.
         self.test_ece = self.task.calibration_error()
         self.unscaled_ece = self.task.calibration_error()
+        #: The validation probabilities (temperature-scaled) against the truth, drawn as a reliability diagram and reset
+        #: by `TensorBoardReport` (not logged as a metric; not in checkpoints).
+        self.val_calibration = self.task.calibration_error()
         #: Validation predictions against labels, drawn and reset by `TensorBoardReport` (not in checkpoints); None
         #: for a task without one class per example.
         self.confusion = MulticlassConfusionMatrix(num_classes) if isinstance(self.task, Classification) else None
@@ -338,6 +341,8 @@ class TransferModule(LightningModule):
         if stage == "val":
             if self.confusion is not None:
                 self.confusion.update(logits, y)
+            if self.val_calibration is not None:
+                self.val_calibration.update(*self.task.calibration_inputs(logits.detach(), y, temperature))
             if (self.temperature_scaling or self.task.fits_on_validation) and not self.trainer.sanity_checking:
                 # Gathered from every rank at each step, where every rank enters the collective at the same point
                 # (at the epoch's end rank 0's progress bar may already be in Lightning's metric sync).

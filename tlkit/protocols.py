@@ -119,6 +119,15 @@ class NamedClassifier(Protocol):
 
 
 @runtime_checkable
+class CalibrationTracking(Protocol):
+    """A model that accumulates its validation probabilities against the truth in a torchmetrics calibration-error
+    metric (states ``confidences`` and ``accuracies``; None for a task without probabilities), for `TensorBoardReport`
+    to draw as a reliability diagram and reset once per validation."""
+
+    val_calibration: Any
+
+
+@runtime_checkable
 class CalibratedModel(Protocol):
     """A model whose probabilities are its logits divided by a fitted temperature (every `TransferModule`; 1 without
     temperature scaling)."""

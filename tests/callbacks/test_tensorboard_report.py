@@ -1,5 +1,6 @@
 """What a user finds in TensorBoard after `tlkit fit` with a shipped config and the defaults: the augmented batch,
-the confusion matrix with class names, the worst-classified images, per-class accuracy, the resolved config,
+the confusion matrix with class names, the worst-classified images, the reliability diagram, per-class accuracy,
+the resolved config,
 ``hp_metric`` at the best monitored value, and learning-rate curves only for the groups that train."""
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ def test_a_gradual_unfreezing_run_shows_what_users_look_for(tmp_path):
     events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"train/augmented_batch", "val/confusion_matrix", "val/worst_examples"} <= set(tags["images"])
-    for tag in ("val/confusion_matrix", "val/worst_examples"):
+    assert {"train/augmented_batch", "val/confusion_matrix", "val/worst_examples", "val/reliability"} <= set(
+        tags["images"]
+    )
+    for tag in ("val/confusion_matrix", "val/worst_examples", "val/reliability"):
         image = Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string))
         assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 10, tag  # a drawn figure
     assert {f"val/class_acc/{digit}" for digit in range(10)} <= set(tags["scalars"])

@@ -100,3 +100,15 @@ def test_what_a_task_or_strategy_cannot_do_is_one_line_before_training(build, me
 def test_multi_label_pos_weights_must_match_the_labels():
     with pytest.raises(ConfigError, match=r"`task.pos_weight` to be one number per label \(3\)"):
         FineTuning("test_resnet", weights=None, num_classes=3, task=MultiLabel(pos_weight=[1.0, 2.0]))
+
+
+def test_the_reliability_diagram_bins_confidence_against_how_often_it_was_right():
+    from tlkit.callbacks.tensorboard_report import reliability_figure
+
+    confidences = torch.tensor([0.95, 0.95, 0.95, 0.95, 0.15, 0.15])
+    accuracies = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # 95% confident, half right; 15%, never
+    figure = reliability_figure(confidences, accuracies)
+    bars = [patch.get_height() for patch in figure.axes[0].patches]
+    assert sorted(h for h in bars if h > 0) == [0.5]  # the 0.95 bin: right half the time; the 0.15 bin: never
+    expected = (4 * abs(0.5 - 0.95) + 2 * abs(0.0 - 0.15)) / 6
+    assert figure.axes[0].get_title() == f"ECE {100 * expected:.1f}% (6 predictions)"

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.utilities import dim_zero_cat
 from typing_extensions import override
 
 from tlkit.callbacks._images import images_of, unnormalised
 from tlkit.errors import config_error
-from tlkit.protocols import ConfusionTracking, NamedClassifier
+from tlkit.protocols import CalibrationTracking, ConfusionTracking, NamedClassifier
+from tlkit.tasks import ECE_BINS
 
 
 class TensorBoardReport(Callback):
@@ -28,6 +30,9 @@ class TensorBoardReport(Callback):
     - ``val/worst_examples``: the validation images with the highest loss, each titled true -> predicted
       (probability), from rank 0's share of the first ``worst_pool`` validation images. Costs one more forward pass
       of those images.
+    - ``val/reliability`` every validation: the reliability diagram of the validation probabilities (temperature-scaled
+      when fitted) in 15 bins, how often a prediction of each confidence was right (top-1 for classes; how often a
+      label of each probability was present, for label sets), with the ECE. Over every rank's validation split.
     - ``hp_metric``: the best value so far of the metric checkpoints select on (``val/acc``, ``val/im``), so the
       HParams tab compares runs by what they achieved (Lightning leaves it at -1).
 
@@ -73,6 +78,18 @@ class TensorBoardReport(Callback):
 
         shown = unnormalised(images[: self.train_images].detach().float().cpu(), trainer)
         writer.add_image("train/augmented_batch", make_grid(shown, nrow=8, padding=2), 0)
+
+    def _log_reliability(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metric = pl_module.val_calibration if isinstance(pl_module, CalibrationTracking) else None
+        if metric is None or not metric.update_called:
+            return
+        # Every rank gathers (a collective), in the same place as the confusion matrix's compute below.
+        confidences, accuracies = _gathered_calibration(metric)
+        metric.reset()
+        writer = _writer(trainer)
+        if trainer.sanity_checking or writer is None or len(confidences) == 0:
+            return
+        writer.add_figure("val/reliability", reliability_figure(confidences, accuracies), trainer.global_step)
 
     def _log_best(self, trainer: pl.Trainer) -> None:
         """``hp_metric``: the best monitored value so far, this validation's included (ModelCheckpoint, which runs
@@ -128,6 +145,7 @@ class TensorBoardReport(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._log_best(trainer)
+        self._log_reliability(trainer, pl_module)
         if not isinstance(pl_module, ConfusionTracking) or pl_module.confusion is None:
             return
         if not pl_module.confusion.update_called:
@@ -151,6 +169,41 @@ class TensorBoardReport(Callback):
         if self._worst:
             worst = sorted(self._worst, reverse=True)
             writer.add_figure("val/worst_examples", worst_figure(worst, names, trainer), step)
+
+
+def _gathered_calibration(metric: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A calibration-error metric's (confidences, accuracies) over every rank (a collective under DDP)."""
+    with metric.sync_context():
+        return dim_zero_cat(metric.confidences).float().cpu(), dim_zero_cat(metric.accuracies).float().cpu()
+
+
+def reliability_figure(confidences: torch.Tensor, accuracies: torch.Tensor, bins: int = ECE_BINS) -> Any:
+    """A reliability diagram: per equal-width confidence bin, the share right (bars) against the diagonal of perfect
+    calibration, each bin's count under it, and the expected calibration error in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    index = (confidences * bins).long().clamp(0, bins - 1)
+    counts = torch.bincount(index, minlength=bins).float()
+    right = torch.bincount(index, weights=accuracies, minlength=bins) / counts.clamp_min(1)
+    mean_confidence = torch.bincount(index, weights=confidences, minlength=bins) / counts.clamp_min(1)
+    ece = float((counts / counts.sum().clamp_min(1) * (right - mean_confidence).abs()).sum())
+    centres = (torch.arange(bins) + 0.5) / bins
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.bar(centres.numpy(), right.numpy(), width=1 / bins, edgecolor="black", color="tab:blue", label="observed")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    for x, n in zip(centres.tolist(), counts.tolist()):
+        if n:
+            axes.text(x, 0.01, str(int(n)), ha="center", va="bottom", fontsize=6, rotation=90)
+    axes.set_xlim(0, 1), axes.set_ylim(0, 1)
+    axes.set_xlabel("predicted probability")
+    axes.set_ylabel("observed frequency")
+    axes.set_title(f"ECE {100 * ece:.1f}% ({int(counts.sum())} predictions)")
+    axes.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def confusion_figure(matrix: torch.Tensor, names: list[str]) -> Any:
