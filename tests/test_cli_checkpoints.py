@@ -148,6 +148,14 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
             r"`model\.optimizer` to have arguments it accepts.*Invalid learning rate: -0\.1",
         ),
         (["--trainer.strategy=fsdp"], r"`trainer\.strategy` to be a strategy the accelerator .* can run.*got 'fsdp'"),
+        # The task and the data's targets: checked before any run folder exists.
+        (["--model.task=MultiLabel"], r"serves label sets for task MultiLabel, but DigitsDataModule serves one class"),
+        (
+            ["--model.task=Regression", "--data=MultiDigitsDataModule"],
+            r"numeric targets for task Regression, but Multi",
+        ),
+        (["--model.task=MultiLabel", "--model.task.threshold=1.5"], r"`task\.threshold` to be in \(0, 1\)"),
+        (["--model=DANN", "--model.task=MultiLabel"], r"`task` to be Classification for DANN"),
         pytest.param(
             ["--trainer.accelerator=gpu"],
             r"`trainer\.accelerator` to be one this machine has \(auto, cpu\), but got 'gpu'",
