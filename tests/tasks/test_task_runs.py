@@ -116,3 +116,27 @@ def test_feature_extraction_trains_a_multi_label_head_on_cached_features():
         "test/exact_match",
         "test/ece",
     }
+
+
+def test_a_text_backbone_learns_label_sets_and_numbers_from_text_tables(tmp_path, tiny_bert):
+    from tlkit.datamodules import TextFileDataModule
+
+    words = {"sea": "waves", "sun": "beach", "snow": "peaks"}
+    rows = []
+    for i in range(48):
+        tags = [tag for k, tag in enumerate(words) if (i >> k) & 1] or ["sun"]
+        rows.append({"text": " ".join(words[t] for t in tags) + f" day {i}", "tags": tags, "length": len(tags)})
+    table = tmp_path / "posts.jsonl"
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for task, data in (
+        (MultiLabel(), TextFileDataModule(str(table), label_column="tags", multi_label=True, batch_size=8)),
+        (Regression(), TextFileDataModule(str(table), target_columns=["length"], batch_size=8)),
+    ):
+        model = FineTuning(f"hf:{tiny_bert}", task=task)
+        trainer = quiet_trainer(max_epochs=2)
+        trainer.fit(model, data)
+        result = trainer.test(model, data, verbose=False)[0]
+        assert ("test/map" if isinstance(task, MultiLabel) else "test/mae") in result
+        predicted = torch.cat(trainer.predict(model, data))
+        assert predicted.shape == (len(data.splits["test"].labels), model.num_classes)
+    assert 1.0 <= float(model.task.target_mean) <= 3.0  # the number of tags, learnt in its own units
