@@ -57,6 +57,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/text_classification.py
 	$(BIN)/python benchmarks/self_training_collapse.py
 	$(BIN)/python benchmarks/calibration.py
+	$(BIN)/python benchmarks/tasks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

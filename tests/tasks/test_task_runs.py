@@ -140,3 +140,18 @@ def test_a_text_backbone_learns_label_sets_and_numbers_from_text_tables(tmp_path
         predicted = torch.cat(trainer.predict(model, data))
         assert predicted.shape == (len(data.splits["test"].labels), model.num_classes)
     assert 1.0 <= float(model.task.target_mean) <= 3.0  # the number of tags, learnt in its own units
+
+
+def test_lora_adapters_train_a_multi_label_model_and_bss_a_regression():
+    from tlkit.backbones import Adapter
+    from tlkit.strategies.regularization import BSS
+
+    lora = FineTuning("test_vit", weights=None, task=MultiLabel(), adapter=Adapter(rank=2, target_modules=["qkv"]))
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=3)
+    before = {k: v.clone() for k, v in lora.state_dict().items() if "lora_" in k}
+    trainer.fit(lora, canvases("labels"))
+    assert any(not torch.equal(before[k], v) for k, v in lora.state_dict().items() if k in before)
+    bss = FineTuning("test_resnet", weights=None, task=Regression(), bss=BSS(weight=0.01))
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=3)
+    trainer.fit(bss, canvases("sum"))
+    assert "train/bss_step" in trainer.logged_metrics and "val/mae" in trainer.logged_metrics
