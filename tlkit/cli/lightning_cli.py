@@ -119,6 +119,11 @@ class TLKitCLI(LightningCLI):
         # pytree API it has not caught up with yet. Neither is anything a user can act on.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        # Lightning's `all_gather` (validation outputs gathered for temperature scaling and thresholds) still calls
+        # the torch API this torch deprecates; and the fitted temperature, logged by rank 0 only, is by construction
+        # the same on every rank, so there is nothing for `sync_dist` to accumulate.
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('val/temperature'")
         self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
         resuming = self.invocation.resume_version is not None
         if resuming:  # continuing in the run's own folder is the point
