@@ -6,7 +6,8 @@ of tlkit's keys: ``tlkit``, the `CheckpointInfo` below as plain data, and ``tlki
 as YAML text (so ``--ckpt_path`` alone rebuilds the run). Every writer and reader goes through this module.
 
 Schema versions: 0 is the layout before the schema had a number (the same keys, no ``schema_version``); 1 adds
-``schema_version`` and ``task``. A checkpoint of a newer schema than this tlkit knows is refused in one line.
+``schema_version`` and ``task`` (empty); 2 moves the preprocessing to the datamodule's state; 3 fills ``task``. A
+checkpoint of a newer schema than this tlkit knows is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import torch
 
 from tlkit.errors import ConfigError, config_error
 
-#: 2: the preprocessing is recorded by the datamodule (in its own Lightning state, `DATA_CONFIG_STATE`), not by the
-#: model; 1: the first numbered schema; 0: checkpoints written before the schema had a number.
-SCHEMA_VERSION = 2
+#: 3: the task is recorded (`CheckpointInfo.task`; its fitted state, thresholds or target mean and std, under ``task.``
+#: in the state dict), so a tlkit without tasks refuses a multi-label or regression checkpoint in one line; 2: the
+#: preprocessing is recorded by the datamodule (in its own Lightning state, `DATA_CONFIG_STATE`), not by the model;
+#: 1: the first numbered schema; 0: checkpoints written before the schema had a number.
+SCHEMA_VERSION = 3
 INFO_KEY = "tlkit"
 RUN_CONFIG_KEY = "tlkit_config"
 #: The entry of a datamodule's state (Lightning saves it in the checkpoint under the datamodule's class name) that
@@ -48,7 +51,8 @@ class CheckpointInfo:
             the model never writes it.
         pretrained_fingerprint: set when the checkpoint leaves out the frozen pretrained weights (adapter-only):
             the fingerprint they must have when rebuilt from the run's ``weights``.
-        task: what the model predicts and how (room for tasks beyond single-label classification).
+        task: what the model predicts and how: the task's name, class path, arguments and fitted state
+            (`tlkit.tasks.Task.describe`); None (schema 2 and older) is single-label classification.
         schema_version: the schema this was written with.
     """
 
