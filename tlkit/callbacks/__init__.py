@@ -8,6 +8,7 @@ from tlkit.callbacks.prediction_writer import PredictionWriter
 from tlkit.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from tlkit.callbacks.resumable_checkpoint import ResumableCheckpoint
 from tlkit.callbacks.tensorboard_report import TensorBoardReport
+from tlkit.callbacks.trial_pruning import TrialPruning
 from tlkit.callbacks.wise_ft import WiSEFT
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "ProgressiveUnfreezing",
     "ResumableCheckpoint",
     "TensorBoardReport",
+    "TrialPruning",
     "WiSEFT",
 ]

@@ -27,9 +27,15 @@ COMMANDS = {
     "rank": "score candidate backbones (or one backbone's layers) on your data before training any",
     "export": "write a checkpoint as ONNX and/or TorchScript with its preprocessing, verified on real images",
     "select": "choose among finished runs by a logged metric (label-free validators for domain adaptation)",
+    "tune": "search hyperparameters of a run config with Optuna, one study shared by every worker",
 }
 #: The commands that are not Lightning's, each a module of this package with its own `main(args)`.
-TOOL_MODULES = {"rank": "tlkit.cli.rank", "export": "tlkit.cli.export", "select": "tlkit.cli.select"}
+TOOL_MODULES = {
+    "rank": "tlkit.cli.rank",
+    "export": "tlkit.cli.export",
+    "select": "tlkit.cli.select",
+    "tune": "tlkit.cli.tune",
+}
 
 
 def top_level_help() -> str:
