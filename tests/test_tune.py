@@ -84,6 +84,8 @@ def test_each_trial_is_a_run_and_best_yaml_reruns_the_best_one(console, capsys):
     printed = capsys.readouterr().out
     assert "| trial |" in printed and f"Best: trial {result.best.number}" in printed
     assert len(json.loads((result.out_dir / "trials.json").read_text())) == 2
+    assert (result.out_dir / "history.html").stat().st_size > 10_000  # Optuna's plot, self-contained
+    assert sorted(p.name for p in (result.out_dir / "hparams").iterdir()) == ["trial_0", "trial_1"]  # HParams tab
     rerun_here(["fit", "--config", str(result.out_dir / "best.yaml")])
     again = sorted((console / "logs" / "digits_finetune").iterdir())[-1] / "checkpoints" / "last.ckpt"
     best = Path(result.best.run_dir) / "checkpoints" / "last.ckpt"

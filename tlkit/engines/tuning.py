@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -220,7 +221,7 @@ def tune(
         study.optimize(objective, n_trials=1, catch=(_Surplus, _TrialFailed))
         if study.get_trials(deepcopy=False)[-1].user_attrs.get("surplus"):
             break
-    return _result(study, out, config, mode)
+    return _result(study, out, mode, metric)
 
 
 class _Surplus(Exception):
@@ -299,7 +300,7 @@ def _tlkit_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tlkit.cli"]
 
 
-def _result(study: Any, out: Path, config: str, mode: str) -> TuneResult:
+def _result(study: Any, out: Path, mode: str, metric: str) -> TuneResult:
     import optuna
 
     records = []
@@ -320,7 +321,44 @@ def _result(study: Any, out: Path, config: str, mode: str) -> TuneResult:
     if best is not None and best.run_dir and (Path(best.run_dir) / "config.yaml").is_file():
         (out / "best.yaml").write_text(reproducing_config((Path(best.run_dir) / "config.yaml").read_text()))
     (out / "trials.json").write_text(json.dumps([r.__dict__ for r in records], indent=2, default=str) + "\n")
+    _write_hparams(records, out / "hparams", metric)
+    _write_plots(study, out)
     return TuneResult(records, best, out)
+
+
+def _write_hparams(records: Sequence[TrialRecord], folder: Path, metric: str) -> None:
+    """Each finished trial's parameters and result for TensorBoard's HParams tab (``tensorboard --logdir
+    tune/<study>/hparams``), written once by whichever worker gets to it first."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for record in records:
+        if record.state not in ("complete", "pruned") or record.value is None:
+            continue
+        trial_dir = folder / f"trial_{record.number}"
+        try:
+            trial_dir.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in record.params.items()}
+        with SummaryWriter(str(trial_dir)) as writer:
+            writer.add_hparams(params, {metric: record.value}, run_name=".")
+
+
+def _write_plots(study: Any, out: Path) -> None:
+    """Optuna's optimisation history and parameter importances as self-contained HTML files."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return
+    try:
+        import plotly  # noqa: F401 (Optuna's plots draw with it)
+    except ImportError:
+        return
+    optuna.visualization.plot_optimization_history(study).write_html(out / "history.html")
+    if len(complete) >= 2 and len(complete[0].params) >= 2:
+        with contextlib.suppress(ValueError, RuntimeError):  # too little variation to attribute importance
+            optuna.visualization.plot_param_importances(study).write_html(out / "importance.html")
 
 
 def reproducing_config(run_config: str) -> str:
