@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._console import TINY_IMAGE_MODEL, shipped, start_tlkit, tlkit
+from tests._console import TINY_IMAGE_MODEL, TLKIT, console_env, shipped, start_tlkit, tlkit
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
@@ -110,3 +110,64 @@ def test_sigterm_stops_every_rank_of_a_two_device_run(tmp_path):
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["state_dict"] and checkpoint["optimizer_states"] and "loops" in checkpoint
     assert not list(last.parent.glob(".*.partial"))
+
+
+def run_two_nodes(args: list[str], folder: Path) -> None:
+    """``tlkit <args>`` as two nodes of one process each, simulated on this machine (torchrun --nnodes 2 against
+    localhost, gloo), every process in a group of its own (killed, with its ranks, if the run hangs)."""
+    torchrun = Path(TLKIT).with_name("torchrun")
+    port = str(random.randint(20000, 40000))
+    launch = [str(torchrun), "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    nodes = [
+        subprocess.Popen(
+            [*launch, f"--node_rank={rank}", "--no-python", str(TLKIT), *args],
+            cwd=folder,
+            env=console_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        errors = [node.communicate(timeout=120)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+    assert [node.returncode for node in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+
+
+def test_two_nodes_under_torchrun_share_one_run_folder_end_with_equal_ranks_and_continue(tmp_path):
+    """Two simulated nodes through the console script and a shipped config: one run folder, checkpoints written
+    once, ranks bitwise equal after gradual unfreezing's phase change; ``--ckpt_path last`` continues the run in its
+    own folder on both nodes, from where it stopped."""
+    args = shipped(
+        "digits_gradual_unfreezing.yaml",
+        *TINY_IMAGE_MODEL,
+        "--trainer.max_epochs=3",  # gradual unfreezing every 2 epochs: one phase change
+        *SHORT[1:],
+        "--trainer.num_nodes=2",
+        "--trainer.devices=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.strategy=ddp",
+        "--trainer.callbacks+=tests._rank_weights.SaveRankWeights",
+        f"--trainer.callbacks.init_args.out_dir={tmp_path}",
+        # A schedule that may run on (the default cosine, annealed to zero at the planned end, refuses more epochs).
+        "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.init_args.lr_scheduler.init_args.step_size=10",
+    )
+    run_two_nodes(args, tmp_path)
+    runs = tmp_path / "logs" / "digits_gradual_unfreezing"
+    assert [p.name for p in runs.iterdir()] == ["version_0"]  # no node made a folder of its own
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["trainable"] == rank1["trainable"] == ["layer4.0"]
+    assert all(torch.equal(tensor, rank1["final"][key]) for key, tensor in rank0["final"].items())
+    run_two_nodes([*args, "--trainer.max_epochs=4", "--ckpt_path", "last"], tmp_path)
+    assert [p.name for p in runs.iterdir()] == ["version_0"]
+    last = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 3  # continued from the third epoch's checkpoint, not started again
+    continued0, continued1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(t, continued1["final"][k]) for k, t in continued0["final"].items())
+    assert all(torch.equal(continued0["initial"][k], t) for k, t in rank0["final"].items())  # from where it stopped
