@@ -6,11 +6,12 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from tests._console import TINY_IMAGE_MODEL, shipped, start_tlkit
-from tlkit.cli.run_folders import VERSION_ENV, reserve, reserve_for_run
+from tlkit.cli.run_folders import VERSION_ENV, is_launched_rank, reserve, reserve_for_run
 
 
 def _reserve_in(root: str, start, queue) -> None:
@@ -41,6 +42,20 @@ def test_a_taken_number_is_skipped_and_a_launched_rank_reuses_rank_0s(tmp_path, 
     monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning sets in the rank it starts
     assert reserve_for_run(tmp_path).folder == reservation.folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_3", "version_4"]
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"])
+def test_every_rank_but_the_first_of_a_launch_reserves_nothing(variable, tmp_path, monkeypatch):
+    """Lightning's launcher, torchrun (a node's first process has GROUP_RANK set) and srun (SLURM_PROCID, set in
+    every task of a multi-node job): only global rank 0 creates the run folder."""
+    for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "0")
+    assert not is_launched_rank()
+    monkeypatch.setenv(variable, "3")
+    assert is_launched_rank()
+    reserve_for_run(tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_releasing_removes_only_what_the_reservation_created_and_never_a_checkpoint(tmp_path):

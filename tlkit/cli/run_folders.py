@@ -18,8 +18,9 @@ from pathlib import Path
 
 #: The reserved version number, handed from the launching process to the ranks Lightning starts after it.
 VERSION_ENV = "TLKIT_RUN_VERSION"
-#: What Lightning's launchers set in every process they start (and torchrun, SLURM set in every rank).
-_RANK_ENVS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+#: What Lightning's launchers set in every process they start (and torchrun in every rank); SLURM sets its own
+#: global rank in every task of an ``srun``.
+_RANK_ENVS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 
 
 def version_number(folder: Path, prefix: str = "version_") -> int:
