@@ -28,7 +28,8 @@ TINY = [
     "--model.init_args.weights=null",
     "--data.init_args.image_size=32",
     "--data.init_args.labels_per_class=3",
-    "--trainer.max_epochs=2",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_val_batches=2",  # a trial's cost is its process start; its training is kept to the minimum
     "--trainer.enable_progress_bar=false",
 ]
 SPACE = {

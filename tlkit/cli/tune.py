@@ -1,4 +1,5 @@
 """``tlkit tune``: search hyperparameters of a run config with Optuna; every trial an ordinary ``tlkit fit`` run.
+Options after ``--`` go to every trial's ``tlkit fit`` (``-- --trainer.max_epochs 5``).
 
     tlkit tune --config configs/digits_finetune.yaml --space space.yaml --n_trials 20 --metric val/acc
 
@@ -45,7 +46,8 @@ def build_parser() -> SubcommandParser:
     parser.add_argument(
         "--timeout", type=float | None, default=None, help="Stop starting trials after this many seconds."
     )
-    parser.add_argument("--seed", type=int, default=0, help="The TPE sampler's seed.")
+    parser.add_argument("--seed", type=int, default=0, help="The sampler's seed.")
+    parser.add_argument("--sampler", type=str, default="tpe", help="tpe (Optuna's default) or random.")
     parser.add_argument(
         "--out_dir", type=str | None, default=None, help="Where the results go; default: tune/<study>/."
     )
@@ -79,6 +81,7 @@ def run(args: Sequence[str]) -> TuneResult:
         pruner=config.pruner,
         timeout=config.timeout,
         seed=config.seed,
+        sampler=config.sampler,
         extra_args=extra,
         out_dir=config.out_dir,
         progress=lambda line: print(f"tlkit tune: {line}", file=sys.stderr, flush=True),

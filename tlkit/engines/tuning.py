@@ -39,6 +39,7 @@ from tlkit.callbacks.trial_pruning import PrunerName, make_pruner, open_storage
 from tlkit.errors import ConfigError, closest, config_error
 
 Direction = Literal["auto", "max", "min"]
+SamplerName = Literal["tpe", "random"]
 KINDS = ("float", "int", "categorical")
 
 
@@ -137,6 +138,8 @@ class TrialRecord:
     state: str
     seconds: float | None
     run_dir: str | None
+    #: Validations the trial ran (its epochs, when it validates every epoch): fewer than planned when pruned.
+    epochs: int = 0
 
 
 @dataclass
@@ -159,6 +162,7 @@ def tune(
     pruner: PrunerName = "median",
     timeout: float | None = None,
     seed: int = 0,
+    sampler: SamplerName = "tpe",
     extra_args: Sequence[str] = (),
     out_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
@@ -173,6 +177,8 @@ def tune(
 
     if n_trials < 1:
         raise config_error("n_trials", "an integer >= 1", n_trials)
+    if sampler not in ("tpe", "random"):
+        raise config_error("sampler", "'tpe' or 'random'", sampler)
     if pruner not in ("median", "hyperband", "none"):
         raise config_error("pruner", "'median', 'hyperband' or 'none'", pruner)
     if direction not in ("auto", "max", "min"):
@@ -188,7 +194,7 @@ def tune(
         study_name=name,
         storage=open_storage(url),
         direction="maximize" if mode == "max" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed),
         pruner=make_pruner(pruner),
         load_if_exists=True,
     )
