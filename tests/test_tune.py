@@ -74,6 +74,7 @@ def console(monkeypatch, tmp_path):
 def test_each_trial_is_a_run_and_best_yaml_reruns_the_best_one(console, capsys):
     result = tune_command(["--config", CONFIG, "--space", str(write_space(console)), "--n_trials", "2", "--", *TINY])
     assert [t.state for t in result.trials] == ["complete", "complete"]
+    assert [t.epochs for t in result.trials] == [1, 1]  # what each trial's run reported, read back by the worker
     runs = [Path(t.run_dir) for t in result.trials]
     assert len(set(runs)) == 2 and all((r / "checkpoints" / "last.ckpt").is_file() for r in runs)
     for trial, folder in zip(result.trials, runs):  # the sampled values are what each run ran with

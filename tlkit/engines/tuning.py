@@ -227,7 +227,15 @@ def tune(
         study.optimize(objective, n_trials=1, catch=(_Surplus, _TrialFailed))
         if study.get_trials(deepcopy=False)[-1].user_attrs.get("surplus"):
             break
-    return _result(study, out, mode, metric)
+    return _result(_fresh(name, url), out, mode, metric)
+
+
+def _fresh(study_name: str, url: str) -> Any:
+    """The study as its storage holds it now. A worker's own storage object caches the trials it runs, and would not
+    see what each trial's `tlkit fit` process reported to them (intermediate values, attributes)."""
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=open_storage(url))
 
 
 class _Surplus(Exception):
@@ -280,7 +288,9 @@ def _run_trial(
     command = [*_tlkit_command(), "fit", "--config", config, *extra, *overrides, *pruning]
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trial.set_user_attr("seconds", time.monotonic() - started)
-    attrs = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number).user_attrs
+    attrs = next(
+        t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number
+    ).user_attrs
     if result.returncode != 0:
         last = [line for line in result.stderr.splitlines() if line.strip()]
         problem = last[-2] if len(last) >= 2 and "TLKIT_TRACEBACK" in last[-1] else (last[-1] if last else "")
@@ -320,6 +330,7 @@ def _result(study: Any, out: Path, mode: str, metric: str) -> TuneResult:
                 t.state.name.lower(),
                 t.user_attrs.get("seconds"),
                 t.user_attrs.get("run_dir"),
+                len(t.intermediate_values),
             )
         )
     complete = [r for r in records if r.state == "complete" and r.value is not None]
