@@ -121,6 +121,12 @@ def test_a_killed_workers_trial_is_marked_failed_and_the_study_goes_on(console, 
     assert [t.state for t in result.trials] == ["fail", "complete"]
 
 
+def test_the_shipped_search_space_names_keys_of_its_config():
+    space = REPO / "configs" / "spaces" / "digits_finetune.yaml"
+    parameters = read_space(space, flat_keys(resolved_run_config(CONFIG, [])))
+    assert {p.key for p in parameters} >= {"model.init_args.optimizer.init_args.lr", "model.init_args.lr_decay"}
+
+
 @pytest.mark.parametrize(
     "space, message",
     [
