@@ -61,6 +61,7 @@ bench: $(BENCH_STAMP)
 	# 20 trials of 30 epochs, two methods, three seeds: about 6 hours on 2 cores; --trials 6 --epochs 10 --seeds 0 in
 	# about 10 minutes (the docs table).
 	$(BIN)/python benchmarks/tuning.py
+	$(BIN)/python benchmarks/tune_workers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
