@@ -58,13 +58,7 @@ class ImageTableDataModule(ClassificationDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.targets = TargetColumns(
-            label_column,
-            multi_label,
-            label_separator,
-            tuple(target_columns) if target_columns is not None else None,
-            tuple(classes) if classes else None,
-        )
+        self.targets = TargetColumns.from_arguments(label_column, multi_label, label_separator, target_columns, classes)
 
     @property
     def target_kind(self) -> TargetKind:

@@ -89,6 +89,19 @@ class TargetColumns:
         if not self.label_separator:
             raise config_error("label_separator", "a non-empty string", self.label_separator)
 
+    @classmethod
+    def from_arguments(
+        cls,
+        label_column: str,
+        multi_label: bool,
+        label_separator: str,
+        target_columns: list[str] | None,
+        classes: list[str] | None,
+    ) -> TargetColumns:
+        """From a datamodule's arguments of the same names (lists as a config gives them)."""
+        columns = tuple(target_columns) if target_columns is not None else None
+        return cls(label_column, multi_label, label_separator, columns, tuple(classes) if classes else None)
+
     @property
     def kind(self) -> TargetKind:
         if self.target_columns is not None:

@@ -4,6 +4,8 @@ calibration error it is judged by is torchmetrics' ``MulticlassCalibrationError`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -14,32 +16,27 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     Optimised over log T (so T stays positive) with L-BFGS from T = 1, in float64: the same inputs give the same T
     on every process. ``logits``: (N, C); ``labels``: (N,) class indices.
     """
-    logits, labels = logits.detach().double(), labels.detach().long()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return float(log_t.detach().exp())
+    labels = labels.detach().long()
+    return _fit_temperature(logits, lambda scaled: F.cross_entropy(scaled, labels), max_iter)
 
 
 def fit_binary_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 100) -> float:
     """The one temperature T > 0 minimising the binary cross-entropy of ``targets`` under ``sigmoid(logits / T)``,
     over every (example, label) entry: temperature scaling for multi-label outputs, fitted as `fit_temperature` is.
     ``logits`` and ``targets``: (N, L), targets 0 or 1."""
-    logits, targets = logits.detach().double(), targets.detach().double()
+    targets = targets.detach().double()
+    return _fit_temperature(logits, lambda scaled: F.binary_cross_entropy_with_logits(scaled, targets), max_iter)
+
+
+def _fit_temperature(logits: torch.Tensor, nll: Callable[[torch.Tensor], torch.Tensor], max_iter: int) -> float:
+    """The T > 0 minimising ``nll(logits / T)``: L-BFGS over log T from T = 1, in float64."""
+    logits = logits.detach().double()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logits / log_t.exp(), targets)
+        loss = nll(logits / log_t.exp())
         loss.backward()
         return loss
 
