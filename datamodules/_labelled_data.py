@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import TargetKind
@@ -58,8 +59,21 @@ class LabelledData:
         raise NotImplementedError
 
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        """Turn what `load_data` read into the named splits the loaders serve."""
-        raise NotImplementedError
+        """Turn what `load_data` read into the named splits the loaders serve. By default, for one labelled set:
+        ``val`` and ``test`` held out of ``train`` where the data has none of their own, then the training split
+        limited (``val_fraction``, ``test_fraction``, ``seed``, ``labels_per_class``, ``train_fraction``), by
+        `target_kind`. Domain pairs split otherwise."""
+        hp = self.hparams
+        return train_val_test(
+            loaded,
+            self.classes,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.seed,
+            hp.labels_per_class,
+            hp.train_fraction,
+            kind=self.target_kind,
+        )
 
     def describe_source(self) -> str:
         """Where the data comes from, for error messages (a folder for folder-based datamodules)."""

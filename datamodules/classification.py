@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch.utils.data import DataLoader
 
 from tlkit.datamodules._labelled_data import check_label_limits
-from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.image_datamodule import ImageDataModule
 
@@ -34,19 +33,6 @@ class ClassificationDataModule(ImageDataModule):
 
     def load_data(self) -> tuple[list[str], dict[str, Split]]:
         return self.load_splits()
-
-    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        hp = self.hparams
-        return train_val_test(
-            loaded,
-            self.classes,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.seed,
-            hp.labels_per_class,
-            hp.train_fraction,
-            kind=self.target_kind,
-        )
 
     def train_dataloader(self) -> DataLoader:
         return self.training_loader("train", self.dataset("train"))

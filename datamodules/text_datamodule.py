@@ -19,7 +19,6 @@ from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules._attached import model_request
 from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, check_split_arguments
 from tlkit.datamodules._served_features import FeatureServingSlot
-from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.errors import ConfigError, config_error, refuse_base_class
@@ -110,19 +109,6 @@ class TextDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, Li
         """Return (class names, splits of texts); ``train`` is required, ``val``/``test`` are held out of it if
         missing. Called once."""
         raise NotImplementedError
-
-    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        hp = self.hparams
-        return train_val_test(
-            loaded,
-            self.classes,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.seed,
-            hp.labels_per_class,
-            hp.train_fraction,
-            kind=self.target_kind,
-        )
 
     # ------------------------------------------------------------------------------------------- tokenizing
     def collate(self, request: DataRequest | None = None) -> Tokenize:
