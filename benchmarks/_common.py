@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +29,12 @@ def quiet_trainer(**kwargs) -> L.Trainer:
         num_sanity_val_steps=0,
     )
     return L.Trainer(**{**defaults, **kwargs})
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± standard deviation`` of ``values`` times ``scale`` (the spread is 0 for one value)."""
+    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{statistics.mean(values) * scale:.{digits}f} ± {spread:.{digits}f}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

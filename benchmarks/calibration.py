@@ -18,7 +18,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, quiet_trainer, table, write_json
+from _common import machine, mean_std, quiet_trainer, table, write_json
 
 from tlkit.datamodules import DigitsDataModule, RottenTomatoesDataModule
 from tlkit.strategies import FineTuning
@@ -51,11 +51,6 @@ def run(task: str, seed: int) -> dict[str, float]:
         "temperature": float(model.calibration_temperature),
         "seconds": time.perf_counter() - started,
     }
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.mean(values) * scale:.{digits}f} ± {spread:.{digits}f}"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, quiet_trainer, table, write_json
+from _common import machine, mean_std, quiet_trainer, table, write_json
 
 from tlkit.datamodules import MultiDigitsDataModule
 from tlkit.strategies import FeatureExtraction, FineTuning
@@ -65,11 +65,6 @@ def run(task: str, strategy: str, init: str, seed: int, num_images: int) -> dict
     trainer.fit(model, datamodule=data)
     result = trainer.test(model, datamodule=data, verbose=False)[0]
     return {**{k: float(v) for k, v in result.items()}, "seconds": time.perf_counter() - started}
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.mean(values) * scale:.{digits}f} ± {spread:.{digits}f}"
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import machine, table, write_json
+from _common import machine, mean_std, table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "digits_finetune.yaml")
@@ -97,11 +97,6 @@ def shipped(epochs: int, folder: Path) -> dict:
     seconds = time.perf_counter() - started
     run_dir = folder / "logs" / "digits_finetune" / "version_0"
     return {"test_acc": test_accuracy(best_checkpoint(run_dir), folder), "seconds": seconds}
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.mean(values) * scale:.{digits}f} ± {spread:.{digits}f}"
 
 
 def main() -> None:

@@ -69,13 +69,13 @@ class DomainModule(TransferModule):
                 "the target's validation split has none to fit it on",
                 True,
             )
-        task = kwargs.get("task")
-        if task is not None and not isinstance(Task.from_config(task), Classification):
+        task = Task.from_config(kwargs["task"]) if kwargs.get("task") is not None else None
+        if task is not None and not isinstance(task, Classification):
             raise config_error(
                 "task",
                 f"Classification for {type(self).__name__} (domain adaptation is single-label: its losses and "
                 "validators read one class per example)",
-                type(Task.from_config(task)).__name__,
+                type(task).__name__,
             )
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,6 +37,22 @@ TINY_IMAGE_MODEL = [
     "--model.init_args.weights=null",
     "--data.init_args.image_size=32",
 ]
+
+
+def run_here(args: list[str], folder: Path | None = None) -> None:
+    """``tlkit <args>`` in this process (the console script's own entry point, on one thread as a console run has
+    with OMP_NUM_THREADS=1), in ``folder`` (default: here): seconds less than a new process, the same numbers."""
+    import torch
+
+    from tlkit.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.chdir(folder or Path.cwd()):
+            main(args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def shipped(config: str, *extra: str) -> list[str]:

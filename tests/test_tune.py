@@ -3,7 +3,6 @@ every worker on the same storage; its bad input in one line."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 import torch
 import yaml
 
-from tests._console import REPO, console_env, start_tlkit, tlkit
+from tests._console import REPO, console_env, run_here, start_tlkit, tlkit
 from tlkit.callbacks import TrialPruning, trial_pruning
-from tlkit.cli import main
 from tlkit.cli.tune import resolved_run_config
 from tlkit.cli.tune import run as tune_command
 from tlkit.engines.tuning import flat_keys, read_space
@@ -42,18 +40,6 @@ def tune(*args, extra_args=TINY, **kwargs):
     """`tlkit.engines.tuning.tune` with the run config's keys resolved as the command resolves them."""
     keys = flat_keys(resolved_run_config(CONFIG, extra_args))
     return tune_engine(*args, extra_args=extra_args, config_keys=keys, **kwargs)
-
-
-def rerun_here(args: list[str]) -> None:
-    """``tlkit <args>`` in this process, on one thread as the trials ran (OMP_NUM_THREADS=1): seconds less than a
-    new process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.suppress(SystemExit):
-            main(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def write_space(folder: Path, space: dict = SPACE) -> Path:
@@ -88,7 +74,7 @@ def test_each_trial_is_a_run_and_best_yaml_reruns_the_best_one(console, capsys):
     assert len(json.loads((result.out_dir / "trials.json").read_text())) == 2
     assert (result.out_dir / "history.html").stat().st_size > 10_000  # Optuna's plot, self-contained
     assert sorted(p.name for p in (result.out_dir / "hparams").iterdir()) == ["trial_0", "trial_1"]  # HParams tab
-    rerun_here(["fit", "--config", str(result.out_dir / "best.yaml")])
+    run_here(["fit", "--config", str(result.out_dir / "best.yaml")])
     again = sorted((console / "logs" / "digits_finetune").iterdir())[-1] / "checkpoints" / "last.ckpt"
     best = Path(result.best.run_dir) / "checkpoints" / "last.ckpt"
     expected, got = (torch.load(p, weights_only=True)["state_dict"] for p in (best, again))

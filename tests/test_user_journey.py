@@ -3,14 +3,12 @@ on, dropout), get killed mid-epoch, continue with ``--ckpt_path last``, and end 
 ends; test and predict with the best checkpoint and read the written predictions. The killed and continued runs are
 console-script processes; the uninterrupted reference runs the same entry point in this process."""
 
-import contextlib
 import csv
 from pathlib import Path
 
 import torch
 
-from tests._console import TINY_IMAGE_MODEL, shipped, tlkit
-from tlkit.cli import main
+from tests._console import TINY_IMAGE_MODEL, run_here, shipped, tlkit
 
 # The shipped config, made small: 3 epochs of 4 batches, a tiny backbone, an MLP head with dropout, a checkpoint
 # every 3 steps (the mid-epoch saving a long epoch needs).
@@ -28,22 +26,10 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def fit_here(args: list[str], folder: Path) -> None:
-    """``tlkit <args>`` in this process (the console script's own entry point, one thread as it runs with): the
-    uninterrupted reference run, without the seconds a new process spends importing torch and Lightning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.chdir(folder):
-            main(args)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_killed_run_continues_bitwise(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    fit_here(RUN, straight)
+    run_here(RUN, straight)
 
     # Killed at the start of step 7 (epoch 1, batch 3): the newest checkpoint is step 6's, mid-epoch.
     kill = ["--trainer.callbacks+=tests._kill.KillAtStep", "--trainer.callbacks.init_args.step=7"]
@@ -67,7 +53,7 @@ def test_killed_run_continues_bitwise(tmp_path):
 
 
 def test_the_best_checkpoint_tests_and_predicts(tmp_path):
-    fit_here(RUN, tmp_path)
+    run_here(RUN, tmp_path)
     run_dir = tmp_path / "logs" / "digits_finetune" / "version_0"
     best = next(p for p in (run_dir / "checkpoints").glob("epoch*.ckpt"))
     tested = tlkit(["test", "--ckpt_path", str(best), "--trainer.enable_progress_bar=false"], tmp_path)
@@ -106,7 +92,7 @@ def test_ddp_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path):
 def _kill_and_resume_matches_a_straight_run(tmp_path: Path, run: list[str], run_name: str, kill_step: int) -> Path:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    fit_here(run, straight)
+    run_here(run, straight)
     kill = ["--trainer.callbacks+=tests._kill.KillAtStep", f"--trainer.callbacks.init_args.step={kill_step}"]
     assert tlkit(run + kill, killed).returncode == -9
     resumed = tlkit(run + ["--ckpt_path", "last"], killed)
