@@ -7,6 +7,7 @@ discriminator training, multi-label with its thresholds and temperature fitted o
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import random
 import signal
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._console import TINY_IMAGE_MODEL, TLKIT, console_env, shipped, start_tlkit, tlkit
+from tests._console import TINY_IMAGE_MODEL, TLKIT, console_env, run_here, shipped, start_tlkit, tlkit
+from tests.conftest import write_image_folder
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
@@ -161,3 +163,32 @@ def test_two_nodes_under_torchrun_share_one_run_folder_and_end_with_equal_ranks(
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["trainable"] == rank1["trainable"] == ["layer4.0"]
     assert all(torch.equal(tensor, rank1["final"][key]) for key, tensor in rank0["final"].items())
+
+
+def test_predict_on_two_nodes_writes_each_image_once_as_one_process_does(tmp_path):
+    """``tlkit predict`` as two simulated nodes on an odd number of images: each rank predicts its shard and rank 0
+    writes every image exactly once, with what a one-process predict writes for it."""
+    fit = [*shipped("digits_finetune.yaml", *TINY_IMAGE_MODEL), "--trainer.max_epochs=1", *SHORT[1:]]
+    fit.append("--trainer.enable_progress_bar=false")
+    run_here(fit, tmp_path)
+    run = tmp_path / "logs" / "digits_finetune" / "version_0"
+    images = write_image_folder(tmp_path / "incoming", classes=("3", "7"), per_class=4)
+    (images / "7" / "3.png").unlink()  # 7 images: two ranks cannot split them evenly
+    predict = [
+        "predict",
+        "--ckpt_path",
+        str(run / "checkpoints" / "last.ckpt"),
+        f"--data.init_args.predict_dir={images}",
+    ]
+    one = tlkit(predict, tmp_path)  # the progress bar on, as a user runs it
+    assert one.returncode == 0, one.stderr[-2000:]
+    # No library warning (each names its source file), such as one about the run's checkpoint folder: predict writes
+    # no checkpoint.
+    assert "site-packages" not in one.stderr, one.stderr[-2000:]
+    run_two_nodes([*predict, "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.strategy=ddp"], tmp_path)
+    one_process, two_nodes = (
+        list(csv.DictReader((run / "predictions" / name).open()))
+        for name in ("predictions-last.csv", "predictions-last-1.csv")
+    )
+    assert len(two_nodes) == 7 and len({row["file"] for row in two_nodes}) == 7
+    assert sorted(two_nodes, key=lambda row: row["file"]) == sorted(one_process, key=lambda row: row["file"])

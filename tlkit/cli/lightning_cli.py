@@ -128,6 +128,9 @@ class TLKitCLI(LightningCLI):
         resuming = self.invocation.resume_version is not None
         if resuming:  # continuing in the run's own folder is the point
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        if self.invocation.subcommand != "fit":
+            # Testing or predicting from a checkpoint saves none: the run's checkpoint bookkeeping is not needed.
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         logger_args = {"save_dir": LOG_DIR, "name": self.invocation.run_name, "version": self.invocation.resume_version}
         logger = {"class_path": TENSORBOARD_LOGGER, "init_args": logger_args}
         predicting = self.invocation.subcommand == "predict"
