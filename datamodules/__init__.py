@@ -1,8 +1,9 @@
-"""DataModules: labelled image folders, image and text tables (classes, label sets or numbers), bundled data and domain
-pairs, validated before training."""
+"""DataModules: labelled image folders, image and text tables (classes, label sets or numbers), images with
+segmentation masks, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
+from tlkit.datamodules.digit_scenes import DigitScenesDataModule
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
@@ -13,11 +14,13 @@ from tlkit.datamodules.mnist_digits import MnistDigitsDataModule
 from tlkit.datamodules.multi_digits import MultiDigitsDataModule
 from tlkit.datamodules.rotten_tomatoes import RottenTomatoesDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
+from tlkit.datamodules.segmentation import MaskFolderDataModule, SegmentationDataModule
 from tlkit.datamodules.text_datamodule import TextDataModule
 from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
     "ClassificationDataModule",
+    "DigitScenesDataModule",
     "DigitsDataModule",
     "DigitsMDataModule",
     "DomainAdaptationDataModule",
@@ -27,10 +30,12 @@ __all__ = [
     "ImageDataset",
     "ImageFolderDataModule",
     "ImageTableDataModule",
+    "MaskFolderDataModule",
     "MnistDigitsDataModule",
     "MultiDigitsDataModule",
     "ResumableDataLoader",
     "RottenTomatoesDataModule",
+    "SegmentationDataModule",
     "Split",
     "TextDataModule",
     "TextFileDataModule",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from tlkit.backbones import Backbone
 from tlkit.data_request import Features
@@ -51,7 +52,12 @@ class FeatureExtraction(TransferModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule
-        if self.feature_cache is not None and isinstance(datamodule, ServesFeatures):
+        if self.feature_cache is not None and self.task.reads_feature_maps:
+            rank_zero_info(
+                f"FeatureCache: task {type(self.task).__name__} reads the backbone's feature maps, which are not "
+                "cached (at every scale they outweigh the images); the frozen backbone runs every step, with no graph."
+            )
+        elif self.feature_cache is not None and isinstance(datamodule, ServesFeatures):
             # After the datamodule's setup, before its loaders: the frozen backbone's features instead of images.
             datamodule.serve_features(FeatureServing(self.feature_cache, self.backbone))
 

@@ -102,8 +102,10 @@ class FineTuning(TransferModule):
                 group["weight_decay"] = 0.0
         return groups
 
-    def regularization(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def regularization(self, features: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
         penalties = {}
+        if not isinstance(features, torch.Tensor):  # a dense task's feature maps: BSS reads the last one, pooled
+            features = features[-1].mean(dim=(2, 3))
         if self.l2_sp is not None:
             trainable = [(n, p) for n, p in self._backbone_trainables() if p.requires_grad]
             pull = self.starting_point.distance(trainable) if trainable else features.new_zeros(())

@@ -102,7 +102,16 @@ class TransferModule(LightningModule):
         ignore = ["optimizer", "lr_scheduler", "task"] + ([] if isinstance(backbone, str) else ["backbone"])
         self.save_hyperparameters(ignore=ignore)
         self.hparams["task"] = self.task.config()  # plain data: checkpoints stay readable with weights_only=True
-        self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, weights=weights)
+        dense = self.task.reads_feature_maps
+        self.backbone = (
+            backbone if isinstance(backbone, Backbone) else Backbone(backbone, weights=weights, feature_maps=dense)
+        )
+        if dense and not self.backbone.feature_info:
+            raise config_error(
+                "backbone",
+                f"a Backbone built with feature_maps=True for task {type(self.task).__name__}",
+                self.backbone,
+            )
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -139,7 +148,10 @@ class TransferModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------------- building
     def make_head(self, num_classes: int) -> nn.Module:
-        """The new classifier on the backbone's features (``head``, ``head_hidden_dim`` and ``dropout`` shape it)."""
+        """The new classifier on the backbone's features (``head``, ``head_hidden_dim`` and ``dropout`` shape it); a
+        dense task's decoder on its feature maps."""
+        if self.task.reads_feature_maps:
+            return self.task.make_head(self.backbone.feature_info, num_classes, self.dropout)
         return make_head(self.head_kind, self.backbone.num_features, num_classes, self.head_hidden_dim, self.dropout)
 
     def _build_head(self, num_classes: int) -> None:
@@ -150,6 +162,15 @@ class TransferModule(LightningModule):
             {
                 f"{s}_metrics": MetricCollection(self.task.make_metrics(), prefix=f"{s}/")
                 for s in ("train", "val", "test")
+            }
+        )
+        #: The task's per-class detail (a segmenter's IoU of each class), logged beside the metrics but kept off the
+        #: progress bar; validation and test only.
+        self.detail_metrics = nn.ModuleDict(
+            {
+                f"{s}_details": MetricCollection(details, prefix=f"{s}/")
+                for s in ("val", "test")
+                if (details := self.task.make_detail_metrics())
             }
         )
         #: The test split's expected calibration error (15 bins, as Guo et al. report it), with the fitted temperature
@@ -313,10 +334,12 @@ class TransferModule(LightningModule):
         """
         if isinstance(x, Features):
             return x.values
+        if self.task.reads_feature_maps:
+            return self.backbone.feature_maps(x)
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor | Features) -> torch.Tensor:
-        """Class logits."""
+        """The head's outputs: class logits ((N, classes, H, W) per pixel for segmentation)."""
         return self.head(self.extract_features(x))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -337,7 +360,10 @@ class TransferModule(LightningModule):
         logits = self.head(features)
         loss = self.loss(logits, y)
         temperature = self.calibration_temperature
-        self.metrics[f"{stage}_metrics"].update(*self.task.metric_inputs(logits, y, temperature))
+        inputs = self.task.metric_inputs(logits, y, temperature)
+        self.metrics[f"{stage}_metrics"].update(*inputs)
+        if f"{stage}_details" in self.detail_metrics:
+            self.detail_metrics[f"{stage}_details"].update(*inputs)
         if stage == "val":
             if self.confusion is not None:
                 self.confusion.update(logits, y)
@@ -394,6 +420,8 @@ class TransferModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["val_metrics"], prog_bar=True)
+        if "val_details" in self.detail_metrics:
+            self.log_epoch_metrics(self.detail_metrics["val_details"])
         if self._validation_outputs:
             self._fit_on_validation()
 
@@ -411,6 +439,8 @@ class TransferModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch_metrics(self.metrics["test_metrics"], prog_bar=True)
+        if "test_details" in self.detail_metrics:
+            self.log_epoch_metrics(self.detail_metrics["test_details"])
         if self.test_ece is not None and self.test_ece.update_called:
             self.log("test/ece", self.test_ece, prog_bar=True)
             if self.temperature_scaling:
@@ -429,4 +459,9 @@ class TransferModule(LightningModule):
         return self.task.postprocess(self(x), self.calibration_temperature)
 
 
-_KIND_WORDS = {"class": "one class per example", "labels": "label sets", "values": "numeric targets"}
+_KIND_WORDS = {
+    "class": "one class per example",
+    "labels": "label sets",
+    "values": "numeric targets",
+    "masks": "a class per pixel (masks)",
+}

@@ -6,6 +6,7 @@ another package's attributes by name. Any class with the members below matches, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -14,8 +15,18 @@ if TYPE_CHECKING:
     from tlkit.features import FeatureServing
 
 #: What a datamodule's targets are: one class index per sample (``class``), a set of labels (``labels``, served as a
-#: multi-hot float vector), or numbers (``values``, a float vector). A model's task trains on one kind.
-TargetKind = Literal["class", "labels", "values"]
+#: multi-hot float vector), numbers (``values``, a float vector), or a class per pixel (``masks``, an (H, W) integer
+#: tensor). A model's task trains on one kind.
+TargetKind = Literal["class", "labels", "values", "masks"]
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One of a backbone's multi-scale feature maps (`Backbone.feature_info`), as dense tasks' decoders read it: its
+    channels and its stride (input pixels per map pixel)."""
+
+    channels: int
+    stride: int
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from tlkit.backbones import adapters
 from tlkit.backbones._builders import build, group_names, pool_features
 from tlkit.backbones._text import TextPooling
 from tlkit.backbones.adapters import Adapter
+from tlkit.backbones.feature_maps import FeatureMap, hooked_maps, probe_group_maps, prune_after_maps, timm_maps
 from tlkit.errors import ConfigError, closest
 from tlkit.input_config import InputConfig, TextConfig
 
@@ -53,6 +54,9 @@ class Backbone(nn.Module):
         text_pooling: a text model's token states as one vector: ``mean`` over the real tokens, the ``last`` real
             token's, or ``auto``: ``last`` for a decoder-only model (GPT-2, Llama: only the last token has read the
             whole text), ``mean`` for an encoder.
+        feature_maps: also return multi-scale feature maps (`feature_maps`, described by `feature_info`), for a
+            dense task's decoder; a timm model loses what it computes after its last map (the final 1x1
+            convolution), so its pooled features are its last map's. Image backbones only.
 
     Examples:
         >>> backbone = Backbone("resnet18", weights=None)
@@ -71,11 +75,18 @@ class Backbone(nn.Module):
         data_config: InputConfig | None = None,
         source_classifier: nn.Module | None = None,
         text_pooling: TextPooling = "auto",
+        feature_maps: bool = False,
     ) -> None:
         super().__init__()
         built = build(name, weights, model, num_features, data_config, text_pooling)
         if model is not None:
             built.source_classifier = source_classifier
+        #: The maps `feature_maps` returns, input to output (empty unless built with ``feature_maps``).
+        self.feature_info: list[FeatureMap] = []
+        self._map_indices: list[int] | None = None  # timm's `forward_intermediates` indices, else None
+        self._map_modules: list[str] = []  # the modules whose outputs are the maps, for any other model
+        if feature_maps:
+            self._find_feature_maps(built, name)
         self.name = name if model is None else type(model).__name__
         self.model = built.model
         self.num_features = built.num_features
@@ -91,6 +102,38 @@ class Backbone(nn.Module):
         self._source_classifier = (built.source_classifier,)
         # Indices of groups whose BatchNorm layers stay in eval mode (running statistics frozen) while training.
         self._bn_eval: set[int] = set()
+
+    def _find_feature_maps(self, built, name: str) -> None:
+        if isinstance(built.data_config, TextConfig):
+            raise ConfigError(
+                f"Expected an image backbone for a dense task (segmentation, detection), but {name!r} is a text "
+                "model: it has no feature maps."
+            )
+        found = timm_maps(built.model)
+        if found is not None:
+            prune_after_maps(built.model)
+            self._map_indices, self.feature_info = found
+            kept = {n for n, _ in built.model.named_parameters()}
+            built.groups = [kept_names for names in built.groups if (kept_names := [n for n in names if n in kept])]
+            built.num_features = self.feature_info[-1].channels
+            return
+        # Other models: the layer groups' outputs (their output modules, as `_make_groups` finds them).
+        modules = dict(built.model.named_modules())
+        outputs = [_output_module(names, modules) for names in built.groups]
+        self._map_modules, self.feature_info = probe_group_maps(built.model, outputs, built.data_config.image_size)
+        if not self.feature_info:
+            raise ConfigError(
+                f"Expected a backbone whose layer groups output (N, C, H, W) maps for a dense task, but {name!r} "
+                "has none."
+            )
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The (N, C, H, W) maps `feature_info` describes, input to output, from one forward pass."""
+        if self._map_indices is not None:
+            return list(self.model.forward_intermediates(x, indices=self._map_indices, intermediates_only=True))
+        if not self._map_modules:
+            raise ConfigError(f"Expected a backbone built with `feature_maps=True`, but {self.name!r} was not.")
+        return hooked_maps(self.model, self._map_modules, x)
 
     def _make_groups(self, built_groups: list[list[str]]) -> list[LayerGroup]:
         groups = self._current_names(built_groups)
@@ -262,7 +305,10 @@ class Backbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled features, shape (N, num_features), from images or (text backbones) a tokenized batch."""
+        """Pooled features, shape (N, num_features), from images or (text backbones) a tokenized batch; with feature
+        maps, the last map's average."""
+        if self.feature_info:
+            return self.feature_maps(x)[-1].mean(dim=(2, 3))
         return pool_features(self.model(x))
 
     @property

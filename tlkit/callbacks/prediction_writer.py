@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 from typing_extensions import override
 
 from tlkit.protocols import HasTask, NamedClassifier, NamedPredictSamples
@@ -27,6 +28,15 @@ def unused_path(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
+def _original_image(file: str) -> Image.Image | None:
+    """The image a prediction was made for, as a file holds it (None for in-memory data)."""
+    path = Path(file)
+    if not path.is_file():
+        return None
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 class PredictionWriter(BasePredictionWriter):
     """Collects what ``predict`` returns and writes one row per sample, in the form of the model's task.
 
@@ -34,8 +44,9 @@ class PredictionWriter(BasePredictionWriter):
     ``prediction`` (class name), ``probability``, and ``top_k`` (the ``top_k`` best ``class:probability`` pairs;
     in JSONL a list of ``{"class", "probability"}``). Multi-label: ``labels`` (those at or above their thresholds,
     ``;``-joined in CSV) and each label's probability (a column per label; in JSONL ``probabilities``, by name).
-    Regression: a column per target, in the targets' units (in JSONL ``values``, by name). Names come from the
-    model (stored in its checkpoint).
+    Regression: a column per target, in the targets' units (in JSONL ``values``, by name). Segmentation: each
+    image's index mask (``masks/``, a palette PNG at the image's size) and colour overlay (``overlays/``), and the
+    share of the pixels of each predicted class. Names come from the model (stored in its checkpoint).
 
     Args:
         output_dir: folder for the files (created if needed).
@@ -81,13 +92,18 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         outputs = prediction.detach().float().cpu()
-        self._width = outputs.shape[-1]
+        dense = self._task.writes_files
+        self._width = outputs.shape[1] if dense else outputs.shape[-1]
         names = self._output_names(self._width)
         offset = len(self.rows)
-        for row, values in enumerate(outputs.tolist()):
+        for row, values in enumerate(outputs if dense else outputs.tolist()):
             index = batch_indices[row] if batch_indices is not None else offset + row
             file = self._names[index] if self._names else str(index)
-            record = self._task.prediction_record(values, names, self.top_k)
+            if dense:  # masks or drawn boxes, a file per sample (each rank writes its own samples')
+                stem = f"{index:06d}_{Path(file).stem}"
+                record = self._task.write_prediction(values, _original_image(file), self.output_dir, stem, names)
+            else:
+                record = self._task.prediction_record(values, names, self.top_k)
             self.rows.append({"index": int(index), "file": file, **record})
 
     def _output_names(self, count: int) -> list[str]:

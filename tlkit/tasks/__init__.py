@@ -1,4 +1,5 @@
-"""Tasks: what a model predicts and how it is judged (`Classification`, the default; `MultiLabel`; `Regression`).
+"""Tasks: what a model predicts and how it is judged (`Classification`, the default; `MultiLabel`; `Regression`;
+`Segmentation`).
 
 Every strategy takes one as ``task`` (``--model.init_args.task MultiLabel``)."""
 
@@ -6,5 +7,6 @@ from tlkit.tasks.base import ECE_BINS, Task
 from tlkit.tasks.classification import Classification
 from tlkit.tasks.multi_label import MultiLabel
 from tlkit.tasks.regression import Regression
+from tlkit.tasks.segmentation import Segmentation
 
-__all__ = ["ECE_BINS", "Classification", "MultiLabel", "Regression", "Task"]
+__all__ = ["ECE_BINS", "Classification", "MultiLabel", "Regression", "Segmentation", "Task"]

@@ -11,6 +11,8 @@ it), and is handed to each method that needs it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,7 +22,7 @@ from torchmetrics import Metric
 
 from tlkit.checkpoint import class_path, import_class
 from tlkit.errors import ConfigError
-from tlkit.protocols import TargetKind
+from tlkit.protocols import FeatureMap, TargetKind
 
 #: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
 ECE_BINS = 15
@@ -45,6 +47,10 @@ class Task(nn.Module):
     calibrates: ClassVar[bool] = True
     #: The fewest outputs the task can have (two classes; one label; one target).
     min_outputs: ClassVar[int] = 1
+    #: Whether the head reads the backbone's multi-scale feature maps (dense tasks) instead of its pooled features.
+    reads_feature_maps: ClassVar[bool] = False
+    #: Whether ``predict`` writes files per sample (`write_prediction`: masks, drawn boxes) besides its table.
+    writes_files: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +70,11 @@ class Task(nn.Module):
         called at each setup with the datamodule's training targets, or None when it serves none. Checkpointed
         state loaded afterwards replaces what this computed."""
 
+    def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
+        """A dense task's decoder on the backbone's maps (``feature_info``); other tasks leave the head to the model
+        (a linear or MLP head on the pooled features)."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------------------------------------------- training
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         raise NotImplementedError
@@ -71,6 +82,11 @@ class Task(nn.Module):
     def make_metrics(self) -> dict[str, Metric]:
         """Fresh metrics, by name without the stage prefix (the model logs each as ``<stage>/<name>``)."""
         raise NotImplementedError
+
+    def make_detail_metrics(self) -> dict[str, Metric]:
+        """Fresh per-class metrics logged at validation and test beside `make_metrics`' (updated with the same
+        `metric_inputs`), off the progress bar; none by default."""
+        return {}
 
     def metric_inputs(self, outputs: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> tuple:
         """What `make_metrics`' collection is updated with for a batch: (predictions, targets)."""
@@ -101,6 +117,13 @@ class Task(nn.Module):
 
     def prediction_record(self, values: list[float], names: list[str], top_k: int) -> dict[str, Any]:
         """One sample's ``predict`` output (a row of `postprocess`) as the fields the prediction files hold."""
+        raise NotImplementedError
+
+    def write_prediction(
+        self, output: torch.Tensor, image: Any, folder: Path, stem: str, names: list[str]
+    ) -> dict[str, Any]:
+        """For a task that `writes_files`: write one sample's files (``output`` a row of `postprocess`, ``image`` the
+        original PIL image or None) under ``folder``, named by ``stem``; return its record."""
         raise NotImplementedError
 
     def csv_columns(self, names: list[str], top_k: int) -> list[str]:
