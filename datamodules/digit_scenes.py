@@ -139,6 +139,7 @@ class DigitScenesDataModule(MaskFolderDataModule):
             test_fraction=test_fraction,
             **kwargs,
         )
+        self.hparams.image_size = image_size or scene_size  # (the hyperparameters hold this __init__'s own None)
 
     def scenes_folder(self) -> Path:
         hp = self.hparams

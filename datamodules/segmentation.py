@@ -24,7 +24,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from tlkit.backbones import DataConfig
 from tlkit.datamodules._splits import random_split
@@ -62,7 +61,8 @@ def segmentation_transform(config: DataConfig, train: bool, augment: bool, min_c
         steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
     else:
         steps.append(v2.Resize((size, size), interpolation=interpolation))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
+    # Geometry on the PIL image (PIL's own resampling, as an exported model's caller does it), then to a tensor.
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
     return v2.Compose(steps)
 
 
@@ -76,7 +76,7 @@ class SegmentationDataset(Dataset):
         return len(self.split.samples)
 
     def __getitem__(self, index: int):
-        image = tv_tensors.Image(TF.pil_to_tensor(open_rgb(self.split.samples[index])))
+        image = open_rgb(self.split.samples[index])
         mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.split.labels[index]).astype(np.int64)))
         with seeded(sample_seed(index)):  # a training index carries its augmentation seed
             image, mask = self.transform(image, mask)
@@ -167,8 +167,7 @@ class _ImagesOnly(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = tv_tensors.Image(TF.pil_to_tensor(open_rgb(self.paths[index])))
-        return self.transform(image).as_subclass(torch.Tensor)
+        return self.transform(open_rgb(self.paths[index])).as_subclass(torch.Tensor)
 
 
 def check_masks(split: Split, num_classes: int, ignore_index: int) -> None:

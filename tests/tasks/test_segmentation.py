@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +184,13 @@ def test_bad_masks_are_one_line_naming_the_file_before_training(tmp_path, proble
 
 
 # -------------------------------------------------------------------------------------------------------- runs
-def test_the_shipped_config_fits_tests_and_predicts_masks_and_overlays(tmp_path, capsys):
+def segmentation_snippet() -> str:
+    text = (REPO / "docs" / "export.md").read_text()
+    start = text.index("```python\n", text.index("<!-- segmentation-snippet -->")) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_shipped_config_fits_tests_predicts_masks_and_exports_what_predict_writes(tmp_path, capsys):
     run_here(["fit", "--config", CONFIG, *TINY], tmp_path)
     run = tmp_path / "logs" / "digit_scenes_segmentation" / "version_0"
     assert any("val_miou" in p.name for p in (run / "checkpoints").glob("epoch*"))  # selected on mean IoU
@@ -201,6 +209,16 @@ def test_the_shipped_config_fits_tests_and_predicts_masks_and_overlays(tmp_path,
         assert Image.open(row["overlay"]).size == image.size
         shares = {name: float(share) for name, share in (pair.split(":") for pair in row["classes"].split())}
         assert set(shares) <= set(dm.class_names()) and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    # The ONNX export, run by the export page's snippet (numpy and onnxruntime alone), writes the same masks.
+    run_here(["export", "--ckpt_path", last, "--out_dir", str(tmp_path / "exported")], tmp_path)
+    spec = json.loads((tmp_path / "exported" / "model.json").read_text())
+    assert spec["preprocessing"]["resize_mode"] == "whole_image" and spec["output"]["shape"][2:] == [32, 32]
+    (tmp_path / "snippet.py").write_text(segmentation_snippet())
+    images = tmp_path / Path(rows[0]["file"]).parent
+    subprocess.run([sys.executable, "snippet.py", "exported", str(images), "onnx_masks"], cwd=tmp_path, check=True)
+    for row in rows:
+        exported = np.asarray(Image.open(tmp_path / "onnx_masks" / Path(row["file"]).name))
+        assert np.array_equal(exported, np.asarray(Image.open(row["mask"]))), row["file"]
 
 
 def test_feature_extraction_trains_the_decoder_on_a_frozen_backbone(tmp_path, caplog):

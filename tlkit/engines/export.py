@@ -66,7 +66,8 @@ class ExportedModel(nn.Module):
         self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.task.postprocess(self.head(self.backbone(images)), self.temperature)
+        features = self.backbone.feature_maps(images) if self.task.reads_feature_maps else self.backbone(images)
+        return self.task.postprocess(self.head(features), self.temperature)
 
 
 @dataclass
@@ -80,10 +81,17 @@ class ExportReport:
 
 
 # ------------------------------------------------------------------------------------------------- preprocessing
-def preprocessing_spec(config: DataConfig) -> dict[str, Any]:
-    """The JSON form of tlkit's evaluation transform for ``config``."""
+#: How an image is brought to the model's input size: its shorter side resized to ``resize``, then the centre
+#: ``crop`` x ``crop`` (classification, multi-label, regression); or the whole image resized to ``crop`` x ``crop``
+#: (dense tasks, whose per-pixel outputs must map back onto the whole image).
+RESIZE_MODES = ("shorter_side_then_centre_crop", "whole_image")
+
+
+def preprocessing_spec(config: DataConfig, whole_image: bool = False) -> dict[str, Any]:
+    """The JSON form of tlkit's evaluation transform for ``config`` (a dense task's with ``whole_image``)."""
     return {
-        "resize": resize_size(config),
+        "resize_mode": RESIZE_MODES[1] if whole_image else RESIZE_MODES[0],
+        "resize": config.image_size if whole_image else resize_size(config),
         "crop": config.image_size,
         "interpolation": config.interpolation,
         "mean": list(config.mean),
@@ -116,6 +124,11 @@ def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
     """One opened image (any mode) as the exported model expects it, (3, crop, crop) float32, with PIL and numpy
     only: model.json's recipe, as the export page's snippet (docs/export.md) follows it."""
     image = decode(image)
+    if spec.get("resize_mode") == "whole_image":
+        image = image.resize((spec["crop"], spec["crop"]), _RESAMPLE[spec["interpolation"]])
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(spec["divide_by"])
+        pixels = (pixels - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
+        return pixels.transpose(2, 0, 1).copy()
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
@@ -243,7 +256,7 @@ def _export_into(
 ) -> ExportReport:
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
-    spec = preprocessing_spec(config)
+    spec = preprocessing_spec(config, whole_image=model.task.reads_feature_maps)
     network = ExportedModel(model.backbone, model.head, model.task, float(model.calibration_temperature)).eval()
     samples = verification_images(images)
     eager_inputs, expected = _eager_probabilities(network, samples, config)
@@ -292,9 +305,11 @@ def _eager_probabilities(
     """The inputs and the checkpoint's own probabilities, read as tlkit trains (`to_rgb`, then its torchvision
     evaluation transform): the other side of the check from `preprocess`."""
     from tlkit.datamodules import to_rgb
+    from tlkit.datamodules.segmentation import segmentation_transform
     from tlkit.datamodules.transforms import eval_transform
 
-    transform = eval_transform(config)
+    dense = network.task.reads_feature_maps
+    transform = segmentation_transform(config, False, False, 1.0, False) if dense else eval_transform(config)
     inputs = torch.stack([transform(to_rgb(image)) for image in images])
     with torch.inference_mode():
         return inputs, network(inputs).numpy()
@@ -401,12 +416,18 @@ def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
     return run
 
 
+def _output_shape(model: Any, spec: dict[str, Any]) -> list[Any]:
+    if model.task.reads_feature_maps:  # a probability per class and pixel
+        return ["batch", model.num_classes, spec["crop"], spec["crop"]]
+    return ["batch", model.num_classes]
+
+
 def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> dict[str, Any]:
     return {
         "format_version": 1,
         "files": {name: path.name for name, path in report.files.items() if name != "spec"},
         "input": {"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
-        "output": {"name": model.task.output_name, "shape": ["batch", model.num_classes]},
+        "output": {"name": model.task.output_name, "shape": _output_shape(model, spec)},
         "preprocessing": spec,
         # The outputs' names in order: classes, labels, or regression targets.
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
