@@ -145,3 +145,21 @@ def test_the_text_config_killed_and_resumed_ends_bitwise(tmp_path, tiny_bert):
         "--checkpoint.every_n_train_steps=1",
     )
     _kill_and_resume_matches_a_straight_run(tmp_path, run, "text_gradual_unfreezing", kill_step=6)
+
+
+def test_the_segmentation_config_gradually_unfrozen_killed_mid_epoch_and_resumed_ends_bitwise(tmp_path):
+    run = shipped(
+        "digit_scenes_segmentation.yaml",
+        *TINY_IMAGE_MODEL[:2],
+        "--data.init_args.num_images=40",  # 4 training batches of 8 an epoch
+        "--data.init_args.scene_size=32",
+        "--data.init_args.batch_size=8",
+        "--model.init_args.dropout=0.2",
+        "--trainer.callbacks+=ProgressiveUnfreezing",
+        "--trainer.callbacks.init_args.every_n_epochs=1",
+        "--trainer.callbacks+=LRWarmup",
+        "--trainer.callbacks.init_args.duration=3",
+        "--trainer.max_epochs=2",
+        "--checkpoint.every_n_train_steps=1",
+    )
+    _kill_and_resume_matches_a_straight_run(tmp_path, run, "digit_scenes_segmentation", kill_step=5)

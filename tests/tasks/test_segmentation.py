@@ -230,3 +230,18 @@ def test_feature_extraction_trains_the_decoder_on_a_frozen_backbone(tmp_path, ca
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
     assert any("feature maps, which are not cached" in record.getMessage() for record in caplog.records)
     assert not torch.equal(decoder, model.head.classifier.weight)  # the decoder trained
+
+
+def test_lora_adapters_train_a_segmenter_in_bf16_on_the_cpu(tmp_path):
+    from tlkit.backbones import Adapter
+
+    adapter = Adapter(rank=2, target_modules=["conv1", "conv2"])
+    model = FineTuning("test_resnet", weights=None, num_classes=11, task=Segmentation(), adapter=adapter)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("base_layer.weight")}
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, precision="bf16-mixed")
+    trainer.fit(model, scenes(tmp_path))
+    after = model.state_dict()
+    assert before and any(not torch.equal(v, after[k]) for k, v in before.items())  # the adapters trained
+    assert frozen and all(torch.equal(v, after[k]) for k, v in frozen.items())  # the pretrained weights did not
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
