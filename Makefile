@@ -62,6 +62,7 @@ bench: $(BENCH_STAMP)
 	# about 10 minutes (the docs table).
 	$(BIN)/python benchmarks/tuning.py
 	$(BIN)/python benchmarks/tune_workers.py
+	$(BIN)/python benchmarks/dense.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
