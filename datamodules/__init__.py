@@ -2,7 +2,9 @@
 segmentation masks, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
+from tlkit.datamodules.coco import CocoDetectionDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
+from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.digit_scenes import DigitScenesDataModule
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
@@ -14,12 +16,14 @@ from tlkit.datamodules.mnist_digits import MnistDigitsDataModule
 from tlkit.datamodules.multi_digits import MultiDigitsDataModule
 from tlkit.datamodules.rotten_tomatoes import RottenTomatoesDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
-from tlkit.datamodules.segmentation import MaskFolderDataModule, SegmentationDataModule
+from tlkit.datamodules.segmentation import MaskFolderDataModule
 from tlkit.datamodules.text_datamodule import TextDataModule
 from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
     "ClassificationDataModule",
+    "CocoDetectionDataModule",
+    "DenseDataModule",
     "DigitScenesDataModule",
     "DigitsDataModule",
     "DigitsMDataModule",
@@ -35,7 +39,6 @@ __all__ = [
     "MultiDigitsDataModule",
     "ResumableDataLoader",
     "RottenTomatoesDataModule",
-    "SegmentationDataModule",
     "Split",
     "TextDataModule",
     "TextFileDataModule",

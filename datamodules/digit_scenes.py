@@ -15,18 +15,25 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
+from tlkit.datamodules.coco import DetectionDataset, collate_detections, read_coco_splits
 from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.digits_m import bundled_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
-from tlkit.datamodules.segmentation import IGNORE_INDEX, MaskFolderDataModule, read_classes, read_mask_folder
+from tlkit.datamodules.segmentation import SegmentationDataset, check_masks, read_classes, read_mask_folder
 from tlkit.errors import config_error
-from tlkit.tasks.segmentation import index_mask_image
+from tlkit.protocols import TargetKind
+from tlkit.tasks.segmentation import IGNORE_INDEX, index_mask_image
 
 CLASSES = ["background", *(str(d) for d in range(10))]
+SceneTargets = Literal["masks", "boxes"]
 #: A digit's stroke covers a pixel by more than this share: the digit's; by less than ``EDGE`` share: the photo's;
 #: in between: an anti-aliased edge, ignored (255) rather than guessed.
 STROKE, EDGE = 0.5, 0.15
@@ -92,29 +99,38 @@ def write_scenes(
     (folder / "instances.json").write_text(json.dumps(coco))
 
 
-class DigitScenesDataModule(MaskFolderDataModule):
-    """Bundled segmentation scenes (see the module): 11 classes (background and the ten digits), no download.
+class DigitScenesDataModule(DenseDataModule):
+    """Bundled scenes for segmentation and detection (see the module), no download.
+
+    Targets (``targets``):
+
+    - ``masks``: a class per pixel, 11 classes (background and the ten digits; for ``task: Segmentation``), read as
+      `MaskFolderDataModule` reads its folders.
+    - ``boxes``: a box per digit, 10 classes (the digits; for ``task: Detection``), read from the COCO instances
+      files as `CocoDetectionDataModule` reads them.
 
     The MNIST digits are divided into training, validation and test pools first (``val_fraction``,
     ``test_fraction``, seeded), so no test scene shows a digit image seen in training.
 
     Args:
+        targets: ``masks`` or ``boxes``.
         num_images: scenes in all, shared among the splits in the pools' proportions.
         scene_size: the side of each rendered scene, in pixels.
         max_digits: the most digits per scene (at least one).
         root: where the scenes are written (once per setting, in a folder named by them).
         min_crop_scale: the training crop keeps at least this share of the scene.
 
-    The other arguments are `MaskFolderDataModule`'s (``image_size`` defaults to ``scene_size``; no flips: digits
-    are not mirror-symmetric).
+    The other arguments are `DenseDataModule`'s (``image_size`` defaults to ``scene_size``; no flips: digits are
+    not mirror-symmetric).
 
     Examples:
-        >>> dm = DigitScenesDataModule(num_images=600, scene_size=64)
+        >>> dm = DigitScenesDataModule(targets="boxes", num_images=600, scene_size=64)
     """
 
     def __init__(
         self,
         *,
+        targets: SceneTargets = "masks",
         num_images: int = 600,
         scene_size: int = 64,
         max_digits: int = 3,
@@ -125,6 +141,8 @@ class DigitScenesDataModule(MaskFolderDataModule):
         test_fraction: float = 0.2,
         **kwargs,
     ) -> None:
+        if targets not in ("masks", "boxes"):
+            raise config_error("targets", "'masks' (segmentation) or 'boxes' (detection)", targets)
         if num_images < 10:
             raise config_error("num_images", "an integer >= 10", num_images)
         if scene_size < 16:
@@ -132,7 +150,6 @@ class DigitScenesDataModule(MaskFolderDataModule):
         if max_digits < 1:
             raise config_error("max_digits", "an integer >= 1", max_digits)
         super().__init__(
-            root=root,
             image_size=image_size or scene_size,
             hflip=hflip,
             min_crop_scale=min_crop_scale,
@@ -140,6 +157,14 @@ class DigitScenesDataModule(MaskFolderDataModule):
             **kwargs,
         )
         self.hparams.image_size = image_size or scene_size  # (the hyperparameters hold this __init__'s own None)
+
+    @property
+    def target_kind(self) -> TargetKind:
+        return self.hparams.targets
+
+    @property
+    def collate(self) -> Any:
+        return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
 
     def scenes_folder(self) -> Path:
         hp = self.hparams
@@ -155,11 +180,17 @@ class DigitScenesDataModule(MaskFolderDataModule):
         folder = self.scenes_folder()
         if not (folder / "classes.txt").is_file():
             self._write(folder)
-        return self._read(folder)
-
-    def _read(self, folder: Path) -> tuple[list[str], dict[str, Split]]:
+        if self.hparams.targets == "boxes":
+            return read_coco_splits(folder)
         classes = read_classes(folder / "classes.txt")
         return classes, {name: read_mask_folder(folder / name, classes) for name in ("train", "val", "test")}
+
+    def check_split(self, split: Split, classes: list[str]) -> None:
+        if self.hparams.targets == "masks":
+            check_masks(split, len(classes), self.hparams.ignore_index)
+
+    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
+        return (DetectionDataset if self.hparams.targets == "boxes" else SegmentationDataset)(split, transform)
 
     def _write(self, folder: Path) -> None:
         """Render into a fresh folder beside ``folder``, then rename it into place: another process (a DDP rank)

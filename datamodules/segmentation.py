@@ -9,8 +9,7 @@
 or the same three entries under ``root/train``, ``root/val`` and ``root/test`` for splits of one's own. Every mask
 is read and checked once before training: one line names the first file with a value outside the classes, a size
 other than its image's, or no image or mask to pair with. Augmentation (``torchvision.transforms.v2``) moves the
-mask with the image: a random resized crop (nearest-neighbour for the mask), an optional flip, colour jitter on the
-image alone. Evaluation and ``predict`` resize the whole image, so a predicted mask maps back onto it.
+mask with the image (`DenseDataModule`).
 """
 
 from __future__ import annotations
@@ -21,49 +20,26 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from tlkit.backbones import DataConfig
-from tlkit.datamodules._splits import random_split
 from tlkit.datamodules.datasets import Split, open_rgb
+from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS, check_folder
-from tlkit.datamodules.image_datamodule import ImageDataModule
-from tlkit.errors import ConfigError, config_error
+from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
 from tlkit.randomness import sample_seed, seeded
-
-IGNORE_INDEX = 255
 
 
 def read_mask(path: Any) -> np.ndarray:
     """An index mask file as an (H, W) uint8 array of class indices (a palette PNG's indices, not its colours)."""
     with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
+        if image.mode not in ("P", "L"):
             raise ConfigError(
-                f"Expected mask {str(path)!r} to be a single-channel index image (mode L or P: pixel = class index), "
-                f"but it is mode {image.mode}."
+                f"Expected mask {str(path)!r} to be a single-channel 8-bit index image (mode L or P: pixel = class "
+                f"index), but it is mode {image.mode}."
             )
-        return np.asarray(image).astype(np.uint8) if image.mode in ("P", "L") else np.asarray(image)
-
-
-def segmentation_transform(config: DataConfig, train: bool, augment: bool, min_crop_scale: float, hflip: bool):
-    """The joint image-and-mask transform (`torchvision.transforms.v2`: the mask follows every geometric step with
-    nearest-neighbour interpolation; colour steps and normalisation touch the image alone)."""
-    size = config.image_size
-    interpolation = v2.InterpolationMode(config.interpolation)
-    steps: list[Any] = []
-    if train and augment:
-        steps.append(v2.RandomResizedCrop(size, scale=(min_crop_scale, 1.0), interpolation=interpolation))
-        if hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
-    else:
-        steps.append(v2.Resize((size, size), interpolation=interpolation))
-    # Geometry on the PIL image (PIL's own resampling, as an exported model's caller does it), then to a tensor.
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
-    return v2.Compose(steps)
+        return np.asarray(image).astype(np.uint8)
 
 
 class SegmentationDataset(Dataset):
@@ -81,93 +57,6 @@ class SegmentationDataset(Dataset):
         with seeded(sample_seed(index)):  # a training index carries its augmentation seed
             image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-
-
-class SegmentationDataModule(ImageDataModule):
-    """Base of segmentation datamodules: subclasses implement `load_splits` (class names, and splits whose samples
-    are image paths and whose labels are mask paths); this class checks every mask and serves (image, mask)
-    batches.
-
-    Args:
-        ignore_index: the mask value of unlabelled pixels (the model's ``task.ignore_index`` must match).
-        train_fraction: keep only this fraction of the training images.
-
-    The other arguments are `ImageDataModule`'s (``crop_pct`` does not apply: whole images are resized).
-    """
-
-    base_class_only = True
-    classes_hint = "a segmenter needs two classes or more (background counts)"
-
-    def __init__(self, *, ignore_index: int = IGNORE_INDEX, train_fraction: float | None = None, **kwargs) -> None:
-        if not 0 <= ignore_index <= 255:
-            raise config_error("ignore_index", "a mask value in [0, 255]", ignore_index)
-        if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
-            raise config_error("train_fraction", "in (0, 1]", train_fraction)
-        super().__init__(**kwargs)
-
-    @property
-    def target_kind(self) -> TargetKind:
-        return "masks"
-
-    def load_splits(self) -> tuple[list[str], dict[str, Split]]:
-        raise NotImplementedError
-
-    def load_data(self) -> tuple[list[str], dict[str, Split]]:
-        classes, splits = self.load_splits()
-        for split in splits.values():
-            check_masks(split, len(classes), self.hparams.ignore_index)
-        return classes, splits
-
-    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
-        hp = self.hparams
-        train, val_fraction = loaded["train"], hp.val_fraction
-        if "test" not in loaded:
-            rest, held = random_split(len(train.samples), hp.test_fraction, hp.seed)
-            train, loaded["test"] = train.subset(rest), train.subset(held)
-            val_fraction = val_fraction / (1.0 - hp.test_fraction)  # both fractions are of the whole
-        if "val" not in loaded:
-            rest, held = random_split(len(train.samples), val_fraction, hp.seed + 1)
-            train, loaded["val"] = train.subset(rest), train.subset(held)
-        if hp.train_fraction is not None:
-            keep, _ = random_split(len(train.samples), 1.0 - hp.train_fraction, hp.seed + 2)
-            train = train.subset(keep)
-        loaded["train"] = train
-        return loaded
-
-    def training_targets(self) -> None:
-        return None  # a segmentation task learns nothing of its masks before training
-
-    def dataset(self, split: str, train: bool | None = None, request: Any = None) -> Dataset:
-        config = self.resolve_data_config(request)
-        use_train = split == "train" if train is None else train
-        hp = self.hparams
-        transform = segmentation_transform(config, use_train, hp.augment, hp.min_crop_scale, hp.hflip)
-        return SegmentationDataset(self.splits[split], transform)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.training_loader("train", self.dataset("train"))
-
-    def val_dataloader(self) -> DataLoader:
-        return self.evaluation_loader("val")
-
-    def predict_dataloader(self) -> DataLoader:
-        """The predict folder's images (or the test split's), resized whole: their masks map back onto them."""
-        split = self._predict_split()
-        transform = segmentation_transform(self.resolve_data_config(), False, False, 1.0, False)
-        dataset = _ImagesOnly(split.samples, transform)
-        hp = self.hparams
-        return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
-
-
-class _ImagesOnly(Dataset):
-    def __init__(self, paths: list[Any], transform: Any) -> None:
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(open_rgb(self.paths[index])).as_subclass(torch.Tensor)
 
 
 def check_masks(split: Split, num_classes: int, ignore_index: int) -> None:
@@ -218,7 +107,7 @@ def read_classes(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class MaskFolderDataModule(SegmentationDataModule):
+class MaskFolderDataModule(DenseDataModule):
     """Images and index masks in folders (the layout above).
 
     Args:
@@ -226,7 +115,7 @@ class MaskFolderDataModule(SegmentationDataModule):
             each holding ``images/`` and ``masks/``, with ``classes.txt`` beside them).
         classes: the class names in index order, instead of ``classes.txt``.
 
-    The other arguments are `SegmentationDataModule`'s and `ImageDataModule`'s.
+    The other arguments are `DenseDataModule`'s and `ImageDataModule`'s.
 
     Examples:
         >>> dm = MaskFolderDataModule(root="data/scenes", image_size=256)
@@ -235,8 +124,20 @@ class MaskFolderDataModule(SegmentationDataModule):
     def __init__(self, *, root: str, classes: list[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
 
+    classes_hint = "a segmenter needs two classes or more (background counts)"
+
+    @property
+    def target_kind(self) -> TargetKind:
+        return "masks"
+
     def describe_source(self) -> str:
         return repr(self.hparams.root)
+
+    def check_split(self, split: Split, classes: list[str]) -> None:
+        check_masks(split, len(classes), self.hparams.ignore_index)
+
+    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
+        return SegmentationDataset(split, transform)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
         root = Path(self.hparams.root).expanduser()

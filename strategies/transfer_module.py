@@ -160,7 +160,9 @@ class TransferModule(LightningModule):
         self.head = self.make_head(num_classes)
         self.metrics = nn.ModuleDict(
             {
-                f"{s}_metrics": MetricCollection(self.task.make_metrics(), prefix=f"{s}/")
+                f"{s}_metrics": MetricCollection(
+                    self.task.make_train_metrics() if s == "train" else self.task.make_metrics(), prefix=f"{s}/"
+                )
                 for s in ("train", "val", "test")
             }
         )
@@ -360,10 +362,12 @@ class TransferModule(LightningModule):
         logits = self.head(features)
         loss = self.loss(logits, y)
         temperature = self.calibration_temperature
-        inputs = self.task.metric_inputs(logits, y, temperature)
-        self.metrics[f"{stage}_metrics"].update(*inputs)
-        if f"{stage}_details" in self.detail_metrics:
-            self.detail_metrics[f"{stage}_details"].update(*inputs)
+        details = self.detail_metrics[f"{stage}_details"] if f"{stage}_details" in self.detail_metrics else None
+        if len(self.metrics[f"{stage}_metrics"]) or details is not None:
+            inputs = self.task.metric_inputs(logits, y, temperature)
+            self.metrics[f"{stage}_metrics"].update(*inputs)
+            if details is not None:
+                details.update(*inputs)
         if stage == "val":
             if self.confusion is not None:
                 self.confusion.update(logits, y)
@@ -464,4 +468,5 @@ _KIND_WORDS = {
     "labels": "label sets",
     "values": "numeric targets",
     "masks": "a class per pixel (masks)",
+    "boxes": "boxed objects",
 }

@@ -2,7 +2,8 @@
 bar on, every collective entered by every rank. Each shipped config family finishes with its ranks bitwise equal:
 text through gradual unfreezing's phase changes (the DDP wrapper rebuilt at each), domain adaptation with its
 discriminator training, multi-label with its thresholds and temperature fitted on both ranks' validation outputs,
-segmentation with its decoder on the feature maps (DDP refuses a parameter no gradient reaches).
+segmentation and detection with their decoders on the feature maps (DDP refuses a parameter no gradient reaches;
+detection's mAP gathers every rank's boxes).
 (Classification's run is the DDP journey in test_user_journey.py, resumed mid-epoch.)"""
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
         config = "digit_scenes_segmentation.yaml"
         extra = [*TINY_IMAGE_MODEL[:2], "--data.init_args.num_images=40", "--data.init_args.scene_size=32"]
         extra.append("--data.init_args.batch_size=8")
+    elif family == "detection":  # mAP gathers every rank's detections before COCO's evaluation
+        config = "digit_scenes_detection.yaml"
+        extra = [*TINY_IMAGE_MODEL[:2], "--data.init_args.num_images=40", "--data.init_args.scene_size=64"]
+        extra.append("--data.init_args.batch_size=8")
     else:
         config = "domain_adaptation/digits_m_dann.yaml"
         extra = TINY_IMAGE_MODEL
@@ -54,11 +59,17 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
 
 #: Per family: how many epochs (text: gradual unfreezing every 2 epochs, so both layers of the tiny BERT unfreeze),
 #: and what must have trained besides the backbone.
-EPOCHS = {"text": 5, "domain_adaptation": 2, "multilabel": 2, "segmentation": 2}
-MOVES = {"text": "head.", "domain_adaptation": "discriminator.", "multilabel": "head.", "segmentation": "head.fpn"}
+EPOCHS = {"text": 5, "domain_adaptation": 2, "multilabel": 2, "segmentation": 2, "detection": 2}
+MOVES = {
+    "text": "head.",
+    "domain_adaptation": "discriminator.",
+    "multilabel": "head.",
+    "segmentation": "head.fpn",
+    "detection": "head.fcos",
+}
 
 
-@pytest.mark.parametrize("family", ["text", "domain_adaptation", "multilabel", "segmentation"])
+@pytest.mark.parametrize("family", ["text", "domain_adaptation", "multilabel", "segmentation", "detection"])
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from tlkit.features import FeatureServing
 
 #: What a datamodule's targets are: one class index per sample (``class``), a set of labels (``labels``, served as a
-#: multi-hot float vector), numbers (``values``, a float vector), or a class per pixel (``masks``, an (H, W) integer
-#: tensor). A model's task trains on one kind.
-TargetKind = Literal["class", "labels", "values", "masks"]
+#: multi-hot float vector), numbers (``values``, a float vector), a class per pixel (``masks``, an (H, W) integer
+#: tensor), or boxed objects (``boxes``: a dict of ``boxes`` (K, 4) x1, y1, x2, y2 and ``labels`` (K,) per image).
+#: A model's task trains on one kind.
+TargetKind = Literal["class", "labels", "values", "masks", "boxes"]
 
 
 @dataclass(frozen=True)

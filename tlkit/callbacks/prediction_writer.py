@@ -46,7 +46,9 @@ class PredictionWriter(BasePredictionWriter):
     ``;``-joined in CSV) and each label's probability (a column per label; in JSONL ``probabilities``, by name).
     Regression: a column per target, in the targets' units (in JSONL ``values``, by name). Segmentation: each
     image's index mask (``masks/``, a palette PNG at the image's size) and colour overlay (``overlays/``), and the
-    share of the pixels of each predicted class. Names come from the model (stored in its checkpoint).
+    share of the pixels of each predicted class. Detection: each image's boxes, classes and scores, the image with
+    the boxes drawn (``drawn/``), and ``detections.json`` in COCO's results format. Names come from the model (stored
+    in its checkpoint).
 
     Args:
         output_dir: folder for the files (created if needed).
@@ -85,15 +87,19 @@ class PredictionWriter(BasePredictionWriter):
         self,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
-        prediction: torch.Tensor,
+        prediction: torch.Tensor | list[dict[str, torch.Tensor]],
         batch_indices: Any,
         batch: Any,
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        outputs = prediction.detach().float().cpu()
         dense = self._task.writes_files
-        self._width = outputs.shape[1] if dense else outputs.shape[-1]
+        if isinstance(prediction, torch.Tensor):
+            outputs = prediction.detach().float().cpu()
+            self._width = outputs.shape[1] if dense else outputs.shape[-1]
+        else:  # one dict of tensors per sample (detections)
+            outputs = [{k: v.detach().cpu() for k, v in sample.items()} for sample in prediction]
+            self._width = self._task.num_outputs
         names = self._output_names(self._width)
         offset = len(self.rows)
         for row, values in enumerate(outputs if dense else outputs.tolist()):
@@ -129,6 +135,10 @@ class PredictionWriter(BasePredictionWriter):
                 for row in self.rows:
                     writer.writerow(self._task.csv_row(row, names))
             self.written.append(path)
+        if self._task.writes_files:
+            results = self._task.write_results(self.rows, self.output_dir, self._output_names(self._width))
+            if results is not None:
+                self.written.append(results)
         if "jsonl" in self.formats:
             path = unused_path(self.output_dir, self.name, ".jsonl")
             with path.open("w") as file:

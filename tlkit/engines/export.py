@@ -227,6 +227,11 @@ def export(
     directory = Path(out_dir).expanduser()
     _check_directory(directory)
     model = load_strategy(checkpoint_path)
+    if not model.task.exports:
+        raise ConfigError(
+            f"Expected a checkpoint whose task tlkit exports, but task {type(model.task).__name__} returns per-image "
+            "detections, which export does not take yet; run it with `tlkit predict` (its boxes and COCO results)."
+        )
     created = not directory.exists()
     _prepare_directory(directory)
     try:
@@ -305,11 +310,11 @@ def _eager_probabilities(
     """The inputs and the checkpoint's own probabilities, read as tlkit trains (`to_rgb`, then its torchvision
     evaluation transform): the other side of the check from `preprocess`."""
     from tlkit.datamodules import to_rgb
-    from tlkit.datamodules.segmentation import segmentation_transform
+    from tlkit.datamodules.dense import whole_image_transform
     from tlkit.datamodules.transforms import eval_transform
 
     dense = network.task.reads_feature_maps
-    transform = segmentation_transform(config, False, False, 1.0, False) if dense else eval_transform(config)
+    transform = whole_image_transform(config) if dense else eval_transform(config)
     inputs = torch.stack([transform(to_rgb(image)) for image in images])
     with torch.inference_mode():
         return inputs, network(inputs).numpy()

@@ -49,6 +49,8 @@ class Task(nn.Module):
     min_outputs: ClassVar[int] = 1
     #: Whether the head reads the backbone's multi-scale feature maps (dense tasks) instead of its pooled features.
     reads_feature_maps: ClassVar[bool] = False
+    #: Whether `tlkit.engines.export` can export the model (its outputs one tensor of fixed shape per image).
+    exports: ClassVar[bool] = True
     #: Whether ``predict`` writes files per sample (`write_prediction`: masks, drawn boxes) besides its table.
     writes_files: ClassVar[bool] = False
 
@@ -82,6 +84,11 @@ class Task(nn.Module):
     def make_metrics(self) -> dict[str, Metric]:
         """Fresh metrics, by name without the stage prefix (the model logs each as ``<stage>/<name>``)."""
         raise NotImplementedError
+
+    def make_train_metrics(self) -> dict[str, Metric]:
+        """Fresh metrics of the training batches (default: `make_metrics`'; none where computing them would cost a
+        decoding pass per step, as detection's would)."""
+        return self.make_metrics()
 
     def make_detail_metrics(self) -> dict[str, Metric]:
         """Fresh per-class metrics logged at validation and test beside `make_metrics`' (updated with the same
@@ -125,6 +132,11 @@ class Task(nn.Module):
         """For a task that `writes_files`: write one sample's files (``output`` a row of `postprocess`, ``image`` the
         original PIL image or None) under ``folder``, named by ``stem``; return its record."""
         raise NotImplementedError
+
+    def write_results(self, rows: list[dict[str, Any]], folder: Path, names: list[str]) -> Path | None:
+        """For a task that `writes_files`: a file of every sample's record beside the table (detection's COCO
+        results), or None."""
+        return None
 
     def csv_columns(self, names: list[str], top_k: int) -> list[str]:
         raise NotImplementedError

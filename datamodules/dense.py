@@ -1,0 +1,162 @@
+"""`DenseDataModule`: the base of datamodules for dense tasks, whose targets are per pixel (masks) or per object
+(boxes) rather than per image.
+
+What they share: the data is checked in full before training (every mask, every box); splits held out at random;
+training transforms move the targets with the image (`torchvision.transforms.v2`); evaluation and ``predict``
+resize the whole image (no centre crop), so what the model outputs maps back onto the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from tlkit.backbones import DataConfig
+from tlkit.datamodules._splits import random_split
+from tlkit.datamodules.datasets import Split, open_rgb
+from tlkit.datamodules.image_datamodule import ImageDataModule
+from tlkit.errors import config_error
+from tlkit.tasks.segmentation import IGNORE_INDEX
+
+
+def whole_image_transform(config: DataConfig) -> v2.Compose:
+    """Evaluation's (and an exported model's caller's) input: the whole image resized to ``image_size`` square with
+    PIL's resampling, scaled to [0, 1] and normalised."""
+    interpolation = v2.InterpolationMode(config.interpolation)
+    return v2.Compose(
+        [
+            v2.Resize((config.image_size, config.image_size), interpolation=interpolation),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(config.mean, config.std),
+        ]
+    )
+
+
+def augmenting_transform(config: DataConfig, min_crop_scale: float, hflip: bool, boxes: bool) -> v2.Compose:
+    """Training's transform with augmentation: a random resized crop (keeping ``min_crop_scale`` of the area or
+    more), an optional flip, colour jitter; masks follow every geometric step with nearest-neighbour interpolation,
+    boxes are moved, clipped and (``boxes``) dropped where a crop leaves less than 2 pixels of them. Geometry runs on
+    the PIL image with PIL's resampling, as evaluation does."""
+    interpolation = v2.InterpolationMode(config.interpolation)
+    steps: list[Any] = [
+        v2.RandomResizedCrop(config.image_size, scale=(min_crop_scale, 1.0), interpolation=interpolation)
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
+    if boxes:
+        steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=2)]
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
+    return v2.Compose(steps)
+
+
+class DenseDataModule(ImageDataModule):
+    """Base of the segmentation and detection datamodules: subclasses implement `load_splits` (class names, and
+    splits whose samples are image paths and whose labels are the targets' files or records), `check_split` and
+    `pair_dataset`.
+
+    Args:
+        ignore_index: the mask value of unlabelled pixels (segmentation; the model's ``task.ignore_index`` must
+            match).
+        train_fraction: keep only this fraction of the training images.
+
+    The other arguments are `ImageDataModule`'s (``crop_pct`` does not apply: whole images are resized).
+    """
+
+    base_class_only = True
+    classes_hint = "a dense task needs two classes or more"
+
+    def __init__(self, *, ignore_index: int = IGNORE_INDEX, train_fraction: float | None = None, **kwargs) -> None:
+        if not 0 <= ignore_index <= 255:
+            raise config_error("ignore_index", "a mask value in [0, 255]", ignore_index)
+        if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
+            raise config_error("train_fraction", "in (0, 1]", train_fraction)
+        super().__init__(**kwargs)
+
+    # ----------------------------------------------------------------------------------------- for subclasses
+    def load_splits(self) -> tuple[list[str], dict[str, Split]]:
+        raise NotImplementedError
+
+    def check_split(self, split: Split, classes: list[str]) -> None:
+        """Raise a one-line ConfigError at the first target that does not fit its image or the classes."""
+        raise NotImplementedError
+
+    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
+        """(image, target) pairs of ``split``, transformed together by ``transform``."""
+        raise NotImplementedError
+
+    def train_transform(self, config: DataConfig) -> Any:
+        """The training transform: `augmenting_transform` (``augment: false``: evaluation's)."""
+        hp = self.hparams
+        if not hp.augment:
+            return whole_image_transform(config)
+        return augmenting_transform(config, hp.min_crop_scale, hp.hflip, boxes=self.target_kind == "boxes")
+
+    #: How samples become a batch (a plain function, so worker processes can take it): stacked by default.
+    collate = staticmethod(torch.utils.data.default_collate)
+
+    # ----------------------------------------------------------------------------------------------- the data
+    def load_data(self) -> tuple[list[str], dict[str, Split]]:
+        classes, splits = self.load_splits()
+        for split in splits.values():
+            self.check_split(split, classes)
+        return classes, splits
+
+    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
+        hp = self.hparams
+        train, val_fraction = loaded["train"], hp.val_fraction
+        if "test" not in loaded:
+            rest, held = random_split(len(train.samples), hp.test_fraction, hp.seed)
+            train, loaded["test"] = train.subset(rest), train.subset(held)
+            val_fraction = val_fraction / (1.0 - hp.test_fraction)  # both fractions are of the whole
+        if "val" not in loaded:
+            rest, held = random_split(len(train.samples), val_fraction, hp.seed + 1)
+            train, loaded["val"] = train.subset(rest), train.subset(held)
+        if hp.train_fraction is not None:
+            keep, _ = random_split(len(train.samples), 1.0 - hp.train_fraction, hp.seed + 2)
+            train = train.subset(keep)
+        loaded["train"] = train
+        return loaded
+
+    def training_targets(self) -> None:
+        return None  # a dense task learns nothing of its targets before training
+
+    def dataset(self, split: str, train: bool | None = None, request: Any = None) -> Dataset:
+        config = self.resolve_data_config(request)
+        use_train = split == "train" if train is None else train
+        transform = self.train_transform(config) if use_train else whole_image_transform(config)
+        return self.pair_dataset(self.splits[split], transform)
+
+    # ---------------------------------------------------------------------------------------------- loaders
+    def _loader_options(self) -> dict[str, Any]:
+        return {**super()._loader_options(), "collate_fn": self.collate}
+
+    def train_dataloader(self) -> DataLoader:
+        return self.training_loader("train", self.dataset("train"))
+
+    def val_dataloader(self) -> DataLoader:
+        return self.evaluation_loader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The predict folder's images (or the test split's), resized whole: what the model outputs maps back
+        onto them."""
+        dataset = ImagesOnly(self._predict_split().samples, whole_image_transform(self.resolve_data_config()))
+        hp = self.hparams
+        return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
+
+
+class ImagesOnly(Dataset):
+    """Image files, transformed: what ``predict`` reads."""
+
+    def __init__(self, paths: list[Any], transform: Any) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(open_rgb(self.paths[index])).as_subclass(torch.Tensor)

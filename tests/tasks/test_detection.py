@@ -1,0 +1,178 @@
+"""Object detection: COCO instances files (their bad input in one line, images without boxes kept), augmentation
+that moves the boxes, the FCOS detector learning, and runs through the `tlkit` command with the shipped config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests._console import REPO, run_here
+from tests.conftest import quiet_trainer
+from tlkit.datamodules import CocoDetectionDataModule, DigitScenesDataModule
+from tlkit.errors import ConfigError
+from tlkit.strategies import FeatureExtraction, FineTuning
+from tlkit.tasks import Detection
+
+CONFIG = str(REPO / "configs" / "digit_scenes_detection.yaml")
+TINY = [
+    "--model.init_args.backbone=test_resnet",
+    "--model.init_args.weights=null",
+    "--data.init_args.num_images=40",
+    "--data.init_args.scene_size=64",
+    "--data.init_args.batch_size=8",
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=2",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def write_coco(root: Path, annotations: list[dict], images: int = 2, categories=(1, 2)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for i in range(1, images + 1):
+        Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(root / f"{i}.png")
+        listed.append({"id": i, "file_name": f"{i}.png", "width": 40, "height": 30})
+    coco = {
+        "images": listed,
+        "annotations": [{"id": k + 1, "iscrowd": 0, **a} for k, a in enumerate(annotations)],
+        "categories": [{"id": c, "name": f"part{c}"} for c in categories],
+    }
+    (root / "instances.json").write_text(json.dumps(coco))
+    return root
+
+
+def scenes(tmp_path: Path, **kwargs) -> DigitScenesDataModule:
+    return DigitScenesDataModule(
+        targets="boxes", num_images=40, scene_size=64, root=str(tmp_path / "scenes"), batch_size=8, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ the data
+@pytest.mark.parametrize(
+    "annotation, message",
+    [
+        (
+            {"image_id": 1, "category_id": 1, "bbox": [30, 5, 20, 10]},
+            r"box of annotation 1 .* inside its image \(40x30\)",
+        ),
+        ({"image_id": 1, "category_id": 1, "bbox": [3, 5, 0, 10]}, r"positive area .* \[3.0, 5.0, 0.0, 10.0\]"),
+        ({"image_id": 9, "category_id": 1, "bbox": [3, 5, 4, 4]}, r"annotation 1 .* to name an image .* image_id 9"),
+        ({"image_id": 1, "category_id": 7, "bbox": [3, 5, 4, 4]}, r"to name a category of the file \(1, 2\).* 7"),
+    ],
+)
+def test_bad_annotations_are_one_line_naming_the_annotation_before_training(tmp_path, annotation, message):
+    root = write_coco(tmp_path / "data", [annotation])
+    with pytest.raises(ConfigError, match=message) as caught:
+        CocoDetectionDataModule(root=str(root)).setup("fit")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_image_file_is_one_line_and_images_without_boxes_are_background(tmp_path, caplog):
+    root = write_coco(tmp_path / "data", [{"image_id": 1, "category_id": 2, "bbox": [3, 5, 10, 8]}], images=10)
+    dm = CocoDetectionDataModule(root=str(root), val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert dm.class_names() == ["part1", "part2"]
+    assert "train 10 (9 without boxes) images; images without boxes are kept as background" in caplog.text
+    everything = [t for s in dm.splits.values() for t in s.labels]
+    assert sorted(len(t["labels"]) for t in everything) == [0] * 9 + [1]
+    assert [t for t in everything if t["labels"]][0] == {"boxes": [[3.0, 5.0, 13.0, 13.0]], "labels": [1]}
+    (root / "2.png").unlink()
+    with pytest.raises(ConfigError, match=r"image '2.png' that .* names, but .* is missing"):
+        CocoDetectionDataModule(root=str(root)).setup("fit")
+
+
+def test_augmentation_moves_the_boxes_with_the_image(tmp_path):
+    root = tmp_path / "squares"
+    root.mkdir()
+    listed, annotations = [], []
+    for i in range(1, 9):
+        pixels = np.zeros((48, 48, 3), dtype=np.uint8)
+        x, y = 4 * i, 40 - 4 * i
+        pixels[y : y + 12, x : x + 12, 0] = 255
+        Image.fromarray(pixels).save(root / f"{i}.png")
+        listed.append({"id": i, "file_name": f"{i}.png", "width": 48, "height": 48})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [x, y, 12, 12]})
+    coco = {"images": listed, "annotations": annotations, "categories": [{"id": 1, "name": "square"}]}
+    (root / "instances.json").write_text(json.dumps(coco))
+    dm = CocoDetectionDataModule(root=str(root), image_size=32, min_crop_scale=0.6, hflip=True, val_fraction=0.2)
+    dm.setup("fit")
+    dataset = dm.dataset("train")
+    kept = 0
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        kept += len(target["boxes"])
+        for box in target["boxes"]:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
+            inside = image[0, y1:y2, x1:x2] > image[2, y1:y2, x1:x2]  # red above blue: the square
+            assert inside.float().mean() > 0.7, (index, box)
+    assert kept >= len(dataset) - 1  # a crop drops a square only where it cuts it away
+
+
+# ------------------------------------------------------------------------------------------------------- learning
+def test_the_detector_learns_the_boxes_of_a_batch_and_feature_extraction_keeps_the_backbone(tmp_path):
+    data = scenes(tmp_path, augment=False)
+    data.setup("fit")
+    images, targets = next(iter(data.train_dataloader()))
+    model = FineTuning("test_resnet", weights=None, num_classes=10, task=Detection())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model.loss(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.6 * losses[0]  # focal, GIoU and centerness losses fall on the batch it sees
+    frozen = FeatureExtraction("test_resnet", weights=None, num_classes=10, task=Detection())
+    before = {k: v.clone() for k, v in frozen.backbone.state_dict().items()}
+    head = frozen.head.fcos.head.classification_head.cls_logits.weight.detach().clone()
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2)
+    trainer.fit(frozen, scenes(tmp_path))
+    assert all(torch.equal(before[k], v) for k, v in frozen.backbone.state_dict().items())
+    assert not torch.equal(head, frozen.head.fcos.head.classification_head.cls_logits.weight)
+    assert {"val/map", "val/map_50"} <= set(trainer.callback_metrics)
+
+
+# -------------------------------------------------------------------------------------------------------- runs
+def test_the_shipped_config_fits_tests_and_predicts_boxes_drawn_and_coco_results(tmp_path, capsys):
+    run_here(["fit", "--config", CONFIG, *TINY], tmp_path)
+    run = tmp_path / "logs" / "digit_scenes_detection" / "version_0"
+    assert any("val_map" in p.name for p in (run / "checkpoints").glob("epoch*"))  # selected on mAP
+    last = str(run / "checkpoints" / "last.ckpt")
+    run_here(["test", "--ckpt_path", last, "--trainer.enable_progress_bar=false"], tmp_path)
+    assert "test/map_50" in capsys.readouterr().out
+    run_here(["predict", "--ckpt_path", last, "--trainer.enable_progress_bar=false"], tmp_path)
+    rows = list(csv.DictReader((run / "predictions" / "predictions-last.csv").open()))
+    records = [json.loads(line) for line in (run / "predictions" / "predictions-last.jsonl").read_text().splitlines()]
+    dm = scenes(tmp_path)
+    dm.setup("test")
+    assert len(rows) == len(records) == len(dm.splits["test"].samples)
+    results = json.loads((run / "predictions" / "detections.json").read_text())
+    assert len(results) == sum(len(r["detections"]) for r in records) > 0
+    assert set(results[0]) == {"image_id", "file_name", "category_id", "bbox", "score"}
+    for record in records:
+        image = Image.open(tmp_path / record["file"])
+        assert Image.open(record["drawn"]).size == image.size
+        for detection in record["detections"]:
+            x, y, w, h = detection["box"]
+            assert -0.5 <= x and -0.5 <= y and x + w <= image.width + 0.5 and y + h <= image.height + 0.5
+            assert detection["class"] in dm.class_names() and 0 < detection["score"] <= 1
+
+
+def test_export_of_a_detector_is_one_line(tmp_path):
+    from tlkit.engines.export import export
+
+    model = FineTuning("test_resnet", weights=None, num_classes=10, task=Detection())
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, default_root_dir=tmp_path)
+    trainer.fit(model, scenes(tmp_path))
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    with pytest.raises(ConfigError, match="task Detection returns per-image detections, which export does not take"):
+        export(tmp_path / "model.ckpt", tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()  # nothing written

@@ -1,0 +1,182 @@
+"""`Detection`: boxes around objects and their classes, from an FCOS head on the backbone's feature maps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.detection import MeanAveragePrecision
+
+from tlkit.errors import config_error
+from tlkit.protocols import FeatureMap
+from tlkit.tasks.base import Task
+from tlkit.tasks.detectors import DetectorOutputs, FCOSDetector
+from tlkit.tasks.segmentation import palette
+
+
+class BoxMAP(MeanAveragePrecision):
+    """One value of torchmetrics' COCO mean average precision (``map``: over IoU 0.5 to 0.95; ``map_50``: at 0.5),
+    as a scalar metric Lightning logs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        self.key = key
+
+    def compute(self) -> torch.Tensor:
+        return super().compute()[self.key]
+
+
+class Detection(Task):
+    """Object detection: an `FCOSDetector` (torchvision's FCOS head on a feature pyramid over the backbone's maps at
+    strides 8 to 32) boxes every object and classes it. Trained from the backbone's ImageNet weights (the head starts
+    from scratch: tlkit ships no detection weights). Loss: FCOS's sigmoid focal loss, GIoU box loss and centerness.
+    Metrics: COCO mean average precision over IoU thresholds 0.5 to 0.95 (``map``, what checkpoints select on) and at
+    0.5 (``map_50``), by torchmetrics with the COCO evaluator. ``predict`` writes every image's detections (boxes in
+    the image's own pixels, ``[x, y, width, height]`` as COCO has them), a copy of the image with the boxes drawn,
+    and ``detections.json`` in COCO's results format.
+
+    Args:
+        score_threshold: the least score a detection is kept with.
+        nms_threshold: the IoU above which non-maximum suppression drops the lower-scored of two boxes of a class.
+        detections_per_image: the most detections kept per image.
+        channels: width of the pyramid and of the head.
+
+    Examples:
+        >>> model = FineTuning("resnet18", weights=None, num_classes=10, task=Detection())
+    """
+
+    name: ClassVar[str] = "detection"
+    target_kind = "boxes"
+    monitor = ("val/map", "max")
+    output_name: ClassVar[str] = "detections"
+    calibrates: ClassVar[bool] = False
+    reads_feature_maps: ClassVar[bool] = True
+    writes_files: ClassVar[bool] = True
+    exports: ClassVar[bool] = False  # a varying number of boxes per image, after non-maximum suppression
+
+    def __init__(
+        self,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.6,
+        detections_per_image: int = 100,
+        channels: int = 64,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= score_threshold < 1.0:
+            raise config_error("task.score_threshold", "in [0, 1)", score_threshold)
+        if not 0.0 < nms_threshold <= 1.0:
+            raise config_error("task.nms_threshold", "in (0, 1]", nms_threshold)
+        if detections_per_image < 1:
+            raise config_error("task.detections_per_image", "an integer >= 1", detections_per_image)
+        if channels < 32 or channels % 32:
+            raise config_error("task.channels", "a multiple of 32 (the head's group norm has 32 groups)", channels)
+        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self.detections_per_image, self.channels = detections_per_image, channels
+
+    def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
+        return FCOSDetector(
+            feature_info,
+            num_outputs,
+            self.channels,
+            score_threshold=self.score_threshold,
+            nms_threshold=self.nms_threshold,
+            detections_per_image=self.detections_per_image,
+        )
+
+    def loss(self, outputs: DetectorOutputs, targets: list[dict], label_smoothing: float = 0.0) -> torch.Tensor:
+        return sum(outputs.detector.losses(outputs, targets).values())
+
+    def make_metrics(self) -> dict[str, Metric]:
+        return {"map": BoxMAP("map"), "map_50": BoxMAP("map_50")}
+
+    def make_train_metrics(self) -> dict[str, Metric]:
+        return {}  # each training step would otherwise decode and match every image's boxes
+
+    def metric_inputs(self, outputs: DetectorOutputs, targets: list[dict], temperature: torch.Tensor) -> tuple:
+        with torch.no_grad():
+            detections = outputs.detector.detections(outputs)
+        return [{k: v.detach().float() if k != "labels" else v for k, v in d.items()} for d in detections], targets
+
+    def postprocess(self, outputs: DetectorOutputs, temperature: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes`` (x1, y1, x2, y2 in the model input's pixels), ``scores``, ``labels`` and
+        ``input_size`` (height, width: what the boxes' pixels are of)."""
+        size = torch.tensor(outputs.image_size)
+        return [{**d, "input_size": size} for d in outputs.detector.detections(outputs)]
+
+    # --------------------------------------------------------------------------------------------------- predict
+    def write_prediction(
+        self, output: dict[str, torch.Tensor], image: Image.Image | None, folder: Path, stem: str, names: list[str]
+    ) -> dict[str, Any]:
+        """The image's detections in its own pixels (COCO's ``[x, y, width, height]``), and the image with them
+        drawn under ``folder/drawn`` (when the image is a file)."""
+        boxes = output["boxes"].float()
+        if image is not None:  # from the model's input size back to the image's
+            height, width = output["input_size"].tolist()
+            boxes = boxes * torch.tensor([image.width / width, image.height / height] * 2)
+        detections = [
+            {
+                "class": names[int(label)],
+                "score": round(float(score), 6),
+                "box": [
+                    round(float(box[0]), 2),
+                    round(float(box[1]), 2),
+                    round(float(box[2] - box[0]), 2),
+                    round(float(box[3] - box[1]), 2),
+                ],
+            }
+            for box, score, label in zip(boxes, output["scores"], output["labels"])
+        ]
+        record: dict[str, Any] = {"detections": detections}
+        if image is not None:
+            drawn = image.copy()
+            draw = ImageDraw.Draw(drawn)
+            colours = palette()
+            for box, detection, label in zip(boxes.tolist(), detections, output["labels"].tolist()):
+                colour = tuple(colours[3 * (label + 1) : 3 * (label + 1) + 3])
+                draw.rectangle(box, outline=colour, width=max(1, round(min(image.size) / 100)))
+                draw.text((box[0] + 1, box[1] + 1), f"{detection['class']} {detection['score']:.2f}", fill=colour)
+            (folder / "drawn").mkdir(parents=True, exist_ok=True)
+            record["drawn"] = str(folder / "drawn" / f"{stem}.png")
+            drawn.save(record["drawn"])
+        return record
+
+    def write_results(self, rows: list[dict[str, Any]], folder: Path, names: list[str]) -> Path:
+        """Every image's detections in COCO's results format (``image_id``: the row's number from 1 in the written
+        order, with ``file_name`` beside it; ``category_id``: the class's index from 1, in the model's class order)."""
+        results = [
+            {
+                "image_id": number,
+                "file_name": row["file"],
+                "category_id": names.index(detection["class"]) + 1,
+                "bbox": detection["box"],
+                "score": detection["score"],
+            }
+            for number, row in enumerate(rows, start=1)
+            for detection in row["detections"]
+        ]
+        path = folder / "detections.json"
+        path.write_text(json.dumps(results))
+        return path
+
+    def csv_columns(self, names: list[str], top_k: int) -> list[str]:
+        return ["file", "detections", "drawn"]
+
+    def csv_row(self, record: dict[str, Any], names: list[str]) -> list[str]:
+        boxes = " ".join(
+            f"{d['class']}:{d['score']:.3f}@{','.join(f'{v:g}' for v in d['box'])}" for d in record["detections"]
+        )
+        return [record["file"], boxes, record.get("drawn", "")]
+
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "score_threshold": self.score_threshold,
+            "nms_threshold": self.nms_threshold,
+            "detections_per_image": self.detections_per_image,
+            "channels": self.channels,
+        }
