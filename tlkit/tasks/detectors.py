@@ -61,7 +61,9 @@ class FCOSDetector(nn.Module):
         num_classes: the object classes (no background class: FCOS scores each class with its own sigmoid).
         channels: width of the pyramid and of the head.
         head_convs: 3x3 convolutions in each of the head's two towers (torchvision's default is 4).
-        score_threshold, nms_threshold, detections_per_image: FCOS's decoding.
+        score_threshold: the least score a detection is kept with.
+        nms_threshold: the IoU above which non-maximum suppression drops the lower-scored of two boxes of a class.
+        detections_per_image: the most detections kept per image.
     """
 
     def __init__(
