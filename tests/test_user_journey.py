@@ -163,3 +163,16 @@ def test_the_segmentation_config_gradually_unfrozen_killed_mid_epoch_and_resumed
         "--checkpoint.every_n_train_steps=1",
     )
     _kill_and_resume_matches_a_straight_run(tmp_path, run, "digit_scenes_segmentation", kill_step=5)
+
+
+def test_the_detection_config_killed_mid_epoch_and_resumed_ends_bitwise(tmp_path):
+    run = shipped(
+        "digit_scenes_detection.yaml",
+        *TINY_IMAGE_MODEL[:2],
+        "--data.init_args.num_images=40",  # 4 training batches of 8 an epoch
+        "--data.init_args.scene_size=64",
+        "--data.init_args.batch_size=8",
+        "--trainer.max_epochs=2",
+        "--checkpoint.every_n_train_steps=1",
+    )
+    _kill_and_resume_matches_a_straight_run(tmp_path, run, "digit_scenes_detection", kill_step=5)
