@@ -2,7 +2,7 @@
 segmentation masks, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
-from tlkit.datamodules.coco import CocoDetectionDataModule
+from tlkit.datamodules.coco import CocoDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
 from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.digit_scenes import DigitScenesDataModule
@@ -22,7 +22,7 @@ from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
     "ClassificationDataModule",
-    "CocoDetectionDataModule",
+    "CocoDataModule",
     "DenseDataModule",
     "DigitScenesDataModule",
     "DigitsDataModule",

@@ -1,31 +1,37 @@
-"""Object detection data in COCO's format: images plus an instances JSON (what annotation tools export).
+"""Detection and segmentation data in COCO's format: images plus an instances JSON (what annotation tools export).
 
-`CocoDetectionDataModule` reads ``root/instances.json`` (``images``: ``id``, ``file_name`` relative to ``root``,
+`CocoDataModule` reads ``root/instances.json`` (``images``: ``id``, ``file_name`` relative to ``root``,
 ``width``, ``height``; ``annotations``: ``image_id``, ``category_id``, ``bbox`` as ``[x, y, width, height]``;
-``categories``: ``id``, ``name``), or the same under ``root/train``, ``root/val`` and ``root/test`` for splits of
+``categories``: ``id``, ``name``; with ``targets: masks``, each annotation's ``segmentation`` as polygons or RLE), or
+the same under ``root/train``, ``root/val`` and ``root/test`` for splits of
 one's own. Everything is checked before training, one line naming the first problem: a box outside its image or of
 zero area, an annotation naming an image or a category the file does not have, an image file that is missing.
 Images without annotations are kept as background, and the data summary counts them. Crowd annotations
-(``iscrowd: 1``) are left out, as COCO's evaluation leaves them out of what a detector must find.
+(``iscrowd: 1``) are left out of the boxes, as COCO's evaluation leaves them out of what a detector must find, and
+are unlabelled (255) in masks. A mask is every annotation of the image drawn in turn, its category's index plus one
+(0 is the background).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.folders import check_folder
-from tlkit.errors import ConfigError
+from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import TargetKind
 from tlkit.randomness import sample_seed, seeded
+from tlkit.tasks.segmentation import IGNORE_INDEX
 
 INSTANCES = "instances.json"
 
@@ -46,6 +52,7 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
     images = {image["id"]: image for image in coco["images"]}
     boxes: dict[int, list[list[float]]] = {i: [] for i in images}
     labels: dict[int, list[int]] = {i: [] for i in images}
+    segments: dict[int, list[tuple[int, Any]]] = {i: [] for i in images}  # (mask value, segmentation)
     for annotation in coco["annotations"]:
         where = f"annotation {annotation.get('id', '?')} in {str(path)!r}"
         if annotation.get("image_id") not in images:
@@ -58,6 +65,9 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
                 f"Expected {where} to name a category of the file ({known}), but category_id "
                 f"{annotation.get('category_id')!r} is none."
             )
+        if annotation.get("segmentation"):
+            value = IGNORE_INDEX if annotation.get("iscrowd") else index_of[annotation["category_id"]] + 1
+            segments[annotation["image_id"]].append((value, annotation["segmentation"]))
         if annotation.get("iscrowd"):
             continue
         image = images[annotation["image_id"]]
@@ -77,9 +87,27 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
                 f"Expected the image {image['file_name']!r} that {str(path)!r} names, but {str(file)!r} is missing."
             )
         samples.append(str(file))
-        targets.append({"boxes": boxes[image_id], "labels": labels[image_id]})
+        shape = {"height": int(image["height"]), "width": int(image["width"])}
+        targets.append({"boxes": boxes[image_id], "labels": labels[image_id], "segments": segments[image_id], **shape})
     background = sum(1 for t in targets if not t["labels"])
     return [str(c["name"]) for c in categories], Split(samples, targets), background
+
+
+def coco_mask(target: dict[str, Any]) -> np.ndarray:
+    """An image's index mask from its annotations' segmentations (`read_coco`'s ``segments``), in order."""
+    from pycocotools import mask as rle
+
+    height, width = target["height"], target["width"]
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for value, segmentation in target["segments"]:
+        if isinstance(segmentation, list):  # polygons
+            encoded = rle.merge(rle.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            encoded = rle.frPyObjects(segmentation, height, width)
+        else:
+            encoded = {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
+        mask[rle.decode(encoded) > 0] = value
+    return mask
 
 
 class DetectionDataset(Dataset):
@@ -109,40 +137,67 @@ def collate_detections(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Te
     return torch.stack([image for image, _ in batch]), [target for _, target in batch]
 
 
-class CocoDetectionDataModule(DenseDataModule):
-    """Images and boxes in COCO's format (the layout above).
+class CocoDataModule(DenseDataModule):
+    """Images with boxes or masks in COCO's format (the layout above).
 
     Args:
         root: the folder holding ``instances.json`` and the images it names (or ``train/``, ``val/``, ``test/``,
             each holding its own).
+        targets: ``boxes`` (detection: the categories are the classes) or ``masks`` (segmentation from the
+            annotations' polygons or RLE: background, then the categories).
 
     The other arguments are `DenseDataModule`'s and `ImageDataModule`'s.
 
     Examples:
-        >>> dm = CocoDetectionDataModule(root="data/parts", image_size=320)
+        >>> dm = CocoDataModule(root="data/parts", targets="boxes", image_size=320)
     """
 
     classes_hint = "a detector needs one category or more"
-    collate = staticmethod(collate_detections)
 
-    def __init__(self, *, root: str, **kwargs) -> None:
+    def __init__(self, *, root: str, targets: Literal["boxes", "masks"] = "boxes", **kwargs) -> None:
+        if targets not in ("boxes", "masks"):
+            raise config_error("targets", "'boxes' (detection) or 'masks' (segmentation)", targets)
         super().__init__(**kwargs)
 
     @property
     def target_kind(self) -> TargetKind:
-        return "boxes"
+        return self.hparams.targets
+
+    @property
+    def collate(self) -> Any:
+        return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
 
     def describe_source(self) -> str:
         return repr(self.hparams.root)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
-        return read_coco_splits(Path(self.hparams.root).expanduser())
+        classes, splits = read_coco_splits(Path(self.hparams.root).expanduser())
+        return (classes, splits) if self.hparams.targets == "boxes" else (["background", *classes], splits)
 
     def check_split(self, split: Split, classes: list[str]) -> None:
-        """Checked as it was read (`read_coco`)."""
+        """Boxes were checked as they were read (`read_coco`); masks need a segmentation on every annotation and
+        the image's size as the file states it."""
+        if self.hparams.targets == "boxes":
+            return
+        for path, target in zip(split.samples, split.labels):
+            if len(target["segments"]) < len(target["labels"]):
+                raise ConfigError(
+                    f"Expected every annotation of image {path!r} to have a `segmentation` for `targets: masks`, "
+                    "but one has none; use `targets: boxes` for box-only annotations."
+                )
+            with Image.open(path) as image:
+                if image.size != (target["width"], target["height"]):
+                    raise ConfigError(
+                        f"Expected image {path!r} to be {target['width']}x{target['height']}, as its instances file "
+                        f"says, but it is {image.width}x{image.height}."
+                    )
 
     def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        return DetectionDataset(split, transform)
+        if self.hparams.targets == "boxes":
+            return DetectionDataset(split, transform)
+        from tlkit.datamodules.segmentation import SegmentationDataset
+
+        return SegmentationDataset(split, transform)
 
 
 def read_coco_splits(root: Path) -> tuple[list[str], dict[str, Split]]:

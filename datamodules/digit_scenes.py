@@ -37,12 +37,15 @@ SceneTargets = Literal["masks", "boxes"]
 #: A digit's stroke covers a pixel by more than this share: the digit's; by less than ``EDGE`` share: the photo's;
 #: in between: an anti-aliased edge, ignored (255) rather than guessed.
 STROKE, EDGE = 0.5, 0.15
+#: Part of the scenes folder's name: a change to what is rendered renders into a new folder.
+RENDERING = 1
 
 
 def render_scene(
     photo: np.ndarray, digits: list[tuple[np.ndarray, int]], size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, list[int]]]]:
-    """One scene: the (size, size, 3) image, its index mask and each drawn digit's (class, [x, y, w, h] box)."""
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, list[int], tuple[int, int, np.ndarray]]]]:
+    """One scene: the (size, size, 3) image, its index mask and each drawn digit's (class, [x, y, w, h] box, (top,
+    left, its pixels in its square))."""
     h, w = photo.shape[:2]
     crop = int(rng.integers(size, max(size + 1, min(h, w) // 2)))
     top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
@@ -70,16 +73,18 @@ def render_scene(
         window[alpha > STROKE] = cls
         window[(alpha > EDGE) & (alpha <= STROKE)] = IGNORE_INDEX
         ys, xs = np.nonzero(alpha > STROKE)
-        boxes.append(
-            (cls, [x + int(xs.min()), y + int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)])
-        )
+        box = [x + int(xs.min()), y + int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        boxes.append((cls, box, (y, x, alpha > STROKE)))
     return np.clip(image, 0, 255).round().astype(np.uint8), mask, boxes
 
 
 def write_scenes(
     folder: Path, digits: list[tuple[np.ndarray, int]], count: int, size: int, seed: int, max_digits: int
 ) -> None:
-    """``count`` scenes drawn from ``digits`` into ``folder`` (images/, masks/, instances.json)."""
+    """``count`` scenes drawn from ``digits`` into ``folder`` (images/, masks/, instances.json with each digit's box
+    and its pixels as RLE)."""
+    from pycocotools import mask as rle
+
     rng = np.random.default_rng(seed)
     photos = bundled_photos()
     (folder / "images").mkdir(parents=True)
@@ -93,9 +98,15 @@ def write_scenes(
         Image.fromarray(image).save(folder / "images" / f"{name}.png")
         index_mask_image(mask).save(folder / "masks" / f"{name}.png")
         coco["images"].append({"id": index + 1, "file_name": f"images/{name}.png", "width": size, "height": size})
-        for cls, box in boxes:
+        for cls, box, (top, left, pixels) in boxes:
+            instance = np.zeros((size, size), dtype=np.uint8, order="F")
+            instance[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+            encoded = rle.encode(instance)
+            segmentation = {"size": encoded["size"], "counts": encoded["counts"].decode()}
             annotation = {"id": len(coco["annotations"]) + 1, "image_id": index + 1, "category_id": cls}
-            coco["annotations"].append({**annotation, "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+            coco["annotations"].append(
+                {**annotation, "bbox": box, "area": int(pixels.sum()), "segmentation": segmentation, "iscrowd": 0}
+            )
     (folder / "instances.json").write_text(json.dumps(coco))
 
 
@@ -107,7 +118,7 @@ class DigitScenesDataModule(DenseDataModule):
     - ``masks``: a class per pixel, 11 classes (background and the ten digits; for ``task: Segmentation``), read as
       `MaskFolderDataModule` reads its folders.
     - ``boxes``: a box per digit, 10 classes (the digits; for ``task: Detection``), read from the COCO instances
-      files as `CocoDetectionDataModule` reads them.
+      files as `CocoDataModule` reads them.
 
     The MNIST digits are divided into training, validation and test pools first (``val_fraction``,
     ``test_fraction``, seeded), so no test scene shows a digit image seen in training.
@@ -169,7 +180,7 @@ class DigitScenesDataModule(DenseDataModule):
     def scenes_folder(self) -> Path:
         hp = self.hparams
         name = (
-            f"n{hp.num_images}-s{hp.scene_size}-d{hp.max_digits}-seed{hp.seed}-v{hp.val_fraction}-t{hp.test_fraction}"
+            f"n{hp.num_images}-s{hp.scene_size}-d{hp.max_digits}-seed{hp.seed}-v{hp.val_fraction}-t{hp.test_fraction}-r{RENDERING}"
         )
         return Path(hp.root).expanduser() / name
 

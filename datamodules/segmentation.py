@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from tlkit.datamodules.coco import coco_mask
 from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS, check_folder
@@ -32,7 +33,10 @@ from tlkit.randomness import sample_seed, seeded
 
 
 def read_mask(path: Any) -> np.ndarray:
-    """An index mask file as an (H, W) uint8 array of class indices (a palette PNG's indices, not its colours)."""
+    """An index mask file as an (H, W) uint8 array of class indices (a palette PNG's indices, not its colours), or
+    the mask a COCO image's annotations draw (`coco_mask`)."""
+    if isinstance(path, dict):
+        return coco_mask(path)
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
             raise ConfigError(

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests._console import REPO, run_here
 from tests.conftest import quiet_trainer
-from tlkit.datamodules import CocoDetectionDataModule, DigitScenesDataModule
+from tlkit.datamodules import CocoDataModule, DigitScenesDataModule
 from tlkit.errors import ConfigError
 from tlkit.strategies import FeatureExtraction, FineTuning
 from tlkit.tasks import Detection
@@ -69,22 +69,23 @@ def scenes(tmp_path: Path, **kwargs) -> DigitScenesDataModule:
 def test_bad_annotations_are_one_line_naming_the_annotation_before_training(tmp_path, annotation, message):
     root = write_coco(tmp_path / "data", [annotation])
     with pytest.raises(ConfigError, match=message) as caught:
-        CocoDetectionDataModule(root=str(root)).setup("fit")
+        CocoDataModule(root=str(root)).setup("fit")
     assert "\n" not in str(caught.value)
 
 
 def test_a_missing_image_file_is_one_line_and_images_without_boxes_are_background(tmp_path, caplog):
     root = write_coco(tmp_path / "data", [{"image_id": 1, "category_id": 2, "bbox": [3, 5, 10, 8]}], images=10)
-    dm = CocoDetectionDataModule(root=str(root), val_fraction=0.2, test_fraction=0.2)
+    dm = CocoDataModule(root=str(root), val_fraction=0.2, test_fraction=0.2)
     dm.setup("fit")
     assert dm.class_names() == ["part1", "part2"]
     assert "train 10 (9 without boxes) images; images without boxes are kept as background" in caplog.text
     everything = [t for s in dm.splits.values() for t in s.labels]
     assert sorted(len(t["labels"]) for t in everything) == [0] * 9 + [1]
-    assert [t for t in everything if t["labels"]][0] == {"boxes": [[3.0, 5.0, 13.0, 13.0]], "labels": [1]}
+    boxed = [t for t in everything if t["labels"]][0]
+    assert boxed["boxes"] == [[3.0, 5.0, 13.0, 13.0]] and boxed["labels"] == [1]  # x, y, w, h to x1, y1, x2, y2
     (root / "2.png").unlink()
     with pytest.raises(ConfigError, match=r"image '2.png' that .* names, but .* is missing"):
-        CocoDetectionDataModule(root=str(root)).setup("fit")
+        CocoDataModule(root=str(root)).setup("fit")
 
 
 def test_augmentation_moves_the_boxes_with_the_image(tmp_path):
@@ -100,7 +101,7 @@ def test_augmentation_moves_the_boxes_with_the_image(tmp_path):
         annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [x, y, 12, 12]})
     coco = {"images": listed, "annotations": annotations, "categories": [{"id": 1, "name": "square"}]}
     (root / "instances.json").write_text(json.dumps(coco))
-    dm = CocoDetectionDataModule(root=str(root), image_size=32, min_crop_scale=0.6, hflip=True, val_fraction=0.2)
+    dm = CocoDataModule(root=str(root), image_size=32, min_crop_scale=0.6, hflip=True, val_fraction=0.2)
     dm.setup("fit")
     dataset = dm.dataset("train")
     kept = 0
@@ -176,3 +177,22 @@ def test_export_of_a_detector_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="task Detection returns per-image detections, which export does not take"):
         export(tmp_path / "model.ckpt", tmp_path / "exported")
     assert not (tmp_path / "exported").exists()  # nothing written
+
+
+def test_coco_masks_draw_what_the_mask_files_hold_and_a_box_only_annotation_is_one_line(tmp_path):
+    from tlkit.datamodules.segmentation import read_mask
+
+    scenes(tmp_path).setup("fit")  # renders the scenes: masks as files and as RLE in instances.json
+    folder = next((tmp_path / "scenes").iterdir())
+    coco = CocoDataModule(root=str(folder), targets="masks")
+    coco.setup("fit")
+    assert coco.class_names() == ["background", *(str(d) for d in range(10))]
+    for image, target in zip(coco.splits["test"].samples, coco.splits["test"].labels):
+        drawn, written = read_mask(target), read_mask(image.replace("/images/", "/masks/"))
+        labelled = written != 255  # the files mark anti-aliased edges unlabelled; COCO has no such value
+        assert np.array_equal(drawn[labelled], written[labelled])
+    root = write_coco(tmp_path / "boxes_only", [{"image_id": 1, "category_id": 1, "bbox": [3, 5, 4, 4]}])
+    with pytest.raises(
+        ConfigError, match=r"every annotation of image .* to have a `segmentation` for `targets: masks`"
+    ):
+        CocoDataModule(root=str(root), targets="masks").setup("fit")
