@@ -179,9 +179,8 @@ class DigitScenesDataModule(DenseDataModule):
 
     def scenes_folder(self) -> Path:
         hp = self.hparams
-        name = (
-            f"n{hp.num_images}-s{hp.scene_size}-d{hp.max_digits}-seed{hp.seed}-v{hp.val_fraction}-t{hp.test_fraction}-r{RENDERING}"
-        )
+        name = f"n{hp.num_images}-s{hp.scene_size}-d{hp.max_digits}-seed{hp.seed}"
+        name += f"-v{hp.val_fraction}-t{hp.test_fraction}-r{RENDERING}"
         return Path(hp.root).expanduser() / name
 
     def describe_source(self) -> str:

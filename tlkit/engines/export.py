@@ -67,7 +67,7 @@ class ExportedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.feature_maps(images) if self.task.reads_feature_maps else self.backbone(images)
-        return self.task.postprocess(self.head(features), self.temperature)
+        return self.task.export_outputs(self.head(features), self.temperature)
 
 
 @dataclass
@@ -227,11 +227,6 @@ def export(
     directory = Path(out_dir).expanduser()
     _check_directory(directory)
     model = load_strategy(checkpoint_path)
-    if not model.task.exports:
-        raise ConfigError(
-            f"Expected a checkpoint whose task tlkit exports, but task {type(model.task).__name__} returns per-image "
-            "detections, which export does not take yet; run it with `tlkit predict` (its boxes and COCO results)."
-        )
     created = not directory.exists()
     _prepare_directory(directory)
     try:
@@ -422,6 +417,8 @@ def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
 
 
 def _output_shape(model: Any, spec: dict[str, Any]) -> list[Any]:
+    if model.task.output_name == "locations":  # each location's box (4) and class scores
+        return ["batch", "locations", 4 + model.num_classes]
     if model.task.reads_feature_maps:  # a probability per class and pixel
         return ["batch", model.num_classes, spec["crop"], spec["crop"]]
     return ["batch", model.num_classes]
@@ -440,7 +437,8 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "temperature": float(model.calibration_temperature),
         # What the outputs are, and the task's fitted state: a multi-label model's decision thresholds (applied by
         # the caller: a label is predicted when its probability is at or above its threshold), a regression's target
-        # mean and std (already applied inside the model: its outputs are in the targets' units).
+        # mean and std (already applied inside the model: its outputs are in the targets' units), a detector's score
+        # and NMS thresholds and detection limit (applied by the caller to the locations the model returns).
         "task": model.task.describe(),
         "strategy": class_path(type(model)),
         "backbone": model.backbone.name,

@@ -49,8 +49,6 @@ class Task(nn.Module):
     min_outputs: ClassVar[int] = 1
     #: Whether the head reads the backbone's multi-scale feature maps (dense tasks) instead of its pooled features.
     reads_feature_maps: ClassVar[bool] = False
-    #: Whether `tlkit.engines.export` can export the model (its outputs one tensor of fixed shape per image).
-    exports: ClassVar[bool] = True
     #: Whether ``predict`` writes files per sample (`write_prediction`: masks, drawn boxes) besides its table.
     writes_files: ClassVar[bool] = False
 
@@ -111,6 +109,11 @@ class Task(nn.Module):
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """The head's outputs as ``predict`` returns them and the exported model computes them."""
         raise NotImplementedError
+
+    def export_outputs(self, outputs: Any, temperature: torch.Tensor) -> torch.Tensor:
+        """What the exported model returns: `postprocess`'s outputs (a task whose predictions vary in number per
+        sample returns a fixed-shape form of them, and says in ``model.json`` what its caller does with it)."""
+        return self.postprocess(outputs, temperature)
 
     def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         """The temperature that calibrates ``outputs`` (a whole validation split's) on ``targets``."""

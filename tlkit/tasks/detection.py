@@ -39,7 +39,8 @@ class Detection(Task):
     Metrics: COCO mean average precision over IoU thresholds 0.5 to 0.95 (``map``, what checkpoints select on) and at
     0.5 (``map_50``), by torchmetrics with the COCO evaluator. ``predict`` writes every image's detections (boxes in
     the image's own pixels, ``[x, y, width, height]`` as COCO has them), a copy of the image with the boxes drawn,
-    and ``detections.json`` in COCO's results format.
+    and ``detections.json`` in COCO's results format. The exported model returns every location's box and class
+    scores; thresholds and non-maximum suppression follow it (the export page's snippet).
 
     Args:
         score_threshold: the least score a detection is kept with.
@@ -54,11 +55,11 @@ class Detection(Task):
     name: ClassVar[str] = "detection"
     target_kind = "boxes"
     monitor = ("val/map", "max")
-    output_name: ClassVar[str] = "detections"
+    #: The exported model's output: every location's box and class scores (non-maximum suppression is the caller's).
+    output_name: ClassVar[str] = "locations"
     calibrates: ClassVar[bool] = False
     reads_feature_maps: ClassVar[bool] = True
     writes_files: ClassVar[bool] = True
-    exports: ClassVar[bool] = False  # a varying number of boxes per image, after non-maximum suppression
 
     def __init__(
         self,
@@ -108,6 +109,12 @@ class Detection(Task):
         ``input_size`` (height, width: what the boxes' pixels are of)."""
         size = torch.tensor(outputs.image_size)
         return [{**d, "input_size": size} for d in outputs.detector.detections(outputs)]
+
+    def export_outputs(self, outputs: DetectorOutputs, temperature: torch.Tensor) -> torch.Tensor:
+        """Every location's decoded box and class scores, (N, locations, 4 + classes) (`FCOSDetector.locations`):
+        a fixed shape an ONNX graph holds; the score threshold, non-maximum suppression and the detection limit
+        (``model.json``'s ``task``) are the caller's, as the export page's snippet does them."""
+        return outputs.detector.locations(outputs)
 
     # --------------------------------------------------------------------------------------------------- predict
     def write_prediction(

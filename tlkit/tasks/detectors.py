@@ -22,6 +22,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import boxes as box_ops
 
 from tlkit.protocols import FeatureMap
 
@@ -32,17 +33,17 @@ DETECTION_STRIDES = (8, 16, 32)
 @dataclass
 class DetectorOutputs:
     """What `FCOSDetector` computes for a batch: the head's outputs per location, the locations (as boxes of the
-    level's stride), how many locations each level has, and the batch's image size; ``detector`` is the module that
-    computed them, which turns them into losses or detections."""
+    level's stride, the same for every image of the batch), how many locations each level has, and the batch's
+    image size; ``detector`` is the module that computed them, which turns them into losses or detections."""
 
     head: dict[str, torch.Tensor]
-    anchors: list[torch.Tensor]
+    anchors: torch.Tensor
     counts: list[int]
     image_size: tuple[int, int]
     detector: FCOSDetector
 
     def __len__(self) -> int:
-        return len(self.anchors)
+        return self.head["cls_logits"].shape[0]
 
 
 class _Channels(nn.Module):
@@ -100,19 +101,31 @@ class FCOSDetector(nn.Module):
 
     def forward(self, maps: Sequence[torch.Tensor]) -> DetectorOutputs:
         pyramid = list(self.fpn(OrderedDict((str(i), maps[level]) for i, level in enumerate(self.levels))).values())
-        n, height, width = maps[0].shape[0], *(d * self.input_stride for d in maps[0].shape[-2:])
-        # Only the batch's size, device and dtype are read from the images: an empty placeholder stands in.
-        images = ImageList(maps[0].new_empty((n, 0, height, width)), [(height, width)] * n)
+        height, width = (int(d) * self.input_stride for d in maps[0].shape[-2:])
+        # The locations are the same for every image: computed once, for an empty placeholder of one image (only
+        # its size, device and dtype are read), so an exported graph keeps its batch size free.
+        placeholder = ImageList(maps[0].new_empty((1, 0, height, width)), [(height, width)])
+        anchors = self.fcos.anchor_generator(placeholder, pyramid)[0]
         head = self.fcos.head(pyramid)
-        anchors = self.fcos.anchor_generator(images, pyramid)
         return DetectorOutputs(head, anchors, [x.shape[2] * x.shape[3] for x in pyramid], (height, width), self)
 
     def losses(self, outputs: DetectorOutputs, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """FCOS's classification (focal), box (GIoU) and centerness losses."""
-        return self.fcos.compute_loss(targets, outputs.head, outputs.anchors, outputs.counts)
+        return self.fcos.compute_loss(targets, outputs.head, [outputs.anchors] * len(targets), outputs.counts)
+
+    def locations(self, outputs: DetectorOutputs) -> torch.Tensor:
+        """Every location's decoded box and class scores before thresholds and non-maximum suppression, (N,
+        locations, 4 + classes): x1, y1, x2, y2 (in the input's pixels, clipped to it), then each class's
+        sqrt(sigmoid(class logit) x sigmoid(centerness)), as FCOS's decoding scores them. A fixed shape: what an
+        exported model returns, non-maximum suppression left to its caller."""
+        head = outputs.head
+        boxes = self.fcos.box_coder.decode(head["bbox_regression"], outputs.anchors)
+        boxes = box_ops.clip_boxes_to_image(boxes, outputs.image_size)
+        scores = torch.sqrt(torch.sigmoid(head["cls_logits"]) * torch.sigmoid(head["bbox_ctrness"]))
+        return torch.cat([boxes, scores], dim=-1)
 
     def detections(self, outputs: DetectorOutputs) -> list[dict[str, torch.Tensor]]:
         """Per image: ``boxes`` (x1, y1, x2, y2 in the input's pixels), ``scores`` and ``labels``."""
         head = {k: list(v.split(outputs.counts, dim=1)) for k, v in outputs.head.items()}
-        anchors = [list(a.split(outputs.counts)) for a in outputs.anchors]
+        anchors = [list(outputs.anchors.split(outputs.counts))] * len(outputs)
         return self.fcos.postprocess_detections(head, anchors, [outputs.image_size] * len(outputs))
