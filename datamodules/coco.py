@@ -18,19 +18,18 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from tlkit.datamodules.datasets import Split, open_rgb
-from tlkit.datamodules.dense import DenseDataModule
+from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.dense import DenseDataModule, PairDataset
 from tlkit.datamodules.folders import check_folder
+from tlkit.datamodules.segmentation import SegmentationDataset
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import TargetKind
-from tlkit.randomness import sample_seed, seeded
 from tlkit.tasks.segmentation import IGNORE_INDEX
 
 INSTANCES = "instances.json"
@@ -93,43 +92,19 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
     return [str(c["name"]) for c in categories], Split(samples, targets), background
 
 
-def coco_mask(target: dict[str, Any]) -> np.ndarray:
-    """An image's index mask from its annotations' segmentations (`read_coco`'s ``segments``), in order."""
-    from pycocotools import mask as rle
+class DetectionDataset(PairDataset):
+    """(image, {"boxes": (K, 4) float32 x1, y1, x2, y2, "labels": (K,) int64}) pairs."""
 
-    height, width = target["height"], target["width"]
-    mask = np.zeros((height, width), dtype=np.uint8)
-    for value, segmentation in target["segments"]:
-        if isinstance(segmentation, list):  # polygons
-            encoded = rle.merge(rle.frPyObjects(segmentation, height, width))
-        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-            encoded = rle.frPyObjects(segmentation, height, width)
-        else:
-            encoded = {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
-        mask[rle.decode(encoded) > 0] = value
-    return mask
-
-
-class DetectionDataset(Dataset):
-    """(image, {"boxes": (K, 4) float32 x1, y1, x2, y2, "labels": (K,) int64}) pairs, transformed together."""
-
-    def __init__(self, split: Split, transform: Any) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split.samples)
-
-    def __getitem__(self, index: int):
-        image = open_rgb(self.split.samples[index])
+    def target(self, index: int, image: Any) -> dict[str, torch.Tensor]:
         target = self.split.labels[index]
         boxes = torch.tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
-        boxed = {
+        return {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(image.height, image.width)),
             "labels": torch.tensor(target["labels"], dtype=torch.int64),
         }
-        with seeded(sample_seed(index)):  # a training index carries its augmentation seed
-            image, boxed = self.transform(image, boxed)
-        return image.as_subclass(torch.Tensor), {k: v.as_subclass(torch.Tensor) for k, v in boxed.items()}
+
+    def plain(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.as_subclass(torch.Tensor) for k, v in target.items()}
 
 
 def collate_detections(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
@@ -137,7 +112,23 @@ def collate_detections(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Te
     return torch.stack([image for image, _ in batch]), [target for _, target in batch]
 
 
-class CocoDataModule(DenseDataModule):
+class BoxesOrMasks:
+    """For a dense datamodule with a ``targets`` argument, ``boxes`` or ``masks``: what it serves, how it batches and
+    which dataset reads it follow that argument."""
+
+    @property
+    def target_kind(self) -> TargetKind:
+        return self.hparams.targets
+
+    @property
+    def collate(self) -> Any:
+        return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
+
+    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
+        return (DetectionDataset if self.hparams.targets == "boxes" else SegmentationDataset)(split, transform)
+
+
+class CocoDataModule(BoxesOrMasks, DenseDataModule):
     """Images with boxes or masks in COCO's format (the layout above).
 
     Args:
@@ -158,14 +149,6 @@ class CocoDataModule(DenseDataModule):
         if targets not in ("boxes", "masks"):
             raise config_error("targets", "'boxes' (detection) or 'masks' (segmentation)", targets)
         super().__init__(**kwargs)
-
-    @property
-    def target_kind(self) -> TargetKind:
-        return self.hparams.targets
-
-    @property
-    def collate(self) -> Any:
-        return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
 
     def describe_source(self) -> str:
         return repr(self.hparams.root)
@@ -191,13 +174,6 @@ class CocoDataModule(DenseDataModule):
                         f"Expected image {path!r} to be {target['width']}x{target['height']}, as its instances file "
                         f"says, but it is {image.width}x{image.height}."
                     )
-
-    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        if self.hparams.targets == "boxes":
-            return DetectionDataset(split, transform)
-        from tlkit.datamodules.segmentation import SegmentationDataset
-
-        return SegmentationDataset(split, transform)
 
 
 def read_coco_splits(root: Path) -> tuple[list[str], dict[str, Split]]:

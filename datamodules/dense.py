@@ -19,6 +19,7 @@ from tlkit.datamodules._splits import random_split
 from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.errors import config_error
+from tlkit.randomness import sample_seed, seeded
 from tlkit.tasks.segmentation import IGNORE_INDEX
 
 
@@ -147,6 +148,32 @@ class DenseDataModule(ImageDataModule):
         dataset = ImagesOnly(self._predict_split().samples, whole_image_transform(self.resolve_data_config()))
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
+
+
+class PairDataset(Dataset):
+    """(image, target) pairs of a split of image paths, transformed together (`torchvision.transforms.v2` moves
+    the target with the image); subclasses say how a sample's target is read (`target`) and handed out (`plain`)."""
+
+    def __init__(self, split: Split, transform: Any) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split.samples)
+
+    def target(self, index: int, image: Any) -> Any:
+        """Sample ``index``'s target as tv_tensors, for its opened ``image``."""
+        raise NotImplementedError
+
+    def plain(self, target: Any) -> Any:
+        """The transformed target as plain tensors."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        image = open_rgb(self.split.samples[index])
+        target = self.target(index, image)
+        with seeded(sample_seed(index)):  # a training index carries its augmentation seed
+            image, target = self.transform(image, target)
+        return image.as_subclass(torch.Tensor), self.plain(target)
 
 
 class ImagesOnly(Dataset):

@@ -15,21 +15,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from tlkit.datamodules.coco import DetectionDataset, collate_detections, read_coco_splits
+from tlkit.datamodules.coco import BoxesOrMasks, read_coco_splits
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.digits_m import bundled_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
-from tlkit.datamodules.segmentation import SegmentationDataset, check_masks, read_classes, read_mask_folder
+from tlkit.datamodules.segmentation import check_masks, read_classes, read_mask_folder
 from tlkit.errors import config_error
-from tlkit.protocols import TargetKind
 from tlkit.tasks.segmentation import IGNORE_INDEX, index_mask_image
 
 CLASSES = ["background", *(str(d) for d in range(10))]
@@ -110,7 +107,7 @@ def write_scenes(
     (folder / "instances.json").write_text(json.dumps(coco))
 
 
-class DigitScenesDataModule(DenseDataModule):
+class DigitScenesDataModule(BoxesOrMasks, DenseDataModule):
     """Bundled scenes for segmentation and detection (see the module), no download.
 
     Targets (``targets``):
@@ -169,14 +166,6 @@ class DigitScenesDataModule(DenseDataModule):
         )
         self.hparams.image_size = image_size or scene_size  # (the hyperparameters hold this __init__'s own None)
 
-    @property
-    def target_kind(self) -> TargetKind:
-        return self.hparams.targets
-
-    @property
-    def collate(self) -> Any:
-        return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
-
     def scenes_folder(self) -> Path:
         hp = self.hparams
         name = f"n{hp.num_images}-s{hp.scene_size}-d{hp.max_digits}-seed{hp.seed}"
@@ -198,9 +187,6 @@ class DigitScenesDataModule(DenseDataModule):
     def check_split(self, split: Split, classes: list[str]) -> None:
         if self.hparams.targets == "masks":
             check_masks(split, len(classes), self.hparams.ignore_index)
-
-    def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        return (DetectionDataset if self.hparams.targets == "boxes" else SegmentationDataset)(split, transform)
 
     def _write(self, folder: Path) -> None:
         """Render into a fresh folder beside ``folder``, then rename it into place: another process (a DDP rank)

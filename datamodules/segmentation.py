@@ -23,13 +23,28 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from tlkit.datamodules.coco import coco_mask
-from tlkit.datamodules.datasets import Split, open_rgb
-from tlkit.datamodules.dense import DenseDataModule
+from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.dense import DenseDataModule, PairDataset
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS, check_folder
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
-from tlkit.randomness import sample_seed, seeded
+
+
+def coco_mask(target: dict[str, Any]) -> np.ndarray:
+    """An image's index mask from its annotations' segmentations (`read_coco`'s ``segments``), in order."""
+    from pycocotools import mask as rle
+
+    height, width = target["height"], target["width"]
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for value, segmentation in target["segments"]:
+        if isinstance(segmentation, list):  # polygons
+            encoded = rle.merge(rle.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            encoded = rle.frPyObjects(segmentation, height, width)
+        else:
+            encoded = {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
+        mask[rle.decode(encoded) > 0] = value
+    return mask
 
 
 def read_mask(path: Any) -> np.ndarray:
@@ -46,21 +61,14 @@ def read_mask(path: Any) -> np.ndarray:
         return np.asarray(image).astype(np.uint8)
 
 
-class SegmentationDataset(Dataset):
-    """(image, mask) pairs from file paths, transformed together; the mask comes out as (H, W) int64."""
+class SegmentationDataset(PairDataset):
+    """(image, mask) pairs; the mask comes out as (H, W) int64."""
 
-    def __init__(self, split: Split, transform: Any) -> None:
-        self.split, self.transform = split, transform
+    def target(self, index: int, image: Any) -> tv_tensors.Mask:
+        return tv_tensors.Mask(torch.from_numpy(read_mask(self.split.labels[index]).astype(np.int64)))
 
-    def __len__(self) -> int:
-        return len(self.split.samples)
-
-    def __getitem__(self, index: int):
-        image = open_rgb(self.split.samples[index])
-        mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.split.labels[index]).astype(np.int64)))
-        with seeded(sample_seed(index)):  # a training index carries its augmentation seed
-            image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+    def plain(self, target: tv_tensors.Mask) -> torch.Tensor:
+        return target.as_subclass(torch.Tensor)
 
 
 def check_masks(split: Split, num_classes: int, ignore_index: int) -> None:

@@ -216,3 +216,19 @@ def test_coco_masks_draw_what_the_mask_files_hold_and_a_box_only_annotation_is_o
         ConfigError, match=r"every annotation of image .* to have a `segmentation` for `targets: masks`"
     ):
         CocoDataModule(root=str(root), targets="masks").setup("fit")
+
+
+def test_lora_adapters_and_gradual_unfreezing_train_a_detector_in_bf16_on_the_cpu(tmp_path):
+    from tlkit.backbones import Adapter
+    from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
+
+    adapter = Adapter(rank=2, target_modules=["conv1", "conv2"])
+    model = FineTuning("test_resnet", weights=None, num_classes=10, task=Detection(), adapter=adapter)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    callbacks = [ProgressiveUnfreezing(every_n_epochs=1), LRWarmup(duration=2)]
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=2, precision="bf16-mixed", callbacks=callbacks)
+    trainer.fit(model, scenes(tmp_path))
+    after = model.state_dict()
+    assert before and any(not torch.equal(v, after[k]) for k, v in before.items())  # the adapters trained
+    assert model.backbone.trainable_group_names  # unfrozen on schedule
+    assert torch.isfinite(trainer.callback_metrics["val/loss"]) and "val/map" in trainer.callback_metrics
