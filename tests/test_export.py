@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests._snippets import page_snippet
 from tests.conftest import TINY_FIT_ARGS, quiet_trainer
 from tlkit.cli import main
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.engines.export import FILES, SPEC_FILE, export, load_strategy, preprocess, preprocessing_spec
 from tlkit.strategies import DANN, FineTuning
-
-EXPORT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 
 
 def fitted_checkpoint(model, datamodule, path: Path) -> Path:
@@ -113,14 +112,8 @@ def test_lite0_with_its_real_weights_exports_within_tolerance(tmp_path):
     assert max(report.max_difference.values()) <= 1e-4, report.max_difference
 
 
-def export_page_snippet() -> str:
-    text = EXPORT_PAGE.read_text()
-    start = text.index("```python\n", text.index("<!-- export-snippet -->")) + len("```python\n")
-    return text[start : text.index("```", start)]
-
-
 def test_exported_model_and_the_docs_snippet_predict_what_tlkit_predict_does(tmp_path, monkeypatch):
-    snippet = export_page_snippet()
+    snippet = page_snippet("export.md", "export-snippet")
     assert len([line for line in snippet.splitlines() if line.strip()]) <= 17
     assert not re.search(r"^\s*(import|from)\s+(torch|tlkit)", snippet, re.M)
     monkeypatch.chdir(tmp_path)

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from tests._console import REPO, run_here
+from tests._snippets import page_snippet
 from tests.conftest import quiet_trainer
 from tlkit.datamodules import CocoDataModule, DigitScenesDataModule
 from tlkit.errors import ConfigError
@@ -144,12 +145,6 @@ def test_the_detector_learns_the_boxes_of_a_batch_and_feature_extraction_keeps_t
 
 
 # -------------------------------------------------------------------------------------------------------- runs
-def detection_snippet() -> str:
-    text = (REPO / "docs" / "export.md").read_text()
-    start = text.index("```python\n", text.index("<!-- detection-snippet -->")) + len("```python\n")
-    return text[start : text.index("```", start)]
-
-
 def test_the_shipped_config_fits_tests_predicts_and_exports_boxes_drawn_and_coco_results(tmp_path, capsys):
     run_here(["fit", "--config", CONFIG, *TINY], tmp_path)
     run = tmp_path / "logs" / "digit_scenes_detection" / "version_0"
@@ -177,7 +172,7 @@ def test_the_shipped_config_fits_tests_predicts_and_exports_boxes_drawn_and_coco
     run_here(["export", "--ckpt_path", last, "--out_dir", str(tmp_path / "exported")], tmp_path)
     spec = json.loads((tmp_path / "exported" / "model.json").read_text())
     assert spec["output"] == {"name": "locations", "shape": ["batch", "locations", 14]}
-    (tmp_path / "snippet.py").write_text(detection_snippet())
+    (tmp_path / "snippet.py").write_text(page_snippet("export.md", "detection-snippet"))
     images = tmp_path / Path(records[0]["file"]).parent
     printed = subprocess.run(
         [sys.executable, "snippet.py", "exported", str(images)],

@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from tests._console import REPO, run_here
+from tests._snippets import page_snippet
 from tests.conftest import quiet_trainer
 from tlkit.backbones import Backbone
 from tlkit.datamodules import DigitScenesDataModule, MaskFolderDataModule
@@ -184,12 +185,6 @@ def test_bad_masks_are_one_line_naming_the_file_before_training(tmp_path, proble
 
 
 # -------------------------------------------------------------------------------------------------------- runs
-def segmentation_snippet() -> str:
-    text = (REPO / "docs" / "export.md").read_text()
-    start = text.index("```python\n", text.index("<!-- segmentation-snippet -->")) + len("```python\n")
-    return text[start : text.index("```", start)]
-
-
 def test_the_shipped_config_fits_tests_predicts_masks_and_exports_what_predict_writes(tmp_path, capsys):
     run_here(["fit", "--config", CONFIG, *TINY], tmp_path)
     run = tmp_path / "logs" / "digit_scenes_segmentation" / "version_0"
@@ -213,7 +208,7 @@ def test_the_shipped_config_fits_tests_predicts_masks_and_exports_what_predict_w
     run_here(["export", "--ckpt_path", last, "--out_dir", str(tmp_path / "exported")], tmp_path)
     spec = json.loads((tmp_path / "exported" / "model.json").read_text())
     assert spec["preprocessing"]["resize_mode"] == "whole_image" and spec["output"]["shape"][2:] == [32, 32]
-    (tmp_path / "snippet.py").write_text(segmentation_snippet())
+    (tmp_path / "snippet.py").write_text(page_snippet("export.md", "segmentation-snippet"))
     images = tmp_path / Path(rows[0]["file"]).parent
     subprocess.run([sys.executable, "snippet.py", "exported", str(images), "onnx_masks"], cwd=tmp_path, check=True)
     for row in rows:
