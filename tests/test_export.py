@@ -247,3 +247,13 @@ def test_a_failed_verification_is_one_line_and_keeps_the_files(tiny_checkpoint, 
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 2 and "within 0.0001" in err and "head or the softmax" in err, err
     assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_the_verified_difference_is_absolute_for_probabilities_and_relative_for_larger_values():
+    from tlkit.engines.export import TOLERANCE, output_difference
+
+    probabilities = np.array([0.2, 0.8])
+    assert output_difference(probabilities + 2e-4, probabilities) > TOLERANCE  # a probability off by 2e-4 fails
+    boxes = np.array([480.0, 612.5])
+    assert output_difference(boxes * (1 + 5e-5), boxes) < TOLERANCE  # float rounding of 600-pixel boxes passes
+    assert output_difference(boxes + 1.0, boxes) > TOLERANCE  # a box off by a pixel does not

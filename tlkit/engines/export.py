@@ -268,9 +268,7 @@ def _export_into(
             _export_onnx(network, path, opset, config) if name == "onnx" else _export_torchscript(network, path, config)
         )
         report.files[name] = path
-        # Absolute for probabilities; relative to the value above 1 (regression values, a detector's box pixels,
-        # whose float error grows with them).
-        difference = float((np.abs(run(batch) - expected) / np.maximum(1.0, np.abs(expected))).max())
+        difference = output_difference(run(batch), expected)
         report.max_difference[name] = difference
         if difference > tolerance:
             where = f" {locate_divergence(network.backbone, eager_inputs, opset)}." if name == "onnx" else ""
@@ -282,6 +280,12 @@ def _export_into(
     report.files["spec"] = directory / SPEC_FILE
     report.files["spec"].write_text(json.dumps(_spec_document(model, spec, report), indent=2) + "\n")
     return report
+
+
+def output_difference(exported: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference between an export's outputs and the checkpoint's: absolute for values up to 1
+    (probabilities), relative above (regression values, a detector's box pixels, whose float error grows with them)."""
+    return float((np.abs(exported - expected) / np.maximum(1.0, np.abs(expected))).max())
 
 
 def _check_directory(directory: Path) -> None:
