@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from tlkit.backbones import DataConfig
-from tlkit.datamodules._splits import random_split
+from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.errors import config_error
@@ -108,20 +108,12 @@ class DenseDataModule(ImageDataModule):
         return classes, splits
 
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
+        """``val`` and ``test`` held out of ``train`` at random where the data has none of its own, then the training
+        split limited to ``train_fraction`` (`train_val_test` for targets that are neither classes nor label sets)."""
         hp = self.hparams
-        train, val_fraction = loaded["train"], hp.val_fraction
-        if "test" not in loaded:
-            rest, held = random_split(len(train.samples), hp.test_fraction, hp.seed)
-            train, loaded["test"] = train.subset(rest), train.subset(held)
-            val_fraction = val_fraction / (1.0 - hp.test_fraction)  # both fractions are of the whole
-        if "val" not in loaded:
-            rest, held = random_split(len(train.samples), val_fraction, hp.seed + 1)
-            train, loaded["val"] = train.subset(rest), train.subset(held)
-        if hp.train_fraction is not None:
-            keep, _ = random_split(len(train.samples), 1.0 - hp.train_fraction, hp.seed + 2)
-            train = train.subset(keep)
-        loaded["train"] = train
-        return loaded
+        return train_val_test(
+            loaded, self.classes, hp.val_fraction, hp.test_fraction, hp.seed, None, hp.train_fraction, self.target_kind
+        )
 
     def training_targets(self) -> None:
         return None  # a dense task learns nothing of its targets before training
