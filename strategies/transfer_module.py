@@ -336,9 +336,7 @@ class TransferModule(LightningModule):
         """
         if isinstance(x, Features):
             return x.values
-        if self.task.reads_feature_maps:
-            return self.backbone.feature_maps(x)
-        return self.backbone(x)
+        return self.task.backbone_features(self.backbone, x)
 
     def forward(self, x: torch.Tensor | Features) -> torch.Tensor:
         """The head's outputs: class logits ((N, classes, H, W) per pixel for segmentation)."""

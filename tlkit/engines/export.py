@@ -66,7 +66,7 @@ class ExportedModel(nn.Module):
         self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.feature_maps(images) if self.task.reads_feature_maps else self.backbone(images)
+        features = self.task.backbone_features(self.backbone, images)
         return self.task.export_outputs(self.head(features), self.temperature)
 
 
@@ -422,20 +422,12 @@ def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
     return run
 
 
-def _output_shape(model: Any, spec: dict[str, Any]) -> list[Any]:
-    if model.task.output_name == "locations":  # each location's box (4) and class scores
-        return ["batch", "locations", 4 + model.num_classes]
-    if model.task.reads_feature_maps:  # a probability per class and pixel
-        return ["batch", model.num_classes, spec["crop"], spec["crop"]]
-    return ["batch", model.num_classes]
-
-
 def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> dict[str, Any]:
     return {
         "format_version": 1,
         "files": {name: path.name for name, path in report.files.items() if name != "spec"},
         "input": {"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
-        "output": {"name": model.task.output_name, "shape": _output_shape(model, spec)},
+        "output": {"name": model.task.output_name, "shape": model.task.export_shape(spec["crop"])},
         "preprocessing": spec,
         # The outputs' names in order: classes, labels, or regression targets.
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],

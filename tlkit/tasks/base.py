@@ -70,6 +70,11 @@ class Task(nn.Module):
         called at each setup with the datamodule's training targets, or None when it serves none. Checkpointed
         state loaded afterwards replaces what this computed."""
 
+    def backbone_features(self, backbone: nn.Module, images: torch.Tensor) -> Any:
+        """What the head reads of ``backbone`` (a `tlkit.backbones.Backbone`): its pooled features, or a dense
+        task's feature maps (`reads_feature_maps`); in training and in the exported model alike."""
+        return backbone.feature_maps(images) if self.reads_feature_maps else backbone(images)
+
     def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
         """A dense task's decoder on the backbone's maps (``feature_info``); other tasks leave the head to the model
         (a linear or MLP head on the pooled features)."""
@@ -114,6 +119,10 @@ class Task(nn.Module):
         """What the exported model returns: `postprocess`'s outputs (a task whose predictions vary in number per
         sample returns a fixed-shape form of them, and says in ``model.json`` what its caller does with it)."""
         return self.postprocess(outputs, temperature)
+
+    def export_shape(self, input_size: int) -> list[Any]:
+        """The shape of `export_outputs` for square inputs of ``input_size`` pixels, as ``model.json`` states it."""
+        return ["batch", self.num_outputs]
 
     def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         """The temperature that calibrates ``outputs`` (a whole validation split's) on ``targets``."""

@@ -116,6 +116,9 @@ class Detection(Task):
         (``model.json``'s ``task``) are the caller's, as the export page's snippet does them."""
         return outputs.detector.locations(outputs)
 
+    def export_shape(self, input_size: int) -> list[Any]:
+        return ["batch", "locations", 4 + self.num_outputs]  # each location's box, then its class scores
+
     # --------------------------------------------------------------------------------------------------- predict
     def write_prediction(
         self, output: dict[str, torch.Tensor], image: Image.Image | None, folder: Path, stem: str, names: list[str]

@@ -125,6 +125,9 @@ class Segmentation(Task):
         """Per-pixel class probabilities, (N, classes, H, W)."""
         return outputs.softmax(dim=1)
 
+    def export_shape(self, input_size: int) -> list[Any]:
+        return ["batch", self.num_outputs, input_size, input_size]  # a probability per class and pixel
+
     # --------------------------------------------------------------------------------------------------- predict
     def write_prediction(
         self, output: torch.Tensor, image: Image.Image | None, folder: Path, stem: str, names: list[str]
