@@ -28,13 +28,13 @@ def whole_image_transform(config: DataConfig) -> v2.Compose:
     PIL's resampling, scaled to [0, 1] and normalised."""
     interpolation = v2.InterpolationMode(config.interpolation)
     return v2.Compose(
-        [
-            v2.Resize((config.image_size, config.image_size), interpolation=interpolation),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(config.mean, config.std),
-        ]
+        [v2.Resize((config.image_size, config.image_size), interpolation=interpolation), *_normalised(config)]
     )
+
+
+def _normalised(config: DataConfig) -> list[Any]:
+    """The last steps of every dense transform: the PIL image as a float tensor in [0, 1], normalised."""
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
 
 
 def augmenting_transform(config: DataConfig, min_crop_scale: float, hflip: bool, boxes: bool) -> v2.Compose:
@@ -51,8 +51,7 @@ def augmenting_transform(config: DataConfig, min_crop_scale: float, hflip: bool,
     steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
     if boxes:
         steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=2)]
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
-    return v2.Compose(steps)
+    return v2.Compose([*steps, *_normalised(config)])
 
 
 class DenseDataModule(ImageDataModule):

@@ -62,8 +62,8 @@ def probe_group_maps(model: nn.Module, modules: Sequence[str], image_size: int) 
             hook.remove()
     four_d = [name for name in modules if len(shapes.get(name, ())) == 4]
     strides = [max(1, round(image_size / shapes[name][-1])) for name in four_d]
-    chosen = [four_d[i] for i in deepest_per_stride(strides)]
-    return chosen, [FeatureMap(shapes[name][1], max(1, round(image_size / shapes[name][-1]))) for name in chosen]
+    chosen = deepest_per_stride(strides)
+    return [four_d[i] for i in chosen], [FeatureMap(shapes[four_d[i]][1], strides[i]) for i in chosen]
 
 
 def hooked_maps(model: nn.Module, modules: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:

@@ -124,19 +124,17 @@ def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
     """One opened image (any mode) as the exported model expects it, (3, crop, crop) float32, with PIL and numpy
     only: model.json's recipe, as the export page's snippet (docs/export.md) follows it."""
     image = decode(image)
+    crop, resample = spec["crop"], _RESAMPLE[spec["interpolation"]]
     if spec.get("resize_mode") == "whole_image":
-        image = image.resize((spec["crop"], spec["crop"]), _RESAMPLE[spec["interpolation"]])
-        pixels = np.asarray(image, dtype=np.float32) / np.float32(spec["divide_by"])
-        pixels = (pixels - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
-        return pixels.transpose(2, 0, 1).copy()
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
-    size = (new_short, new_long) if width <= height else (new_long, new_short)
-    image = image.resize(size, _RESAMPLE[spec["interpolation"]])
-    crop = spec["crop"]
-    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    image = image.crop((left, top, left + crop, top + crop))
+        image = image.resize((crop, crop), resample)
+    else:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        image = image.resize(size, resample)
+        left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+        image = image.crop((left, top, left + crop, top + crop))
     pixels = np.asarray(image, dtype=np.float32) / np.float32(spec["divide_by"])
     pixels = (pixels - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
     return pixels.transpose(2, 0, 1).copy()
