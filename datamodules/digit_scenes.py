@@ -25,7 +25,7 @@ from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.dense import DenseDataModule
 from tlkit.datamodules.digits_m import bundled_photos
 from tlkit.datamodules.mnist_digits import mnist_5k_images
-from tlkit.datamodules.segmentation import check_masks, read_classes, read_mask_folder
+from tlkit.datamodules.segmentation import check_masks, read_mask_splits
 from tlkit.errors import config_error
 from tlkit.tasks.segmentation import IGNORE_INDEX, index_mask_image
 
@@ -181,8 +181,7 @@ class DigitScenesDataModule(BoxesOrMasks, DenseDataModule):
             self._write(folder)
         if self.hparams.targets == "boxes":
             return read_coco_splits(folder)
-        classes = read_classes(folder / "classes.txt")
-        return classes, {name: read_mask_folder(folder / name, classes) for name in ("train", "val", "test")}
+        return read_mask_splits(folder)
 
     def check_split(self, split: Split, classes: list[str]) -> None:
         if self.hparams.targets == "masks":

@@ -152,12 +152,17 @@ class MaskFolderDataModule(DenseDataModule):
         return SegmentationDataset(split, transform)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
-        root = Path(self.hparams.root).expanduser()
-        check_folder(root, "`root`")
-        classes = list(self.hparams.classes or read_classes(root / "classes.txt"))
-        if (root / "images").is_dir():
-            return classes, {"train": read_mask_folder(root, classes)}
-        present = [name for name in ("train", "val", "test") if (root / name).is_dir()]
-        if "train" not in present:
-            raise ConfigError(f"Expected {str(root)!r} to hold images/ and masks/, or train/ (with val/, test/).")
-        return classes, {name: read_mask_folder(root / name, classes) for name in present}
+        return read_mask_splits(Path(self.hparams.root).expanduser(), self.hparams.classes)
+
+
+def read_mask_splits(root: Path, classes: list[str] | None = None) -> tuple[list[str], dict[str, Split]]:
+    """The class names (``classes``, or ``root/classes.txt``) and ``root``'s images and masks: ``root/images`` and
+    ``root/masks``, or the same under each of train, val and test present."""
+    check_folder(root, "`root`")
+    classes = list(classes or read_classes(root / "classes.txt"))
+    if (root / "images").is_dir():
+        return classes, {"train": read_mask_folder(root, classes)}
+    present = [name for name in ("train", "val", "test") if (root / name).is_dir()]
+    if "train" not in present:
+        raise ConfigError(f"Expected {str(root)!r} to hold images/ and masks/, or train/ (with val/, test/).")
+    return classes, {name: read_mask_folder(root / name, classes) for name in present}
