@@ -36,14 +36,24 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "domain_adaptation_runs.jsonl"  # --runs-file changes it
-VALIDATORS = ("val/im", "val/snd", "val/bnm")
+VALIDATORS = ("val/im", "val/snd", "val/bnm", "val/safe_im")
+#: The `tlkit` command's checkpoint choice for domain adaptation (IM that falls back to the source-only reference).
+DEFAULT_MONITOR = "val/safe_im"
+#: A method "ends below SourceOnly" on a seed when its result is more than this below SourceOnly's on that seed.
+NOISE = 0.01
+#: Recorded at every validation beside the validators: collapse diagnostics and the source validation accuracy.
+DIAGNOSTICS = ("val/target_top_class_share", "val/target_predicted_classes", "val/target_marginal_entropy")
 ORACLE = "Oracle (target labels)"
 
 SHIFTS = {
     "mnist-digits": "MNIST-5k -> digits",
     "digits-mnist": "digits -> MNIST-5k",
     "digits-m": "DigitsM (digits -> digits on photos)",
+    "digits-mnist-150": "digits -> 150 MNIST-5k images (small target)",
+    "mnist-digits-150": "MNIST-5k -> 150 digits (small target)",
 }
+#: The small-target shifts: the target training pool cut to this many unlabelled images (`target_train_size`).
+SMALL_TARGET = 150
 # name -> (strategy class name, extra init args, target labels); SHOT starts from SourceOnly's checkpoint.
 METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
     "SourceOnly": ("SourceOnly", {}, "none"),
@@ -86,7 +96,7 @@ def planned_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """In priority order, so that a run stopped by its deadline leaves whole tables: every seed of the real shifts
     with default settings, then their sweeps (``--sweep-seeds``), then DigitsM, whole seeds first within each. The
     default SHOT run rides on its SourceOnly job; SHOT's sweep reuses that job's checkpoint."""
-    real = [s for s in args.shifts if s != "digits-m"]
+    real = [s for s in args.shifts if s != "digits-m"]  # the small-target shifts too
     synthetic = [s for s in args.shifts if s == "digits-m"]
     phases = [(real, False, args.seeds)]
     if args.sweep:
@@ -124,7 +134,9 @@ def make_data(shift: str, seed: int, target_labels: str, args: argparse.Namespac
     )
     if shift == "digits-m":
         return DigitsMDataModule(**common)
-    return MnistDigitsDataModule(source="mnist" if shift == "mnist-digits" else "digits", **common)
+    if shift.endswith(f"-{SMALL_TARGET}"):
+        common["target_train_size"] = SMALL_TARGET
+    return MnistDigitsDataModule(source="mnist" if shift.startswith("mnist-digits") else "digits", **common)
 
 
 def per_epoch_recorder():
@@ -137,23 +149,37 @@ def per_epoch_recorder():
         def __init__(self) -> None:
             self.epochs: list[dict[str, float]] = []
 
+        def on_train_start(self, trainer, pl_module) -> None:
+            # SHOT's reference is the source model it starts from, scored before its first step.
+            reference = pl_module.source_reference
+            if reference is not None and reference.get("epoch") == -1:
+                val = trainer.datamodule.domain_val_dataloaders()["target"]
+                row = {**reference, "reference": True, "val/target_acc": accuracy(val, pl_module)}
+                self.epochs.append({**row, "test_acc": accuracy(trainer.datamodule.test_dataloader(), pl_module)})
+
         def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are logged
             if trainer.sanity_checking:
                 return
             metrics = trainer.callback_metrics
-            row = {k: float(metrics[k]) for k in (*VALIDATORS, "val/target_acc") if k in metrics}
-            correct = total = 0
-            was_training = pl_module.training
-            pl_module.eval()
-            with torch.no_grad():
-                for x, y in trainer.datamodule.test_dataloader():
-                    prediction = pl_module(x.to(pl_module.device)).argmax(dim=1).cpu()
-                    correct += int((prediction == y).sum())
-                    total += len(y)
-            pl_module.train(was_training)
-            row["test_acc"] = correct / total
+            recorded = (*VALIDATORS, *DIAGNOSTICS, "val/target_acc", "val/source_acc")
+            row = {k: float(metrics[k]) for k in recorded if k in metrics}
+            # An epoch of the source-only reference (`reference_epochs`): the checkpoint choice's fallback.
+            row["reference"] = trainer.current_epoch < pl_module.reference_epochs
+            row["test_acc"] = accuracy(trainer.datamodule.test_dataloader(), pl_module)
             row["epoch"] = trainer.current_epoch
             self.epochs.append(row)
+
+    def accuracy(loader, pl_module) -> float:
+        correct = total = 0
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            for x, y in loader:
+                prediction = pl_module(x.to(pl_module.device)).argmax(dim=1).cpu()
+                correct += int((prediction == y).sum())
+                total += len(y)
+        pl_module.train(was_training)
+        return correct / total
 
     return RecordEpochs()
 
@@ -202,8 +228,8 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
-    epochs = recorder.epochs
-    chosen = max(epochs, key=lambda e: e["val/im"])
+    epochs = with_safe_scores(recorder.epochs)
+    chosen = max(epochs, key=lambda e: e[DEFAULT_MONITOR])
     record = {
         "key": job_key(job["shift"], method, seed, overrides),
         "shift": job["shift"],
@@ -319,6 +345,81 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def with_safe_scores(epochs: list[dict]) -> list[dict]:
+    """Each epoch with ``val/safe_im`` as the module computes it (`safe_im_score`), from what the run recorded: runs
+    recorded before the metric existed get it too, and one rule scores every saved run."""
+    from tlkit.functional import below_reference
+
+    reference = next((e for e in epochs if e.get("reference")), None)
+    scores = None
+    if reference is not None:
+        names = {"im": "val/im", "predicted_classes": "val/target_predicted_classes", "source_acc": "val/source_acc"}
+        scores = {key: reference[name] for key, name in names.items() if name in reference}
+    out = []
+    for e in epochs:
+        safe = e["val/im"]
+        if scores is not None and not e.get("reference") and "val/target_predicted_classes" in e:
+            if below_reference(e["val/target_predicted_classes"], e.get("val/source_acc"), scores):
+                safe = min(safe, scores["im"]) - 1.0
+        out.append({**e, "val/safe_im": safe})
+    return out
+
+
+def result(run: dict, rule: str) -> float:
+    """Target test accuracy of the epoch ``rule`` picks: ``adapted`` (best ``val/im`` among the adapted epochs, as
+    before the reference existed), ``val/im`` (best among all, the reference included), ``val/safe_im`` (the
+    default), or ``oracle`` (best target validation accuracy)."""
+    epochs = with_safe_scores(run["epochs"])
+    if rule == "adapted":
+        adapted = [e for e in epochs if not e.get("reference")] or epochs
+        return max(adapted, key=lambda e: e["val/im"])["test_acc"]
+    metric = "val/target_acc" if rule == "oracle" else rule
+    return max(epochs, key=lambda e: e[metric])["test_acc"]
+
+
+NEGATIVE_TRANSFER_RULES = {
+    "adapted": "val/im, adapted epochs only (no fallback)",
+    "val/im": "val/im, reference included",
+    "val/safe_im": "val/safe_im (default)",
+    "oracle": "oracle epoch (target labels)",
+}
+
+
+def negative_transfer_table(shift_runs: list[dict], args: argparse.Namespace) -> dict[str, Any]:
+    """Per method and checkpoint rule: on how many seeds it ends below SourceOnly (by more than NOISE), and its mean
+    test accuracy; SourceOnly's own result is its default choice."""
+    baseline = {r["seed"]: result(r, DEFAULT_MONITOR) for r in shift_runs if r["method"] == "SourceOnly"}
+    table: dict[str, Any] = {}
+    for method in [m for m in UNSUPERVISED if m in args.methods]:
+        runs = [r for r in shift_runs if r["method"] == method and not r["overrides"] and r["seed"] in baseline]
+        if not runs:
+            continue
+        row = {"seeds": len(runs)}
+        for rule in NEGATIVE_TRANSFER_RULES:
+            accs = {r["seed"]: result(r, rule) for r in runs}
+            row[rule] = {
+                "below": sum(acc < baseline[seed] - NOISE for seed, acc in accs.items()),
+                "mean": statistics.mean(accs.values()),
+                "std": mean_std(list(accs.values()))[1],
+            }
+        table[method] = row
+    if table:
+        print(
+            f"\nNever below SourceOnly: seeds on which a method ends more than {100 * NOISE:.0f} point below "
+            f"SourceOnly of the same seed / its mean test accuracy, %, by checkpoint rule (SourceOnly "
+            f"{100 * statistics.mean(baseline.values()):.1f})\n"
+        )
+        print("| method | " + " | ".join(NEGATIVE_TRANSFER_RULES.values()) + " | seeds |")
+        print("|---" * (len(NEGATIVE_TRANSFER_RULES) + 2) + "|")
+        for method, row in table.items():
+            cells = " | ".join(
+                f"{row[r]['below']} / {100 * row[r]['mean']:.1f} +- {100 * row[r]['std']:.1f}"
+                for r in NEGATIVE_TRANSFER_RULES
+            )
+            print(f"| {method} | {cells} | {row['seeds']} |")
+    return table
+
+
 def pick(epochs_by_run: list[list[dict]], metric: str) -> dict:
     """The (run, epoch) with the best ``metric`` over a seed's candidate runs (all maximised)."""
     return max((e for epochs in epochs_by_run for e in epochs), key=lambda e: e[metric])
@@ -333,13 +434,13 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
         for method, method_runs in defaults.items():
             if not method_runs:
                 continue
-            accs = [r["target_acc"] for r in method_runs]
+            accs = [result(r, DEFAULT_MONITOR) for r in method_runs]
             mean, std = mean_std(accs)
             rows[method] = {
                 "mean": mean,
                 "std": std,
                 "seeds": len(accs),
-                "per_seed": {r["seed"]: r["target_acc"] for r in method_runs},
+                "per_seed": {r["seed"]: acc for r, acc in zip(method_runs, accs)},
                 "seconds": statistics.median(r["seconds"] for r in method_runs),
             }
         low = rows.get("SourceOnly", {}).get("mean")
@@ -356,8 +457,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
                 f"| {method} | {100 * row['mean']:.1f} +- {100 * row['std']:.1f} | {row['seeds']} | {gap} | "
                 f"{row['seconds']:.0f} s |"
             )
+        negative = negative_transfer_table(shift_runs, args)
         selection = selection_table(shift_runs, args, low, high)
-        summary[shift] = {"methods": rows, "selection": selection}
+        summary[shift] = {"methods": rows, "negative_transfer": negative, "selection": selection}
     return summary
 
 
@@ -371,7 +473,9 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
         members = methods if scope == "any unsupervised method" else [scope]
         per_selector: dict[str, list[float]] = {s: [] for s in selectors}
         for seed in args.seeds:
-            candidates = [r["epochs"] for r in shift_runs if r["seed"] == seed and r["method"] in members]
+            candidates = [
+                with_safe_scores(r["epochs"]) for r in shift_runs if r["seed"] == seed and r["method"] in members
+            ]
             if len(candidates) < 2 and scope != "any unsupervised method":
                 continue  # no sweep for this seed
             if not candidates:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch.utils.data import DataLoader
 
@@ -42,6 +43,9 @@ class DomainDataModule(ImageDataModule):
     Args:
         target_labels: ``none`` (unsupervised), ``few`` (``shots`` per class, seeded; semi-supervised) or ``all``.
         shots: labelled target images per class when ``target_labels`` is ``few``.
+        target_train_size: keep this many images of the target training pool (a seeded random draw, no labels
+            read), to adapt to a small target as a user with a few hundred unlabelled images would; None keeps all.
+            The target validation and test splits keep their size.
         iters_per_epoch: steps per epoch, or ``max``/``min``: the larger/smaller domain's number of batches.
         val_fraction: fraction of each domain's classes held out for validation (0: no validation).
         test_fraction: fraction of the target's classes held out for testing.
@@ -58,6 +62,7 @@ class DomainDataModule(ImageDataModule):
         *,
         target_labels: TargetLabels = "none",
         shots: int = 3,
+        target_train_size: int | None = None,
         iters_per_epoch: EpochLength = "max",
         val_fraction: float = 0.1,
         test_fraction: float = 0.3,
@@ -67,6 +72,8 @@ class DomainDataModule(ImageDataModule):
             raise config_error("target_labels", "'none', 'few' or 'all'", target_labels)
         if shots < 1:
             raise config_error("shots", "an integer >= 1", shots)
+        if target_train_size is not None and target_train_size < 1:
+            raise config_error("target_train_size", "an integer >= 1, or null for the whole pool", target_train_size)
         if not (iters_per_epoch in ("max", "min") or (isinstance(iters_per_epoch, int) and iters_per_epoch >= 1)):
             raise config_error("iters_per_epoch", "an integer >= 1, 'max' or 'min'", iters_per_epoch)
         super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, **kwargs)
@@ -95,7 +102,17 @@ class DomainDataModule(ImageDataModule):
         rest, test = stratified_split(target.labels, hp.test_fraction, hp.seed + 1)
         pool = target.subset(rest)
         rest, val = stratified_split(pool.labels, hp.val_fraction / (1 - hp.test_fraction), hp.seed + 2)
-        splits.update(target_train=pool.subset(rest), target_val=pool.subset(val), target_test=target.subset(test))
+        target_train = pool.subset(rest)
+        if hp.target_train_size is not None:
+            if hp.target_train_size > len(target_train.samples):
+                raise config_error(
+                    "target_train_size",
+                    f"at most the target training pool's {len(target_train.samples)} images",
+                    hp.target_train_size,
+                )
+            drawn = np.random.default_rng(hp.seed + 4).permutation(len(target_train.samples))[: hp.target_train_size]
+            target_train = target_train.subset(sorted(int(i) for i in drawn))
+        splits.update(target_train=target_train, target_val=pool.subset(val), target_test=target.subset(test))
         if hp.target_labels == "few":
             keep = limit_labels(splits["target_train"].labels, self.classes, hp.seed + 3, labels_per_class=hp.shots)
             splits["target_labeled"] = splits["target_train"].subset(keep)

@@ -58,8 +58,9 @@ class _Adversarial(DomainAdaptation):
         super().__init__(backbone, **kwargs)
 
     def grl_coefficient(self) -> float:
-        """lambda = 2 / (1 + exp(-10 p)) - 1 with p = global_step / estimated_stepping_batches (resume-safe)."""
-        return warm_start_lambda(self.progress)
+        """lambda = 2 / (1 + exp(-10 p)) - 1 with p the progress of the adapting epochs, from the step counter
+        (resume-safe)."""
+        return warm_start_lambda(self.adaptation_progress)
 
     def discriminator_input(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return features

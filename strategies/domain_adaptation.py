@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
@@ -18,8 +19,15 @@ class DomainAdaptation(DomainModule):
     `adaptation_loss` on the features and logits, weighted by ``trade_off``, to the source cross-entropy. Strategies
     override `adaptation_loss` (and, where they need more, `training_step`).
 
+    The first ``reference_epochs`` train as `SourceOnly` does (the source cross-entropy alone; the target passes
+    through no layer): their validation is the run's source-only reference, logged beside every later validation
+    (``val/reference_*``) and a candidate of the checkpoint choice like any epoch, so that when no adapted epoch
+    scores above it the selected checkpoint is the unadapted model (and the end of fit says so). The adaptation
+    schedules (DANN's gradient-reversal warm-up) start when adaptation does.
+
     Args:
         trade_off: weight of the adaptation loss.
+        reference_epochs: source-only epochs before adapting (0: none, and no reference to fall back to).
 
     The other arguments are `DomainModule`'s.
     """
@@ -27,11 +35,56 @@ class DomainAdaptation(DomainModule):
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
 
-    def __init__(self, backbone: str | Backbone = "tf_efficientnet_lite0", *, trade_off: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self,
+        backbone: str | Backbone = "tf_efficientnet_lite0",
+        *,
+        trade_off: float = 1.0,
+        reference_epochs: int = 1,
+        **kwargs,
+    ) -> None:
         if trade_off < 0:
             raise config_error("trade_off", "a number >= 0", trade_off)
+        if not isinstance(reference_epochs, int) or reference_epochs < 0:
+            raise config_error("reference_epochs", "an integer >= 0", reference_epochs)
         self.trade_off = trade_off
+        self.reference_epochs = reference_epochs
         super().__init__(backbone, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        max_epochs = self.trainer.max_epochs
+        if self.trainer.fast_dev_run:
+            max_epochs = 1
+        if (
+            stage == "fit"
+            and self.reference_epochs
+            and max_epochs is not None
+            and 0 < max_epochs <= self.reference_epochs
+        ):
+            # A quick try (--trainer.max_epochs 1, fast_dev_run) should adapt, not train source-only.
+            rank_zero_info(
+                f"tlkit: {type(self).__name__}: adapting from the first epoch, without a source-only reference: "
+                f"trainer.max_epochs ({max_epochs}) leaves no epoch after model.reference_epochs "
+                f"({self.reference_epochs})"
+            )
+            self.reference_epochs = 0
+
+    @property
+    def adapting(self) -> bool:
+        """Whether this epoch trains with the adaptation loss (after the source-only `reference_epochs`)."""
+        return self.current_epoch >= self.reference_epochs
+
+    @property
+    def adaptation_progress(self) -> float:
+        """Progress in [0, 1] of the adapting part of training (0 until the reference epochs end), from the
+        restored step counter, so schedules survive a resume."""
+        if self._trainer is None:
+            return 1.0
+        per_epoch = max(1, self.trainer.num_training_batches // max(1, self.trainer.accumulate_grad_batches))
+        start = self.reference_epochs * per_epoch if self.trainer.num_training_batches != float("inf") else 0
+        total = self.trainer.estimated_stepping_batches
+        return min(1.0, max(0.0, (self.trainer.global_step - start) / max(1, total - start)))
 
     def adaptation_weight(self) -> float:
         """The adaptation loss's weight at this step (``trade_off``; override for a schedule)."""
@@ -48,6 +101,8 @@ class DomainAdaptation(DomainModule):
         return None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if not self.adapting:
+            return super().training_step(batch, batch_idx)  # the source-only reference epochs
         xs, ys = batch["source"]
         xt = batch["target"]
         n = len(xs)

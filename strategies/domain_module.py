@@ -7,16 +7,27 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.callbacks.embedding_projector import EmbeddingProjector
+from tlkit.checkpoint import adaptation_of, write_adaptation
 from tlkit.data_request import DataRequest, TargetViews
 from tlkit.errors import ConfigError, config_error
-from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
+from tlkit.metrics import (
+    BatchNuclearNorm,
+    InformationMaximization,
+    MarginalEntropy,
+    PredictedClasses,
+    SafeInformationMaximization,
+    SoftNeighborhoodDensity,
+    TopClassShare,
+)
 from tlkit.protocols import DomainData
+from tlkit.strategies.source_reference import ReferenceRecorder, end_of_fit_report
 from tlkit.strategies.transfer_module import TransferModule
 from tlkit.tasks import Classification, Task
 
@@ -47,7 +58,7 @@ class DomainModule(TransferModule):
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
 
-    checkpoint_monitor = ("val/im", "max")
+    checkpoint_monitor = ("val/safe_im", "max")
     #: How many augmented views of each target image a training batch carries (asked of the datamodule).
     target_views: ClassVar[TargetViews] = "single"
     #: Whether the strategy trains on labelled target images (semi-supervised and supervised DA).
@@ -85,9 +96,27 @@ class DomainModule(TransferModule):
                 "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
                 "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
                 "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
+                "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
             },
             prefix="val/",
         )
+        # Collapse diagnostics on the same predictions (shown in TensorBoard and `tlkit select`, not the progress bar).
+        self.target_diagnostics = MetricCollection(
+            {
+                "top_class_share": TopClassShare(MAX_VALIDATOR_SAMPLES),
+                "predicted_classes": PredictedClasses(MAX_VALIDATOR_SAMPLES),
+                "marginal_entropy": MarginalEntropy(MAX_VALIDATOR_SAMPLES),
+            },
+            prefix="val/target_",
+        )
+        #: The scores of the unadapted model (`reference_epochs`, or SHOT's source model), once measured.
+        self.source_reference: dict[str, float] | None = None
+        #: What each validation measured (`source_reference.RECORDED`), in order; read by the end-of-fit report.
+        self.adaptation_history: list[dict[str, float]] = []
+
+    #: Epochs at the start of training without the adaptation loss, whose validation is the run's source-only
+    #: reference (`DomainAdaptation` sets it; 0 here: no reference).
+    reference_epochs: int = 0
 
     def lr_scale(self, depth: int) -> float:
         return 1.0 if depth == 0 else self.backbone_lr_factor
@@ -173,6 +202,8 @@ class DomainModule(TransferModule):
         logits = self.head(features)
         domain = self.validation_domains[dataloader_idx]
         self.domain_metrics[domain].update(logits, y)  # logged at epoch end
+        if domain == "source":
+            self.target_validators["safe_im"].update_source(logits, y)  # whether adapting cost source accuracy
         if domain == "target":
             self.log(
                 "val/loss",
@@ -182,7 +213,9 @@ class DomainModule(TransferModule):
                 batch_size=len(y),
                 sync_dist=True,
             )
-            self.target_validators.update(logits.softmax(dim=1))
+            probabilities = logits.softmax(dim=1)
+            self.target_validators.update(probabilities)
+            self.target_diagnostics.update(probabilities)
             self.confusion.update(logits, y)  # the target's: where adaptation is judged
         self.validation_features(features, domain)
 
@@ -194,11 +227,62 @@ class DomainModule(TransferModule):
             self.log_epoch_metrics(metrics)
         # Every rank scores the same gathered predictions, so checkpointing and early stopping agree across ranks.
         self.log_epoch_metrics(self.target_validators, prog_bar=True)
+        self.log_epoch_metrics(self.target_diagnostics)
+        if self.source_reference is not None and not self.trainer.sanity_checking:
+            # Beside every validation: the same values on every rank (recorded from synchronised metrics).
+            for name, value in self.source_reference.items():
+                if name.startswith("val/"):
+                    self.log(name.replace("val/", "val/reference_", 1), value, on_epoch=True)
+
+    # ---------------------------------------------------------------------------------------- the reference
+    def record_validation(self, values: dict[str, float]) -> None:
+        """Keep one validation's values (called by `ReferenceRecorder` before the epoch's checkpoint is saved); a
+        validation of a source-only epoch (`reference_epochs`) becomes the run's reference."""
+        row = {**values, "epoch": float(self.current_epoch)}
+        if self.current_epoch < self.reference_epochs:
+            row["reference"] = 1.0
+            self.use_reference(row)
+        # A resumed run validates an epoch again only when it was killed before that epoch's checkpoint.
+        self.adaptation_history = [r for r in self.adaptation_history if r["epoch"] != row["epoch"]] + [row]
+
+    def use_reference(self, reference: dict[str, float] | None) -> None:
+        """Make ``reference`` (what `record_validation` recorded of the unadapted model) the run's reference: logged
+        beside every later validation, and what ``val/safe_im`` compares each adapted epoch with."""
+        self.source_reference = reference
+        names = {"im": "val/im", "predicted_classes": "val/target_predicted_classes", "source_acc": "val/source_acc"}
+        scores = {key: reference[name] for key, name in names.items() if name in reference} if reference else None
+        self.target_validators["safe_im"].set_reference(scores)
+
+    def on_fit_end(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        monitor = getattr(callback, "monitor", None)
+        mode = getattr(callback, "mode", "max")
+        label = self.reference_label()
+        lines = end_of_fit_report(
+            self.adaptation_history, self.source_reference, label, self.num_classes or 0, monitor, mode
+        )
+        for line in lines:
+            rank_zero_info(f"tlkit: {type(self).__name__}: {line}")
+
+    def reference_label(self) -> str:
+        """How the end-of-fit report names the reference (SHOT's is its source checkpoint)."""
+        epochs = self.reference_epochs
+        return f"source-only epoch{'s' if epochs > 1 else ''} {epochs - 1 if epochs == 1 else f'0-{epochs - 1}'}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        write_adaptation(checkpoint, self.source_reference, self.adaptation_history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        reference, epochs = adaptation_of(checkpoint)
+        self.use_reference(reference)
+        self.adaptation_history = epochs
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def configure_callbacks(self) -> list[Callback]:
         """Source and target features go to TensorBoard's embedding projector at the end of fit."""
-        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN)]
+        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN), ReferenceRecorder()]
 
     # ------------------------------------------------------------------------------------------------- testing
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

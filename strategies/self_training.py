@@ -13,6 +13,7 @@ from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import align_distribution, class_balance_loss
 from tlkit.strategies.domain_adaptation import DomainAdaptation
+from tlkit.strategies.domain_module import DomainModule
 
 
 class SelfTraining(DomainAdaptation):
@@ -132,6 +133,8 @@ class SelfTraining(DomainAdaptation):
         return align_distribution(probabilities, self.target_prediction_mean)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if not self.adapting:
+            return DomainModule.training_step(self, batch, batch_idx)  # the source-only reference epochs
         xs, ys = batch["source"]
         weak, strong = batch["target"]
         n, m = len(xs), len(weak)
@@ -150,6 +153,11 @@ class SelfTraining(DomainAdaptation):
         weight = self.adaptation_weight()
         loss = cls_loss + weight * adaptation
         self.log_loss("train/pseudo_label_ratio", mask.mean(), m)
+        if mask.any():
+            # How often the student already predicts the accepted pseudo-label on the strong view: near 1 with
+            # a falling ratio of accepted labels is the model agreeing with itself on ever fewer images.
+            agrees = (strong_logits.argmax(dim=1) == pseudo_labels).float()
+            self.log_loss("train/pseudo_label_agreement", (agrees * mask).sum() / mask.sum(), int(mask.sum()))
         self.log_loss("train/class_balance_loss", balance, m)
         self.log_training(loss, cls_loss, adaptation, weight, source_logits, ys)
         return loss

@@ -12,7 +12,8 @@ from tlkit.checkpoint import check_same_classes, check_same_model, read_checkpoi
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional import centroid_pseudo_labels, information_maximization_loss
 from tlkit.protocols import UnlabelledTargetPool
-from tlkit.strategies.domain_module import DomainModule
+from tlkit.strategies.domain_module import MAX_VALIDATOR_SAMPLES, DomainModule
+from tlkit.strategies.source_reference import label_free_scores
 
 # The checkpoint key under which the current epoch's pseudo-labels are saved (a mid-epoch resume reuses them).
 CHECKPOINT_KEY = "shot_pseudo_labels"
@@ -97,6 +98,7 @@ class SHOT(DomainModule):
         # After Lightning restored a resumed fit's own checkpoint (which holds the adapted weights): a new fit only.
         if not self._resumed:
             self.load_source_model()
+            self.use_reference(self.score_source_model())
 
     def load_source_model(self) -> None:
         """Load the backbone and head from ``source_checkpoint``, after checking it is a model of this run's shape."""
@@ -114,6 +116,24 @@ class SHOT(DomainModule):
                 f"Expected {source.path} to hold a full backbone and head of this model, but it lacks {missing[:3]} "
                 f"and has {unexpected[:3]} besides (an adapter-only checkpoint, or another architecture?)."
             )
+
+    @torch.no_grad()
+    def score_source_model(self) -> dict[str, float]:
+        """The source model's label-free scores on the target validation split: the run's reference.
+
+        Every rank scores the whole split with the pure functions (no collective: each gets the same numbers), so the
+        reference is the same on every rank without a gather that would count each image once per rank.
+        """
+        loader = self.trainer.datamodule.domain_val_dataloaders()["target"]
+        was_training = self.training
+        self.eval()
+        rows = [self(images.to(self.device)).float().softmax(dim=1) for images, _ in loader]
+        self.train(was_training)
+        probabilities = torch.cat(rows)[:MAX_VALIDATOR_SAMPLES]
+        return {**label_free_scores(probabilities), "epoch": -1.0, "reference": 1.0}
+
+    def reference_label(self) -> str:
+        return f"the source model {self.source_checkpoint}"
 
     # -------------------------------------------------------------------------------------------- pseudo-labels
     def on_train_epoch_start(self) -> None:

@@ -113,3 +113,23 @@ def test_a_folder_without_a_fit_is_skipped_and_named(runs, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "skipped 1 folder(s) with no fit" in captured.err and "version_2" in captured.err
     assert str(tested) not in captured.out and "Selected by val/snd" in captured.out
+
+
+def test_select_shows_how_far_each_picked_epochs_target_predictions_collapsed(tmp_path, capsys):
+    """The domain-adaptation runs' collapse diagnostics at the picked epoch; a run whose pick filled fewer than half
+    the classes its source-only reference filled is named as collapsed (MCC's failure: IM still prefers it)."""
+    collapsed = {
+        "val/im": [0.4, 1.9, 2.0],
+        "val/target_top_class_share": [0.2, 0.6, 0.7],
+        "val/target_predicted_classes": [8.0, 3.0, 2.0],
+        "val/reference_target_predicted_classes": [8.0, 8.0, 8.0],
+    }
+    healthy = {**collapsed, "val/im": [0.4, 0.9, 1.0], "val/target_predicted_classes": [8.0, 8.0, 9.0]}
+    healthy["val/target_top_class_share"] = [0.2, 0.15, 0.12]
+    fake_run(tmp_path / "version_0", collapsed, 1.0)
+    fake_run(tmp_path / "version_1", healthy, 0.3)
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/im"])
+    printed = capsys.readouterr().out
+    assert "| top class share | collapsed onto |" in printed
+    assert "| 2.0000 | 2 | 0.70 | 2 of 8 classes |" in printed and "| 1.0000 | 2 | 0.12 |  |" in printed
+    assert "Its target predictions collapsed onto 2 of 8 classes: a sign of negative transfer." in printed

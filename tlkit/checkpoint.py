@@ -3,7 +3,9 @@ reading any file a user hands tlkit (checkpoints, weights, cached features): dat
 
 A checkpoint is Lightning's dict (``state_dict``, ``optimizer_states``, ``loops``, ``hyper_parameters``...) with two
 of tlkit's keys: ``tlkit``, the `CheckpointInfo` below as plain data, and ``tlkit_config``, the run's resolved config
-as YAML text (so ``--ckpt_path`` alone rebuilds the run). Every writer and reader goes through this module.
+as YAML text (so ``--ckpt_path`` alone rebuilds the run); a domain-adaptation run adds ``tlkit_adaptation``, what it
+measured of its source-only reference and of each validated epoch (`write_adaptation`). Every writer and reader goes
+through this module.
 
 Schema versions: 0 is the layout before the schema had a number (the same keys, no ``schema_version``); 1 adds
 ``schema_version`` and ``task`` (empty); 2 moves the preprocessing to the datamodule's state; 3 fills ``task``. A
@@ -31,6 +33,9 @@ from tlkit.errors import ConfigError, config_error
 SCHEMA_VERSION = 3
 INFO_KEY = "tlkit"
 RUN_CONFIG_KEY = "tlkit_config"
+#: A domain-adaptation run's record: ``{"reference": {metric: value} | None, "epochs": [{metric: value}, ...]}``,
+#: plain floats (read back with ``weights_only=True``); absent from other runs and from checkpoints of older tlkit.
+ADAPTATION_KEY = "tlkit_adaptation"
 #: The entry of a datamodule's state (Lightning saves it in the checkpoint under the datamodule's class name) that
 #: holds the preprocessing the datamodule resolved for the model.
 DATA_CONFIG_STATE = "tlkit_data_config"
@@ -104,6 +109,22 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------------- writing
 def write_info(checkpoint: dict[str, Any], info: CheckpointInfo) -> None:
     checkpoint[INFO_KEY] = info.to_dict()
+
+
+def write_adaptation(
+    checkpoint: dict[str, Any], reference: dict[str, float] | None, epochs: list[dict[str, float]]
+) -> None:
+    checkpoint[ADAPTATION_KEY] = {"reference": reference, "epochs": epochs}
+
+
+def adaptation_of(checkpoint: dict[str, Any]) -> tuple[dict[str, float] | None, list[dict[str, float]]]:
+    """The (reference, per-epoch rows) a domain-adaptation run recorded in ``checkpoint``; (None, []) if none."""
+    saved = checkpoint.get(ADAPTATION_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict):
+        return None, []
+    plain = lambda row: {k: float(v) for k, v in row.items()}  # noqa: E731
+    reference = saved.get("reference")
+    return (plain(reference) if reference else None), [plain(row) for row in saved.get("epochs") or []]
 
 
 def write_run_config(checkpoint: dict[str, Any], text: str) -> None:

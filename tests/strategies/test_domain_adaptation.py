@@ -68,7 +68,8 @@ class RecordLambda(Callback):
         self.by_step = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.by_step[trainer.global_step] = float(trainer.callback_metrics["train/grl_lambda"])
+        if "train/grl_lambda" in trainer.callback_metrics and pl_module.adapting:
+            self.by_step[trainer.global_step] = float(trainer.callback_metrics["train/grl_lambda"])
 
 
 def dann_run(tmp_path, ckpt_path=None, checkpoint=None):
@@ -91,10 +92,12 @@ def dann_run(tmp_path, ckpt_path=None, checkpoint=None):
 def test_dann_lambda_continues_after_resume(tmp_path):
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1, every_n_epochs=1)
     uninterrupted = dann_run(tmp_path / "a", checkpoint=every_epoch)
-    resumed = dann_run(tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt")
-    assert sorted(resumed) == [4, 5, 6, 7, 8, 9]
+    resumed = dann_run(tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "epoch=1.ckpt")
+    assert sorted(resumed) == [7, 8, 9]
     assert all(resumed[step] == uninterrupted[step] for step in resumed)
-    assert uninterrupted[1] == 0.0 < uninterrupted[2] < uninterrupted[5] < uninterrupted[9] < 1.0
+    # Epoch 0 is the source-only reference (no adaptation loss, no lambda); the warm-up starts with adaptation.
+    assert sorted(uninterrupted) == [4, 5, 6, 7, 8, 9]
+    assert uninterrupted[4] == 0.0 < uninterrupted[5] < uninterrupted[7] < uninterrupted[9] < 1.0
 
 
 def test_embedding_projector_is_written_at_the_end_of_fit(tmp_path):

@@ -33,7 +33,7 @@ def test_the_defaults_hold_pseudo_labels_back_then_balance_them_with_a_lagging_t
     benchmarks/self_training_collapse.py: without them most target digits fall into one class): no pseudo-labels for
     the first 30% of steps, then ``trade_off`` times pseudo-label plus class-balance loss, labels from a teacher."""
     L.seed_everything(0, verbose=False)
-    model = SelfTraining("test_efficientnet", weights=None)
+    model = SelfTraining("test_efficientnet", weights=None, reference_epochs=0)  # the warm-up alone, from step 1
     record = RecordAdaptation()
     data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=5)
     quiet_trainer(max_epochs=2, limit_val_batches=0, callbacks=[record]).fit(model, datamodule=data)

@@ -33,7 +33,11 @@ def build_parser() -> ArgumentParser:
         "the shell keeps them.",
     )
     parser.add_argument(
-        "--by", type=str, default="val/im", help="The metric to select on: val/im, val/snd, val/bnm, or any logged."
+        "--by",
+        type=str,
+        default="val/safe_im",
+        help="The metric to select on: val/safe_im (IM that does not prefer a run worse than its source-only "
+        "reference), val/im, val/snd, val/bnm, or any logged.",
     )
     parser.add_argument(
         "--mode",
@@ -67,12 +71,19 @@ def expand_runs(patterns: Sequence[str]) -> list[Path]:
 
 def table(scores: Sequence[RunScore], settings: Sequence[dict], best: RunScore, metric: str) -> str:
     keys = sorted({k for s in settings for k in s})
+    # Domain-adaptation runs log collapse diagnostics: shown for the picked epoch, with a word where it collapsed.
+    diagnosed = any("val/target_top_class_share" in s.diagnostics for s in scores)
+    extra = ["top class share", "collapsed onto"] if diagnosed else []
     lines = [
-        "| | run | " + " | ".join(keys + [f"best {metric}", "epoch", "checkpoint"]) + " |",
-        "|---" * (len(keys) + 5) + "|",
+        "| | run | " + " | ".join(keys + [f"best {metric}", "epoch", *extra, "checkpoint"]) + " |",
+        "|---" * (len(keys) + 5 + len(extra)) + "|",
     ]
     for score, swept in zip(scores, settings):
-        cells = [str(swept.get(k)) for k in keys] + [f"{score.value:.4f}", str(score.epoch), str(score.checkpoint)]
+        cells = [str(swept.get(k)) for k in keys] + [f"{score.value:.4f}", str(score.epoch)]
+        if diagnosed:
+            share = score.diagnostics.get("val/target_top_class_share")
+            cells += ["" if share is None else f"{share:.2f}", score.collapse()]
+        cells.append(str(score.checkpoint))
         lines.append(f"| {'*' if score is best else ''} | {score.run} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,6 +97,8 @@ def run(args: Sequence[str]) -> RunScore:
     settings = differing_settings(runs)
     print(table(scores, settings, best, config.by))
     print(f"\nSelected by {config.by} ({mode}): {best.run}, epoch {best.epoch}, {config.by} = {best.value:.4f}")
+    if best.collapse():
+        print(f"Its target predictions collapsed onto {best.collapse()}: a sign of negative transfer.")
     if best.checkpoint is None:
         print(f"No checkpoint of that epoch was kept; fit with --checkpoint.monitor {config.by} to keep it.")
     else:
@@ -95,7 +108,14 @@ def run(args: Sequence[str]) -> RunScore:
             "metric": config.by,
             "mode": mode,
             "runs": [
-                {"run": str(s.run), "value": s.value, "epoch": s.epoch, "checkpoint": str(s.checkpoint), **swept}
+                {
+                    "run": str(s.run),
+                    "value": s.value,
+                    "epoch": s.epoch,
+                    "checkpoint": str(s.checkpoint),
+                    **s.diagnostics,
+                    **swept,
+                }
                 for s, swept in zip(scores, settings)
             ],
             "selected": str(best.run),

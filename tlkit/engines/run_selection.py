@@ -9,6 +9,7 @@ best epoch), `select_run` picks the winner, `differing_settings` says what disti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from tlkit.errors import ConfigError, config_error
+from tlkit.functional.collapse import COLLAPSE_SHARE
 
 Mode = Literal["max", "min"]
 
@@ -30,12 +32,32 @@ class RunScore:
         value: the metric's best value over the run's validation epochs.
         epoch: the epoch where it was reached.
         checkpoint: the run's checkpoint of that epoch, if one was kept (``checkpoints/epoch<NNN>-*.ckpt``).
+        diagnostics: the collapse diagnostics logged at that epoch (`DIAGNOSTICS`), where the run logged them.
     """
 
     run: Path
     value: float
     epoch: int
     checkpoint: Path | None
+    diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def collapse(self) -> str:
+        """ "2 of 8 classes" when 90% of the target predictions at this epoch fill fewer than half the classes the
+        run's source-only reference filled, else ""."""
+        predicted = self.diagnostics.get("val/target_predicted_classes")
+        spread = self.diagnostics.get("val/reference_target_predicted_classes")
+        if predicted is None or spread is None or predicted >= COLLAPSE_SHARE * spread:
+            return ""
+        return f"{int(predicted)} of {int(spread)} classes"
+
+
+#: Logged by the domain-adaptation strategies at every validation: how far target predictions collapsed (the share
+#: of the most frequent class, the classes that take 90% of them), and the source-only reference's value.
+DIAGNOSTICS = (
+    "val/target_top_class_share",
+    "val/target_predicted_classes",
+    "val/reference_target_predicted_classes",
+)
 
 
 def default_mode(metric: str) -> Mode:
@@ -48,18 +70,29 @@ def metric_curve(run: Path, metric: str) -> list[tuple[int, float]]:
 
     Raises a `ConfigError` naming the metrics the run did log when ``metric`` is not among them.
     """
+    return metric_curves(run, [metric])[metric]
+
+
+def metric_curves(
+    run: Path, metrics: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, list[tuple[int, float]]]:
+    """`metric_curve` of each of ``metrics`` (required) and of those of ``optional`` the run logged, read at once."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow import, used here only
 
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()["scalars"]
-    if metric not in tags:
-        logged = ", ".join(sorted(t for t in tags if t.startswith("val/"))) or "no val/ metric"
-        raise config_error("by", f"a metric the run {run} logged ({logged})", metric)
+    for metric in metrics:
+        if metric not in tags:
+            logged = ", ".join(sorted(t for t in tags if t.startswith("val/"))) or "no val/ metric"
+            raise config_error("by", f"a metric the run {run} logged ({logged})", metric)
     epochs = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
-    # A resumed run repeats no step, but a rewritten one could: the latest value of a step wins.
-    values = {e.step: e.value for e in events.Scalars(metric)}
-    return [(epochs.get(step, -1), values[step]) for step in sorted(values)]
+    curves = {}
+    for metric in [*metrics, *(m for m in optional if m in tags)]:
+        # A resumed run repeats no step, but a rewritten one could: the latest value of a step wins.
+        values = {e.step: e.value for e in events.Scalars(metric)}
+        curves[metric] = [(epochs.get(step, -1), values[step]) for step in sorted(values)]
+    return curves
 
 
 def _checkpoint_of_epoch(run: Path, epoch: int) -> Path | None:
@@ -73,12 +106,19 @@ def score_runs(runs: Iterable[Path], metric: str, mode: Mode) -> list[RunScore]:
         raise config_error("mode", "'max' or 'min'", mode)
     scores = []
     for run in runs:
-        curve = metric_curve(run, metric)
+        curves = metric_curves(run, [metric], DIAGNOSTICS)
+        curve = curves[metric]
         if not curve:
             raise ConfigError(f"Expected the run {run} to have logged `{metric}` at least once, but it has no value.")
         pick = max if mode == "max" else min
         epoch, value = pick(curve, key=lambda point: point[1])
-        scores.append(RunScore(run, value, epoch, _checkpoint_of_epoch(run, epoch)))
+        diagnostics = {name: v for name in DIAGNOSTICS if name in curves for e, v in curves[name] if e == epoch}
+        if "val/reference_target_predicted_classes" in curves and curves["val/reference_target_predicted_classes"]:
+            # Logged from the epoch after the reference on: the reference's own value, whichever epoch was picked.
+            diagnostics["val/reference_target_predicted_classes"] = curves["val/reference_target_predicted_classes"][0][
+                1
+            ]
+        scores.append(RunScore(run, value, epoch, _checkpoint_of_epoch(run, epoch), diagnostics))
     return scores
 
 

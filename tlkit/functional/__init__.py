@@ -3,6 +3,7 @@ fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.calibration import fit_temperature
+from tlkit.functional.collapse import marginal_entropy, predicted_classes, top_class_share
 from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
 from tlkit.functional.pseudo_labels import align_distribution, centroid_pseudo_labels
@@ -16,11 +17,12 @@ from tlkit.functional.transferability import (
     logme_targets,
     nce,
 )
-from tlkit.functional.validators import bnm_score, im_score, snd_score
+from tlkit.functional.validators import below_reference, bnm_score, im_score, safe_im_score, snd_score
 
 __all__ = [
     "align_distribution",
     "batch_spectral_shrinkage",
+    "below_reference",
     "centroid_pseudo_labels",
     "class_balance_loss",
     "bnm_score",
@@ -39,9 +41,13 @@ __all__ = [
     "information_maximization_loss",
     "l2_penalty",
     "l2_sp_distance",
+    "marginal_entropy",
     "mcc_loss",
     "mmd_loss",
     "nce",
+    "predicted_classes",
+    "safe_im_score",
     "snd_score",
+    "top_class_share",
     "warm_start_lambda",
 ]

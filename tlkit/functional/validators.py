@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tlkit.functional.collapse import COLLAPSE_SHARE, predicted_classes
+
 
 def im_score(probabilities: torch.Tensor) -> torch.Tensor:
     """Information maximisation: entropy of the mean prediction minus the mean entropy of predictions.
@@ -40,3 +42,42 @@ def bnm_score(probabilities: torch.Tensor) -> torch.Tensor:
     High when predictions are both confident and diverse.
     """
     return torch.linalg.matrix_norm(probabilities, ord="nuc") / probabilities.shape[0]
+
+
+def below_reference(
+    predicted: float,
+    source_accuracy: float | None,
+    reference: dict[str, float],
+    collapse_share: float = COLLAPSE_SHARE,
+    source_tolerance: float = 0.05,
+) -> bool:
+    """Whether an adapted model looks worse than the unadapted ``reference`` (its ``predicted_classes`` and
+    ``source_acc``): its predictions fill fewer than ``collapse_share`` of the classes the reference's fill
+    (``predicted``, `predicted_classes`; collapse), or its source validation accuracy fell more than
+    ``source_tolerance`` below the reference's (the adaptation destroyed what the source taught)."""
+    collapsed = "predicted_classes" in reference and predicted < collapse_share * reference["predicted_classes"]
+    forgot = (
+        source_accuracy is not None
+        and "source_acc" in reference
+        and source_accuracy < reference["source_acc"] - source_tolerance
+    )
+    return collapsed or forgot
+
+
+def safe_im_score(
+    probabilities: torch.Tensor,
+    source_accuracy: float | None = None,
+    reference: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """`im_score`, or one below the reference's IM when the model looks worse than the unadapted ``reference``
+    (`below_reference`; the reference's ``im``, ``predicted_classes`` and ``source_acc``). Without a reference, IM.
+
+    IM rewards confident, diverse predictions, which an adaptation loss can buy with accuracy; checkpoints chosen on
+    this score fall back to the reference instead of preferring a collapsed model.
+    """
+    im = im_score(probabilities)
+    if not reference or "im" not in reference:
+        return im
+    if below_reference(float(predicted_classes(probabilities)), source_accuracy, reference):
+        return torch.minimum(im, im.new_tensor(reference["im"])) - 1.0
+    return im

@@ -3,8 +3,21 @@
 from tlkit.metrics.validators import (
     BatchNuclearNorm,
     InformationMaximization,
+    MarginalEntropy,
+    PredictedClasses,
+    SafeInformationMaximization,
     SoftNeighborhoodDensity,
     TargetValidator,
+    TopClassShare,
 )
 
-__all__ = ["BatchNuclearNorm", "InformationMaximization", "SoftNeighborhoodDensity", "TargetValidator"]
+__all__ = [
+    "BatchNuclearNorm",
+    "InformationMaximization",
+    "MarginalEntropy",
+    "PredictedClasses",
+    "SafeInformationMaximization",
+    "SoftNeighborhoodDensity",
+    "TargetValidator",
+    "TopClassShare",
+]

@@ -19,7 +19,15 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from tlkit.errors import config_error
-from tlkit.functional import bnm_score, im_score, snd_score
+from tlkit.functional import (
+    bnm_score,
+    im_score,
+    marginal_entropy,
+    predicted_classes,
+    safe_im_score,
+    snd_score,
+    top_class_share,
+)
 
 
 class TargetValidator(Metric):
@@ -68,3 +76,51 @@ class BatchNuclearNorm(TargetValidator):
     """BNM (Cui et al., 2020): nuclear norm of the prediction matrix per row."""
 
     score = staticmethod(bnm_score)
+
+
+class TopClassShare(TargetValidator):
+    """Collapse diagnostic: the share of predictions in the most frequent class (1/classes when balanced)."""
+
+    higher_is_better = False
+    score = staticmethod(top_class_share)
+
+
+class PredictedClasses(TargetValidator):
+    """Collapse diagnostic: the fewest classes that take 90% of the predictions."""
+
+    score = staticmethod(predicted_classes)
+
+
+class MarginalEntropy(TargetValidator):
+    """Collapse diagnostic: the entropy (nats) of the mean prediction, log(classes) at most."""
+
+    score = staticmethod(marginal_entropy)
+
+
+class SafeInformationMaximization(TargetValidator):
+    """IM that does not prefer a model worse than the unadapted reference (`tlkit.functional.safe_im_score`).
+
+    Besides the target probabilities (``update``) it counts the source validation predictions
+    (``update_source``); `set_reference` gives it the source-only model's scores. Until then it is IM.
+    """
+
+    def __init__(self, max_samples: int = 2048, **kwargs) -> None:
+        super().__init__(max_samples, **kwargs)
+        self.add_state("source_correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("source_total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        #: The reference's ``im``, ``predicted_classes`` and ``source_acc`` (the same on every rank), or None.
+        self.reference: dict[str, float] | None = None
+
+    def set_reference(self, reference: dict[str, float] | None) -> None:
+        self.reference = dict(reference) if reference else None
+
+    def update_source(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch of source validation predictions (logits or probabilities, (N, classes)) and their labels."""
+        self.source_correct += (logits.argmax(dim=1) == labels).sum()
+        self.source_total += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        probabilities = dim_zero_cat(self.probabilities)[: self.max_samples]
+        total = int(self.source_total)
+        source_accuracy = float(self.source_correct) / total if total else None
+        return safe_im_score(probabilities, source_accuracy, self.reference)

@@ -1,0 +1,111 @@
+"""The source-only reference of a domain-adaptation run, and what a user is told about it at the end of `fit`.
+
+A domain-adaptation run can end worse on its target than the model trained on the source alone (negative transfer),
+most often because its target predictions collapse onto a few classes. `DomainModule` keeps the scores of its
+unadapted model (the validation of its source-only epochs, or SHOT's source model) as the run's reference, logs them
+beside every later validation, and at the end of fit says in one line each when the predictions collapsed and when
+no adapted epoch beat the reference (the checkpoint choice then falls back to it).
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from tlkit.functional import (
+    bnm_score,
+    im_score,
+    marginal_entropy,
+    predicted_classes,
+    snd_score,
+    top_class_share,
+)
+from tlkit.functional.collapse import COLLAPSE_SHARE
+
+#: The per-epoch values a run records (and the checkpoint keeps), by metric name; all are on the target validation
+#: split and need no target label.
+RECORDED = (
+    "val/im",
+    "val/snd",
+    "val/bnm",
+    "val/safe_im",
+    "val/target_top_class_share",
+    "val/target_predicted_classes",
+    "val/target_marginal_entropy",
+    "val/source_acc",
+)
+
+
+class ReferenceRecorder(Callback):
+    """Hands every validation's synchronised values to the module (`DomainModule.record_validation`).
+
+    A callback, not a module hook: Lightning runs callbacks' ``on_validation_end`` before ModelCheckpoint's (it
+    orders checkpoint callbacks last) and the module's after, so only here does the epoch's checkpoint carry what
+    the epoch measured.
+    """
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        pl_module.record_validation({name: float(metrics[name]) for name in RECORDED if name in metrics})
+
+
+def label_free_scores(probabilities: torch.Tensor) -> dict[str, float]:
+    """What a validation records, computed here from one model's target validation probabilities (SHOT's source
+    model, scored before training)."""
+    scores = {
+        "val/im": im_score(probabilities),
+        "val/snd": snd_score(probabilities),
+        "val/bnm": bnm_score(probabilities),
+        "val/target_top_class_share": top_class_share(probabilities),
+        "val/target_predicted_classes": predicted_classes(probabilities),
+        "val/target_marginal_entropy": marginal_entropy(probabilities),
+    }
+    return {name: float(value) for name, value in scores.items()}
+
+
+def collapsed_classes(row: dict[str, float], reference: dict[str, float] | None, num_classes: int) -> int | None:
+    """The number of classes the predictions of ``row`` collapsed onto, or None when they did not collapse."""
+    predicted = row.get("val/target_predicted_classes")
+    if predicted is None:
+        return None
+    spread = reference.get("val/target_predicted_classes", num_classes) if reference else num_classes
+    return int(predicted) if predicted < COLLAPSE_SHARE * spread else None
+
+
+def end_of_fit_report(
+    history: list[dict[str, float]],
+    reference: dict[str, float] | None,
+    reference_label: str,
+    num_classes: int,
+    monitor: str | None,
+    mode: str,
+) -> list[str]:
+    """What a user should read at the end of fit, one line each: when the target predictions collapsed, and
+    when no adapted epoch scored above the source-only reference on the checkpoint's ``monitor``."""
+    lines = []
+    adapted = [row for row in history if not row.get("reference")]
+    collapse = next(((row, n) for row in adapted if (n := collapsed_classes(row, reference, num_classes))), None)
+    if collapse is not None:
+        row, n = collapse
+        spread = (
+            f"; the source-only reference spread over {int(reference['val/target_predicted_classes'])}"
+            if (reference and "val/target_predicted_classes" in reference)
+            else ""
+        )
+        lines.append(
+            f"target predictions collapsed onto {n} of {num_classes} classes after epoch {int(row['epoch'])} (90% "
+            f"of the target validation predictions{spread}): a sign of negative transfer; see val/target_* in "
+            "TensorBoard"
+        )
+    scored = [row[monitor] for row in adapted if monitor in row] if monitor else []
+    if reference is not None and monitor in reference and scored:
+        best = max(scored) if mode == "max" else min(scored)
+        beaten = best > reference[monitor] if mode == "max" else best < reference[monitor]
+        if not beaten:
+            lines.append(
+                f"no adapted epoch scored above the source-only reference on {monitor} (best {best:.4f}, "
+                f"{reference_label} {reference[monitor]:.4f})"
+            )
+    return lines
