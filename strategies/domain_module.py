@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
@@ -45,8 +46,13 @@ class DomainModule(TransferModule):
 
     Every validation epoch logs source accuracy, target accuracy (the target validation split has labels in the
     bundled and folder datamodules) and three validators that need no target label, computed on the target
-    validation predictions: ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density) and
-    ``val/bnm`` (batch nuclear-norm). Checkpoints select on ``val/im`` by default, never on target test data. At the
+    validation predictions: ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density),
+    ``val/bnm`` (batch nuclear-norm) and ``val/safe_im`` (IM that scores below the run's source-only reference when
+    the target predictions collapsed or the source accuracy fell: `tlkit.functional.safe_im_score`), and collapse
+    diagnostics (``val/target_top_class_share``, ``val/target_predicted_classes``, ``val/target_marginal_entropy``).
+    Checkpoints select on ``val/safe_im`` by default, never on target test data; the reference's values are logged
+    beside every later validation as ``val/reference_*``, and the end of fit says in one line when the predictions
+    collapsed or no adapted epoch beat the reference (`tlkit.strategies.source_reference`). At the
     end of fit, source and target features go to TensorBoard's embedding projector with domain and class metadata.
 
     Args:
@@ -255,8 +261,7 @@ class DomainModule(TransferModule):
 
     def on_fit_end(self) -> None:
         callback = self.trainer.checkpoint_callback
-        monitor = getattr(callback, "monitor", None)
-        mode = getattr(callback, "mode", "max")
+        monitor, mode = (callback.monitor, callback.mode) if isinstance(callback, ModelCheckpoint) else (None, "max")
         label = self.reference_label()
         lines = end_of_fit_report(
             self.adaptation_history, self.source_reference, label, self.num_classes or 0, monitor, mode

@@ -38,3 +38,28 @@ def test_splits_are_seeded():
 def test_unknown_source_names_the_two_domains():
     with pytest.raises(ConfigError, match=r"`source` to be 'mnist' or 'digits', but got 'usps'"):
         MnistDigitsDataModule(source="usps")
+
+
+def test_a_small_target_keeps_a_seeded_draw_of_the_pool_and_the_same_evaluation_splits():
+    full, small = (
+        MnistDigitsDataModule(source="digits", seed=1),
+        MnistDigitsDataModule(source="digits", seed=1, target_train_size=150),
+    )
+    full.setup(), small.setup()
+    assert len(small.splits["target_train"].labels) == 150
+    pool = {sample.tobytes() for sample in full.splits["target_train"].samples}
+    assert {sample.tobytes() for sample in small.splits["target_train"].samples} <= pool
+    for split in ("target_val", "target_test", "source_train"):
+        assert small.splits[split].labels == full.splits[split].labels
+    again = MnistDigitsDataModule(source="digits", seed=1, target_train_size=150)
+    again.setup()
+    assert again.splits["target_train"].labels == small.splits["target_train"].labels
+    (_, _), xt = (next(iter(loader)) for loader in small.train_dataloader().iterables.values())
+    assert len(xt) == small.hparams.batch_size
+
+
+@pytest.mark.parametrize(("size", "match"), [(0, r"an integer >= 1"), (10**6, r"at most the target training pool's")])
+def test_a_target_size_it_cannot_serve_is_one_line(size, match):
+    with pytest.raises(ConfigError, match=match):
+        dm = MnistDigitsDataModule(target_train_size=size)
+        dm.setup()

@@ -118,3 +118,18 @@ def test_a_resumed_run_keeps_its_reference_and_the_epochs_it_measured(tmp_path):
     # What val/safe_im compares with is the reference restored from the checkpoint.
     assert resumed.target_validators["safe_im"].reference == straight.target_validators["safe_im"].reference
     assert resumed.target_validators["safe_im"].reference["im"] == straight.source_reference["val/im"]
+
+
+def test_the_reference_epoch_trains_exactly_as_source_only_does(tmp_path):
+    """The first epoch of an adaptation run is SourceOnly's first epoch, to the bit: its validation is the model the
+    fallback falls back to."""
+    from tests.strategies._helpers import seeded_fit
+    from tlkit.datamodules import DigitsMDataModule
+    from tlkit.strategies import MCC, SourceOnly
+
+    def first_epoch(make):
+        model = seeded_fit(make, DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=3), tmp_path)
+        return {k: v for k, v in model.adaptation_history[0].items() if k != "reference"}
+
+    adapted = first_epoch(lambda: MCC("test_efficientnet", weights=None))
+    assert adapted == first_epoch(lambda: SourceOnly("test_efficientnet", weights=None))

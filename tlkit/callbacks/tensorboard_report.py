@@ -33,7 +33,7 @@ class TensorBoardReport(Callback):
     - ``val/reliability`` every validation: the reliability diagram of the validation probabilities (temperature-scaled
       when fitted) in 15 bins, how often a prediction of each confidence was right (top-1 for classes; how often a
       label of each probability was present, for label sets), with the ECE. Over every rank's validation split.
-    - ``hp_metric``: the best value so far of the metric checkpoints select on (``val/acc``, ``val/im``), so the
+    - ``hp_metric``: the best value so far of the metric checkpoints select on (``val/acc``, ``val/safe_im``), so the
       HParams tab compares runs by what they achieved (Lightning leaves it at -1).
 
     Images are skipped for batches that are not images (text, cached features). Takes effect only with a

@@ -351,7 +351,7 @@ class TLKitCLI(LightningCLI):
                 raise ConfigError(f"Expected `{key}` to have arguments it accepts, but it says: {err}.") from err
 
     def _select_checkpoint_metric(self) -> None:
-        """Checkpoint on the strategy's own metric (``val/im`` for domain adaptation) unless the user chose one."""
+        """Checkpoint on the strategy's own metric (``val/safe_im`` for domain adaptation) unless the user chose one."""
         callback = self.trainer.checkpoint_callback
         metric, mode = self.model.checkpoint_monitor
         if not isinstance(callback, ResumableCheckpoint) or callback.monitor != DEFAULT_MONITOR:
