@@ -1,22 +1,28 @@
-"""Domain adaptation on two real shifts (MNIST-5k -> scikit-learn digits and back) and the synthetic DigitsM, with the
-pretrained EfficientNet-Lite0: target test accuracy of every method over seeds, and how close label-free selection
-of hyperparameters, epoch and method comes to the choice target labels would make.
+"""Domain adaptation on two real shifts (MNIST-5k -> scikit-learn digits and back), the same shifts with a small
+target (150 unlabelled target images), and the synthetic DigitsM, with the pretrained EfficientNet-Lite0: target test
+accuracy of every method over seeds, how often a method ends below SourceOnly, and how close label-free selection of
+hyperparameters, epoch and method comes to the choice target labels would make.
 
-    python benchmarks/domain_adaptation.py [--shifts mnist-digits digits-mnist digits-m] [--methods DANN SHOT ...]
-        [--seeds 0 1 2 3 4] [--epochs 6] [--iters 100] [--sweep] [--workers 1] [--deadline-minutes 0]
+    python benchmarks/domain_adaptation.py [--shifts mnist-digits digits-mnist digits-mnist-150 mnist-digits-150
+        digits-m] [--methods DANN SHOT ...] [--seeds 0 1 2 3 4] [--epochs 6] [--iters 100] [--sweep] [--workers 1]
+        [--deadline-minutes 0]
 
-Every run validates each epoch on the target validation split and records the three label-free validators
-(``val/im``, ``val/snd``, ``val/bnm``), the target validation accuracy (what an oracle with target labels would select
-on) and the target test accuracy of that epoch. A method's score is its test accuracy at the epoch with the best
-``val/im`` (the `tlkit` command's default checkpoint); target labels never choose anything reported as a method's
-result. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks the
-(hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
+Every run validates each epoch on the target validation split and records the label-free validators (``val/im``,
+``val/snd``, ``val/bnm``), the collapse diagnostics, the source validation accuracy, whether the epoch is the run's
+source-only reference, the target validation accuracy (what an oracle with target labels would select on) and the
+target test accuracy of that epoch. A method's score is its test accuracy at the epoch with the best ``val/safe_im``
+(the `tlkit` command's default checkpoint, computed from the record with the module's own rule); target labels never
+choose anything reported as a method's result. The "never below SourceOnly" table counts, per method and checkpoint
+rule (the adapted epochs by ``val/im``, as before the reference existed; ``val/im`` and ``val/safe_im`` with the
+reference among the candidates; the oracle epoch), the seeds on which it ends more than NOISE below SourceOnly of the
+same seed. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks
+the (hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
 
-SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it). Each
-finished run is appended to benchmarks/results/domain_adaptation_runs.jsonl at once; a rerun with the same settings
-skips the runs already there, so the benchmark can be run per method, per shift, or stopped and continued.
-``--workers N`` trains N runs at once (on a GPU; on a 2-core CPU keep 1). Prints Markdown tables and writes
-benchmarks/results/domain_adaptation.json.
+SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it); its
+reference is that model, scored before its first step. Each finished run is appended to
+benchmarks/results/domain_adaptation_runs.jsonl at once; a rerun with the same settings skips the runs already there,
+so the benchmark can be run per method, per shift, or stopped and continued. ``--workers N`` trains N runs at once
+(on a GPU; on a 2-core CPU keep 1). Prints Markdown tables and writes benchmarks/results/domain_adaptation.json.
 """
 
 from __future__ import annotations
