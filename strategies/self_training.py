@@ -13,7 +13,6 @@ from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.functional import align_distribution, class_balance_loss
 from tlkit.strategies.domain_adaptation import DomainAdaptation
-from tlkit.strategies.domain_module import DomainModule
 
 
 class SelfTraining(DomainAdaptation):
@@ -134,7 +133,7 @@ class SelfTraining(DomainAdaptation):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if not self.adapting:
-            return DomainModule.training_step(self, batch, batch_idx)  # the source-only reference epochs
+            return self.reference_step(batch, batch_idx)  # the source-only reference epochs
         xs, ys = batch["source"]
         weak, strong = batch["target"]
         n, m = len(xs), len(weak)

@@ -114,8 +114,8 @@ def test_the_shipped_search_space_names_keys_of_its_config():
 
 
 def test_a_domain_adaptation_search_on_a_label_free_validator_maximises_it(console):
-    """The shipped MCC space on its config, searched on ``val/im``: the space names keys of the config, the study
-    maximises the validator, and a trial's value is the best ``val/im`` its run validated (its best checkpoint's)."""
+    """The shipped MCC space on its config, searched on ``val/safe_im``: the space names keys of the config, the study
+    maximises the validator, and a trial's value is the best ``val/safe_im`` its run validated (its best checkpoint)."""
     config = str(REPO / "configs" / "domain_adaptation" / "mnist_digits_mcc.yaml")
     space = str(REPO / "configs" / "spaces" / "mnist_digits_mcc.yaml")
     tiny = [*TINY[:3], "--data.init_args.iters_per_epoch=2", "--trainer.max_epochs=2", *TINY[5:]]
@@ -124,13 +124,13 @@ def test_a_domain_adaptation_search_on_a_label_free_validator_maximises_it(conso
         "model.init_args.trade_off",
         "model.init_args.optimizer.init_args.lr",
     }
-    result = tune_engine(config, space, 1, "val/im", extra_args=tiny, config_keys=keys)
+    result = tune_engine(config, space, 1, "val/safe_im", extra_args=tiny, config_keys=keys)
     (trial,) = result.trials
     assert trial.state == "complete" and trial.epochs == 2
     study = optuna.load_study(study_name="mnist_digits_mcc", storage="sqlite:///tune/mnist_digits_mcc/study.db")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    (best,) = (Path(trial.run_dir) / "checkpoints").glob("epoch*-val_im*.ckpt")  # kept by the same validator
-    assert trial.value == pytest.approx(float(best.stem.split("val_im")[1]), abs=1e-4)
+    (best,) = (Path(trial.run_dir) / "checkpoints").glob("epoch*-val_safe_im*.ckpt")  # kept by the same validator
+    assert trial.value == pytest.approx(float(best.stem.split("val_safe_im")[1]), abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,8 @@ def test_cli_checkpoints_domain_adaptation_on_a_label_free_validator(tmp_path, m
     args += ["--trainer.max_epochs=1", "--trainer.limit_val_batches=2"]
     cli = TLKitCLI(args=args)
     checkpoint = cli.trainer.checkpoint_callback
-    assert (checkpoint.monitor, checkpoint.mode) == ("val/im", "max")
-    assert checkpoint.best_model_path.endswith(".ckpt") and "val_im" in checkpoint.best_model_path
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/safe_im", "max")
+    assert checkpoint.best_model_path.endswith(".ckpt") and "val_safe_im" in checkpoint.best_model_path
 
 
 class RecordLambda(Callback):
