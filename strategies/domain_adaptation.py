@@ -53,28 +53,14 @@ class DomainAdaptation(DomainModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        max_epochs = self.trainer.max_epochs
-        if self.trainer.fast_dev_run:
-            max_epochs = 1
-        if (
-            stage == "fit"
-            and self.reference_epochs
-            and max_epochs is not None
-            and 0 < max_epochs <= self.reference_epochs
-        ):
+        max_epochs = 1 if self.trainer.fast_dev_run else self.trainer.max_epochs
+        too_short = max_epochs is not None and 0 < max_epochs <= self.reference_epochs
+        if stage == "fit" and self.reference_epochs and too_short:
             # A quick try (--trainer.max_epochs 1, fast_dev_run) should adapt, not train source-only.
             rank_zero_info(
                 f"tlkit: {type(self).__name__}: adapting from the first epoch, without a source-only reference: "
                 f"trainer.max_epochs ({max_epochs}) leaves no epoch after model.reference_epochs "
                 f"({self.reference_epochs})"
-            )
-            self.reference_epochs = 0
-        if stage == "fit" and self.reference_epochs and self.trainer.world_size > 1:
-            # Measured: a source-only epoch followed by adapting epochs hangs the ranks of a DDP run (cause not yet
-            # found); several devices adapt from the first epoch until it is.
-            rank_zero_info(
-                f"tlkit: {type(self).__name__}: adapting from the first epoch, without a source-only reference: "
-                "the reference epochs are not yet supported on several devices"
             )
             self.reference_epochs = 0
 

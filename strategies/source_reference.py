@@ -20,7 +20,7 @@ from tlkit.functional import (
     snd_score,
     top_class_share,
 )
-from tlkit.functional.collapse import COLLAPSE_SHARE
+from tlkit.functional.collapse import collapsed
 
 #: The per-epoch values a run records (and the checkpoint keeps), by metric name; all are on the target validation
 #: split and need no target label.
@@ -71,7 +71,7 @@ def collapsed_classes(row: dict[str, float], reference: dict[str, float] | None,
     if predicted is None:
         return None
     spread = reference.get("val/target_predicted_classes", num_classes) if reference else num_classes
-    return int(predicted) if predicted < COLLAPSE_SHARE * spread else None
+    return int(predicted) if collapsed(predicted, spread) else None
 
 
 def end_of_fit_report(

@@ -418,6 +418,12 @@ class TransferModule(LightningModule):
         return self._shared_step(batch, "train")
 
     def on_train_epoch_end(self) -> None:
+        # Under DDP, rank 0's progress bar has just asked for the values the steps logged (a collective per value),
+        # before this hook; every rank asks here too, so the epoch's metrics below come after them on every rank.
+        # Lightning orders values by when each was first logged: a value first logged in a later epoch (an adaptation
+        # loss after source-only reference epochs) sits after the epoch's metrics, and rank 0 would compute it before
+        # them, the other ranks after them, and the ranks would hang.
+        self.trainer.callback_metrics  # noqa: B018 (computed, and cached, for its collectives)
         self.log_epoch_metrics(self.metrics["train_metrics"])
 
     def on_validation_epoch_end(self) -> None:

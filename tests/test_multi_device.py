@@ -22,6 +22,7 @@ import torch
 
 from tests._console import TINY_IMAGE_MODEL, TLKIT, console_env, run_here, shipped, start_tlkit, tlkit
 from tests.conftest import write_image_folder
+from tlkit.checkpoint import ADAPTATION_KEY
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
@@ -87,6 +88,9 @@ def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family
         assert torch.equal(tensor, rank1["final"][key]), key
     moved = [k for k in rank0["final"] if not torch.equal(rank0["initial"][k], rank0["final"][k])]
     assert any(k.startswith(MOVES[family]) for k in moved) and any(k.startswith("backbone.") for k in moved)
+    if family == "domain_adaptation":  # epoch 0 trained source-only, epoch 1 adapted: ranks agreed through both
+        adaptation = torch.load(last, map_location="cpu", weights_only=True)[ADAPTATION_KEY]
+        assert adaptation["reference"]["epoch"] == 0.0 and [r["epoch"] for r in adaptation["epochs"]] == [0.0, 1.0]
     if family == "text":
         assert rank0["trainable"] == ["layer.0", "layer.1"]  # two phase changes, each with the wrapper rebuilt
         assert float(rank0["final"]["calibration_temperature"]) != 1.0  # fitted, and equal on both ranks

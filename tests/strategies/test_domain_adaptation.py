@@ -52,7 +52,8 @@ def test_each_strategy_fast_dev_runs_through_the_cli(strategy, target_labels, tm
         assert "val/domain_acc" in metrics and "train/grl_lambda" in metrics
 
 
-def test_cli_checkpoints_domain_adaptation_on_a_label_free_validator(tmp_path, monkeypatch):
+def test_cli_checkpoints_domain_adaptation_on_a_label_free_validator(tmp_path, monkeypatch, caplog):
+    """One epoch (a quick try) adapts from the first step, without the source-only reference, and says so."""
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--model=DANN", "--model.backbone=test_efficientnet", "--model.weights=null"]
     args += ["--data=DigitsMDataModule", "--data.image_size=32", "--data.iters_per_epoch=2"]
@@ -61,6 +62,9 @@ def test_cli_checkpoints_domain_adaptation_on_a_label_free_validator(tmp_path, m
     checkpoint = cli.trainer.checkpoint_callback
     assert (checkpoint.monitor, checkpoint.mode) == ("val/safe_im", "max")
     assert checkpoint.best_model_path.endswith(".ckpt") and "val_safe_im" in checkpoint.best_model_path
+    assert cli.model.reference_epochs == 0 and cli.model.source_reference is None
+    assert "train/adaptation_loss" in cli.trainer.logged_metrics
+    assert "adapting from the first epoch, without a source-only reference: trainer.max_epochs (1)" in caplog.text
 
 
 class RecordLambda(Callback):

@@ -10,7 +10,7 @@ import torch
 
 from tests._console import REPO, run_here
 from tlkit.checkpoint import ADAPTATION_KEY, load_file
-from tlkit.functional import below_reference, im_score, predicted_classes, safe_im_score, top_class_share
+from tlkit.functional import below_reference, collapsed, im_score, predicted_classes, safe_im_score, top_class_share
 from tlkit.functional.collapse import marginal_entropy
 from tlkit.metrics import SafeInformationMaximization
 from tlkit.strategies.source_reference import end_of_fit_report
@@ -22,9 +22,9 @@ def one_hot(classes: list[int], k: int = 10) -> torch.Tensor:
 
 def test_collapse_statistics_count_the_classes_that_take_the_predictions():
     spread = one_hot(list(range(10)) * 3)
-    collapsed = one_hot([3] * 18 + [5, 7])
+    one_class = one_hot([3] * 18 + [5, 7])
     assert predicted_classes(spread) == 9  # 27 of 30 rows, 90%, need 9 classes
-    assert predicted_classes(collapsed) == 1 and top_class_share(collapsed) == pytest.approx(0.9)
+    assert predicted_classes(one_class) == 1 and top_class_share(one_class) == pytest.approx(0.9)
     assert top_class_share(spread) == pytest.approx(0.1)
     assert marginal_entropy(spread) == pytest.approx(math.log(10), abs=1e-5)
     assert marginal_entropy(one_hot([2] * 5)) == pytest.approx(0.0, abs=1e-6)
@@ -36,6 +36,7 @@ def test_an_adapted_model_is_below_its_reference_when_it_collapses_or_forgets_th
     assert below_reference(3, 0.95, reference)  # fewer than half the classes the reference predicts
     assert below_reference(8, 0.85, reference)  # 10 points of source accuracy lost
     assert not below_reference(3, None, {"im": 1.0})  # nothing to compare with
+    assert collapsed(3, 8) and not collapsed(4, 8)  # half the reference's classes is the boundary
 
 
 def test_safe_im_is_im_until_the_model_looks_worse_than_the_reference():
@@ -61,9 +62,9 @@ def test_the_safe_metric_counts_source_predictions_and_compares_with_its_referen
 def test_the_end_of_fit_report_names_the_collapse_and_the_fallback():
     reference = {"epoch": 0.0, "reference": 1.0, "val/safe_im": 0.8, "val/target_predicted_classes": 8.0}
     healthy = {"epoch": 1.0, "val/safe_im": 1.2, "val/target_predicted_classes": 8.0}
-    collapsed = {"epoch": 2.0, "val/safe_im": -0.2, "val/target_predicted_classes": 2.0}
+    two_classes = {"epoch": 2.0, "val/safe_im": -0.2, "val/target_predicted_classes": 2.0}
     assert end_of_fit_report([reference, healthy], reference, "epoch 0", 10, "val/safe_im", "max") == []
-    lines = end_of_fit_report([reference, collapsed], reference, "source-only epoch 0", 10, "val/safe_im", "max")
+    lines = end_of_fit_report([reference, two_classes], reference, "source-only epoch 0", 10, "val/safe_im", "max")
     assert len(lines) == 2
     assert "collapsed onto 2 of 10 classes after epoch 2" in lines[0] and "spread over 8" in lines[0]
     assert "no adapted epoch scored above the source-only reference on val/safe_im" in lines[1]

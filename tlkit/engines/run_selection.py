@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from tlkit.errors import ConfigError, config_error
-from tlkit.functional.collapse import COLLAPSE_SHARE
+from tlkit.functional.collapse import collapsed
 
 Mode = Literal["max", "min"]
 
@@ -46,7 +46,7 @@ class RunScore:
         run's source-only reference filled, else ""."""
         predicted = self.diagnostics.get("val/target_predicted_classes")
         spread = self.diagnostics.get("val/reference_target_predicted_classes")
-        if predicted is None or spread is None or predicted >= COLLAPSE_SHARE * spread:
+        if predicted is None or spread is None or not collapsed(predicted, spread):
             return ""
         return f"{int(predicted)} of {int(spread)} classes"
 

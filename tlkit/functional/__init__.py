@@ -3,7 +3,7 @@ fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.calibration import fit_temperature
-from tlkit.functional.collapse import marginal_entropy, predicted_classes, top_class_share
+from tlkit.functional.collapse import collapsed, marginal_entropy, predicted_classes, top_class_share
 from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
 from tlkit.functional.gradient_reversal import grad_reverse, warm_start_lambda
 from tlkit.functional.pseudo_labels import align_distribution, centroid_pseudo_labels
@@ -26,6 +26,7 @@ __all__ = [
     "centroid_pseudo_labels",
     "class_balance_loss",
     "bnm_score",
+    "collapsed",
     "coral_loss",
     "entropy",
     "fit_temperature",

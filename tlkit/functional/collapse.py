@@ -35,3 +35,9 @@ def marginal_entropy(probabilities: torch.Tensor) -> torch.Tensor:
     every row predicts the same class."""
     mean = probabilities.mean(dim=0)
     return -(mean * torch.log(mean + 1e-12)).sum()
+
+
+def collapsed(predicted: float, spread: float, share: float = COLLAPSE_SHARE) -> bool:
+    """Whether predictions that fill ``predicted`` classes (`predicted_classes`) have collapsed, against the
+    ``spread`` of classes the unadapted reference's predictions fill (the number of classes without a reference)."""
+    return predicted < share * spread

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tlkit.functional.collapse import COLLAPSE_SHARE, predicted_classes
+from tlkit.functional.collapse import COLLAPSE_SHARE, collapsed, predicted_classes
 
 
 def im_score(probabilities: torch.Tensor) -> torch.Tensor:
@@ -55,13 +55,15 @@ def below_reference(
     ``source_acc``): its predictions fill fewer than ``collapse_share`` of the classes the reference's fill
     (``predicted``, `predicted_classes`; collapse), or its source validation accuracy fell more than
     ``source_tolerance`` below the reference's (the adaptation destroyed what the source taught)."""
-    collapsed = "predicted_classes" in reference and predicted < collapse_share * reference["predicted_classes"]
+    fewer_classes = "predicted_classes" in reference and collapsed(
+        predicted, reference["predicted_classes"], collapse_share
+    )
     forgot = (
         source_accuracy is not None
         and "source_acc" in reference
         and source_accuracy < reference["source_acc"] - source_tolerance
     )
-    return collapsed or forgot
+    return fewer_classes or forgot
 
 
 def safe_im_score(
