@@ -354,19 +354,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def with_safe_scores(epochs: list[dict]) -> list[dict]:
     """Each epoch with ``val/safe_im`` as the module computes it (`safe_im_score`), from what the run recorded: runs
     recorded before the metric existed get it too, and one rule scores every saved run."""
-    from tlkit.functional import below_reference
+    from tlkit.functional import safe_im_value
+    from tlkit.strategies.source_reference import reference_scores
 
-    reference = next((e for e in epochs if e.get("reference")), None)
-    scores = None
-    if reference is not None:
-        names = {"im": "val/im", "predicted_classes": "val/target_predicted_classes", "source_acc": "val/source_acc"}
-        scores = {key: reference[name] for key, name in names.items() if name in reference}
+    scores = reference_scores(next((e for e in epochs if e.get("reference")), None))
     out = []
     for e in epochs:
         safe = e["val/im"]
-        if scores is not None and not e.get("reference") and "val/target_predicted_classes" in e:
-            if below_reference(e["val/target_predicted_classes"], e.get("val/source_acc"), scores):
-                safe = min(safe, scores["im"]) - 1.0
+        if not e.get("reference") and "val/target_predicted_classes" in e:
+            safe = safe_im_value(safe, e["val/target_predicted_classes"], e.get("val/source_acc"), scores)
         out.append({**e, "val/safe_im": safe})
     return out
 

@@ -28,7 +28,7 @@ from tlkit.metrics import (
     TopClassShare,
 )
 from tlkit.protocols import DomainData
-from tlkit.strategies.source_reference import ReferenceRecorder, end_of_fit_report
+from tlkit.strategies.source_reference import ReferenceRecorder, end_of_fit_report, reference_scores
 from tlkit.strategies.transfer_module import TransferModule
 from tlkit.tasks import Classification, Task
 
@@ -255,9 +255,7 @@ class DomainModule(TransferModule):
         """Make ``reference`` (what `record_validation` recorded of the unadapted model) the run's reference: logged
         beside every later validation, and what ``val/safe_im`` compares each adapted epoch with."""
         self.source_reference = reference
-        names = {"im": "val/im", "predicted_classes": "val/target_predicted_classes", "source_acc": "val/source_acc"}
-        scores = {key: reference[name] for key, name in names.items() if name in reference} if reference else None
-        self.target_validators["safe_im"].set_reference(scores)
+        self.target_validators["safe_im"].set_reference(reference_scores(reference))
 
     def on_fit_end(self) -> None:
         callback = self.trainer.checkpoint_callback

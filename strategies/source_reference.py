@@ -51,6 +51,17 @@ class ReferenceRecorder(Callback):
         pl_module.record_validation({name: float(metrics[name]) for name in RECORDED if name in metrics})
 
 
+#: What ``val/safe_im`` compares with (`tlkit.functional.below_reference`'s keys), from the recorded names.
+REFERENCE_SCORES = {"im": "val/im", "predicted_classes": "val/target_predicted_classes", "source_acc": "val/source_acc"}
+
+
+def reference_scores(reference: dict[str, float] | None) -> dict[str, float] | None:
+    """The reference's values ``val/safe_im`` compares with, from what `ReferenceRecorder` recorded of it."""
+    if reference is None:
+        return None
+    return {key: reference[name] for key, name in REFERENCE_SCORES.items() if name in reference}
+
+
 def label_free_scores(probabilities: torch.Tensor) -> dict[str, float]:
     """What a validation records, computed here from one model's target validation probabilities (SHOT's source
     model, scored before training)."""

@@ -17,7 +17,7 @@ from tlkit.functional.transferability import (
     logme_targets,
     nce,
 )
-from tlkit.functional.validators import below_reference, bnm_score, im_score, safe_im_score, snd_score
+from tlkit.functional.validators import below_reference, bnm_score, im_score, safe_im_score, safe_im_value, snd_score
 
 __all__ = [
     "align_distribution",
@@ -48,6 +48,7 @@ __all__ = [
     "nce",
     "predicted_classes",
     "safe_im_score",
+    "safe_im_value",
     "snd_score",
     "top_class_share",
     "warm_start_lambda",

@@ -80,6 +80,13 @@ def safe_im_score(
     im = im_score(probabilities)
     if not reference or "im" not in reference:
         return im
-    if below_reference(float(predicted_classes(probabilities)), source_accuracy, reference):
-        return torch.minimum(im, im.new_tensor(reference["im"])) - 1.0
+    return im.new_tensor(safe_im_value(float(im), float(predicted_classes(probabilities)), source_accuracy, reference))
+
+
+def safe_im_value(
+    im: float, predicted: float, source_accuracy: float | None, reference: dict[str, float] | None
+) -> float:
+    """`safe_im_score` from a validation's recorded values: its IM, `predicted_classes` and source accuracy."""
+    if reference and "im" in reference and below_reference(predicted, source_accuracy, reference):
+        return min(im, reference["im"]) - 1.0
     return im
