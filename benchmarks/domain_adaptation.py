@@ -8,14 +8,14 @@ hyperparameters, epoch and method comes to the choice target labels would make.
         [--deadline-minutes 0]
 
 Every run validates each epoch on the target validation split and records the label-free validators (``val/im``,
-``val/snd``, ``val/bnm``), the collapse diagnostics, the source validation accuracy, whether the epoch is the run's
-source-only reference, the target validation accuracy (what an oracle with target labels would select on) and the
-target test accuracy of that epoch. A method's score is its test accuracy at the epoch with the best ``val/safe_im``
-(the `tlkit` command's default checkpoint, computed from the record with the module's own rule); target labels never
-choose anything reported as a method's result. The "never below SourceOnly" table counts, per method and checkpoint
-rule (the adapted epochs by ``val/im``, as before the reference existed; ``val/im`` and ``val/safe_im`` with the
-reference among the candidates; the oracle epoch), the seeds on which it ends more than NOISE below SourceOnly of the
-same seed. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks
+``val/snd``, ``val/bnm``, ``val/class_ami``), the collapse diagnostics, the source validation accuracy, whether the
+epoch is the run's source-only reference, the target validation accuracy (what an oracle with target labels would select
+on) and the target test accuracy of that epoch. A method's score is its test accuracy at the epoch with the best
+``val/safe_im`` (the `tlkit` command's default checkpoint, computed from the record with the module's own rule); target
+labels never choose anything reported as a method's result. The "never below SourceOnly" table counts, per method and
+checkpoint rule (the adapted epochs by ``val/im``, as before the reference existed; ``val/im`` and ``val/safe_im`` with
+the reference among the candidates; the oracle epoch), the seeds on which it ends more than NOISE below SourceOnly of
+the same seed. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks
 the (hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
 
 SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it); its
@@ -42,7 +42,7 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "domain_adaptation_runs.jsonl"  # --runs-file changes it
-VALIDATORS = ("val/im", "val/snd", "val/bnm", "val/safe_im")
+VALIDATORS = ("val/im", "val/snd", "val/bnm", "val/safe_im", "val/class_ami")
 #: The `tlkit` command's checkpoint choice for domain adaptation (IM that falls back to the source-only reference).
 DEFAULT_MONITOR = "val/safe_im"
 #: A method "ends below SourceOnly" on a seed when its result is more than this below SourceOnly's on that seed.
@@ -468,7 +468,12 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
 def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     """Per seed, each selector picks (hyperparameter, epoch) within a method, and (method, hyperparameter, epoch)
     across the unsupervised methods; reported: the test accuracy of its pick, mean over seeds."""
-    selectors = (*VALIDATORS, "val/target_acc")
+    # Runs saved before a validator existed lack it: it selects only where every run recorded it.
+    selectors = [
+        s
+        for s in (*VALIDATORS, "val/target_acc")
+        if all(s in e for r in shift_runs for e in with_safe_scores(r["epochs"]))
+    ]
     methods = [m for m in UNSUPERVISED if m in args.methods]
     table: dict[str, dict[str, float]] = {}
     for scope in [*methods, "any unsupervised method"]:

@@ -20,6 +20,7 @@ from tlkit.data_request import DataRequest, TargetViews
 from tlkit.errors import ConfigError, config_error
 from tlkit.metrics import (
     BatchNuclearNorm,
+    ClassClusterAgreement,
     InformationMaximization,
     MarginalEntropy,
     PredictedClasses,
@@ -44,12 +45,13 @@ class DomainModule(TransferModule):
     the source cross-entropy (plus the labelled target's, for strategies that declare ``uses_target_labels``);
     `DomainAdaptation` adds an adaptation loss, `JointTraining` weights the two domains.
 
-    Every validation epoch logs source accuracy, target accuracy (the target validation split has labels in the
-    bundled and folder datamodules) and three validators that need no target label, computed on the target
-    validation predictions: ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density),
-    ``val/bnm`` (batch nuclear-norm) and ``val/safe_im`` (IM that scores below the run's source-only reference when
-    the target predictions collapsed or the source accuracy fell: `tlkit.functional.safe_im_score`), and collapse
-    diagnostics (``val/target_top_class_share``, ``val/target_predicted_classes``, ``val/target_marginal_entropy``).
+    Every validation epoch logs source accuracy, target accuracy (the target validation split has labels in the bundled
+    and folder datamodules) and validators that need no target label, computed on the target validation predictions:
+    ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density), ``val/bnm`` (batch nuclear-norm),
+    ``val/safe_im`` (IM that scores below the run's source-only reference when the target predictions collapsed or the
+    source accuracy fell: `tlkit.functional.safe_im_score`) and ``val/class_ami`` (agreement of the predictions with
+    k-means clusters of the features: `tlkit.functional.class_ami_score`), and collapse diagnostics
+    (``val/target_top_class_share``, ``val/target_predicted_classes``, ``val/target_marginal_entropy``).
     Checkpoints select on ``val/safe_im`` by default, never on target test data; the reference's values are logged
     beside every later validation as ``val/reference_*``, and the end of fit says in one line when the predictions
     collapsed or no adapted epoch beat the reference (`tlkit.strategies.source_reference`). At the
@@ -103,6 +105,7 @@ class DomainModule(TransferModule):
                 "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
                 "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
                 "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
+                "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
             },
             prefix="val/",
         )
@@ -220,7 +223,7 @@ class DomainModule(TransferModule):
                 sync_dist=True,
             )
             probabilities = logits.softmax(dim=1)
-            self.target_validators.update(probabilities)
+            self.target_validators.update(probabilities, features=features)
             self.target_diagnostics.update(probabilities)
             self.confusion.update(logits, y)  # the target's: where adaptation is judged
         self.validation_features(features, domain)

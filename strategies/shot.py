@@ -127,10 +127,10 @@ class SHOT(DomainModule):
         loader = self.trainer.datamodule.domain_val_dataloaders()["target"]
         was_training = self.training
         self.eval()
-        rows = [self(images.to(self.device)).float().softmax(dim=1) for images, _ in loader]
+        features = torch.cat([self.extract_features(images.to(self.device)).float() for images, _ in loader])
         self.train(was_training)
-        probabilities = torch.cat(rows)[:MAX_VALIDATOR_SAMPLES]
-        return {**label_free_scores(probabilities), "epoch": -1.0, "reference": 1.0}
+        probabilities = self.head(features).float().softmax(dim=1)[:MAX_VALIDATOR_SAMPLES]
+        return {**label_free_scores(probabilities, features[:MAX_VALIDATOR_SAMPLES]), "epoch": -1.0, "reference": 1.0}
 
     def reference_label(self) -> str:
         return f"the source model {self.source_checkpoint}"

@@ -14,6 +14,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tlkit.functional import (
     bnm_score,
+    class_ami_score,
     im_score,
     marginal_entropy,
     predicted_classes,
@@ -29,6 +30,7 @@ RECORDED = (
     "val/snd",
     "val/bnm",
     "val/safe_im",
+    "val/class_ami",
     "val/target_top_class_share",
     "val/target_predicted_classes",
     "val/target_marginal_entropy",
@@ -62,13 +64,14 @@ def reference_scores(reference: dict[str, float] | None) -> dict[str, float] | N
     return {key: reference[name] for key, name in REFERENCE_SCORES.items() if name in reference}
 
 
-def label_free_scores(probabilities: torch.Tensor) -> dict[str, float]:
-    """What a validation records, computed here from one model's target validation probabilities (SHOT's source
-    model, scored before training)."""
+def label_free_scores(probabilities: torch.Tensor, features: torch.Tensor) -> dict[str, float]:
+    """What a validation records, computed here from one model's target validation probabilities and the features
+    its head classified (SHOT's source model, scored before training)."""
     scores = {
         "val/im": im_score(probabilities),
         "val/snd": snd_score(probabilities),
         "val/bnm": bnm_score(probabilities),
+        "val/class_ami": class_ami_score(features, probabilities),
         "val/target_top_class_share": top_class_share(probabilities),
         "val/target_predicted_classes": predicted_classes(probabilities),
         "val/target_marginal_entropy": marginal_entropy(probabilities),

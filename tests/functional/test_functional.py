@@ -9,6 +9,7 @@ import torch
 from tlkit.functional import (
     align_distribution,
     bnm_score,
+    class_ami_score,
     coral_loss,
     entropy,
     grad_reverse,
@@ -118,6 +119,43 @@ def test_bnm_matches_reference():
     p = softmax(rng.normal(size=(9, 4)))
     expected = np.sum(np.linalg.svd(p, compute_uv=False)) / 9
     assert bnm_score(torch.tensor(p)).item() == pytest.approx(expected, rel=1e-9)
+
+
+def clustered_features(n: int = 300, classes: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features in ``classes`` well-separated clusters, and each row's cluster."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, 32, generator=generator) * 4
+    return centres[labels] + torch.randn(n, 32, generator=generator), labels
+
+
+def one_hot_probabilities(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, classes).float() * 0.9 + 0.1 / classes
+
+
+def test_class_ami_is_one_when_predictions_follow_the_feature_clusters_and_zero_when_collapsed():
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    features, labels = clustered_features()
+    permuted = (labels + 2) % 5  # class names do not matter, only the partition
+    assert class_ami_score(features, one_hot_probabilities(permuted, 5)).item() == pytest.approx(1.0)
+    collapsed = one_hot_probabilities(torch.zeros_like(labels), 5)
+    assert class_ami_score(features, collapsed).item() == pytest.approx(0.0, abs=1e-9)
+    unrelated = one_hot_probabilities(torch.randperm(300, generator=torch.Generator().manual_seed(1)) % 5, 5)
+    assert abs(class_ami_score(features, unrelated).item()) < 0.05
+    # Confident predictions that merge two of the feature clusters (a collapse IM can reward) score lower.
+    merged = labels.clone()
+    merged[merged == 1] = 0
+    merged_score = class_ami_score(features, one_hot_probabilities(merged, 5)).item()
+    assert merged_score == pytest.approx(adjusted_mutual_info_score(labels.numpy(), merged.numpy()), abs=1e-6)
+    assert merged_score < 0.95
+
+
+def test_class_ami_is_deterministic_and_zero_with_too_few_rows():
+    features, labels = clustered_features(n=60, classes=5, seed=3)
+    noisy = torch.randn(60, 5, generator=torch.Generator().manual_seed(2)).softmax(dim=1)
+    assert class_ami_score(features, noisy).item() == class_ami_score(features, noisy).item()
+    assert class_ami_score(features[:9], one_hot_probabilities(labels[:9], 5)).item() == 0.0  # < 2 rows per class
 
 
 def test_align_distribution_matches_the_remixmatch_formula():

@@ -8,14 +8,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tlkit.functional import bnm_score, im_score, snd_score
-from tlkit.metrics import BatchNuclearNorm, InformationMaximization, SoftNeighborhoodDensity
+from tlkit.functional import bnm_score, class_ami_score, im_score, snd_score
+from tlkit.metrics import BatchNuclearNorm, ClassClusterAgreement, InformationMaximization, SoftNeighborhoodDensity
 
 PAIRS = [(InformationMaximization, im_score), (SoftNeighborhoodDensity, snd_score), (BatchNuclearNorm, bnm_score)]
 
 
 def probabilities(n: int, classes: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, classes, generator=torch.Generator().manual_seed(seed)).softmax(dim=1)
+
+
+def features(n: int, seed: int = 0) -> torch.Tensor:
+    """Features that partly follow ``probabilities``' argmax (so ClassAMI is neither 0 nor 1)."""
+    p = probabilities(n, seed=seed)
+    return p * 10 + torch.randn(n, 5, generator=torch.Generator().manual_seed(seed + 1))
 
 
 @pytest.mark.parametrize(("metric", "function"), PAIRS, ids=[m.__name__ for m, _ in PAIRS])
@@ -30,6 +36,21 @@ def test_metric_equals_its_function_over_batches_and_caps_its_samples(metric, fu
     assert torch.allclose(capped.compute(), function(p[:10]))
 
 
+def test_class_cluster_agreement_equals_its_function_over_batches_caps_and_needs_features():
+    p, f = probabilities(40), features(40)
+    validator = ClassClusterAgreement()
+    for batch, batch_features in zip(p.split(16), f.split(16)):
+        validator.update(batch, features=batch_features)
+    expected = class_ami_score(f, p)
+    assert 0.05 < expected.item() < 0.99
+    assert torch.allclose(validator.compute(), expected)
+    capped = ClassClusterAgreement(max_samples=20)
+    capped.update(p, features=f)
+    assert torch.allclose(capped.compute(), class_ami_score(f[:20], p[:20]))
+    with pytest.raises(ValueError, match=r"features of shape \(40, dim\).*None"):
+        ClassClusterAgreement().update(p)
+
+
 def _rank(rank: int, init_file: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     p = probabilities(30)
@@ -39,6 +60,10 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
         validator = metric()
         validator.update(shard)
         scores.append(validator.compute())
+    agreement = ClassClusterAgreement()
+    f = features(30)
+    agreement.update(shard, features=f[:14] if rank == 0 else f[14:])
+    scores.append(agreement.compute())
     results[rank] = torch.stack(scores)
     dist.destroy_process_group()
 
@@ -50,5 +75,5 @@ def test_metrics_synchronise_across_two_ddp_processes():
         mp.spawn(_rank, args=(init_file, results), nprocs=2, join=True)
         results = dict(results)
     p = probabilities(30)
-    expected = torch.stack([function(p) for _, function in PAIRS])
+    expected = torch.stack([*(function(p) for _, function in PAIRS), class_ami_score(features(30), p)])
     assert torch.allclose(results[0], expected, atol=1e-6) and torch.allclose(results[1], expected, atol=1e-6)

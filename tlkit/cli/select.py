@@ -37,7 +37,7 @@ def build_parser() -> ArgumentParser:
         type=str,
         default="val/safe_im",
         help="The metric to select on: val/safe_im (IM that does not prefer a run worse than its source-only "
-        "reference), val/im, val/snd, val/bnm, or any logged.",
+        "reference), val/im, val/snd, val/bnm, val/class_ami, or any logged.",
     )
     parser.add_argument(
         "--mode",

@@ -17,13 +17,22 @@ from tlkit.functional.transferability import (
     logme_targets,
     nce,
 )
-from tlkit.functional.validators import below_reference, bnm_score, im_score, safe_im_score, safe_im_value, snd_score
+from tlkit.functional.validators import (
+    below_reference,
+    bnm_score,
+    class_ami_score,
+    im_score,
+    safe_im_score,
+    safe_im_value,
+    snd_score,
+)
 
 __all__ = [
     "align_distribution",
     "batch_spectral_shrinkage",
     "below_reference",
     "centroid_pseudo_labels",
+    "class_ami_score",
     "class_balance_loss",
     "bnm_score",
     "collapsed",

@@ -1,4 +1,4 @@
-"""Scores that rank models on unlabelled target data (higher is better for all three)."""
+"""Scores that rank models on unlabelled target data (higher is better for all of them)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,30 @@ def bnm_score(probabilities: torch.Tensor) -> torch.Tensor:
     High when predictions are both confident and diverse.
     """
     return torch.linalg.matrix_norm(probabilities, ord="nuc") / probabilities.shape[0]
+
+
+def class_ami_score(features: torch.Tensor, probabilities: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """ClassAMI (Musgrave et al., 2022): how well the predicted classes agree with k-means clusters of the features.
+
+    The L2-normalised ``features`` (N, dim) are clustered into as many clusters as ``probabilities`` (N, classes)
+    has classes; the score is the adjusted mutual information of the clusters and the argmax predictions: 1 when
+    the classifier's partition is the features' own cluster structure, about 0 when they are unrelated or every row
+    predicts one class. Unlike IM and BNM it does not rise with confidence alone, so a loss that makes predictions
+    confident without making them match the features' structure (MCC's collapse) does not buy it.
+
+    Deterministic for a given ``seed`` (the k-means initialisation), so every rank scores the same gathered rows the
+    same way. Fewer rows than two per class: 0 (too few to cluster).
+    """
+    from sklearn.cluster import KMeans  # imported here: scikit-learn's import is slow, and only validation needs it
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    n, classes = probabilities.shape
+    if n < 2 * classes or classes < 2:
+        return probabilities.new_zeros(())
+    points = F.normalize(features.detach().float(), dim=1).cpu().numpy()
+    clusters = KMeans(n_clusters=classes, n_init=1, random_state=seed).fit_predict(points)
+    predicted = probabilities.argmax(dim=1).cpu().numpy()
+    return probabilities.new_tensor(float(adjusted_mutual_info_score(clusters, predicted)))
 
 
 def below_reference(

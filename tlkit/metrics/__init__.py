@@ -2,6 +2,7 @@
 
 from tlkit.metrics.validators import (
     BatchNuclearNorm,
+    ClassClusterAgreement,
     InformationMaximization,
     MarginalEntropy,
     PredictedClasses,
@@ -13,6 +14,7 @@ from tlkit.metrics.validators import (
 
 __all__ = [
     "BatchNuclearNorm",
+    "ClassClusterAgreement",
     "InformationMaximization",
     "MarginalEntropy",
     "PredictedClasses",

@@ -1,8 +1,9 @@
 """Label-free validators as torchmetrics Metrics: rank checkpoints on unlabelled target predictions.
 
 Each collects class probabilities over an epoch (``update``), concatenated across ranks by torchmetrics at
-``compute``, and scores them with its pure function from `tlkit.functional` (higher is better for all three). They
-work outside tlkit too: any model's softmax outputs on target data.
+``compute``, and scores them with its pure function from `tlkit.functional` (higher is better for all of them).
+They work outside tlkit too: any model's softmax outputs on target data (`ClassClusterAgreement` also reads the
+features the head classified).
 
 Examples:
     >>> validator = InformationMaximization()
@@ -21,6 +22,7 @@ from torchmetrics.utilities import dim_zero_cat
 from tlkit.errors import config_error
 from tlkit.functional import (
     bnm_score,
+    class_ami_score,
     im_score,
     marginal_entropy,
     predicted_classes,
@@ -76,6 +78,30 @@ class BatchNuclearNorm(TargetValidator):
     """BNM (Cui et al., 2020): nuclear norm of the prediction matrix per row."""
 
     score = staticmethod(bnm_score)
+
+
+class ClassClusterAgreement(TargetValidator):
+    """ClassAMI (Musgrave et al., 2022): agreement of the predicted classes with k-means clusters of the features.
+
+    ``update`` takes the features the head classified besides the probabilities (a `MetricCollection` hands each
+    validator only the keyword arguments it names, so the others keep reading probabilities alone).
+    """
+
+    def __init__(self, max_samples: int = 2048, **kwargs) -> None:
+        super().__init__(max_samples, **kwargs)
+        self.add_state("features", default=[], dist_reduce_fx="cat")
+
+    def update(self, probabilities: torch.Tensor, features: torch.Tensor | None = None) -> None:
+        """Add a batch of class probabilities (N, classes) and the features (N, dim) they were computed from."""
+        if features is None or features.ndim != 2 or features.shape[0] != probabilities.shape[0]:
+            shape = None if features is None else tuple(features.shape)
+            raise ValueError(f"Expected features of shape ({probabilities.shape[0]}, dim), but got {shape}.")
+        super().update(probabilities)
+        self.features.append(features.detach().float())
+
+    def compute(self) -> torch.Tensor:
+        probabilities = dim_zero_cat(self.probabilities)[: self.max_samples]
+        return class_ami_score(dim_zero_cat(self.features)[: self.max_samples], probabilities)
 
 
 class TopClassShare(TargetValidator):
