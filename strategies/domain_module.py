@@ -126,6 +126,9 @@ class DomainModule(TransferModule):
     #: Epochs at the start of training without the adaptation loss, whose validation is the run's source-only
     #: reference (`DomainAdaptation` sets it; 0 here: no reference).
     reference_epochs: int = 0
+    #: Whether training changes the model for the target: a collapse on the target is then read as negative
+    #: transfer, and otherwise as a source model that does not carry over (`SourceOnly`).
+    adapts_to_target: bool = True
 
     def lr_scale(self, depth: int) -> float:
         return 1.0 if depth == 0 else self.backbone_lr_factor
@@ -265,7 +268,13 @@ class DomainModule(TransferModule):
         monitor, mode = (callback.monitor, callback.mode) if isinstance(callback, ModelCheckpoint) else (None, "max")
         label = self.reference_label()
         lines = end_of_fit_report(
-            self.adaptation_history, self.source_reference, label, self.num_classes or 0, monitor, mode
+            self.adaptation_history,
+            self.source_reference,
+            label,
+            self.num_classes or 0,
+            monitor,
+            mode,
+            adapts_to_target=self.adapts_to_target,
         )
         for line in lines:
             rank_zero_info(f"tlkit: {type(self).__name__}: {line}")
@@ -301,3 +310,5 @@ class SourceOnly(DomainModule):
 
     Takes `DomainModule`'s arguments.
     """
+
+    adapts_to_target = False

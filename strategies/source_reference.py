@@ -95,8 +95,10 @@ def end_of_fit_report(
     num_classes: int,
     monitor: str | None,
     mode: str,
+    adapts_to_target: bool = True,
 ) -> list[str]:
-    """What a user should read at the end of fit, one line each: when the target predictions collapsed, and
+    """What a user should read at the end of fit, one line each: when the target predictions collapsed (negative
+    transfer where the run adapts to the target, a source model that does not carry over where it does not), and
     when no adapted epoch scored above the source-only reference on the checkpoint's ``monitor``."""
     lines = []
     adapted = [row for row in history if not row.get("reference")]
@@ -108,10 +110,10 @@ def end_of_fit_report(
             if (reference and "val/target_predicted_classes" in reference)
             else ""
         )
+        reading = "a sign of negative transfer" if adapts_to_target else "the source model does not carry over"
         lines.append(
             f"target predictions collapsed onto {n} of {num_classes} classes after epoch {int(row['epoch'])} (90% "
-            f"of the target validation predictions{spread}): a sign of negative transfer; see val/target_* in "
-            "TensorBoard"
+            f"of the target validation predictions{spread}): {reading}; see val/target_* in TensorBoard"
         )
     scored = [row[monitor] for row in adapted if monitor in row] if monitor else []
     if reference is not None and monitor in reference and scored:

@@ -68,6 +68,11 @@ def test_the_end_of_fit_report_names_the_collapse_and_the_fallback():
     assert len(lines) == 2
     assert "collapsed onto 2 of 10 classes after epoch 2" in lines[0] and "spread over 8" in lines[0]
     assert "no adapted epoch scored above the source-only reference on val/safe_im" in lines[1]
+    assert "negative transfer" in lines[0]
+    # A source-only run has no reference and does not adapt: its collapse is the shift, not negative transfer.
+    (line,) = end_of_fit_report([two_classes], None, "", 10, "val/safe_im", "max", adapts_to_target=False)
+    assert "collapsed onto 2 of 10 classes" in line and "the source model does not carry over" in line
+    assert "negative transfer" not in line
 
 
 def test_a_run_whose_adaptation_hurts_keeps_its_source_only_epoch_and_says_so(tmp_path, capsys, caplog):
