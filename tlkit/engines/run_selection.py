@@ -62,7 +62,7 @@ DIAGNOSTICS = (
 
 
 def default_mode(metric: str) -> Mode:
-    """``min`` for losses, ``max`` for everything else (accuracies and the three validators)."""
+    """``min`` for losses, ``max`` for everything else (accuracies and the validators)."""
     return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
