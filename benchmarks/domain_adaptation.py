@@ -468,21 +468,16 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
 def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     """Per seed, each selector picks (hyperparameter, epoch) within a method, and (method, hyperparameter, epoch)
     across the unsupervised methods; reported: the test accuracy of its pick, mean over seeds."""
+    scored = [(r, with_safe_scores(r["epochs"])) for r in shift_runs]
     # Runs saved before a validator existed lack it: it selects only where every run recorded it.
-    selectors = [
-        s
-        for s in (*VALIDATORS, "val/target_acc")
-        if all(s in e for r in shift_runs for e in with_safe_scores(r["epochs"]))
-    ]
+    selectors = [s for s in (*VALIDATORS, "val/target_acc") if all(s in e for _, epochs in scored for e in epochs)]
     methods = [m for m in UNSUPERVISED if m in args.methods]
     table: dict[str, dict[str, float]] = {}
     for scope in [*methods, "any unsupervised method"]:
         members = methods if scope == "any unsupervised method" else [scope]
         per_selector: dict[str, list[float]] = {s: [] for s in selectors}
         for seed in args.seeds:
-            candidates = [
-                with_safe_scores(r["epochs"]) for r in shift_runs if r["seed"] == seed and r["method"] in members
-            ]
+            candidates = [epochs for r, epochs in scored if r["seed"] == seed and r["method"] in members]
             if len(candidates) < 2 and scope != "any unsupervised method":
                 continue  # no sweep for this seed
             if not candidates:

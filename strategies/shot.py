@@ -127,10 +127,15 @@ class SHOT(DomainModule):
         loader = self.trainer.datamodule.domain_val_dataloaders()["target"]
         was_training = self.training
         self.eval()
-        features = torch.cat([self.extract_features(images.to(self.device)).float() for images, _ in loader])
+        features, probabilities = [], []
+        for images, _ in loader:  # as a validation step scores them: the head on the features, in eval mode
+            batch_features = self.extract_features(images.to(self.device))
+            features.append(batch_features.float())
+            probabilities.append(self.head(batch_features).float().softmax(dim=1))
         self.train(was_training)
-        probabilities = self.head(features).float().softmax(dim=1)[:MAX_VALIDATOR_SAMPLES]
-        return {**label_free_scores(probabilities, features[:MAX_VALIDATOR_SAMPLES]), "epoch": -1.0, "reference": 1.0}
+        rows = slice(MAX_VALIDATOR_SAMPLES)
+        scores = label_free_scores(torch.cat(probabilities)[rows], torch.cat(features)[rows])
+        return {**scores, "epoch": -1.0, "reference": 1.0}
 
     def reference_label(self) -> str:
         return f"the source model {self.source_checkpoint}"
