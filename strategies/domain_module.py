@@ -241,10 +241,12 @@ class DomainModule(TransferModule):
         self.log_epoch_metrics(self.target_validators, prog_bar=True)
         self.log_epoch_metrics(self.target_diagnostics)
         if self.source_reference is not None and not self.trainer.sanity_checking:
-            # Beside every validation: the same values on every rank (recorded from synchronised metrics).
+            # Beside every validation: the same values on every rank (recorded from synchronised metrics), so their
+            # mean across ranks is each value to the bit; synchronised all the same, as Lightning asks of every value
+            # logged per epoch under DDP (it warns once per key otherwise).
             for name, value in self.source_reference.items():
                 if name.startswith("val/"):
-                    self.log(name.replace("val/", "val/reference_", 1), value, on_epoch=True)
+                    self.log(name.replace("val/", "val/reference_", 1), value, on_epoch=True, sync_dist=True)
 
     # ---------------------------------------------------------------------------------------- the reference
     def record_validation(self, values: dict[str, float]) -> None:

@@ -55,6 +55,28 @@ def run_here(args: list[str], folder: Path | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def run_here_captured(args: list[str], folder: Path, capfd: Any) -> subprocess.CompletedProcess:
+    """``tlkit <args>`` as `run_here` runs it, returned as a console run's would be: its exit status (a
+    ``SystemExit``'s code, 0 when it returns) and what it wrote to stdout and stderr (``capfd``, pytest's fixture)."""
+    import logging
+
+    # A console run's Lightning logs to stderr (its handler, added where the root logger has none); under pytest the
+    # root logger has pytest's, so Lightning's lines would reach only the log capture.
+    lightning_log = logging.getLogger("lightning.pytorch")
+    to_stderr = logging.StreamHandler(sys.stderr)
+    capfd.readouterr()  # what the test printed before is not the command's
+    lightning_log.addHandler(to_stderr)
+    try:
+        run_here(args, folder)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        lightning_log.removeHandler(to_stderr)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["tlkit", *args], code, out, err)
+
+
 def shipped(config: str, *extra: str) -> list[str]:
     """``fit --config configs/<config>`` and ``extra`` options."""
     return ["fit", "--config", str(REPO / "configs" / config), *extra]

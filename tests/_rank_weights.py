@@ -22,5 +22,10 @@ class SaveRankWeights(Callback):
             "initial": self.initial,
             "final": pl_module.state_dict(),
             "trainable": pl_module.backbone.trainable_group_names,
+            **self.extra(pl_module),
         }
         torch.save(saved, self.out_dir / f"rank{trainer.global_rank}.pt")
+
+    def extra(self, pl_module) -> dict:
+        """What else a test compares across ranks (a subclass's choice)."""
+        return {}

@@ -89,15 +89,15 @@ def test_a_checkpoint_outside_a_run_folder_predicts_beside_itself(fitted, tmp_pa
     assert not (tmp_path / "logs" / "predictions").exists()
 
 
-def test_predict_names_every_file_it_skips_and_why(fitted, tmp_path):
-    from tests._console import tlkit
+def test_predict_names_every_file_it_skips_and_why(fitted, tmp_path, capfd):
+    from tests._console import run_here_captured
 
     folder = write_image_folder(tmp_path / "incoming", classes=("3",), per_class=2)
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     (folder / "scan.xyz").write_bytes(b"data")
     ckpt = fitted / "checkpoints" / "last.ckpt"
-    result = tlkit(["predict", "--ckpt_path", str(ckpt), f"--data.predict_dir={folder}"], tmp_path)
+    result = run_here_captured(["predict", "--ckpt_path", str(ckpt), f"--data.predict_dir={folder}"], tmp_path, capfd)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout + result.stderr
     assert "skipped 3 of 5 file(s)" in out

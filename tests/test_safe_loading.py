@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._console import REPO, TINY_IMAGE_MODEL, shipped, tlkit
+from tests._console import REPO, TINY_IMAGE_MODEL, run_here_captured, shipped
 from tlkit.checkpoint import load_file
 from tlkit.errors import ConfigError
 from tlkit.features import FeatureCache
@@ -47,10 +47,10 @@ FILE_ARGUMENTS = {
 
 
 @pytest.mark.parametrize("argument", list(FILE_ARGUMENTS))
-def test_a_file_whose_unpickling_runs_code_is_refused_in_one_line(argument, tmp_path):
+def test_a_file_whose_unpickling_runs_code_is_refused_in_one_line(argument, tmp_path, capfd):
     marker = tmp_path / "code_ran"
     hostile = hostile_checkpoint(tmp_path / "sent_to_you.ckpt", marker)
-    result = tlkit(FILE_ARGUMENTS[argument](hostile), tmp_path, timeout=120)
+    result = run_here_captured(FILE_ARGUMENTS[argument](hostile), tmp_path, capfd)
     assert result.returncode == 2, result.stderr[-3000:]
     assert not marker.exists(), "the file's code ran"
     # The error and the hint for a traceback, after whatever Lightning printed while setting up (SHOT reads its

@@ -1,4 +1,5 @@
-"""Run by test_ddp.py as a script: Lightning's "ddp" strategy relaunches this file once per extra rank.
+"""Run by test_ddp.py as a script: 2 CPU ranks forked from it ("ddp_fork": the DDP strategy and wrapper users get
+from "ddp", without a second interpreter's start-up; the console-script runs in test_multi_device.py use "ddp").
 
 Usage: python tests/callbacks/ddp_unfreeze.py OUT_DIR [--no-rebuild]
 Each rank saves its initial and final weights to OUT_DIR/rank<r>.pt.
@@ -7,10 +8,9 @@ Each rank saves its initial and final weights to OUT_DIR/rank<r>.pt.
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests._rank_weights import SaveRankWeights  # noqa: E402
 from tests.callbacks._helpers import loaders, model, trainer  # noqa: E402
 from tlkit.callbacks import (  # noqa: E402
     LRWarmup,
@@ -24,13 +24,11 @@ def main(out_dir: Path, rebuild: bool) -> None:
         # Shows what the rebuild prevents: DDP keeps reducing only what was trainable when it wrapped the model.
         progressive_unfreezing.rebuild_ddp_wrapper = lambda trainer: False
     net = model()
-    initial = {k: v.clone() for k, v in net.state_dict().items()}
     train, val = loaders(n=64)
     callbacks = [ProgressiveUnfreezing(every_n_epochs=1, groups_per_step=2), LRWarmup(duration=4)]
-    fit = trainer(out_dir, callbacks, max_epochs=3, devices=2, strategy="ddp", use_distributed_sampler=True)
+    callbacks.append(SaveRankWeights(str(out_dir)))
+    fit = trainer(out_dir, callbacks, max_epochs=3, devices=2, strategy="ddp_fork", use_distributed_sampler=True)
     fit.fit(net, train, val)
-    state = {"initial": initial, "final": net.state_dict(), "trainable": net.backbone.trainable_group_names}
-    torch.save(state, out_dir / f"rank{fit.global_rank}.pt")
 
 
 if __name__ == "__main__":
