@@ -32,7 +32,9 @@ def test_metric_equals_its_function_over_batches_and_caps_its_samples(metric, fu
         validator.update(batch)
     assert torch.allclose(validator.compute(), function(p))
     capped = metric(max_samples=10)
-    capped.update(p)
+    for batch in p.split(16):
+        capped.update(batch)
+    assert sum(len(rows) for rows in capped.probabilities) == 10  # the rest never scored: never kept
     assert torch.allclose(capped.compute(), function(p[:10]))
 
 
@@ -45,7 +47,9 @@ def test_class_cluster_agreement_equals_its_function_over_batches_caps_and_needs
     assert 0.05 < expected.item() < 0.99
     assert torch.allclose(validator.compute(), expected)
     capped = ClassClusterAgreement(max_samples=20)
-    capped.update(p, features=f)
+    for batch, batch_features in zip(p.split(16), f.split(16)):
+        capped.update(batch, features=batch_features)
+    assert [len(rows) for rows in capped.features] == [len(rows) for rows in capped.probabilities] == [16, 4, 0]
     assert torch.allclose(capped.compute(), class_ami_score(f[:20], p[:20]))
     with pytest.raises(ValueError, match=r"features of shape \(40, dim\).*None"):
         ClassClusterAgreement().update(p)
@@ -60,10 +64,15 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
         validator = metric()
         validator.update(shard)
         scores.append(validator.compute())
-    agreement = ClassClusterAgreement()
     f = features(30)
-    agreement.update(shard, features=f[:14] if rank == 0 else f[14:])
-    scores.append(agreement.compute())
+    for cap in (2048, 20):  # 20: rank 0's 14 rows and the first 6 of rank 1's, each rank keeping only its first 20
+        agreement = ClassClusterAgreement(max_samples=cap)
+        agreement.update(shard, features=f[:14] if rank == 0 else f[14:])
+        scores.append(agreement.compute())
+    capped = InformationMaximization(max_samples=20)
+    for batch in shard.split(5):
+        capped.update(batch)
+    scores.append(capped.compute())
     results[rank] = torch.stack(scores)
     dist.destroy_process_group()
 
@@ -75,5 +84,7 @@ def test_metrics_synchronise_across_two_ddp_processes():
         mp.spawn(_rank, args=(init_file, results), nprocs=2, join=True)
         results = dict(results)
     p = probabilities(30)
-    expected = torch.stack([*(function(p) for _, function in PAIRS), class_ami_score(features(30), p)])
+    f = features(30)
+    expected = [*(function(p) for _, function in PAIRS), class_ami_score(f, p), class_ami_score(f[:20], p[:20])]
+    expected = torch.stack([*expected, im_score(p[:20])])
     assert torch.allclose(results[0], expected, atol=1e-6) and torch.allclose(results[1], expected, atol=1e-6)

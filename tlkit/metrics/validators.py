@@ -33,7 +33,11 @@ from tlkit.functional import (
 
 
 class TargetValidator(Metric):
-    """Base: keeps every probability row it is given (all ranks at ``compute``), scores the first ``max_samples``.
+    """Base: scores the first ``max_samples`` probability rows of the epoch (rank 0's first, then rank 1's, ...).
+
+    Each rank keeps only its own first ``max_samples`` rows: those hold the first ``max_samples`` of every rank's
+    rows in that order, so a large target validation set costs no more memory, nor a larger gather at ``compute``,
+    than a target of ``max_samples`` images.
 
     Args:
         max_samples: rows scored at most (SND's pairwise similarities grow with its square).
@@ -55,11 +59,19 @@ class TargetValidator(Metric):
         """Add a batch of class probabilities, shape (N, classes), rows summing to 1."""
         if probabilities.ndim != 2:
             raise ValueError(f"Expected probabilities of shape (N, classes), but got {tuple(probabilities.shape)}.")
-        self.probabilities.append(probabilities.detach().float())
+        self.probabilities.append(probabilities[: self.room()].detach().float())
+
+    def room(self) -> int:
+        """How many more rows this rank keeps (0 once it holds ``max_samples``)."""
+        return max(0, self.max_samples - sum(len(rows) for rows in self.probabilities))
+
+    def kept(self, rows: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """A row state as one tensor, every rank's rows in rank order (as ``compute`` sees it), ``max_samples`` at
+        most."""
+        return dim_zero_cat(rows)[: self.max_samples]
 
     def compute(self) -> torch.Tensor:
-        probabilities = dim_zero_cat(self.probabilities)[: self.max_samples]
-        return type(self).score(probabilities)
+        return type(self).score(self.kept(self.probabilities))
 
 
 class InformationMaximization(TargetValidator):
@@ -96,12 +108,12 @@ class ClassClusterAgreement(TargetValidator):
         if features is None or features.ndim != 2 or features.shape[0] != probabilities.shape[0]:
             shape = None if features is None else tuple(features.shape)
             raise ValueError(f"Expected features of shape ({probabilities.shape[0]}, dim), but got {shape}.")
+        room = self.room()
         super().update(probabilities)
-        self.features.append(features.detach().float())
+        self.features.append(features[:room].detach().float())
 
     def compute(self) -> torch.Tensor:
-        probabilities = dim_zero_cat(self.probabilities)[: self.max_samples]
-        return class_ami_score(dim_zero_cat(self.features)[: self.max_samples], probabilities)
+        return class_ami_score(self.kept(self.features), self.kept(self.probabilities))
 
 
 class TopClassShare(TargetValidator):
@@ -146,7 +158,6 @@ class SafeInformationMaximization(TargetValidator):
         self.source_total += labels.numel()
 
     def compute(self) -> torch.Tensor:
-        probabilities = dim_zero_cat(self.probabilities)[: self.max_samples]
         total = int(self.source_total)
         source_accuracy = float(self.source_correct) / total if total else None
-        return safe_im_score(probabilities, source_accuracy, self.reference)
+        return safe_im_score(self.kept(self.probabilities), source_accuracy, self.reference)
