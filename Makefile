@@ -50,7 +50,7 @@ bench: $(BENCH_STAMP)
 	# One direction, 3 seeds: about 2 hours on 2 cores. The README's table (both directions, 5 seeds, --sweep) is
 	# about 7 hours there; run it on a GPU with --workers.
 	$(BIN)/python benchmarks/domain_adaptation.py --shifts mnist-digits --seeds 0 1 2
-	# The small targets (150 unlabelled target images), 5 seeds, the issue's 6 x 40 steps: about 2.5 hours on 2 cores.
+	# The small targets (150 unlabelled target images), 5 seeds, 6 x 40 steps: about 2.5 hours on 2 cores.
 	$(BIN)/python benchmarks/domain_adaptation.py --shifts digits-mnist-150 mnist-digits-150 --iters 40 \
 		--methods SourceOnly DANN CDAN DAN DeepCORAL MCC SelfTraining SHOT
 	$(BIN)/python benchmarks/cli_startup.py
