@@ -25,6 +25,26 @@ TINY_FIT_ARGS = [
 ]
 
 
+#: Test modules whose tests start processes of their own (console-script runs, DDP ranks, torchrun nodes, pip): the
+#: suite's longest tests. Collected first, so that the two pytest-xdist workers end on short tests, not one of them
+#: idle while the other finishes a minute-long run started last.
+PROCESS_MODULES = {
+    "test_multi_device.py",
+    "test_user_journey.py",
+    "test_tune.py",
+    "test_packaging.py",
+    "test_run_folders.py",
+    "test_ddp.py",
+    "test_ddp_domain_adaptation.py",
+    "test_validators.py",
+    "test_source_reference.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in PROCESS_MODULES)  # stable: each group keeps its order
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on the two cores: one thread each instead of two threads fighting over a core.
     torch.set_num_threads(1)
