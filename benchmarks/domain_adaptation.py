@@ -17,6 +17,9 @@ checkpoint rule (the adapted epochs by ``val/im``, as before the reference exist
 the reference among the candidates; the oracle epoch), the seeds on which it ends more than NOISE below SourceOnly of
 the same seed. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks
 the (hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
+Each run also keeps its target validation probabilities per recorded epoch (``<runs file>_predictions/``, beside the
+runs file): the ``consensus`` selector reads them (each run's ``val/safe_im`` epoch, then the run whose predicted
+classes agree most with the mean prediction of all those epochs).
 
 SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it); its
 reference is that model, scored before its first step. Each finished run is appended to
@@ -50,6 +53,8 @@ NOISE = 0.01
 #: Recorded at every validation beside the validators: collapse diagnostics and the source validation accuracy.
 DIAGNOSTICS = ("val/target_top_class_share", "val/target_predicted_classes", "val/target_marginal_entropy")
 ORACLE = "Oracle (target labels)"
+#: A selector across runs: each run's `DEFAULT_MONITOR` epoch, then the run agreeing most with all of them.
+CONSENSUS = "consensus"
 
 SHIFTS = {
     "mnist-digits": "MNIST-5k -> digits",
@@ -157,6 +162,8 @@ def per_epoch_recorder():
     class RecordEpochs(Callback):
         def __init__(self) -> None:
             self.epochs: list[dict[str, float]] = []
+            # Per recorded epoch: the target validation probabilities (the consensus selector reads them).
+            self.target_val_probabilities: list[torch.Tensor] = []
 
         def on_train_start(self, trainer, pl_module) -> None:
             # SHOT's reference is the source model it starts from, scored before its first step.
@@ -165,6 +172,7 @@ def per_epoch_recorder():
                 val = trainer.datamodule.domain_val_dataloaders()["target"]
                 row = {**reference, "reference": True, "val/target_acc": accuracy(val, pl_module)}
                 self.epochs.append({**row, "test_acc": accuracy(trainer.datamodule.test_dataloader(), pl_module)})
+                self.target_val_probabilities.append(probabilities(val, pl_module))
 
         def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are logged
             if trainer.sanity_checking:
@@ -177,18 +185,27 @@ def per_epoch_recorder():
             row["test_acc"] = accuracy(trainer.datamodule.test_dataloader(), pl_module)
             row["epoch"] = trainer.current_epoch
             self.epochs.append(row)
+            val = trainer.datamodule.domain_val_dataloaders()["target"]
+            self.target_val_probabilities.append(probabilities(val, pl_module))
 
-    def accuracy(loader, pl_module) -> float:
-        correct = total = 0
+    def outputs(loader, pl_module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's class probabilities over ``loader`` in its order, and the labels."""
         was_training = pl_module.training
         pl_module.eval()
+        probs, labels = [], []
         with torch.no_grad():
             for x, y in loader:
-                prediction = pl_module(x.to(pl_module.device)).argmax(dim=1).cpu()
-                correct += int((prediction == y).sum())
-                total += len(y)
+                probs.append(pl_module(x.to(pl_module.device)).softmax(dim=1).cpu())
+                labels.append(y)
         pl_module.train(was_training)
-        return correct / total
+        return torch.cat(probs), torch.cat(labels)
+
+    def accuracy(loader, pl_module) -> float:
+        probs, labels = outputs(loader, pl_module)
+        return float((probs.argmax(dim=1) == labels).float().mean())
+
+    def probabilities(loader, pl_module) -> torch.Tensor:
+        return outputs(loader, pl_module)[0].half()
 
     return RecordEpochs()
 
@@ -237,10 +254,15 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
+    key = job_key(job["shift"], method, seed, overrides)
+    labels = torch.cat([y for _, y in data.domain_val_dataloaders()["target"]])
+    probabilities = torch.stack(recorder.target_val_probabilities)
+    predictions_file(args, key).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"probabilities": probabilities, "labels": labels}, predictions_file(args, key))
     epochs = with_safe_scores(recorder.epochs)
     chosen = max(epochs, key=lambda e: e[DEFAULT_MONITOR])
     record = {
-        "key": job_key(job["shift"], method, seed, overrides),
+        "key": key,
         "shift": job["shift"],
         "method": method,
         "seed": seed,
@@ -253,6 +275,13 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         "torch": torch.__version__,
     }
     return record, path if keep else None
+
+
+def predictions_file(args: argparse.Namespace, key: str) -> Path:
+    """Where a run's target validation probabilities per recorded epoch are kept, beside the runs file."""
+    runs = Path(args.runs_file)
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in key)
+    return runs.parent / f"{runs.stem}_predictions" / f"{name}.pt"
 
 
 def source_checkpoint(shift: str, seed: int) -> Path:
@@ -432,6 +461,28 @@ def pick(epochs_by_run: list[list[dict]], metric: str) -> dict:
     return max((e for epochs in epochs_by_run for e in epochs), key=lambda e: e[metric])
 
 
+def saved_predictions(args: argparse.Namespace, key: str):
+    """A run's target validation probabilities per recorded epoch (epochs x images x classes), None for runs saved
+    before they were kept."""
+    import torch
+
+    path = predictions_file(args, key)
+    return torch.load(path, weights_only=True)["probabilities"].float() if path.is_file() else None
+
+
+def consensus_pick(runs: list[tuple[list[dict], Any]]) -> dict:
+    """`CONSENSUS`'s choice among runs given as (epochs, target validation probabilities per epoch): each run's
+    ``val/safe_im`` epoch, then the one whose predicted classes agree most with the mean prediction of them all."""
+    import torch
+
+    chosen = []
+    for epochs, probabilities in runs:
+        index = max(range(len(epochs)), key=lambda i: epochs[i][DEFAULT_MONITOR])
+        chosen.append((epochs[index], probabilities[index]))
+    consensus = torch.stack([p for _, p in chosen]).mean(dim=0).argmax(dim=1)
+    return max(chosen, key=lambda c: float((c[1].argmax(dim=1) == consensus).float().mean()))[0]
+
+
 def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for shift in args.shifts:
@@ -476,19 +527,27 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     scored = [(r, with_safe_scores(r["epochs"])) for r in shift_runs]
     # Runs saved before a validator existed lack it: it selects only where every run recorded it.
     selectors = [s for s in (*VALIDATORS, "val/target_acc") if all(s in e for _, epochs in scored for e in epochs)]
+    predictions = {r["key"]: saved_predictions(args, r["key"]) for r, _ in scored}
+    if all(p is not None for p in predictions.values()):
+        selectors.insert(-1, CONSENSUS)
     methods = [m for m in UNSUPERVISED if m in args.methods]
     table: dict[str, dict[str, float]] = {}
     for scope in [*methods, "any unsupervised method"]:
         members = methods if scope == "any unsupervised method" else [scope]
         per_selector: dict[str, list[float]] = {s: [] for s in selectors}
         for seed in args.seeds:
-            candidates = [epochs for r, epochs in scored if r["seed"] == seed and r["method"] in members]
+            runs = [(r, epochs) for r, epochs in scored if r["seed"] == seed and r["method"] in members]
+            candidates = [epochs for _, epochs in runs]
             if len(candidates) < 2 and scope != "any unsupervised method":
                 continue  # no sweep for this seed
             if not candidates:
                 continue
             for selector in selectors:
-                per_selector[selector].append(pick(candidates, selector)["test_acc"])
+                if selector == CONSENSUS:
+                    chosen = consensus_pick([(epochs, predictions[r["key"]]) for r, epochs in runs])
+                else:
+                    chosen = pick(candidates, selector)
+                per_selector[selector].append(chosen["test_acc"])
         if per_selector["val/im"]:
             table[scope] = {s: statistics.mean(v) for s, v in per_selector.items()}
             table[scope]["seeds"] = len(per_selector["val/im"])
