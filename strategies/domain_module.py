@@ -30,6 +30,7 @@ from tlkit.metrics import (
 )
 from tlkit.protocols import DomainData
 from tlkit.strategies.source_reference import ReferenceRecorder, end_of_fit_report, reference_scores
+from tlkit.strategies.target_predictions import TargetPredictionKeeper
 from tlkit.strategies.transfer_module import TransferModule
 from tlkit.tasks import Classification, Task
 
@@ -298,8 +299,9 @@ class DomainModule(TransferModule):
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def configure_callbacks(self) -> list[Callback]:
-        """Source and target features go to TensorBoard's embedding projector at the end of fit."""
-        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN), ReferenceRecorder()]
+        """Source and target features go to TensorBoard's embedding projector at the end of fit; the best
+        ``val/safe_im`` epoch's target predictions to the run folder (for ``tlkit select --by consensus``)."""
+        return [EmbeddingProjector(EMBEDDING_SAMPLES_PER_DOMAIN), ReferenceRecorder(), TargetPredictionKeeper()]
 
     # ------------------------------------------------------------------------------------------------- testing
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

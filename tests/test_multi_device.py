@@ -102,6 +102,9 @@ def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family
     if family == "domain_adaptation":  # epoch 0 trained source-only, epoch 1 adapted: ranks agreed through both
         adaptation = torch.load(last, map_location="cpu", weights_only=True)[ADAPTATION_KEY]
         assert adaptation["reference"]["epoch"] == 0.0 and [r["epoch"] for r in adaptation["epochs"]] == [0.0, 1.0]
+        # The best val/safe_im epoch's target predictions (for `tlkit select --by consensus`), of both ranks.
+        kept = torch.load(last.parents[1] / "target_predictions.pt", weights_only=True)
+        assert kept["probabilities"].shape == (2 * 2 * 32, 10)  # 2 ranks x 2 validation batches of 32 target images
     if family == "text":
         assert rank0["trainable"] == ["layer.0", "layer.1"]  # two phase changes, each with the wrapper rebuilt
         assert float(rank0["final"]["calibration_temperature"]) != 1.0  # fitted, and equal on both ranks

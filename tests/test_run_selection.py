@@ -6,13 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
 from tlkit.cli import TLKitCLI, main
-from tlkit.engines.run_selection import default_mode, differing_settings, score_runs, select_run
+from tlkit.engines.run_selection import (
+    consensus_scores,
+    default_mode,
+    differing_settings,
+    score_runs,
+    select_run,
+)
 from tlkit.errors import ConfigError
+from tlkit.strategies.target_predictions import TARGET_PREDICTIONS
 
 
 def fake_run(folder: Path, values: dict[str, list[float]], trade_off: float, checkpoint_epochs=()) -> Path:
@@ -103,6 +111,67 @@ def test_a_cli_sweep_is_selected_by_its_validator(tmp_path, monkeypatch, capsys)
     winner = max(best, key=best.get)
     assert f"Selected by val/snd (max): {winner}," in printed
     assert "| 0.1 |" in printed and "| 3.0 |" in printed  # the swept value, read from each run's config.yaml
+
+    # Each fit kept its best val/safe_im epoch's target validation probabilities, which consensus compares.
+    for run in best:
+        kept = torch.load(run / TARGET_PREDICTIONS, weights_only=True)
+        safe_im = [e.value for e in _scalars(run, "val/safe_im")]
+        assert kept["epoch"] == safe_im.index(max(safe_im)) and kept["value"] == pytest.approx(max(safe_im))
+        assert kept["probabilities"].shape == (16, 10)  # 2 validation batches of 8 target images, 10 digits
+        assert torch.allclose(kept["probabilities"].float().sum(dim=1), torch.ones(16), atol=1e-2)
+    main(["select", "--runs", "logs/tlkit/version_*", "--by", "consensus"])
+    printed = capsys.readouterr().out
+    assert "Selected by consensus (max): logs/tlkit/version_" in printed and "| best consensus |" in printed
+
+
+def _scalars(run: Path, tag: str):
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return events.Scalars(tag)
+
+
+def keep_predictions(run: Path, epoch: int, classes: list[int], confidence: float = 0.9) -> None:
+    """What `TargetPredictionKeeper` leaves in a run folder: one confident prediction of each class in ``classes``."""
+    probabilities = torch.full((len(classes), 3), (1 - confidence) / 2)
+    probabilities[torch.arange(len(classes)), torch.tensor(classes)] = confidence
+    torch.save({"epoch": epoch, "value": 0.0, "probabilities": probabilities.half()}, run / TARGET_PREDICTIONS)
+
+
+def test_consensus_picks_the_run_agreeing_with_the_others_not_the_most_confident_one(tmp_path, capsys):
+    """The run with the highest val/safe_im predicts one class for every image (a collapse IM rewards); the two
+    others mostly agree: consensus picks the one agreeing most with the mean prediction, at its val/safe_im epoch
+    (the epoch its kept predictions are of)."""
+    collapsed = fake_run(tmp_path / "version_0", {"val/safe_im": [0.5, 2.0]}, 1.0, [1])
+    agreeing = fake_run(tmp_path / "version_1", {"val/safe_im": [0.9, 0.4]}, 0.3, [0])
+    close = fake_run(tmp_path / "version_2", {"val/safe_im": [0.2, 0.8]}, 0.1, [1])
+    keep_predictions(collapsed, 1, [0, 0, 0, 0, 0, 0], confidence=0.6)
+    keep_predictions(agreeing, 0, [0, 1, 2, 0, 1, 2])
+    keep_predictions(close, 1, [0, 1, 2, 0, 1, 1], confidence=0.8)
+    scores = consensus_scores([collapsed, agreeing, close])
+    assert [s.epoch for s in scores] == [1, 0, 1]
+    assert scores[1].checkpoint == agreeing / "checkpoints" / "epoch000-val_snd0.5000.ckpt"
+    # The mean prediction is 0, 1, 2, 0, 1, 2 (the sixth image: 0.40 on class 2, 0.35 on 1, 0.25 on 0).
+    assert [s.value for s in scores] == pytest.approx([2 / 6, 6 / 6, 5 / 6], abs=1e-6)
+    assert select_run(scores, "max").run == agreeing
+    assert select_run(score_runs([collapsed, agreeing, close], "val/safe_im", "max"), "max").run == collapsed
+
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "consensus"])
+    assert f"Selected by consensus (max): {agreeing}, epoch 0, consensus = 1.0000" in capsys.readouterr().out
+
+
+def test_consensus_of_runs_without_kept_predictions_or_on_other_images_is_one_line(tmp_path, capsys):
+    first = fake_run(tmp_path / "version_0", {"val/safe_im": [0.5, 2.0]}, 1.0)
+    second = fake_run(tmp_path / "version_1", {"val/safe_im": [0.9, 0.4]}, 0.3)
+    keep_predictions(first, 1, [0, 1, 2])
+    with pytest.raises(ConfigError, match=rf"{second / TARGET_PREDICTIONS}.*choose this one by val/safe_im"):
+        consensus_scores([first, second])
+    keep_predictions(second, 0, [0, 1, 2, 0])
+    with pytest.raises(ConfigError, match=r"same target validation images.*\(3, 3\).*\(4, 3\)"):
+        consensus_scores([first, second])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["select", "--runs", str(tmp_path / "version_*"), "--by", "consensus"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "same target validation images" in err
 
 
 def test_a_folder_without_a_fit_is_skipped_and_named(runs, tmp_path, capsys):

@@ -5,6 +5,10 @@ Sweep a few values through the CLI (each ``tlkit fit`` is one run folder), then 
     tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 0.3
     tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 1.0
     tlkit select --runs 'logs/mnist_digits_dann/version_*' --by val/snd
+
+or compare methods on one target by how much their predictions agree (``--by consensus``):
+
+    tlkit select --runs 'logs/mnist_digits_*/version_*' --by consensus
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from typing import Literal
 from jsonargparse import ArgumentParser
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
-from tlkit.engines.run_selection import RunScore, default_mode, differing_settings, score_runs, select_run
+from tlkit.engines.run_selection import (
+    CONSENSUS,
+    RunScore,
+    consensus_scores,
+    default_mode,
+    differing_settings,
+    score_runs,
+    select_run,
+)
 from tlkit.errors import config_error
 
 
@@ -37,7 +49,9 @@ def build_parser() -> ArgumentParser:
         type=str,
         default="val/safe_im",
         help="The metric to select on: val/safe_im (IM that does not prefer a run worse than its source-only "
-        "reference), val/im, val/snd, val/bnm, val/class_ami, or any logged.",
+        "reference), val/im, val/snd, val/bnm, val/class_ami, or any logged; or consensus (domain-adaptation runs: "
+        "each run's best val/safe_im epoch, scored by the share of target validation images where it predicts the "
+        "class of the mean prediction of all the runs).",
     )
     parser.add_argument(
         "--mode",
@@ -92,7 +106,7 @@ def run(args: Sequence[str]) -> RunScore:
     config = build_parser().parse_args(list(args))
     runs = expand_runs([config.runs] if isinstance(config.runs, str) else config.runs)
     mode = default_mode(config.by) if config.mode == "auto" else config.mode
-    scores = score_runs(runs, config.by, mode)
+    scores = consensus_scores(runs) if config.by == CONSENSUS else score_runs(runs, config.by, mode)
     best = select_run(scores, mode)
     settings = differing_settings(runs)
     print(table(scores, settings, best, config.by))

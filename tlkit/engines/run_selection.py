@@ -6,6 +6,8 @@ A user adapting to an unlabelled target cannot choose ``trade_off``, the learnin
 target accuracy. The answer studied by Musgrave et al. (2022): train a few candidates, score each run by a validator
 computed on unlabelled target predictions, and keep the best. `score_runs` reads each run's validator curve (its
 best epoch), `select_run` picks the winner, `differing_settings` says what distinguishes the runs.
+`consensus_scores` scores runs against each other instead: each run's best ``val/safe_im`` epoch by how often its
+target predictions agree with the mean prediction of all the runs' epochs.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ DIAGNOSTICS = (
     "val/target_predicted_classes",
     "val/reference_target_predicted_classes",
 )
+
+
+#: `tlkit select`'s selector across runs (`consensus_scores`).
+CONSENSUS = "consensus"
 
 
 def default_mode(metric: str) -> Mode:
@@ -121,6 +127,47 @@ def score_runs(runs: Iterable[Path], metric: str, mode: Mode) -> list[RunScore]:
             ]
         scores.append(RunScore(run, value, epoch, _checkpoint_of_epoch(run, epoch), diagnostics))
     return scores
+
+
+def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
+    """Each run's best ``val/safe_im`` epoch (what `tlkit.strategies.target_predictions` keeps), scored by the share
+    of the target validation images on which it predicts the class of the mean prediction of all the runs' epochs
+    (higher is better).
+
+    A run that agrees with the others is rarely the one adaptation sent its own wrong way; a confident, collapsed run
+    (the one IM prefers) disagrees with them. Raises a `ConfigError` for a run that kept no predictions (not a
+    domain-adaptation run, or one fitted by a tlkit before it kept them) and for runs scored on different images.
+    """
+    import torch  # slow imports: only this selector needs them
+
+    from tlkit.strategies.target_predictions import CONSENSUS_MONITOR, TARGET_PREDICTIONS
+
+    scores = score_runs(runs, CONSENSUS_MONITOR, "max")
+    probabilities = []
+    for score in scores:
+        path = score.run / TARGET_PREDICTIONS
+        if not path.is_file():
+            raise ConfigError(
+                f"Expected {path} (the target validation predictions a domain-adaptation run keeps), but it is "
+                f"missing: `--by {CONSENSUS}` compares domain-adaptation runs; choose this one by {CONSENSUS_MONITOR}."
+            )
+        kept = torch.load(path, weights_only=True)
+        probabilities.append(kept["probabilities"].float())
+        scores[len(probabilities) - 1] = dataclasses.replace(
+            score, epoch=int(kept["epoch"]), checkpoint=_checkpoint_of_epoch(score.run, int(kept["epoch"]))
+        )
+    shapes = {tuple(p.shape) for p in probabilities}
+    if len(shapes) > 1:
+        found = ", ".join(f"{s.run}: {tuple(p.shape)}" for s, p in zip(scores, probabilities))
+        raise ConfigError(
+            f"Expected runs scored on the same target validation images (the same data and devices), but their "
+            f"predictions differ in shape (images, classes): {found}."
+        )
+    consensus = torch.stack(probabilities).mean(dim=0).argmax(dim=1)
+    return [
+        dataclasses.replace(score, value=float((p.argmax(dim=1) == consensus).float().mean()))
+        for score, p in zip(scores, probabilities)
+    ]
 
 
 def select_run(scores: Sequence[RunScore], mode: Mode) -> RunScore:
