@@ -472,15 +472,16 @@ def saved_predictions(args: argparse.Namespace, key: str):
 
 def consensus_pick(runs: list[tuple[list[dict], Any]]) -> dict:
     """`CONSENSUS`'s choice among runs given as (epochs, target validation probabilities per epoch): each run's
-    ``val/safe_im`` epoch, then the one whose predicted classes agree most with the mean prediction of them all."""
-    import torch
+    ``val/safe_im`` epoch, then the one whose predicted classes agree most with the mean prediction of them all
+    (`tlkit.functional.consensus_agreement`, the rule of ``tlkit select --by consensus``)."""
+    from tlkit.functional import consensus_agreement
 
     chosen = []
     for epochs, probabilities in runs:
         index = max(range(len(epochs)), key=lambda i: epochs[i][DEFAULT_MONITOR])
         chosen.append((epochs[index], probabilities[index]))
-    consensus = torch.stack([p for _, p in chosen]).mean(dim=0).argmax(dim=1)
-    return max(chosen, key=lambda c: float((c[1].argmax(dim=1) == consensus).float().mean()))[0]
+    agreement = consensus_agreement([p for _, p in chosen])
+    return chosen[max(range(len(chosen)), key=agreement.__getitem__)][0]
 
 
 def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from tlkit.functional import (
     align_distribution,
     bnm_score,
     class_ami_score,
+    consensus_agreement,
     coral_loss,
     entropy,
     grad_reverse,
@@ -177,3 +178,13 @@ def test_snd_of_a_single_sample_is_zero_not_nan():
 
     assert snd_score(torch.tensor([[0.2, 0.8]])).item() == 0.0
     assert torch.isfinite(snd_score(torch.tensor([[0.2, 0.8], [0.6, 0.4]])))
+
+
+def test_consensus_agreement_is_each_models_share_of_images_on_the_mean_predictions_class():
+    # Three models on four images: two agree everywhere; the third predicts class 0 throughout, confidently.
+    confident_zero = torch.tensor([[0.9, 0.05, 0.05]] * 4)
+    first = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    second = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.2, 0.2, 0.6], [0.3, 0.6, 0.1]])
+    assert consensus_agreement([confident_zero, first, second]) == pytest.approx([0.25, 1.0, 1.0])
+    assert consensus_agreement([first]) == [1.0]  # one model agrees with itself
+    assert consensus_agreement([first.half(), second.half()]) == pytest.approx([1.0, 1.0])  # as runs keep them

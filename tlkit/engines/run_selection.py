@@ -140,6 +140,7 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
     """
     import torch  # slow imports: only this selector needs them
 
+    from tlkit.functional import consensus_agreement
     from tlkit.strategies.target_predictions import CONSENSUS_MONITOR, TARGET_PREDICTIONS
 
     scores = score_runs(runs, CONSENSUS_MONITOR, "max")
@@ -163,11 +164,8 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
             f"Expected runs scored on the same target validation images (the same data and devices), but their "
             f"predictions differ in shape (images, classes): {found}."
         )
-    consensus = torch.stack(probabilities).mean(dim=0).argmax(dim=1)
-    return [
-        dataclasses.replace(score, value=float((p.argmax(dim=1) == consensus).float().mean()))
-        for score, p in zip(scores, probabilities)
-    ]
+    agreement = consensus_agreement(probabilities)
+    return [dataclasses.replace(score, value=value) for score, value in zip(scores, agreement)]
 
 
 def select_run(scores: Sequence[RunScore], mode: Mode) -> RunScore:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -114,3 +116,14 @@ def safe_im_value(
     if reference and "im" in reference and below_reference(predicted, source_accuracy, reference):
         return min(im, reference["im"]) - 1.0
     return im
+
+
+def consensus_agreement(probabilities: Sequence[torch.Tensor]) -> list[float]:
+    """For each model's class probabilities on the same images (each (N, classes)), the share of the images on which
+    it predicts the class of the mean prediction of them all: how much each agrees with the ensemble of the models.
+
+    The rule of ``tlkit select --by consensus``: among adapted models, the one that agrees most with the others is
+    rarely the one adaptation sent its own wrong way (a collapse that confidence-based validators reward).
+    """
+    consensus = torch.stack([p.float() for p in probabilities]).mean(dim=0).argmax(dim=1)
+    return [float((p.argmax(dim=1) == consensus).float().mean()) for p in probabilities]
