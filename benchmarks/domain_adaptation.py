@@ -164,15 +164,20 @@ def per_epoch_recorder():
             self.epochs: list[dict[str, float]] = []
             # Per recorded epoch: the target validation probabilities (the consensus selector reads them).
             self.target_val_probabilities: list[torch.Tensor] = []
+            self.target_val_labels: torch.Tensor | None = None
+
+        def keep_target_val(self, trainer, pl_module) -> float:
+            """Keep the model's target validation probabilities (and the labels); its accuracy there."""
+            probs, self.target_val_labels = outputs(trainer.datamodule.domain_val_dataloaders()["target"], pl_module)
+            self.target_val_probabilities.append(probs.half())
+            return float((probs.argmax(dim=1) == self.target_val_labels).float().mean())
 
         def on_train_start(self, trainer, pl_module) -> None:
             # SHOT's reference is the source model it starts from, scored before its first step.
             reference = pl_module.source_reference
             if reference is not None and reference.get("epoch") == -1:
-                val = trainer.datamodule.domain_val_dataloaders()["target"]
-                row = {**reference, "reference": True, "val/target_acc": accuracy(val, pl_module)}
+                row = {**reference, "reference": True, "val/target_acc": self.keep_target_val(trainer, pl_module)}
                 self.epochs.append({**row, "test_acc": accuracy(trainer.datamodule.test_dataloader(), pl_module)})
-                self.target_val_probabilities.append(probabilities(val, pl_module))
 
         def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are logged
             if trainer.sanity_checking:
@@ -185,8 +190,7 @@ def per_epoch_recorder():
             row["test_acc"] = accuracy(trainer.datamodule.test_dataloader(), pl_module)
             row["epoch"] = trainer.current_epoch
             self.epochs.append(row)
-            val = trainer.datamodule.domain_val_dataloaders()["target"]
-            self.target_val_probabilities.append(probabilities(val, pl_module))
+            self.keep_target_val(trainer, pl_module)  # its accuracy is the logged val/target_acc
 
     def outputs(loader, pl_module) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's class probabilities over ``loader`` in its order, and the labels."""
@@ -203,9 +207,6 @@ def per_epoch_recorder():
     def accuracy(loader, pl_module) -> float:
         probs, labels = outputs(loader, pl_module)
         return float((probs.argmax(dim=1) == labels).float().mean())
-
-    def probabilities(loader, pl_module) -> torch.Tensor:
-        return outputs(loader, pl_module)[0].half()
 
     return RecordEpochs()
 
@@ -255,10 +256,9 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
     )
     trainer.fit(model, datamodule=data)
     key = job_key(job["shift"], method, seed, overrides)
-    labels = torch.cat([y for _, y in data.domain_val_dataloaders()["target"]])
     probabilities = torch.stack(recorder.target_val_probabilities)
     predictions_file(args, key).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"probabilities": probabilities, "labels": labels}, predictions_file(args, key))
+    torch.save({"probabilities": probabilities, "labels": recorder.target_val_labels}, predictions_file(args, key))
     epochs = with_safe_scores(recorder.epochs)
     chosen = max(epochs, key=lambda e: e[DEFAULT_MONITOR])
     record = {

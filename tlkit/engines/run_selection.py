@@ -143,9 +143,8 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
     from tlkit.functional import consensus_agreement
     from tlkit.strategies.target_predictions import CONSENSUS_MONITOR, TARGET_PREDICTIONS
 
-    scores = score_runs(runs, CONSENSUS_MONITOR, "max")
-    probabilities = []
-    for score in scores:
+    scores, probabilities = [], []
+    for score in score_runs(runs, CONSENSUS_MONITOR, "max"):
         path = score.run / TARGET_PREDICTIONS
         if not path.is_file():
             raise ConfigError(
@@ -154,9 +153,8 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
             )
         kept = torch.load(path, weights_only=True)
         probabilities.append(kept["probabilities"].float())
-        scores[len(probabilities) - 1] = dataclasses.replace(
-            score, epoch=int(kept["epoch"]), checkpoint=_checkpoint_of_epoch(score.run, int(kept["epoch"]))
-        )
+        epoch = int(kept["epoch"])
+        scores.append(dataclasses.replace(score, epoch=epoch, checkpoint=_checkpoint_of_epoch(score.run, epoch)))
     shapes = {tuple(p.shape) for p in probabilities}
     if len(shapes) > 1:
         found = ", ".join(f"{s.run}: {tuple(p.shape)}" for s, p in zip(scores, probabilities))
