@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -10,6 +11,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
 from tlkit.strategies.domain_module import DomainModule
+
+# ``reference_epochs: auto`` trains the source-only reference for at least this many optimizer steps. Measured on
+# the small-target shifts (benchmarks.md, "A longer reference"): one reference epoch of 40 steps left DeepCORAL and DAN
+# below SourceOnly on some seeds, two (80 steps) on none; on the full-size shifts one epoch of 100 steps does.
+REFERENCE_STEPS = 80
 
 
 class DomainAdaptation(DomainModule):
@@ -27,7 +33,9 @@ class DomainAdaptation(DomainModule):
 
     Args:
         trade_off: weight of the adaptation loss.
-        reference_epochs: source-only epochs before adapting (0: none, and no reference to fall back to).
+        reference_epochs: source-only epochs before adapting (0: none, and no reference to fall back to); ``auto``:
+            the fewest whole epochs of at least `REFERENCE_STEPS` optimizer steps, at most half the run's epochs
+            (one epoch of 100 steps, two of 40; resolved when training starts, and said in one line).
 
     The other arguments are `DomainModule`'s.
     """
@@ -40,29 +48,62 @@ class DomainAdaptation(DomainModule):
         backbone: str | Backbone = "tf_efficientnet_lite0",
         *,
         trade_off: float = 1.0,
-        reference_epochs: int = 1,
+        reference_epochs: int | Literal["auto"] = "auto",
         **kwargs,
     ) -> None:
         if trade_off < 0:
             raise config_error("trade_off", "a number >= 0", trade_off)
-        if not isinstance(reference_epochs, int) or reference_epochs < 0:
-            raise config_error("reference_epochs", "an integer >= 0", reference_epochs)
+        explicit = isinstance(reference_epochs, int) and not isinstance(reference_epochs, bool)
+        if not (reference_epochs == "auto" or (explicit and reference_epochs >= 0)):
+            raise config_error("reference_epochs", "an integer >= 0 or 'auto'", reference_epochs)
         self.trade_off = trade_off
-        self.reference_epochs = reference_epochs
+        #: What the config asked for (an integer, or ``auto``); `reference_epochs` is the number it resolves to.
+        self.reference_setting = reference_epochs
+        # Until training starts (`resolve_reference_epochs`), ``auto`` counts as one epoch.
+        self.reference_epochs = 1 if reference_epochs == "auto" else reference_epochs
         super().__init__(backbone, **kwargs)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        max_epochs = 1 if self.trainer.fast_dev_run else self.trainer.max_epochs
-        too_short = max_epochs is not None and 0 < max_epochs <= self.reference_epochs
-        if stage == "fit" and self.reference_epochs and too_short:
-            # A quick try (--trainer.max_epochs 1, fast_dev_run) should adapt, not train source-only.
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.reference_epochs = self.resolve_reference_epochs()
+
+    def resolve_reference_epochs(self) -> int:
+        """The number of source-only epochs this run trains: ``reference_epochs`` as given, or ``auto``'s count from
+        the epoch length the trainer measured (the same on every rank, and again on a resumed run); a run with no
+        epoch after them adapts from the first epoch instead, and says so."""
+        name = type(self).__name__
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        per_epoch = max(1, int(batches) // max(1, trainer.accumulate_grad_batches)) if batches != float("inf") else 0
+        total = trainer.estimated_stepping_batches
+        epochs = 1 if trainer.fast_dev_run else trainer.max_epochs
+        if not epochs or epochs < 0:  # bounded by max_steps (or not at all): the epochs its steps fill
+            epochs = math.ceil(total / per_epoch) if per_epoch and total != float("inf") else None
+        if self.reference_setting != "auto":
+            if self.reference_setting and epochs is not None and epochs <= self.reference_setting:
+                # A quick try (--trainer.max_epochs 1, fast_dev_run) should adapt, not train source-only.
+                rank_zero_info(
+                    f"tlkit: {name}: adapting from the first epoch, without a source-only reference: "
+                    f"trainer.max_epochs ({epochs}) leaves no epoch after model.reference_epochs "
+                    f"({self.reference_setting})"
+                )
+                return 0
+            return self.reference_setting
+        wanted = math.ceil(REFERENCE_STEPS / per_epoch) if per_epoch else 1
+        resolved = wanted if epochs is None else min(wanted, epochs // 2)
+        if resolved == 0:
             rank_zero_info(
-                f"tlkit: {type(self).__name__}: adapting from the first epoch, without a source-only reference: "
-                f"trainer.max_epochs ({max_epochs}) leaves no epoch after model.reference_epochs "
-                f"({self.reference_epochs})"
+                f"tlkit: {name}: adapting from the first epoch, without a source-only reference: "
+                f"trainer.max_epochs ({epochs}) leaves no epoch after one (model.reference_epochs: auto)"
             )
-            self.reference_epochs = 0
+        else:
+            capped = " (at most half the run's epochs)" if resolved < wanted else ""
+            rank_zero_info(
+                f"tlkit: {name}: source-only reference: {resolved} epoch{'s' if resolved > 1 else ''} of "
+                f"{per_epoch} steps before adapting{capped} (model.reference_epochs: auto, at least "
+                f"{REFERENCE_STEPS} steps)"
+            )
+        return resolved
 
     @property
     def adapting(self) -> bool:

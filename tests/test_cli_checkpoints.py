@@ -143,6 +143,11 @@ def test_checkpoint_of_another_backbone_is_one_line(fitted, capsys):
         (["--trainer.max_epoch=1"], r"Unknown option '--trainer\.max_epoch'\. Did you mean 'trainer\.max_epochs'"),
         (["--checkpoint.monit=val/loss"], r"Unknown option '--checkpoint\.monit'\. Did you mean 'checkpoint\.monitor'"),
         (["--trainer.max_epochs=two"], r"`trainer\.max_epochs` to be an int or null, but got 'two'"),
+        # A union inside a class's arguments: the argument is named, not the class's key.
+        (
+            ["--model=DANN", "--data=DigitsMDataModule", "--model.reference_epochs=two"],
+            r"`model\.reference_epochs` to be an int or one of 'auto', but got 'two'",
+        ),
         (
             ["--model.optimizer.lr=-0.1"],
             r"`model\.optimizer` to have arguments it accepts.*Invalid learning rate: -0\.1",

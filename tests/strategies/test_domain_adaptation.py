@@ -106,6 +106,52 @@ def test_dann_lambda_continues_after_resume(tmp_path):
     assert uninterrupted[4] == 0.0 < uninterrupted[5] < uninterrupted[7] < uninterrupted[9] < 1.0
 
 
+class RecordAdapting(Callback):
+    def __init__(self):
+        self.epochs = {}
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs[trainer.current_epoch] = pl_module.adapting
+
+
+def reference_run(max_epochs, reference_epochs="auto"):
+    L.seed_everything(0, verbose=False)
+    model, record = DANN("test_efficientnet", weights=None, reference_epochs=reference_epochs), RecordAdapting()
+    data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=2)
+    quiet_trainer(max_epochs=max_epochs, limit_val_batches=1, callbacks=[record]).fit(model, datamodule=data)
+    return model, record.epochs
+
+
+@pytest.mark.parametrize(("max_epochs", "expected"), [(4, 2), (3, 1)])
+def test_an_auto_reference_trains_enough_steps_within_half_the_run(max_epochs, expected, monkeypatch, caplog):
+    """``reference_epochs: auto`` (the default): the fewest epochs of at least REFERENCE_STEPS steps (3 here: two
+    epochs of 2), at most half the run's epochs; each one is a source-only epoch recorded as the reference, and the
+    run is the one the explicit count trains."""
+    monkeypatch.setattr("tlkit.strategies.domain_adaptation.REFERENCE_STEPS", 3)
+    model, adapting = reference_run(max_epochs)
+    assert model.reference_setting == "auto" and model.reference_epochs == expected
+    assert adapting == {epoch: epoch >= expected for epoch in range(max_epochs)}
+    references = [row["epoch"] for row in model.adaptation_history if row.get("reference")]
+    assert references == [float(epoch) for epoch in range(expected)]
+    assert model.source_reference["epoch"] == expected - 1  # the last source-only epoch is the reference
+    capped = " (at most half the run's epochs)" if expected == 1 else ""
+    line = (
+        f"DANN: source-only reference: {expected} epoch{'s' if expected > 1 else ''} of 2 steps before adapting{capped}"
+    )
+    assert line in caplog.text
+    explicit, _ = reference_run(max_epochs, reference_epochs=expected)
+    auto_weights, explicit_weights = model.state_dict(), explicit.state_dict()
+    assert all(torch.equal(auto_weights[k], explicit_weights[k]) for k in auto_weights)
+
+
+def test_an_explicit_reference_is_kept_and_a_bad_one_is_one_line():
+    model = DANN("test_efficientnet", weights=None, reference_epochs=3)
+    assert model.reference_setting == 3 == model.reference_epochs
+    for bad in ("two", -1, True, 1.5):
+        with pytest.raises(ConfigError, match="reference_epochs.*an integer >= 0 or 'auto'"):
+            DANN("test_efficientnet", weights=None, reference_epochs=bad)
+
+
 def test_embedding_projector_is_written_at_the_end_of_fit(tmp_path):
     model = SourceOnly("test_efficientnet", weights=None)
     data = DigitsMDataModule(image_size=32, batch_size=16, iters_per_epoch=1)

@@ -134,15 +134,19 @@ def summarize_parser_error(message: str, option_strings: Iterable[str] = (), con
         return f"Expected `--{top or 'class'}` to be a tlkit class name or an import path, but got {given!r}." + (
             _suggest(given, known) or (f" Valid: {', '.join(known)}." if known else "")
         )
-    if keys and (given := JSONARGPARSE_WORDING["given_value"].search(message)):
-        subtypes = JSONARGPARSE_WORDING["subtypes"].search(message)
-        if subtypes:
+    # A union that refused the value: the innermost key with one names it (`model.reference_epochs`, not `model`,
+    # whose union of a class or null failed only because one of the class's arguments did).
+    for depth, key in reversed(list(enumerate(JSONARGPARSE_WORDING["parser_key"].finditer(message)))):
+        after = message[key.end() :]
+        subtypes = JSONARGPARSE_WORDING["subtypes"].search(after)
+        given = JSONARGPARSE_WORDING["given_value"].search(after)
+        if subtypes and given:
             names = [
                 _readable_type(t.strip())
                 for t in re.findall(r"<class '[^']+'>|typing\.\w+\[[^\]]+\]", subtypes.group(1))
             ]
             expected = " or ".join("null" if n == "a NoneType" else n for n in names) or subtypes.group(1)
-            return f"Expected `{keys[0]}` to be {expected}, but got {given.group(1).strip()!r}."
+            return f"Expected `{'.'.join(keys[: depth + 1])}` to be {expected}, but got {given.group(1).strip()!r}."
     return lines[-1] if lines else message
 
 
