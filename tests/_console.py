@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -83,13 +84,18 @@ def shipped(config: str, *extra: str) -> list[str]:
 
 
 def start_tlkit(
-    args: list[str], cwd: Path, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE
+    args: list[str],
+    cwd: Path,
+    stdout: Any = subprocess.PIPE,
+    stderr: Any = subprocess.PIPE,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """``tlkit <args>`` started in ``cwd`` in a process group of its own (with every rank it launches)."""
+    """``tlkit <args>`` started in ``cwd`` in a process group of its own (with every rank it launches); ``env`` is
+    added to the console environment."""
     return subprocess.Popen(
         [str(TLKIT), *args],
         cwd=cwd,
-        env=console_env(),
+        env={**console_env(), **(env or {})},
         stdout=stdout,
         stderr=stderr,
         text=True,
@@ -108,3 +114,28 @@ def tlkit(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comple
         stdout, stderr = process.communicate()
         raise AssertionError(f"tlkit {' '.join(args)} ran past {timeout} s (hung?):\n{stderr[-3000:]}") from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def tlkit_ranks_at_once(args: list[str], cwd: Path, devices: int = 2, timeout: float = 120) -> None:
+    """``tlkit <args> --trainer.devices=<devices>`` with every rank started at once, as an external launcher (SLURM,
+    torchrun) starts them, through the variables Lightning's own launcher gives the ranks it starts: that launcher
+    starts them only when rank 0 reaches ``fit``, which doubles a short run's start-up. Fails with the ranks'
+    errors when one fails; kills them all if the run hangs."""
+    port = str(random.randint(20000, 40000))
+    shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(devices), "NODE_RANK": "0"}
+    ranks = [
+        start_tlkit(
+            [*args, f"--trainer.devices={devices}"],
+            cwd,
+            stdout=subprocess.DEVNULL,
+            env={**shared, "LOCAL_RANK": str(r)},
+        )
+        for r in range(devices)
+    ]
+    try:
+        errors = [rank.communicate(timeout=timeout)[1] for rank in ranks]
+    finally:
+        for rank in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rank.pid, 9)
+    assert [rank.returncode for rank in ranks] == [0] * devices, "\n".join(e[-2000:] for e in errors)

@@ -3,8 +3,8 @@ bar on, every collective entered by every rank. Each shipped config family finis
 text through gradual unfreezing's phase changes (the DDP wrapper rebuilt at each), domain adaptation with its
 discriminator training, multi-label with its thresholds and temperature fitted on both ranks' validation outputs,
 segmentation and detection with their decoders on the feature maps (DDP refuses a parameter no gradient reaches;
-detection's mAP gathers every rank's boxes).
-(Classification's run is the DDP journey in test_user_journey.py, resumed mid-epoch.)"""
+detection's mAP gathers every rank's boxes), classification as the shipped digits config. (Resumed mid-epoch: the DDP
+journey in test_user_journey.py.)"""
 
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
 
 #: Per family: how many epochs (text: gradual unfreezing every 2 epochs, so both layers of the tiny BERT unfreeze),
 #: and what must have trained besides the backbone.
-EPOCHS = {"text": 5, "domain_adaptation": 2, "multilabel": 2, "segmentation": 2, "detection": 2}
+EPOCHS = {"classification": 2, "text": 5, "domain_adaptation": 2, "multilabel": 2, "segmentation": 2, "detection": 2}
 MOVES = {
+    "classification": "head.",
     "text": "head.",
     "domain_adaptation": "discriminator.",
     "multilabel": "head.",
@@ -79,7 +80,9 @@ MOVES = {
 }
 
 
-@pytest.mark.parametrize("family", ["text", "domain_adaptation", "multilabel", "segmentation", "detection"])
+@pytest.mark.parametrize(
+    "family", ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection"]
+)
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
