@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.callbacks.embedding_projector import EmbeddingProjector
-from tlkit.checkpoint import adaptation_of, write_adaptation
+from tlkit.checkpoint import adaptation_of, recorded_reference_epochs, write_adaptation
 from tlkit.data_request import DataRequest, TargetViews
 from tlkit.errors import ConfigError, config_error
 from tlkit.metrics import (
@@ -123,6 +123,7 @@ class DomainModule(TransferModule):
         self.source_reference: dict[str, float] | None = None
         #: What each validation measured (`source_reference.RECORDED`), in order; read by the end-of-fit report.
         self.adaptation_history: list[dict[str, float]] = []
+        self.resumed_reference_epochs: int | None = None
 
     #: Epochs at the start of training without the adaptation loss, whose validation is the run's source-only
     #: reference (`DomainAdaptation` sets it; 0 here: no reference).
@@ -289,13 +290,15 @@ class DomainModule(TransferModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        write_adaptation(checkpoint, self.source_reference, self.adaptation_history)
+        write_adaptation(checkpoint, self.source_reference, self.adaptation_history, self.reference_epochs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         reference, epochs = adaptation_of(checkpoint)
         self.use_reference(reference)
         self.adaptation_history = epochs
+        #: The source-only epochs the resumed run trained with (None: not recorded): it goes on with as many.
+        self.resumed_reference_epochs = recorded_reference_epochs(checkpoint)
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def configure_callbacks(self) -> list[Callback]:

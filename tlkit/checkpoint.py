@@ -33,8 +33,9 @@ from tlkit.errors import ConfigError, config_error
 SCHEMA_VERSION = 3
 INFO_KEY = "tlkit"
 RUN_CONFIG_KEY = "tlkit_config"
-#: A domain-adaptation run's record: ``{"reference": {metric: value} | None, "epochs": [{metric: value}, ...]}``,
-#: plain floats (read back with ``weights_only=True``); absent from other runs and from checkpoints of older tlkit.
+#: A domain-adaptation run's record: ``{"reference": {metric: value} | None, "epochs": [{metric: value}, ...],
+#: "reference_epochs": int}``, plain numbers (read back with ``weights_only=True``); absent from other runs and from
+#: checkpoints of older tlkit (which also lack ``reference_epochs``, the source-only epochs the run trains).
 ADAPTATION_KEY = "tlkit_adaptation"
 #: The entry of a datamodule's state (Lightning saves it in the checkpoint under the datamodule's class name) that
 #: holds the preprocessing the datamodule resolved for the model.
@@ -112,9 +113,12 @@ def write_info(checkpoint: dict[str, Any], info: CheckpointInfo) -> None:
 
 
 def write_adaptation(
-    checkpoint: dict[str, Any], reference: dict[str, float] | None, epochs: list[dict[str, float]]
+    checkpoint: dict[str, Any],
+    reference: dict[str, float] | None,
+    epochs: list[dict[str, float]],
+    reference_epochs: int,
 ) -> None:
-    checkpoint[ADAPTATION_KEY] = {"reference": reference, "epochs": epochs}
+    checkpoint[ADAPTATION_KEY] = {"reference": reference, "epochs": epochs, "reference_epochs": reference_epochs}
 
 
 def adaptation_of(checkpoint: dict[str, Any]) -> tuple[dict[str, float] | None, list[dict[str, float]]]:
@@ -125,6 +129,14 @@ def adaptation_of(checkpoint: dict[str, Any]) -> tuple[dict[str, float] | None, 
     plain = lambda row: {k: float(v) for k, v in row.items()}  # noqa: E731
     reference = saved.get("reference")
     return (plain(reference) if reference else None), [plain(row) for row in saved.get("epochs") or []]
+
+
+def recorded_reference_epochs(checkpoint: dict[str, Any]) -> int | None:
+    """The source-only epochs the run of ``checkpoint`` trains (what its ``reference_epochs`` resolved to), or None
+    where the checkpoint does not say (not a domain-adaptation run, or one of an older tlkit)."""
+    saved = checkpoint.get(ADAPTATION_KEY) if isinstance(checkpoint, dict) else None
+    value = saved.get("reference_epochs") if isinstance(saved, dict) else None
+    return int(value) if value is not None else None
 
 
 def write_run_config(checkpoint: dict[str, Any], text: str) -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from tests.conftest import quiet_trainer
 from tlkit.callbacks.embedding_projector import DOMAIN_COLOURS
+from tlkit.checkpoint import ADAPTATION_KEY
 from tlkit.cli import TLKitCLI
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
@@ -114,11 +115,17 @@ class RecordAdapting(Callback):
         self.epochs[trainer.current_epoch] = pl_module.adapting
 
 
-def reference_run(max_epochs, reference_epochs="auto"):
+def reference_run(max_epochs, reference_epochs="auto", root=None, ckpt_path=None):
     L.seed_everything(0, verbose=False)
-    model, record = DANN("test_efficientnet", weights=None, reference_epochs=reference_epochs), RecordAdapting()
+    constant = lambda optimizer: torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)  # noqa: E731
+    model = DANN("test_efficientnet", weights=None, reference_epochs=reference_epochs, lr_scheduler=constant)
     data = DigitsMDataModule(image_size=32, batch_size=8, iters_per_epoch=2)
-    quiet_trainer(max_epochs=max_epochs, limit_val_batches=1, callbacks=[record]).fit(model, datamodule=data)
+    record = RecordAdapting()
+    every_epoch = [ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1)] if root else []
+    trainer = quiet_trainer(
+        max_epochs=max_epochs, limit_val_batches=1, callbacks=[record, *every_epoch], enable_checkpointing=bool(root)
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return model, record.epochs
 
 
@@ -142,6 +149,18 @@ def test_an_auto_reference_trains_enough_steps_within_half_the_run(max_epochs, e
     explicit, _ = reference_run(max_epochs, reference_epochs=expected)
     auto_weights, explicit_weights = model.state_dict(), explicit.state_dict()
     assert all(torch.equal(auto_weights[k], explicit_weights[k]) for k in auto_weights)
+
+
+def test_a_resumed_run_keeps_the_reference_epochs_it_started_with(tmp_path, monkeypatch):
+    """Resumed to more epochs, an ``auto`` run goes on with the count its checkpoint recorded (1, capped at half of
+    3 epochs), not the 2 that 6 epochs would resolve to: its adapted epochs stay adapted."""
+    monkeypatch.setattr("tlkit.strategies.domain_adaptation.REFERENCE_STEPS", 3)
+    first, _ = reference_run(3, root=tmp_path)
+    assert first.reference_epochs == 1
+    assert torch.load(tmp_path / "epoch=1.ckpt", weights_only=True)[ADAPTATION_KEY]["reference_epochs"] == 1
+    resumed, adapting = reference_run(6, ckpt_path=tmp_path / "epoch=1.ckpt")
+    assert resumed.reference_epochs == 1 and adapting == {epoch: True for epoch in range(2, 6)}
+    assert reference_run(6)[0].reference_epochs == 2  # what a new run of 6 epochs trains
 
 
 def test_an_explicit_reference_is_kept_and_a_bad_one_is_one_line():
