@@ -100,11 +100,12 @@ class DomainAdaptation(DomainModule):
                 f"trainer.max_epochs ({epochs}) leaves no epoch after one (model.reference_epochs: auto)"
             )
         else:
-            capped = " (at most half the run's epochs)" if resolved < wanted else ""
+            rule = f"at least {REFERENCE_STEPS} steps"
+            if resolved < wanted:
+                rule = f"{REFERENCE_STEPS} steps would take {wanted} epochs; at most half the run's {epochs}"
             rank_zero_info(
                 f"tlkit: {name}: source-only reference: {resolved} epoch{'s' if resolved > 1 else ''} of "
-                f"{per_epoch} steps before adapting{capped} (model.reference_epochs: auto, at least "
-                f"{REFERENCE_STEPS} steps)"
+                f"{per_epoch} steps before adapting (model.reference_epochs: auto: {rule})"
             )
         return resolved
 

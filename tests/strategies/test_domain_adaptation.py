@@ -141,11 +141,12 @@ def test_an_auto_reference_trains_enough_steps_within_half_the_run(max_epochs, e
     references = [row["epoch"] for row in model.adaptation_history if row.get("reference")]
     assert references == [float(epoch) for epoch in range(expected)]
     assert model.source_reference["epoch"] == expected - 1  # the last source-only epoch is the reference
-    capped = " (at most half the run's epochs)" if expected == 1 else ""
-    line = (
-        f"DANN: source-only reference: {expected} epoch{'s' if expected > 1 else ''} of 2 steps before adapting{capped}"
+    rule = "at least 3 steps" if expected == 2 else "3 steps would take 2 epochs; at most half the run's 3"
+    epochs = f"{expected} epoch{'s' if expected > 1 else ''}"
+    assert (
+        f"DANN: source-only reference: {epochs} of 2 steps before adapting (model.reference_epochs: auto: {rule})"
+        in (caplog.text)
     )
-    assert line in caplog.text
     explicit, _ = reference_run(max_epochs, reference_epochs=expected)
     auto_weights, explicit_weights = model.state_dict(), explicit.state_dict()
     assert all(torch.equal(auto_weights[k], explicit_weights[k]) for k in auto_weights)
