@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from tlkit.cli import TLKitCLI, main
 from tlkit.engines.run_selection import (
+    automatic_metric,
     consensus_scores,
     default_mode,
     differing_settings,
@@ -23,7 +24,9 @@ from tlkit.errors import ConfigError
 from tlkit.strategies.target_predictions import TARGET_PREDICTIONS
 
 
-def fake_run(folder: Path, values: dict[str, list[float]], trade_off: float, checkpoint_epochs=()) -> Path:
+def fake_run(
+    folder: Path, values: dict[str, list[float]], trade_off: float, checkpoint_epochs=(), strategy: str = "DANN"
+) -> Path:
     """A run folder as `tlkit fit` leaves it: TensorBoard scalars per validation epoch, config.yaml, checkpoints."""
     writer = SummaryWriter(str(folder))
     for epoch in range(len(next(iter(values.values())))):
@@ -32,7 +35,7 @@ def fake_run(folder: Path, values: dict[str, list[float]], trade_off: float, che
         for name, curve in values.items():
             writer.add_scalar(name, curve[epoch], step)
     writer.close()
-    config = {"model": {"class_path": "DANN", "init_args": {"trade_off": trade_off}}, "seed_everything": 0}
+    config = {"model": {"class_path": strategy, "init_args": {"trade_off": trade_off}}, "seed_everything": 0}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "checkpoints").mkdir()
     for epoch in checkpoint_epochs:
@@ -71,6 +74,28 @@ def test_select_command_prints_the_table_and_writes_json(runs, tmp_path, capsys)
     assert "model.init_args.trade_off" in printed and f"Selected by val/snd (max): {runs[0]}" in printed
     assert "Checkpoint:" in printed
     assert json.loads(out.read_text())["selected"] == str(runs[0])
+
+
+def test_select_compares_strategies_by_class_ami_and_a_sweep_by_safe_im_by_default(tmp_path, capsys):
+    """``--by auto``: runs of different strategies are chosen by val/class_ami (IM's pick prefers the confident
+    MCC run here, as it did on the benchmark), the runs of one strategy by val/safe_im."""
+    curves = {
+        "MCC": {"val/safe_im": [0.2, 2.2], "val/class_ami": [0.3, 0.70]},
+        "SelfTraining": {"val/safe_im": [0.2, 1.7], "val/class_ami": [0.3, 0.78]},
+    }
+    mcc = fake_run(tmp_path / "mcc" / "version_0", curves["MCC"], 1.0, strategy="tlkit.strategies.MCC")
+    fake_run(
+        tmp_path / "mcc" / "version_1", {"val/safe_im": [0.1, 1.9], "val/class_ami": [0.3, 0.9]}, 0.3, strategy="MCC"
+    )
+    self_training = fake_run(tmp_path / "st" / "version_0", curves["SelfTraining"], 1.0, strategy="SelfTraining")
+    assert automatic_metric([mcc, self_training]) == ("val/class_ami", "runs of 2 strategies")
+    main(["select", "--runs", f"[{mcc}, {self_training}]"])
+    printed = capsys.readouterr().out
+    assert f"Selected by val/class_ami (max, auto: runs of 2 strategies): {self_training}, epoch 1" in printed
+    assert "| best val/class_ami |" in printed
+    main(["select", "--runs", str(tmp_path / "mcc" / "version_*")])
+    printed = capsys.readouterr().out
+    assert f"Selected by val/safe_im (max, auto: runs of one strategy): {mcc}, epoch 1" in printed
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ Sweep a few values through the CLI (each ``tlkit fit`` is one run folder), then 
     tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 1.0
     tlkit select --runs 'logs/mnist_digits_dann/version_*' --by val/snd
 
-or compare methods on one target by how much their predictions agree (``--by consensus``):
+By default (``--by auto``) runs of one strategy are chosen by val/safe_im and runs of different strategies by
+val/class_ami; or compare methods on one target by how much their predictions agree (``--by consensus``):
 
     tlkit select --runs 'logs/mnist_digits_*/version_*' --by consensus
 """
@@ -24,8 +25,10 @@ from jsonargparse import ArgumentParser
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
 from tlkit.engines.run_selection import (
+    AUTO,
     CONSENSUS,
     RunScore,
+    automatic_metric,
     consensus_scores,
     default_mode,
     differing_settings,
@@ -47,8 +50,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--by",
         type=str,
-        default="val/safe_im",
-        help="The metric to select on: val/safe_im (IM that does not prefer a run worse than its source-only "
+        default=AUTO,
+        help="The metric to select on: auto (val/safe_im among runs of one strategy, val/class_ami among runs of "
+        "different strategies), val/safe_im (IM that does not prefer a run worse than its source-only "
         "reference), val/im, val/snd, val/bnm, val/class_ami, or any logged; or consensus (domain-adaptation runs: "
         "each run's best val/safe_im epoch, scored by the share of target validation images where it predicts the "
         "class of the mean prediction of all the runs).",
@@ -105,21 +109,23 @@ def table(scores: Sequence[RunScore], settings: Sequence[dict], best: RunScore, 
 def run(args: Sequence[str]) -> RunScore:
     config = build_parser().parse_args(list(args))
     runs = expand_runs([config.runs] if isinstance(config.runs, str) else config.runs)
-    mode = default_mode(config.by) if config.mode == "auto" else config.mode
-    scores = consensus_scores(runs) if config.by == CONSENSUS else score_runs(runs, config.by, mode)
+    metric, why = automatic_metric(runs) if config.by == AUTO else (config.by, "")
+    mode = default_mode(metric) if config.mode == "auto" else config.mode
+    scores = consensus_scores(runs) if metric == CONSENSUS else score_runs(runs, metric, mode)
     best = select_run(scores, mode)
     settings = differing_settings(runs)
-    print(table(scores, settings, best, config.by))
-    print(f"\nSelected by {config.by} ({mode}): {best.run}, epoch {best.epoch}, {config.by} = {best.value:.4f}")
+    print(table(scores, settings, best, metric))
+    how = f"{mode}, auto: {why}" if why else mode
+    print(f"\nSelected by {metric} ({how}): {best.run}, epoch {best.epoch}, {metric} = {best.value:.4f}")
     if best.collapse():
         print(f"Its target predictions collapsed onto {best.collapse()}: a sign of negative transfer.")
     if best.checkpoint is None:
-        print(f"No checkpoint of that epoch was kept; fit with --checkpoint.monitor {config.by} to keep it.")
+        print(f"No checkpoint of that epoch was kept; fit with --checkpoint.monitor {metric} to keep it.")
     else:
         print(f"Checkpoint: {best.checkpoint}")
     if config.out:
         payload = {
-            "metric": config.by,
+            "metric": metric,
             "mode": mode,
             "runs": [
                 {

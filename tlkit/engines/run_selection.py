@@ -66,6 +66,33 @@ DIAGNOSTICS = (
 #: `tlkit select`'s selector across runs (`consensus_scores`).
 CONSENSUS = "consensus"
 
+#: `tlkit select`'s default: the validator `automatic_metric` chooses for the runs given.
+AUTO = "auto"
+#: Among runs of one strategy (a hyperparameter sweep): IM guarded by each run's source-only reference, whose epoch
+#: choice within a method is within 2.5 points of the oracle's for most methods. Among runs of different strategies:
+#: ClassAMI, at or above val/safe_im's pick on the mean of every benchmark shift (IM prefers the methods that maximise
+#: confidence themselves, MCC and SHOT; docs/benchmarks.md, "Three seeds on the full-size shifts").
+SWEEP_METRIC = "val/safe_im"
+METHODS_METRIC = "val/class_ami"
+
+
+def strategy_of(run: Path) -> str | None:
+    """The strategy's class name (``model.class_path``, ``tlkit.strategies.MCC`` or ``MCC``) of ``run``'s
+    ``config.yaml``; None where the run has no config."""
+    path = run / "config.yaml"
+    model = (yaml.safe_load(path.read_text()) or {}).get("model") if path.is_file() else None
+    class_path = model.get("class_path") if isinstance(model, dict) else model
+    return str(class_path).rsplit(".", 1)[-1] if class_path else None
+
+
+def automatic_metric(runs: Sequence[Path]) -> tuple[str, str]:
+    """The metric ``--by auto`` selects on, and why: `METHODS_METRIC` when the runs are of more than one strategy,
+    `SWEEP_METRIC` otherwise."""
+    strategies = {strategy_of(run) for run in runs} - {None}
+    if len(strategies) > 1:
+        return METHODS_METRIC, f"runs of {len(strategies)} strategies"
+    return SWEEP_METRIC, "runs of one strategy"
+
 
 def default_mode(metric: str) -> Mode:
     """``min`` for losses, ``max`` for everything else (accuracies and the validators)."""
