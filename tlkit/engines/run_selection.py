@@ -79,9 +79,8 @@ METHODS_METRIC = "val/class_ami"
 def strategy_of(run: Path) -> str | None:
     """The strategy's class name (``model.class_path``, ``tlkit.strategies.MCC`` or ``MCC``) of ``run``'s
     ``config.yaml``; None where the run has no config."""
-    path = run / "config.yaml"
-    model = (yaml.safe_load(path.read_text()) or {}).get("model") if path.is_file() else None
-    class_path = model.get("class_path") if isinstance(model, dict) else model
+    config = run_settings(run)
+    class_path = config.get("model.class_path", config.get("model"))
     return str(class_path).rsplit(".", 1)[-1] if class_path else None
 
 
@@ -213,12 +212,15 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): config}
 
 
+def run_settings(run: Path) -> dict[str, Any]:
+    """``run``'s ``config.yaml`` as dotted keys (``model.init_args.trade_off``); empty where it has none."""
+    path = run / "config.yaml"
+    return _flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def differing_settings(runs: Sequence[Path]) -> list[dict[str, Any]]:
     """For each run, the settings of its ``config.yaml`` whose values differ between the runs (what was swept)."""
-    configs = []
-    for run in runs:
-        path = run / "config.yaml"
-        configs.append(_flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {})
+    configs = [run_settings(run) for run in runs]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and k != "ckpt_path"]
     return [{k: c.get(k) for k in differing} for c in configs]
