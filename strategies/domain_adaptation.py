@@ -71,17 +71,17 @@ class DomainAdaptation(DomainModule):
         """The number of source-only epochs this run trains: ``reference_epochs`` as given, or ``auto``'s count from
         the epoch length the trainer measured (the same on every rank), or on a resumed run the count its checkpoint
         recorded; a run with no epoch after them adapts from the first epoch instead, and says so."""
+        if self.reference_setting == "auto" and self.resumed_reference_epochs is not None:
+            # Resumed (perhaps to more epochs): the epochs already trained keep the meaning they were trained with.
+            return self.resumed_reference_epochs
         name = type(self).__name__
         trainer = self.trainer
         batches = trainer.num_training_batches
         per_epoch = max(1, int(batches) // max(1, trainer.accumulate_grad_batches)) if batches != float("inf") else 0
-        total = trainer.estimated_stepping_batches
         epochs = 1 if trainer.fast_dev_run else trainer.max_epochs
         if not epochs or epochs < 0:  # bounded by max_steps (or not at all): the epochs its steps fill
+            total = trainer.estimated_stepping_batches
             epochs = math.ceil(total / per_epoch) if per_epoch and total != float("inf") else None
-        if self.reference_setting == "auto" and self.resumed_reference_epochs is not None:
-            # Resumed (perhaps to more epochs): the epochs already trained keep the meaning they were trained with.
-            return self.resumed_reference_epochs
         if self.reference_setting != "auto":
             if self.reference_setting and epochs is not None and epochs <= self.reference_setting:
                 # A quick try (--trainer.max_epochs 1, fast_dev_run) should adapt, not train source-only.
