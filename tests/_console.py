@@ -132,10 +132,17 @@ def tlkit_ranks_at_once(args: list[str], cwd: Path, devices: int = 2, timeout: f
         )
         for r in range(devices)
     ]
+    wait_for_all(ranks, timeout)
+
+
+def wait_for_all(processes: list[subprocess.Popen], timeout: float) -> None:
+    """Wait for ``processes`` (each in a process group of its own, stderr piped), kill every group that is left
+    (a hung rank keeps the others waiting), and fail with their errors unless every one exited 0."""
     try:
-        errors = [rank.communicate(timeout=timeout)[1] for rank in ranks]
+        errors = [process.communicate(timeout=timeout)[1] for process in processes]
     finally:
-        for rank in ranks:
+        for process in processes:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(rank.pid, 9)
-    assert [rank.returncode for rank in ranks] == [0] * devices, "\n".join(e[-2000:] for e in errors)
+                os.killpg(process.pid, 9)
+    codes = [process.returncode for process in processes]
+    assert codes == [0] * len(processes), "\n".join(e[-2000:] for e in errors)

@@ -29,6 +29,7 @@ from tests._console import (
     shipped,
     start_tlkit,
     tlkit,
+    wait_for_all,
 )
 from tests.conftest import write_image_folder
 from tlkit.checkpoint import ADAPTATION_KEY
@@ -169,13 +170,7 @@ def run_two_nodes(args: list[str], folder: Path) -> None:
         )
         for rank in (0, 1)
     ]
-    try:
-        errors = [node.communicate(timeout=120)[1] for node in nodes]
-    finally:
-        for node in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.pid, signal.SIGKILL)
-    assert [node.returncode for node in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    wait_for_all(nodes, timeout=120)
 
 
 def test_two_nodes_under_torchrun_share_one_run_folder_and_end_with_equal_ranks(tmp_path):
