@@ -18,8 +18,11 @@ the reference among the candidates; the oracle epoch), the seeds on which it end
 the same seed. ``--sweep`` adds each method's sweep of its main hyperparameter (SWEEPS); the selection table then picks
 the (hyperparameter, epoch) by each validator, and by the target validation labels (the oracle pick), per seed.
 Each run also keeps its target validation probabilities per recorded epoch (``<runs file>_predictions/``, beside the
-runs file): the ``consensus`` selector reads them (each run's ``val/safe_im`` epoch, then the run whose predicted
-classes agree most with the mean prediction of all those epochs).
+runs file), with the features the head classified on the target and source validation splits (a validator can be
+scored afterwards on saved runs): the ``consensus`` selector reads them (each run's ``val/safe_im`` epoch, then the run
+whose predicted classes agree most with the mean prediction of all those epochs), and so do ``pixel_ami`` and
+``pretrained_ami`` (ClassAMI against k-means clusters of the target validation images in a representation no run
+trains: their pixels, or the pretrained backbone's features; the same clusters for every run of a seed).
 
 SHOT adapts the SourceOnly run's selected checkpoint of the same shift and seed (it runs right after it); its
 reference is that model, scored before its first step. Each finished run is appended to
@@ -55,6 +58,12 @@ DIAGNOSTICS = ("val/target_top_class_share", "val/target_predicted_classes", "va
 ORACLE = "Oracle (target labels)"
 #: A selector across runs: each run's `DEFAULT_MONITOR` epoch, then the run agreeing most with all of them.
 CONSENSUS = "consensus"
+#: Selectors scored afterwards from each run's saved target validation predictions: ClassAMI against k-means clusters
+#: of the target validation images in a representation no run trains, the same clusters for every run of a seed
+#: (`fixed_representations`): the images' pixels (as the model reads them), or the pretrained backbone's features.
+FIXED = {"pixel_ami": "pixels", "pretrained_ami": "pretrained"}
+#: Clusters per class of those selectors (a digit drawn in several styles is several clusters of pixels).
+FIXED_CLUSTERS_PER_CLASS = 3
 
 SHIFTS = {
     "mnist-digits": "MNIST-5k -> digits",
@@ -162,14 +171,27 @@ def per_epoch_recorder():
     class RecordEpochs(Callback):
         def __init__(self) -> None:
             self.epochs: list[dict[str, float]] = []
-            # Per recorded epoch: the target validation probabilities (the consensus selector reads them).
+            # Per recorded epoch: the target validation probabilities (the consensus selector reads them) and the
+            # features the head classified, with the source validation split's (validators computed afterwards).
             self.target_val_probabilities: list[torch.Tensor] = []
+            self.target_val_features: list[torch.Tensor] = []
+            self.source_val_features: list[torch.Tensor] = []
             self.target_val_labels: torch.Tensor | None = None
+            self.source_val_labels: torch.Tensor | None = None
 
         def keep_target_val(self, trainer, pl_module) -> float:
-            """Keep the model's target validation probabilities (and the labels); its accuracy there."""
-            probs, self.target_val_labels = outputs(trainer.datamodule.domain_val_dataloaders()["target"], pl_module)
+            """Keep the model's target validation probabilities and features (and the labels), and its source
+            validation features (source-free SHOT included: its datamodule still holds the split); its target
+            validation accuracy."""
+            data = trainer.datamodule
+            probs, self.target_val_labels, features = outputs(data.evaluation_loader("target_val"), pl_module)
             self.target_val_probabilities.append(probs.half())
+            self.target_val_features.append(features.half())
+            # Each loader's iterator draws a seed from the global generator: the extra pass must leave the training
+            # stream as it was, so that runs stay those measured before it existed.
+            with torch.random.fork_rng(devices=[]):
+                _, self.source_val_labels, source_features = outputs(data.evaluation_loader("source_val"), pl_module)
+            self.source_val_features.append(source_features.half())
             return float((probs.argmax(dim=1) == self.target_val_labels).float().mean())
 
         def on_train_start(self, trainer, pl_module) -> None:
@@ -192,20 +214,23 @@ def per_epoch_recorder():
             self.epochs.append(row)
             self.keep_target_val(trainer, pl_module)  # its accuracy is the logged val/target_acc
 
-    def outputs(loader, pl_module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's class probabilities over ``loader`` in its order, and the labels."""
+    def outputs(loader, pl_module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's class probabilities over ``loader`` in its order, the labels, and the features the head
+        classified."""
         was_training = pl_module.training
         pl_module.eval()
-        probs, labels = [], []
+        probs, labels, features = [], [], []
         with torch.no_grad():
             for x, y in loader:
-                probs.append(pl_module(x.to(pl_module.device)).softmax(dim=1).cpu())
+                feature = pl_module.extract_features(x.to(pl_module.device))
+                probs.append(pl_module.head(feature).softmax(dim=1).cpu())
+                features.append(feature.cpu())
                 labels.append(y)
         pl_module.train(was_training)
-        return torch.cat(probs), torch.cat(labels)
+        return torch.cat(probs), torch.cat(labels), torch.cat(features)
 
     def accuracy(loader, pl_module) -> float:
-        probs, labels = outputs(loader, pl_module)
+        probs, labels, _ = outputs(loader, pl_module)
         return float((probs.argmax(dim=1) == labels).float().mean())
 
     return RecordEpochs()
@@ -258,7 +283,16 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
     key = job_key(job["shift"], method, seed, overrides)
     probabilities = torch.stack(recorder.target_val_probabilities)
     predictions_file(args, key).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"probabilities": probabilities, "labels": recorder.target_val_labels}, predictions_file(args, key))
+    torch.save(
+        {
+            "probabilities": probabilities,
+            "labels": recorder.target_val_labels,
+            "features": torch.stack(recorder.target_val_features),
+            "source_features": torch.stack(recorder.source_val_features),
+            "source_labels": recorder.source_val_labels,
+        },
+        predictions_file(args, key),
+    )
     epochs = with_safe_scores(recorder.epochs)
     chosen = max(epochs, key=lambda e: e[DEFAULT_MONITOR])
     record = {
@@ -470,6 +504,52 @@ def saved_predictions(args: argparse.Namespace, key: str):
     return torch.load(path, weights_only=True)["probabilities"].float() if path.is_file() else None
 
 
+def fixed_representations(shift: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The target validation images of ``shift`` and ``seed``, in the order every run saved its predictions, as
+    ``pixels`` (the evaluation transform's input to the model) and as ``pretrained`` features (the backbone with its
+    pretrained weights, before any training); computed once, cached beside the runs file."""
+    import lightning as L
+    import torch
+
+    from tlkit.strategies import SourceOnly
+
+    runs = Path(args.runs_file)
+    path = runs.parent / f"{runs.stem}_fixed" / f"{shift}_{seed}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    data = make_data(shift, seed, "none", args)
+    model = SourceOnly(backbone=args.backbone, weights=None if args.weights == "null" else args.weights)
+    # Zero epochs: the trainer sets the datamodule up for this backbone (its data config) and trains nothing.
+    trainer = L.Trainer(max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    model.eval()
+    pixels, features, labels = [], [], []
+    with torch.no_grad():
+        for x, y in data.evaluation_loader("target_val"):
+            pixels.append(x.flatten(1))
+            features.append(model.extract_features(x))
+            labels.append(y)
+    fixed = {"pixels": torch.cat(pixels), "pretrained": torch.cat(features), "labels": torch.cat(labels)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(fixed, path)
+    return fixed
+
+
+def with_fixed_scores(epochs: list[dict], probabilities: Any, fixed: dict[str, Any]) -> list[dict]:
+    """Each epoch with the `FIXED` selectors' scores of its saved target validation probabilities."""
+    from tlkit.functional import class_ami_score
+
+    classes = probabilities.shape[-1]
+    out = []
+    for epoch, probs in zip(epochs, probabilities):
+        scores = {
+            name: float(class_ami_score(fixed[space], probs, clusters=FIXED_CLUSTERS_PER_CLASS * classes))
+            for name, space in FIXED.items()
+        }
+        out.append({**epoch, **scores})
+    return out
+
+
 def consensus_pick(runs: list[tuple[list[dict], Any]]) -> dict:
     """`CONSENSUS`'s choice among runs given as (epochs, target validation probabilities per epoch): each run's
     ``val/safe_im`` epoch, then the one whose predicted classes agree most with the mean prediction of them all
@@ -525,17 +605,22 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
 def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     """Per seed, each selector picks (hyperparameter, epoch) within a method, and (method, hyperparameter, epoch)
     across the unsupervised methods; reported: the test accuracy of its pick, mean over seeds."""
-    scored = [(r, with_safe_scores(r["epochs"])) for r in shift_runs]
+    # Each epoch names its run's method, so that the per-seed picks can say which method each selector chose.
+    scored = [(r, [{**e, "method": r["method"]} for e in with_safe_scores(r["epochs"])]) for r in shift_runs]
     # Runs saved before a validator existed lack it: it selects only where every run recorded it.
     selectors = [s for s in (*VALIDATORS, "val/target_acc") if all(s in e for _, epochs in scored for e in epochs)]
     predictions = {r["key"]: saved_predictions(args, r["key"]) for r, _ in scored}
-    if all(p is not None for p in predictions.values()):
-        selectors.insert(-1, CONSENSUS)
+    if scored and all(p is not None for p in predictions.values()):
+        selectors[-1:-1] = [CONSENSUS, *FIXED]
+        fixed = {(r["shift"], r["seed"]): None for r, _ in scored}
+        fixed = {key: fixed_representations(*key, args) for key in fixed}
+        scored = [(r, with_fixed_scores(e, predictions[r["key"]], fixed[r["shift"], r["seed"]])) for r, e in scored]
     methods = [m for m in UNSUPERVISED if m in args.methods]
     table: dict[str, dict[str, float]] = {}
     for scope in [*methods, "any unsupervised method"]:
         members = methods if scope == "any unsupervised method" else [scope]
         per_selector: dict[str, list[float]] = {s: [] for s in selectors}
+        picks: dict[str, list[str]] = {s: [] for s in selectors}  # per seed: "accuracy method"
         for seed in args.seeds:
             runs = [(r, epochs) for r, epochs in scored if r["seed"] == seed and r["method"] in members]
             candidates = [epochs for _, epochs in runs]
@@ -549,9 +634,11 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
                 else:
                     chosen = pick(candidates, selector)
                 per_selector[selector].append(chosen["test_acc"])
+                picks[selector].append(f"{100 * chosen['test_acc']:.1f} {chosen['method']}")
         if per_selector["val/im"]:
             table[scope] = {s: statistics.mean(v) for s, v in per_selector.items()}
             table[scope]["seeds"] = len(per_selector["val/im"])
+            table[scope]["per_seed"] = picks
     if table:
         print(
             "\nLabel-free selection: target test accuracy (%) of the run and epoch each selector picks, mean over "
@@ -570,6 +657,12 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
                 "Gap recovered by the method chosen per validator: "
                 + ", ".join(f"{s} {100 * overall[f'gap_recovered/{s}']:.0f}%" for s in selectors)
             )
+        if overall:
+            print(f"\nPer seed ({', '.join(map(str, args.seeds))}): the pick among the unsupervised methods\n")
+            print("| selector | " + " | ".join(f"seed {seed}" for seed in args.seeds[: overall["seeds"]]) + " |")
+            print("|---" * (overall["seeds"] + 1) + "|")
+            for s in selectors:
+                print(f"| {s} | " + " | ".join(overall["per_seed"][s]) + " |")
     return table
 
 

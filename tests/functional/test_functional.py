@@ -152,6 +152,20 @@ def test_class_ami_is_one_when_predictions_follow_the_feature_clusters_and_zero_
     assert merged_score < 0.95
 
 
+def test_class_ami_against_more_clusters_than_classes_scores_a_class_drawn_in_two_looks():
+    """``clusters``: images of one class in two looks (10 clusters of features, 5 classes); predictions that follow
+    the classes score the AMI of the looks and the classes, above predictions that mix up one look of each class."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    features, looks = clustered_features(n=400, classes=10, seed=4)
+    classes = looks // 2
+    score = class_ami_score(features, one_hot_probabilities(classes, 5), clusters=10).item()
+    assert score == pytest.approx(adjusted_mutual_info_score(looks.numpy(), classes.numpy()), abs=1e-6)
+    wrong = (classes + (looks % 2) * torch.randint(1, 5, looks.shape, generator=torch.Generator().manual_seed(0))) % 5
+    assert class_ami_score(features, one_hot_probabilities(wrong, 5), clusters=10).item() < score - 0.2
+    assert class_ami_score(features[:19], one_hot_probabilities(classes[:19], 5), clusters=10).item() == 0.0
+
+
 def test_class_ami_is_deterministic_and_zero_with_too_few_rows():
     features, labels = clustered_features(n=60, classes=5, seed=3)
     noisy = torch.randn(60, 5, generator=torch.Generator().manual_seed(2)).softmax(dim=1)

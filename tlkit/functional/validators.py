@@ -46,28 +46,36 @@ def bnm_score(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(probabilities, ord="nuc") / probabilities.shape[0]
 
 
-def class_ami_score(features: torch.Tensor, probabilities: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def class_ami_score(
+    features: torch.Tensor, probabilities: torch.Tensor, seed: int = 0, clusters: int | None = None
+) -> torch.Tensor:
     """ClassAMI (Musgrave et al., 2022): how well the predicted classes agree with k-means clusters of the features.
 
-    The L2-normalised ``features`` (N, dim) are clustered into as many clusters as ``probabilities`` (N, classes)
-    has classes; the score is the adjusted mutual information of the clusters and the argmax predictions: 1 when
-    the classifier's partition is the features' own cluster structure, about 0 when they are unrelated or every row
-    predicts one class. Unlike IM and BNM it does not rise with confidence alone, so a loss that makes predictions
-    confident without making them match the features' structure (MCC's collapse) does not buy it.
+    The L2-normalised ``features`` (N, dim) are clustered into ``clusters`` clusters (by default as many as
+    ``probabilities`` (N, classes) has classes); the score is the adjusted mutual information of the clusters and the
+    argmax predictions: 1 when the classifier's partition is the features' own cluster structure, about 0 when they
+    are unrelated or every row predicts one class. Unlike IM and BNM it does not rise with confidence alone, so a loss
+    that makes predictions confident without making them match the features' structure (MCC's collapse) does not buy
+    it.
+
+    The features need not be the classifier's own: clusters of the same images in a representation no run trained
+    (their pixels, say) score every model against one fixed structure, which a model cannot shape to its own
+    predictions (more clusters than classes, e.g. 3 a class, follow a class split into several looks).
 
     Deterministic for a given ``seed`` (the k-means initialisation), so every rank scores the same gathered rows the
-    same way. Fewer rows than two per class: 0 (too few to cluster).
+    same way. Fewer rows than two per cluster: 0 (too few to cluster).
     """
     from sklearn.cluster import KMeans  # imported here: scikit-learn's import is slow, and only validation needs it
     from sklearn.metrics import adjusted_mutual_info_score
 
     n, classes = probabilities.shape
-    if n < 2 * classes or classes < 2:
+    clusters = classes if clusters is None else clusters
+    if n < 2 * clusters or classes < 2 or clusters < 2:
         return probabilities.new_zeros(())
     points = F.normalize(features.detach().float(), dim=1).cpu().numpy()
-    clusters = KMeans(n_clusters=classes, n_init=1, random_state=seed).fit_predict(points)
+    assignments = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit_predict(points)
     predicted = probabilities.argmax(dim=1).cpu().numpy()
-    return probabilities.new_tensor(float(adjusted_mutual_info_score(clusters, predicted)))
+    return probabilities.new_tensor(float(adjusted_mutual_info_score(assignments, predicted)))
 
 
 def below_reference(
