@@ -20,7 +20,7 @@ the (hyperparameter, epoch) by each validator, and by the target validation labe
 Each run also keeps its target validation probabilities per recorded epoch (``<runs file>_predictions/``, beside the
 runs file), with the features the head classified on the target and source validation splits (a validator can be
 scored afterwards on saved runs): the ``consensus`` selector reads them (each run's ``val/safe_im`` epoch, then the run
-whose predicted classes agree most with the mean prediction of all those epochs), and so do ``pixel_ami`` and
+whose predicted classes agree most with the mean prediction of all those epochs), and so do ``val/pixel_ami`` and
 ``pretrained_ami`` (ClassAMI against k-means clusters of the target validation images in a representation no run
 trains: their pixels, or the pretrained backbone's features; the same clusters for every run of a seed).
 
@@ -60,10 +60,9 @@ ORACLE = "Oracle (target labels)"
 CONSENSUS = "consensus"
 #: Selectors scored afterwards from each run's saved target validation predictions: ClassAMI against k-means clusters
 #: of the target validation images in a representation no run trains, the same clusters for every run of a seed
-#: (`fixed_representations`): the images' pixels (as the model reads them), or the pretrained backbone's features.
-FIXED = {"pixel_ami": "pixels", "pretrained_ami": "pretrained"}
-#: Clusters per class of those selectors (a digit drawn in several styles is several clusters of pixels).
-FIXED_CLUSTERS_PER_CLASS = 3
+#: (`fixed_representations`): the images' pixels (``val/pixel_ami``, as the strategies log it, so runs saved before
+#: they logged it get it too), or the pretrained backbone's features (3 clusters a class, as ``val/pixel_ami``).
+FIXED = ("val/pixel_ami", "pretrained_ami")
 
 SHIFTS = {
     "mnist-digits": "MNIST-5k -> digits",
@@ -506,7 +505,7 @@ def saved_predictions(args: argparse.Namespace, key: str):
 
 def fixed_representations(shift: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The target validation images of ``shift`` and ``seed``, in the order every run saved its predictions, as
-    ``pixels`` (the evaluation transform's input to the model) and as ``pretrained`` features (the backbone with its
+    ``images`` (the evaluation transform's input to the model) and as ``pretrained`` features (the backbone with its
     pretrained weights, before any training); computed once, cached beside the runs file."""
     import lightning as L
     import torch
@@ -523,13 +522,13 @@ def fixed_representations(shift: str, seed: int, args: argparse.Namespace) -> di
     trainer = L.Trainer(max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=data)
     model.eval()
-    pixels, features, labels = [], [], []
+    images, features, labels = [], [], []
     with torch.no_grad():
         for x, y in data.evaluation_loader("target_val"):
-            pixels.append(x.flatten(1))
+            images.append(x)
             features.append(model.extract_features(x))
             labels.append(y)
-    fixed = {"pixels": torch.cat(pixels), "pretrained": torch.cat(features), "labels": torch.cat(labels)}
+    fixed = {"images": torch.cat(images), "pretrained": torch.cat(features), "labels": torch.cat(labels)}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(fixed, path)
     return fixed
@@ -537,14 +536,16 @@ def fixed_representations(shift: str, seed: int, args: argparse.Namespace) -> di
 
 def with_fixed_scores(epochs: list[dict], probabilities: Any, fixed: dict[str, Any]) -> list[dict]:
     """Each epoch with the `FIXED` selectors' scores of its saved target validation probabilities."""
-    from tlkit.functional import class_ami_score
+    from tlkit.functional import class_ami_score, image_thumbnails, pixel_ami_score
+    from tlkit.functional.validators import PIXEL_CLUSTERS_PER_CLASS
 
-    classes = probabilities.shape[-1]
+    thumbnails = image_thumbnails(fixed["images"])
+    clusters = PIXEL_CLUSTERS_PER_CLASS * probabilities.shape[-1]
     out = []
     for epoch, probs in zip(epochs, probabilities):
         scores = {
-            name: float(class_ami_score(fixed[space], probs, clusters=FIXED_CLUSTERS_PER_CLASS * classes))
-            for name, space in FIXED.items()
+            "val/pixel_ami": float(pixel_ami_score(thumbnails, probs)),
+            "pretrained_ami": float(class_ami_score(fixed["pretrained"], probs, clusters=clusters)),
         }
         out.append({**epoch, **scores})
     return out

@@ -21,6 +21,7 @@ from tlkit.errors import ConfigError, config_error
 from tlkit.metrics import (
     BatchNuclearNorm,
     ClassClusterAgreement,
+    ImageClusterAgreement,
     InformationMaximization,
     MarginalEntropy,
     PredictedClasses,
@@ -50,8 +51,10 @@ class DomainModule(TransferModule):
     and folder datamodules) and validators that need no target label, computed on the target validation predictions:
     ``val/im`` (information maximisation), ``val/snd`` (soft neighbourhood density), ``val/bnm`` (batch nuclear-norm),
     ``val/safe_im`` (IM that scores below the run's source-only reference when the target predictions collapsed or the
-    source accuracy fell: `tlkit.functional.safe_im_score`) and ``val/class_ami`` (agreement of the predictions with
-    k-means clusters of the features: `tlkit.functional.class_ami_score`), and collapse diagnostics
+    source accuracy fell: `tlkit.functional.safe_im_score`), ``val/class_ami`` (agreement of the predictions with
+    k-means clusters of the features: `tlkit.functional.class_ami_score`) and ``val/pixel_ami`` (the same against
+    clusters of the images' own pixels, which no training changes: `tlkit.functional.pixel_ami_score`; for targets
+    whose classes are shapes, such as digits), and collapse diagnostics
     (``val/target_top_class_share``, ``val/target_predicted_classes``, ``val/target_marginal_entropy``).
     Checkpoints select on ``val/safe_im`` by default, never on target test data; the reference's values are logged
     beside every later validation as ``val/reference_*``, and the end of fit says in one line when the predictions
@@ -107,6 +110,7 @@ class DomainModule(TransferModule):
                 "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
                 "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
                 "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
+                "pixel_ami": ImageClusterAgreement(MAX_VALIDATOR_SAMPLES),
             },
             prefix="val/",
         )
@@ -228,7 +232,7 @@ class DomainModule(TransferModule):
                 sync_dist=True,
             )
             probabilities = logits.softmax(dim=1)
-            self.target_validators.update(probabilities, features=features)
+            self.target_validators.update(probabilities, features=features, images=x)
             self.target_diagnostics.update(probabilities)
             self.confusion.update(logits, y)  # the target's: where adaptation is judged
         self.validation_features(features, domain)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from tlkit.backbones import Backbone
 from tlkit.checkpoint import check_same_classes, check_same_model, read_checkpoint
 from tlkit.errors import ConfigError, config_error
-from tlkit.functional import centroid_pseudo_labels, information_maximization_loss
+from tlkit.functional import centroid_pseudo_labels, image_thumbnails, information_maximization_loss
 from tlkit.protocols import UnlabelledTargetPool
 from tlkit.strategies.domain_module import MAX_VALIDATOR_SAMPLES, DomainModule
 from tlkit.strategies.source_reference import label_free_scores
@@ -127,14 +127,17 @@ class SHOT(DomainModule):
         loader = self.trainer.datamodule.domain_val_dataloaders()["target"]
         was_training = self.training
         self.eval()
-        features, probabilities = [], []
+        features, probabilities, thumbnails = [], [], []
         for images, _ in loader:  # as a validation step scores them: the head on the features, in eval mode
             batch_features = self.extract_features(images.to(self.device))
             features.append(batch_features.float())
+            thumbnails.append(image_thumbnails(images))
             probabilities.append(self.head(batch_features).float().softmax(dim=1))
         self.train(was_training)
         rows = slice(MAX_VALIDATOR_SAMPLES)
-        scores = label_free_scores(torch.cat(probabilities)[rows], torch.cat(features)[rows])
+        scores = label_free_scores(
+            torch.cat(probabilities)[rows], torch.cat(features)[rows], torch.cat(thumbnails)[rows]
+        )
         return {**scores, "epoch": -1.0, "reference": 1.0}
 
     def reference_label(self) -> str:

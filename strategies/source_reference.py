@@ -17,6 +17,7 @@ from tlkit.functional import (
     class_ami_score,
     im_score,
     marginal_entropy,
+    pixel_ami_score,
     predicted_classes,
     snd_score,
     top_class_share,
@@ -31,6 +32,7 @@ RECORDED = (
     "val/bnm",
     "val/safe_im",
     "val/class_ami",
+    "val/pixel_ami",
     "val/target_top_class_share",
     "val/target_predicted_classes",
     "val/target_marginal_entropy",
@@ -64,14 +66,18 @@ def reference_scores(reference: dict[str, float] | None) -> dict[str, float] | N
     return {key: reference[name] for key, name in REFERENCE_SCORES.items() if name in reference}
 
 
-def label_free_scores(probabilities: torch.Tensor, features: torch.Tensor) -> dict[str, float]:
-    """What a validation records, computed here from one model's target validation probabilities and the features
-    its head classified (SHOT's source model, scored before training)."""
+def label_free_scores(
+    probabilities: torch.Tensor, features: torch.Tensor, thumbnails: torch.Tensor
+) -> dict[str, float]:
+    """What a validation records, computed here from one model's target validation probabilities, the features its
+    head classified and the images' thumbnails (`tlkit.functional.image_thumbnails`; SHOT's source model, scored
+    before training)."""
     scores = {
         "val/im": im_score(probabilities),
         "val/snd": snd_score(probabilities),
         "val/bnm": bnm_score(probabilities),
         "val/class_ami": class_ami_score(features, probabilities),
+        "val/pixel_ami": pixel_ami_score(thumbnails, probabilities),
         "val/target_top_class_share": top_class_share(probabilities),
         "val/target_predicted_classes": predicted_classes(probabilities),
         "val/target_marginal_entropy": marginal_entropy(probabilities),

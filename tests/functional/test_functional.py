@@ -15,8 +15,10 @@ from tlkit.functional import (
     entropy,
     grad_reverse,
     im_score,
+    image_thumbnails,
     mcc_loss,
     mmd_loss,
+    pixel_ami_score,
     snd_score,
     warm_start_lambda,
 )
@@ -164,6 +166,30 @@ def test_class_ami_against_more_clusters_than_classes_scores_a_class_drawn_in_tw
     wrong = (classes + (looks % 2) * torch.randint(1, 5, looks.shape, generator=torch.Generator().manual_seed(0))) % 5
     assert class_ami_score(features, one_hot_probabilities(wrong, 5), clusters=10).item() < score - 0.2
     assert class_ami_score(features[:19], one_hot_probabilities(classes[:19], 5), clusters=10).item() == 0.0
+
+
+def test_pixel_ami_scores_predictions_against_the_images_own_clusters_three_a_class():
+    """Digits drawn in two styles each: predictions that follow the digits score the AMI of the images' clusters
+    (6 looks over 2 classes, found by k-means on 16 x 16 thumbnails) and the classes; confident predictions that
+    mix up one style score lower, whatever features a model would have learnt for them."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    generator = torch.Generator().manual_seed(0)
+    looks = torch.arange(240) % 6  # 2 classes x 3 styles
+    patterns = torch.rand(6, 3, 8, 8, generator=generator).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    images = patterns[looks] + 0.05 * torch.rand(240, 3, 32, 32, generator=generator)
+    thumbnails = image_thumbnails(images)
+    assert thumbnails.shape == (240, 3 * 16 * 16)
+    classes = looks // 3
+    score = pixel_ami_score(thumbnails, one_hot_probabilities(classes, 2)).item()
+    assert score == pytest.approx(adjusted_mutual_info_score(looks.numpy(), classes.numpy()), abs=1e-6)
+    mixed = torch.where(looks == 0, 1, classes)  # one style of class 0 read as class 1
+    mixed_score = pixel_ami_score(thumbnails, one_hot_probabilities(mixed, 2)).item()
+    assert mixed_score == pytest.approx(adjusted_mutual_info_score(looks.numpy(), mixed.numpy()), abs=1e-6)
+    assert mixed_score < score - 0.03
+    assert pixel_ami_score(thumbnails, one_hot_probabilities(torch.zeros_like(classes), 2)).item() == 0.0
+    with pytest.raises(ValueError, match=r"images of shape \(N, channels, H, W\)"):
+        image_thumbnails(images.flatten(1))
 
 
 def test_class_ami_is_deterministic_and_zero_with_too_few_rows():

@@ -8,8 +8,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tlkit.functional import bnm_score, class_ami_score, im_score, snd_score
-from tlkit.metrics import BatchNuclearNorm, ClassClusterAgreement, InformationMaximization, SoftNeighborhoodDensity
+from tlkit.functional import bnm_score, class_ami_score, im_score, image_thumbnails, pixel_ami_score, snd_score
+from tlkit.metrics import (
+    BatchNuclearNorm,
+    ClassClusterAgreement,
+    ImageClusterAgreement,
+    InformationMaximization,
+    SoftNeighborhoodDensity,
+)
 
 PAIRS = [(InformationMaximization, im_score), (SoftNeighborhoodDensity, snd_score), (BatchNuclearNorm, bnm_score)]
 
@@ -55,6 +61,31 @@ def test_class_cluster_agreement_equals_its_function_over_batches_caps_and_needs
         ClassClusterAgreement().update(p)
 
 
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    """32 x 32 images, each the pattern of ``probabilities``' argmax plus noise (so PixelAMI is neither 0 nor 1)."""
+    generator = torch.Generator().manual_seed(seed + 2)
+    patterns = torch.rand(5, 3, 32, 32, generator=generator)
+    return patterns[probabilities(n, seed=seed).argmax(dim=1)] + torch.rand(n, 3, 32, 32, generator=generator)
+
+
+def test_image_cluster_agreement_equals_its_function_on_thumbnails_over_batches_caps_and_needs_images():
+    p, x = probabilities(40), images(40)
+    validator = ImageClusterAgreement()
+    for batch, batch_images in zip(p.split(16), x.split(16)):
+        validator.update(batch, images=batch_images)
+    expected = pixel_ami_score(image_thumbnails(x), p)
+    assert 0.05 < expected.item() < 0.99
+    assert torch.allclose(validator.compute(), expected)
+    assert validator.thumbnails[0].shape == (16, 3 * 16 * 16)  # thumbnails kept, not the images
+    capped = ImageClusterAgreement(max_samples=35)
+    for batch, batch_images in zip(p.split(16), x.split(16)):
+        capped.update(batch, images=batch_images)
+    assert [len(rows) for rows in capped.thumbnails] == [16, 16, 3]
+    assert torch.allclose(capped.compute(), pixel_ami_score(image_thumbnails(x[:35]), p[:35]))
+    with pytest.raises(ValueError, match=r"images of shape \(40, channels, H, W\).*None"):
+        ImageClusterAgreement().update(p)
+
+
 def _rank(rank: int, init_file: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     p = probabilities(30)
@@ -69,6 +100,10 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
         agreement = ClassClusterAgreement(max_samples=cap)
         agreement.update(shard, features=f[:14] if rank == 0 else f[14:])
         scores.append(agreement.compute())
+    x = images(30)
+    pixels = ImageClusterAgreement()
+    pixels.update(shard, images=x[:14] if rank == 0 else x[14:])
+    scores.append(pixels.compute())
     capped = InformationMaximization(max_samples=20)
     for batch in shard.split(5):
         capped.update(batch)
@@ -86,5 +121,5 @@ def test_metrics_synchronise_across_two_ddp_processes():
     p = probabilities(30)
     f = features(30)
     expected = [*(function(p) for _, function in PAIRS), class_ami_score(f, p), class_ami_score(f[:20], p[:20])]
-    expected = torch.stack([*expected, im_score(p[:20])])
+    expected = torch.stack([*expected, pixel_ami_score(image_thumbnails(images(30)), p), im_score(p[:20])])
     assert torch.allclose(results[0], expected, atol=1e-6) and torch.allclose(results[1], expected, atol=1e-6)

@@ -7,8 +7,10 @@ Sweep a few values through the CLI (each ``tlkit fit`` is one run folder), then 
     tlkit select --runs 'logs/mnist_digits_dann/version_*' --by val/snd
 
 By default (``--by auto``) runs of one strategy are chosen by val/safe_im and runs of different strategies by
-val/class_ami; or compare methods on one target by how much their predictions agree (``--by consensus``):
+val/class_ami; on a target whose classes are shapes (digits, characters), compare methods by val/pixel_ami; or by
+how much their predictions agree (``--by consensus``):
 
+    tlkit select --runs 'logs/mnist_digits_*/version_*' --by val/pixel_ami
     tlkit select --runs 'logs/mnist_digits_*/version_*' --by consensus
 """
 
@@ -53,7 +55,8 @@ def build_parser() -> ArgumentParser:
         default=AUTO,
         help="The metric to select on: auto (val/safe_im among runs of one strategy, val/class_ami among runs of "
         "different strategies), val/safe_im (IM that does not prefer a run worse than its source-only "
-        "reference), val/im, val/snd, val/bnm, val/class_ami, or any logged; or consensus (domain-adaptation runs: "
+        "reference), val/im, val/snd, val/bnm, val/class_ami, val/pixel_ami (targets whose classes are shapes, such as "
+        "digits), or any logged; or consensus (domain-adaptation runs: "
         "each run's best val/safe_im epoch, scored by the share of target validation images where it predicts the "
         "class of the mean prediction of all the runs).",
     )

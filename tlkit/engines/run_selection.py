@@ -1,6 +1,6 @@
 """Choosing among finished runs by a logged metric: label-free model and hyperparameter selection for
-domain adaptation (``val/safe_im``, ``val/im``, ``val/snd``, ``val/bnm``, ``val/class_ami``), read from the runs'
-TensorBoard logs.
+domain adaptation (``val/safe_im``, ``val/im``, ``val/snd``, ``val/bnm``, ``val/class_ami``, ``val/pixel_ami``), read
+from the runs' TensorBoard logs.
 
 A user adapting to an unlabelled target cannot choose ``trade_off``, the learning rate or the method itself by
 target accuracy. The answer studied by Musgrave et al. (2022): train a few candidates, score each run by a validator

@@ -3,6 +3,7 @@
 from tlkit.metrics.validators import (
     BatchNuclearNorm,
     ClassClusterAgreement,
+    ImageClusterAgreement,
     InformationMaximization,
     MarginalEntropy,
     PredictedClasses,
@@ -15,6 +16,7 @@ from tlkit.metrics.validators import (
 __all__ = [
     "BatchNuclearNorm",
     "ClassClusterAgreement",
+    "ImageClusterAgreement",
     "InformationMaximization",
     "MarginalEntropy",
     "PredictedClasses",

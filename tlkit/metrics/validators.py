@@ -24,7 +24,9 @@ from tlkit.functional import (
     bnm_score,
     class_ami_score,
     im_score,
+    image_thumbnails,
     marginal_entropy,
+    pixel_ami_score,
     predicted_classes,
     safe_im_score,
     snd_score,
@@ -114,6 +116,32 @@ class ClassClusterAgreement(TargetValidator):
 
     def compute(self) -> torch.Tensor:
         return class_ami_score(self.kept(self.features), self.kept(self.probabilities))
+
+
+class ImageClusterAgreement(TargetValidator):
+    """PixelAMI: agreement of the predicted classes with k-means clusters of the images' own pixels (16 x 16
+    thumbnails, 3 clusters a class; `tlkit.functional.pixel_ami_score`), the same clusters for every model of the same
+    images. For targets whose classes are shapes (digits, characters); on photographs use `ClassClusterAgreement`.
+
+    ``update`` takes the images the probabilities were computed from (keeping their thumbnails only).
+    """
+
+    def __init__(self, max_samples: int = 2048, **kwargs) -> None:
+        super().__init__(max_samples, **kwargs)
+        self.add_state("thumbnails", default=[], dist_reduce_fx="cat")
+
+    def update(self, probabilities: torch.Tensor, images: torch.Tensor | None = None) -> None:
+        """Add a batch of class probabilities (N, classes) and the images (N, channels, H, W) they were computed
+        from."""
+        if images is None or images.ndim != 4 or images.shape[0] != probabilities.shape[0]:
+            shape = None if images is None else tuple(images.shape)
+            raise ValueError(f"Expected images of shape ({probabilities.shape[0]}, channels, H, W), but got {shape}.")
+        room = self.room()
+        super().update(probabilities)
+        self.thumbnails.append(image_thumbnails(images[:room]))
+
+    def compute(self) -> torch.Tensor:
+        return pixel_ami_score(self.kept(self.thumbnails), self.kept(self.probabilities))
 
 
 class TopClassShare(TargetValidator):
