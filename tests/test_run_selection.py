@@ -80,8 +80,8 @@ def test_select_compares_strategies_by_class_ami_and_a_sweep_by_safe_im_by_defau
     """``--by auto``: runs of different strategies are chosen by val/class_ami (IM's pick prefers the confident
     MCC run here, as it did on the benchmark), the runs of one strategy by val/safe_im."""
     curves = {
-        "MCC": {"val/safe_im": [0.2, 2.2], "val/class_ami": [0.3, 0.70]},
-        "SelfTraining": {"val/safe_im": [0.2, 1.7], "val/class_ami": [0.3, 0.78]},
+        "MCC": {"val/safe_im": [0.2, 2.2], "val/class_ami": [0.3, 0.70], "val/pixel_ami": [0.16, 0.34]},
+        "SelfTraining": {"val/safe_im": [0.2, 1.7], "val/class_ami": [0.3, 0.78], "val/pixel_ami": [0.16, 0.42]},
     }
     mcc = fake_run(tmp_path / "mcc" / "version_0", curves["MCC"], 1.0, strategy="tlkit.strategies.MCC")
     fake_run(
@@ -92,10 +92,14 @@ def test_select_compares_strategies_by_class_ami_and_a_sweep_by_safe_im_by_defau
     main(["select", "--runs", f"[{mcc}, {self_training}]"])
     printed = capsys.readouterr().out
     assert f"Selected by val/class_ami (max, auto: runs of 2 strategies): {self_training}, epoch 1" in printed
+    assert "classes are shapes (digits, characters), --by val/pixel_ami compares methods" in printed
     assert "| best val/class_ami |" in printed
+    main(["select", "--runs", f"[{mcc}, {self_training}]", "--by", "val/pixel_ami"])
+    assert f"Selected by val/pixel_ami (max): {self_training}, epoch 1" in capsys.readouterr().out
     main(["select", "--runs", str(tmp_path / "mcc" / "version_*")])
     printed = capsys.readouterr().out
     assert f"Selected by val/safe_im (max, auto: runs of one strategy): {mcc}, epoch 1" in printed
+    assert "pixel_ami" not in printed  # the hint is for comparing strategies
 
 
 @pytest.mark.parametrize(

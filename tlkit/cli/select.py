@@ -29,6 +29,8 @@ from tlkit.cli._subcommand import run_reporting, subcommand_parser
 from tlkit.engines.run_selection import (
     AUTO,
     CONSENSUS,
+    METHODS_METRIC,
+    SHAPES_METHODS_METRIC,
     RunScore,
     automatic_metric,
     consensus_scores,
@@ -122,6 +124,9 @@ def run(args: Sequence[str]) -> RunScore:
     print(f"\nSelected by {metric} ({how}): {best.run}, epoch {best.epoch}, {metric} = {best.value:.4f}")
     if best.collapse():
         print(f"Its target predictions collapsed onto {best.collapse()}: a sign of negative transfer.")
+    if config.by == AUTO and metric == METHODS_METRIC:
+        shapes = "On a target whose classes are shapes (digits, characters),"
+        print(f"{shapes} --by {SHAPES_METHODS_METRIC} compares methods.")
     if best.checkpoint is None:
         print(f"No checkpoint of that epoch was kept; fit with --checkpoint.monitor {metric} to keep it.")
     else:
