@@ -613,8 +613,7 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
     predictions = {r["key"]: saved_predictions(args, r["key"]) for r, _ in scored}
     if scored and all(p is not None for p in predictions.values()):
         selectors[-1:-1] = [CONSENSUS, *FIXED]
-        fixed = {(r["shift"], r["seed"]): None for r, _ in scored}
-        fixed = {key: fixed_representations(*key, args) for key in fixed}
+        fixed = {key: fixed_representations(*key, args) for key in {(r["shift"], r["seed"]) for r, _ in scored}}
         scored = [(r, with_fixed_scores(e, predictions[r["key"]], fixed[r["shift"], r["seed"]])) for r, e in scored]
     methods = [m for m in UNSUPERVISED if m in args.methods]
     table: dict[str, dict[str, float]] = {}
@@ -622,6 +621,7 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
         members = methods if scope == "any unsupervised method" else [scope]
         per_selector: dict[str, list[float]] = {s: [] for s in selectors}
         picks: dict[str, list[str]] = {s: [] for s in selectors}  # per seed: "accuracy method"
+        seeds: list[int] = []  # the seeds that had candidates, in the order of the picks
         for seed in args.seeds:
             runs = [(r, epochs) for r, epochs in scored if r["seed"] == seed and r["method"] in members]
             candidates = [epochs for _, epochs in runs]
@@ -629,6 +629,7 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
                 continue  # no sweep for this seed
             if not candidates:
                 continue
+            seeds.append(seed)
             for selector in selectors:
                 if selector == CONSENSUS:
                     chosen = consensus_pick([(epochs, predictions[r["key"]]) for r, epochs in runs])
@@ -639,7 +640,7 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
         if per_selector["val/im"]:
             table[scope] = {s: statistics.mean(v) for s, v in per_selector.items()}
             table[scope]["seeds"] = len(per_selector["val/im"])
-            table[scope]["per_seed"] = picks
+            table[scope]["per_seed"] = {"seeds": seeds, **picks}
     if table:
         print(
             "\nLabel-free selection: target test accuracy (%) of the run and epoch each selector picks, mean over "
@@ -659,9 +660,10 @@ def selection_table(shift_runs, args, low, high) -> dict[str, Any]:
                 + ", ".join(f"{s} {100 * overall[f'gap_recovered/{s}']:.0f}%" for s in selectors)
             )
         if overall:
-            print(f"\nPer seed ({', '.join(map(str, args.seeds))}): the pick among the unsupervised methods\n")
-            print("| selector | " + " | ".join(f"seed {seed}" for seed in args.seeds[: overall["seeds"]]) + " |")
-            print("|---" * (overall["seeds"] + 1) + "|")
+            seeds = overall["per_seed"]["seeds"]
+            print(f"\nPer seed ({', '.join(map(str, seeds))}): the pick among the unsupervised methods\n")
+            print("| selector | " + " | ".join(f"seed {seed}" for seed in seeds) + " |")
+            print("|---" * (len(seeds) + 1) + "|")
             for s in selectors:
                 print(f"| {s} | " + " | ".join(overall["per_seed"][s]) + " |")
     return table
