@@ -33,11 +33,39 @@ from tlkit.protocols import DomainData
 from tlkit.strategies.source_reference import ReferenceRecorder, end_of_fit_report, reference_scores
 from tlkit.strategies.target_predictions import TargetPredictionKeeper
 from tlkit.strategies.transfer_module import TransferModule
-from tlkit.tasks import Classification, Task
+from tlkit.tasks import Classification, Mode, Task, direction_of
 
 # Validators are computed on at most this many target validation images (SND is quadratic in their number).
 MAX_VALIDATOR_SAMPLES = 2048
 EMBEDDING_SAMPLES_PER_DOMAIN = 300
+
+
+def target_validators() -> MetricCollection:
+    """Fresh label-free validators of the target validation predictions, as logged (``val/safe_im``, ...)."""
+    return MetricCollection(
+        {
+            "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
+            "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
+            "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
+            "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
+            "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
+            "pixel_ami": ImageClusterAgreement(MAX_VALIDATOR_SAMPLES),
+        },
+        prefix="val/",
+    )
+
+
+def target_diagnostics() -> MetricCollection:
+    """Fresh collapse diagnostics of the target validation predictions, as logged (``val/target_top_class_share``,
+    ...)."""
+    return MetricCollection(
+        {
+            "top_class_share": TopClassShare(MAX_VALIDATOR_SAMPLES),
+            "predicted_classes": PredictedClasses(MAX_VALIDATOR_SAMPLES),
+            "marginal_entropy": MarginalEntropy(MAX_VALIDATOR_SAMPLES),
+        },
+        prefix="val/target_",
+    )
 
 
 class DomainModule(TransferModule):
@@ -70,7 +98,6 @@ class DomainModule(TransferModule):
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
 
-    checkpoint_monitor = ("val/safe_im", "max")
     #: How many augmented views of each target image a training batch carries (asked of the datamodule).
     target_views: ClassVar[TargetViews] = "single"
     #: Whether the strategy trains on labelled target images (semi-supervised and supervised DA).
@@ -103,31 +130,30 @@ class DomainModule(TransferModule):
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)
         # Label-free model selection on the target validation predictions (synchronised across ranks by torchmetrics).
-        self.target_validators = MetricCollection(
-            {
-                "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
-                "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
-                "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
-                "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
-                "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
-                "pixel_ami": ImageClusterAgreement(MAX_VALIDATOR_SAMPLES),
-            },
-            prefix="val/",
-        )
+        self.target_validators = target_validators()
         # Collapse diagnostics on the same predictions (shown in TensorBoard and `tlkit select`, not the progress bar).
-        self.target_diagnostics = MetricCollection(
-            {
-                "top_class_share": TopClassShare(MAX_VALIDATOR_SAMPLES),
-                "predicted_classes": PredictedClasses(MAX_VALIDATOR_SAMPLES),
-                "marginal_entropy": MarginalEntropy(MAX_VALIDATOR_SAMPLES),
-            },
-            prefix="val/target_",
-        )
+        self.target_diagnostics = target_diagnostics()
         #: The scores of the unadapted model (`reference_epochs`, or SHOT's source model), once measured.
         self.source_reference: dict[str, float] | None = None
         #: What each validation measured (`source_reference.RECORDED`), in order; read by the end-of-fit report.
         self.adaptation_history: list[dict[str, float]] = []
         self.resumed_reference_epochs: int | None = None
+
+    @classmethod
+    def default_monitor(cls, task: Task) -> tuple[str, Mode]:
+        """``val/safe_im``: checkpoints are chosen without target labels."""
+        return ("val/safe_im", "max")
+
+    @classmethod
+    def metric_directions(cls, task: Task) -> dict[str, Mode]:
+        """The task's metrics, each domain's accuracy, the label-free validators and collapse diagnostics (as
+        each metric says), and their source-only reference's values (``val/reference_*``)."""
+        directions = {**super().metric_directions(task), "val/source_acc": "max", "val/target_acc": "max"}
+        for collection in (target_validators(), target_diagnostics()):
+            for name, metric in collection.items():
+                if (mode := direction_of(metric)) is not None:
+                    directions[name] = directions[name.replace("val/", "val/reference_", 1)] = mode
+        return directions
 
     #: Epochs at the start of training without the adaptation loss, whose validation is the run's source-only
     #: reference (`DomainAdaptation` sets it; 0 here: no reference).

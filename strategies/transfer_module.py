@@ -18,9 +18,10 @@ from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.protocols import CountedClasses, DescribesTargets, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
-from tlkit.tasks import Classification, Task
+from tlkit.tasks import Classification, Mode, Task
 
 Stage = Literal["train", "val", "test"]
+STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
 class TransferModule(LightningModule):
@@ -136,9 +137,26 @@ class TransferModule(LightningModule):
         """Called once at the end of ``__init__``: where a strategy freezes what it does not train."""
 
     @property
-    def checkpoint_monitor(self) -> tuple[str, str]:
-        """(metric, mode) that checkpoints select on by default in the `tlkit` command: the task's."""
-        return self.task.monitor
+    def checkpoint_monitor(self) -> tuple[str, Mode]:
+        """(metric, mode) that checkpoints select on by default in the `tlkit` command (`default_monitor`)."""
+        return type(self).default_monitor(self.task)
+
+    @classmethod
+    def default_monitor(cls, task: Task) -> tuple[str, Mode]:
+        """(metric, mode) a run of this strategy with ``task`` checkpoints on unless told otherwise: the task's.
+        A class method, so that commands reading a finished run's config can ask it without building a model."""
+        return task.monitor
+
+    @classmethod
+    def metric_directions(cls, task: Task) -> dict[str, Mode]:
+        """Every metric a run of this strategy with ``task`` logs that has a better direction, by its logged name
+        (``val/mae``: ``min``): the task's metrics at each stage. Strategies that log more extend it; ``tlkit
+        select`` and ``tlkit tune`` ask it, and refuse to guess a metric it does not name."""
+        return {f"{stage}/{name}": mode for stage in STAGES for name, mode in task.metric_directions().items()}
+
+    def logged_metric_directions(self) -> dict[str, Mode]:
+        """`metric_directions` of this model's strategy and task."""
+        return type(self).metric_directions(self.task)
 
     # ------------------------------------------------------------------------------------------- what the data needs
     def data_request(self) -> DataRequest:

@@ -12,11 +12,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from tlkit.cli import TLKitCLI, main
+from tlkit.engines.run_metrics import run_metrics
 from tlkit.engines.run_selection import (
     automatic_metric,
     consensus_scores,
-    default_mode,
     differing_settings,
+    direction_in_runs,
     score_runs,
     select_run,
 )
@@ -57,8 +58,9 @@ def test_each_run_scores_its_best_epoch_and_the_best_run_is_selected(runs):
     assert scores[0].checkpoint == runs[0] / "checkpoints" / "epoch001-val_snd0.5000.ckpt"
     assert scores[1].checkpoint is None  # that epoch's checkpoint was not kept
     assert select_run(scores, "max").run == runs[0]
-    by_loss = score_runs(runs, "val/loss", default_mode("val/loss"))
-    assert default_mode("val/loss") == "min" and select_run(by_loss, "min").run == runs[1]
+    mode = direction_in_runs("val/loss", [run_metrics(run) for run in runs])
+    by_loss = score_runs(runs, "val/loss", mode)
+    assert mode == "min" and select_run(by_loss, "min").run == runs[1]
     assert differing_settings(runs) == [{"model.init_args.trade_off": 0.3}, {"model.init_args.trade_off": 1.0}]
 
 
@@ -88,7 +90,10 @@ def test_select_compares_strategies_by_class_ami_and_a_sweep_by_safe_im_by_defau
         tmp_path / "mcc" / "version_1", {"val/safe_im": [0.1, 1.9], "val/class_ami": [0.3, 0.9]}, 0.3, strategy="MCC"
     )
     self_training = fake_run(tmp_path / "st" / "version_0", curves["SelfTraining"], 1.0, strategy="SelfTraining")
-    assert automatic_metric([mcc, self_training]) == ("val/class_ami", "runs of 2 strategies")
+    assert automatic_metric([run_metrics(mcc), run_metrics(self_training)]) == (
+        "val/class_ami",
+        "runs of 2 strategies",
+    )
     main(["select", "--runs", f"[{mcc}, {self_training}]"])
     printed = capsys.readouterr().out
     assert f"Selected by val/class_ami (max, auto: runs of 2 strategies): {self_training}, epoch 1" in printed
@@ -98,7 +103,7 @@ def test_select_compares_strategies_by_class_ami_and_a_sweep_by_safe_im_by_defau
     assert f"Selected by val/pixel_ami (max): {self_training}, epoch 1" in capsys.readouterr().out
     main(["select", "--runs", str(tmp_path / "mcc" / "version_*")])
     printed = capsys.readouterr().out
-    assert f"Selected by val/safe_im (max, auto: runs of one strategy): {mcc}, epoch 1" in printed
+    assert f"Selected by val/safe_im (max, auto: the runs' checkpoint metric): {mcc}, epoch 1" in printed
     assert "pixel_ami" not in printed  # the hint is for comparing strategies
 
 
@@ -231,3 +236,66 @@ def test_select_shows_how_far_each_picked_epochs_target_predictions_collapsed(tm
     assert "| top class share | collapsed onto |" in printed
     assert "| 2.0000 | 2 | 0.70 | 2 of 8 classes |" in printed and "| 1.0000 | 2 | 0.12 |  |" in printed
     assert "Its target predictions collapsed onto 2 of 8 classes: a sign of negative transfer." in printed
+
+
+def regression_run(folder: Path, maes: list[float]) -> Path:
+    run = fake_run(folder, {"val/mae": maes, "val/rmse": [m * 1.5 for m in maes], "val/r2": [0.1] * len(maes)}, 1.0)
+    config = {
+        "model": {
+            "class_path": "tlkit.strategies.FineTuning",
+            "init_args": {"task": {"class_path": "tlkit.tasks.Regression"}},
+        },
+        "checkpoint": {"monitor": "val/acc", "mode": "auto"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_select_asks_the_task_which_way_a_metric_is_better(tmp_path, capsys):
+    """Regression runs: val/mae and val/rmse are errors (their metrics say so); ``--by auto`` is the task's
+    checkpoint metric, val/mae, minimised, at each run's best (lowest) epoch."""
+    good = regression_run(tmp_path / "version_0", [1.5, 1.03, 1.2])
+    bad = regression_run(tmp_path / "version_1", [1.9, 1.78, 1.8])
+    for by in ("val/mae", "val/rmse", "auto"):
+        main(["select", "--runs", str(tmp_path / "version_*"), "--by", by])
+        printed = capsys.readouterr().out
+        metric = "val/mae" if by == "auto" else by
+        assert f"Selected by {metric} (min" in printed and f": {good}, epoch 1" in printed, printed
+    assert "auto: the runs' checkpoint metric" in printed
+    assert bad != good
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/r2"])
+    assert "Selected by val/r2 (max)" in capsys.readouterr().out
+
+
+def test_run_metrics_directions_come_from_the_metrics():
+    from tlkit.engines.run_metrics import run_metrics_of_config
+
+    def config(strategy: str, task: str | None = None) -> dict:
+        init_args = {"task": {"class_path": f"tlkit.tasks.{task}"}} if task else {}
+        return {"model": {"class_path": strategy, "init_args": init_args}}
+
+    regression = run_metrics_of_config(config("FineTuning", "Regression"))
+    assert regression.monitor == ("val/mae", "min")
+    assert {k: regression.direction(k) for k in ("val/mae", "val/rmse", "test/r2", "val/loss")} == {
+        "val/mae": "min",
+        "val/rmse": "min",
+        "test/r2": "max",
+        "val/loss": "min",
+    }
+    classification = run_metrics_of_config(config("FeatureExtraction"))
+    assert classification.monitor == ("val/acc", "max") and classification.direction("test/ece") == "min"
+    detection = run_metrics_of_config(config("FineTuning", "Detection"))
+    assert detection.monitor == ("val/map", "max") and detection.direction("val/map_50") == "max"
+    dann = run_metrics_of_config(config("DANN"))
+    assert dann.monitor == ("val/safe_im", "max")
+    assert dann.direction("val/target_top_class_share") == "min" and dann.direction("val/class_ami") == "max"
+    assert dann.direction("val/reference_im") == "max" and dann.direction("val/domain_acc") is None
+
+
+def test_a_metric_without_a_direction_asks_for_mode(tmp_path, capsys):
+    fake_run(tmp_path / "version_0", {"val/domain_acc": [0.5, 0.6]}, 1.0)
+    with pytest.raises(SystemExit):
+        main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/domain_acc"])
+    assert "Expected `--mode` max or min for val/domain_acc" in capsys.readouterr().err
+    main(["select", "--runs", str(tmp_path / "version_*"), "--by", "val/domain_acc", "--mode", "min"])
+    assert "Selected by val/domain_acc (min)" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from tests._console import REPO, console_env, run_here, start_tlkit, tlkit
 from tlkit.callbacks import TrialPruning, trial_pruning
 from tlkit.cli.tune import resolved_run_config
 from tlkit.cli.tune import run as tune_command
+from tlkit.engines.run_metrics import run_metrics_of_config
 from tlkit.engines.tuning import flat_keys, read_space
 from tlkit.engines.tuning import tune as tune_engine
 from tlkit.errors import ConfigError
@@ -37,9 +38,10 @@ SPACE = {
 
 
 def tune(*args, extra_args=TINY, **kwargs):
-    """`tlkit.engines.tuning.tune` with the run config's keys resolved as the command resolves them."""
-    keys = flat_keys(resolved_run_config(CONFIG, extra_args))
-    return tune_engine(*args, extra_args=extra_args, config_keys=keys, **kwargs)
+    """`tlkit.engines.tuning.tune` with the run config's keys and metrics resolved as the command resolves them."""
+    run_config = resolved_run_config(CONFIG, extra_args)
+    metrics = run_metrics_of_config(run_config)
+    return tune_engine(*args, extra_args=extra_args, config_keys=flat_keys(run_config), metrics=metrics, **kwargs)
 
 
 def write_space(folder: Path, space: dict = SPACE) -> Path:
@@ -92,6 +94,8 @@ def test_workers_started_at_once_share_one_study_and_run_each_trial_once(console
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(finished) == 2 and len(trials) == 2  # none lost, none run twice, no surplus asked
+    # Each trial's values drawn with its own seed: workers started together never run the same parameters.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
     assert len({t.user_attrs["run_dir"] for t in finished}) == 2
     assert sorted(p.name for p in (console / "logs" / "digits_finetune").iterdir()) == ["version_0", "version_1"]
 
@@ -119,12 +123,13 @@ def test_a_domain_adaptation_search_on_a_label_free_validator_maximises_it(conso
     config = str(REPO / "configs" / "domain_adaptation" / "mnist_digits_mcc.yaml")
     space = str(REPO / "configs" / "spaces" / "mnist_digits_mcc.yaml")
     tiny = [*TINY[:3], "--data.init_args.iters_per_epoch=2", "--trainer.max_epochs=2", *TINY[5:]]
-    keys = flat_keys(resolved_run_config(config, tiny))
+    run_config = resolved_run_config(config, tiny)
+    keys = flat_keys(run_config)
     assert {p.key for p in read_space(space, keys)} == {
         "model.init_args.trade_off",
         "model.init_args.optimizer.init_args.lr",
     }
-    result = tune_engine(config, space, 1, "val/safe_im", extra_args=tiny, config_keys=keys)
+    result = tune_engine(config, space, 1, extra_args=tiny, config_keys=keys, metrics=run_metrics_of_config(run_config))
     (trial,) = result.trials
     assert trial.state == "complete" and trial.epochs == 2
     study = optuna.load_study(study_name="mnist_digits_mcc", storage="sqlite:///tune/mnist_digits_mcc/study.db")
@@ -158,8 +163,11 @@ def test_a_storage_without_its_driver_names_the_package(tmp_path):
 
 
 def test_a_metric_nothing_logs_stops_the_search_at_the_first_sanity_check(console):
+    with pytest.raises(ConfigError, match=r"`--direction` max or min for val/accuracy"):
+        tune(CONFIG, str(write_space(console)), 3, "val/accuracy")  # no direction to guess: before any trial
+    assert not (console / "tune").exists()
     with pytest.raises(ConfigError, match=r"`--metric` 'val/accuracy' .* it logs: val/acc, val/acc_top5, val/f1"):
-        tune(CONFIG, str(write_space(console)), 3, "val/accuracy")
+        tune(CONFIG, str(write_space(console)), 3, "val/accuracy", direction="max")
     trials = optuna.load_study(study_name="digits_finetune", storage="sqlite:///tune/digits_finetune/study.db")
     assert [t.state for t in trials.get_trials()] == [optuna.trial.TrialState.FAIL]  # one trial, not three
 
@@ -181,3 +189,20 @@ def test_a_trial_the_pruner_prunes_stops_after_that_validation(tmp_path):
     reported = study.get_trials()[-1]
     assert reported.user_attrs["pruned_at_epoch"] == 1 and list(reported.intermediate_values) == [0, 1]
     assert reported.user_attrs["best_value"] == pytest.approx(float(trainer.callback_metrics["val/loss"]))
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "expected"),
+    [
+        (None, "auto", ("val/acc", "max")),
+        ("Regression", "auto", ("val/mae", "min")),
+        ("Regression", "val/rmse", ("val/rmse", "min")),
+        ("MultiLabel", "auto", ("val/map", "max")),
+    ],
+)
+def test_the_objective_is_the_configs_task_metric_in_its_direction(task, metric, expected):
+    from tlkit.engines.tuning import resolve_objective
+
+    init_args = {"task": {"class_path": f"tlkit.tasks.{task}"}} if task else {}
+    metrics = run_metrics_of_config({"model": {"class_path": "tlkit.strategies.FineTuning", "init_args": init_args}})
+    assert resolve_objective(metric, "auto", metrics) == expected

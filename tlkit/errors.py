@@ -63,3 +63,15 @@ def refuse_base_class(instance: Any, option: str, package: str) -> None:
             f"the base class {cls.__name__}",
             options=concrete_classes(package),
         )
+
+
+#: The exit status of a tlkit command that stopped at a user error (reported in one line); other failures exit with 1.
+USER_ERROR_STATUS = 2
+#: What separates the program's name from the message in that line (``tlkit fit: error: Expected ...``).
+ERROR_PREFIX = ": error: "
+
+
+def reported_error(stderr: str) -> str | None:
+    """The one-line message a tlkit command reported on ``stderr`` before exiting with `USER_ERROR_STATUS`, or None."""
+    lines = [line for line in stderr.splitlines() if line.startswith("tlkit") and ERROR_PREFIX in line]
+    return lines[-1].split(ERROR_PREFIX, 1)[1] if lines else None

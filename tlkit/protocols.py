@@ -155,6 +155,14 @@ class HasTask(Protocol):
 
 
 @runtime_checkable
+class KnowsMetricDirections(Protocol):
+    """A model that says which way each metric it logs is better, by logged name (every `TransferModule`: its task's
+    metrics and its strategy's own)."""
+
+    def logged_metric_directions(self) -> dict[str, str]: ...
+
+
+@runtime_checkable
 class FeatureExtractor(Protocol):
     """A model whose backbone features can be read: ``extract_features(images) -> (N, D)``."""
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import quiet_trainer
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing, WiSEFT
@@ -155,3 +156,17 @@ def test_lora_adapters_train_a_multi_label_model_and_bss_a_regression():
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=3)
     trainer.fit(bss, canvases("sum"))
     assert "train/bss_step" in trainer.logged_metrics and "val/mae" in trainer.logged_metrics
+
+
+def test_a_checkpoint_monitor_of_the_users_keeps_the_direction_its_metric_has(tmp_path, monkeypatch):
+    """``--checkpoint.monitor val/rmse`` on a regression: an error, kept at its lowest (the metric says so), where a
+    fixed ``max`` would keep the worst epoch."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", *TINY, "--model.task=Regression", *CANVASES, "--data.targets=sum", *QUIET]
+    cli = TLKitCLI(args=[*args, "--trainer.max_epochs=3", "--checkpoint.monitor=val/rmse"])
+    callback = cli.trainer.checkpoint_callback
+    assert callback.mode == "min" and "val_rmse" in Path(callback.best_model_path).name
+    logged = EventAccumulator(str(tmp_path / "logs" / "tlkit" / "version_0"))
+    logged.Reload()
+    values = [event.value for event in logged.Scalars("val/rmse")]
+    assert len(values) == 3 and float(callback.best_model_score) == pytest.approx(min(values))

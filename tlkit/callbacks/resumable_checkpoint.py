@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -15,7 +15,8 @@ from typing_extensions import override
 
 from tlkit.callbacks._lightning_internals import check_lightning_version, validation_follows_this_batch
 from tlkit.callbacks._monitor import check_monitor_is_logged
-from tlkit.errors import config_error
+from tlkit.errors import ConfigError, config_error
+from tlkit.protocols import KnowsMetricDirections
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -35,15 +36,23 @@ class ResumableCheckpoint(ModelCheckpoint):
     Each checkpoint is written to a temporary file in the same folder and renamed over the target, so a run killed
     while saving (SIGKILL, out of memory) leaves the previous checkpoint intact instead of a truncated one.
 
-    Takes ModelCheckpoint's arguments; the `tlkit` command uses it as ``--checkpoint.*``.
+    Takes ModelCheckpoint's arguments; the `tlkit` command uses it as ``--checkpoint.*``. ``mode: auto`` (the
+    command's default) asks the model which way ``monitor`` is better (its task's metrics know), at setup.
+
+    Args:
+        mode: ``min``, ``max``, or ``auto``: the direction the model gives ``monitor``.
 
     Examples:
-        >>> trainer = Trainer(callbacks=[ResumableCheckpoint(monitor="val/acc", mode="max", save_last=True)])
+        >>> trainer = Trainer(callbacks=[ResumableCheckpoint(monitor="val/mae", mode="auto", save_last=True)])
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, mode: Literal["min", "max", "auto"] = "min", **kwargs: Any) -> None:
         check_lightning_version()  # the three private methods overridden below
-        super().__init__(*args, **kwargs)
+        if mode not in ("min", "max", "auto"):
+            raise config_error("checkpoint.mode", "'min', 'max' or 'auto'", mode)
+        #: Whether the direction is still to be asked of the model (`resolve_mode`).
+        self.mode_is_auto = mode == "auto"
+        super().__init__(*args, mode="max" if self.mode_is_auto else mode, **kwargs)
         self._last_written_at: tuple[int, int] | None = None
         #: A step save that waits for the validation right after its batch.
         self._save_after_validation = False
@@ -53,10 +62,33 @@ class ResumableCheckpoint(ModelCheckpoint):
         what ModelCheckpoint derived from the old one; ``/`` in the name becomes ``_`` in file names."""
         if mode not in ("min", "max"):
             raise config_error("checkpoint.mode", "'min' or 'max'", mode)
-        self.monitor, self.mode = monitor, mode
+        self.monitor = monitor
+        self._use_mode(mode)
+        self.filename = f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}{{{monitor}:.4f}}"
+
+    def resolve_mode(self, model: pl.LightningModule) -> None:
+        """For ``mode: auto``: the direction ``model`` gives ``monitor``; a metric it gives none is one line."""
+        if not self.mode_is_auto or self.monitor is None:
+            return
+        directions = model.logged_metric_directions() if isinstance(model, KnowsMetricDirections) else {}
+        mode = directions.get(self.monitor)
+        if mode is None:
+            known = ", ".join(sorted(name for name in directions if name.startswith("val/")))
+            raise ConfigError(
+                f"Expected `checkpoint.monitor` to be a metric the model logs ({known}), or `checkpoint.mode` min or "
+                f"max for one of your own, but got {self.monitor!r}."
+            )
+        self._use_mode(mode)
+
+    def _use_mode(self, mode: str) -> None:
+        self.mode, self.mode_is_auto = mode, False
         # The "worst so far" sentinel ModelCheckpoint compares against, set from the mode in its __init__.
         self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
-        self.filename = f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}{{{monitor}:.4f}}"
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.resolve_mode(pl_module)
+        super().setup(trainer, pl_module, stage)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -56,16 +56,17 @@ from tlkit.cli.messages import (
 )
 from tlkit.cli.run_folders import Reservation, reserve_for_run
 from tlkit.cli.run_resolution import LOG_DIR, SUBCOMMANDS, Invocation, option_values, run_folder_of
+from tlkit.engines.run_metrics import DEFAULT_MONITOR
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import NamedClasses
 from tlkit.strategies import TransferModule
 
 PLUGIN_GROUP = "tlkit.plugins"
-DEFAULT_MONITOR = "val/acc"
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 #: Lightning's ``log_every_n_steps`` default (50) leaves short runs with no LR curve at all, and small-data runs with a
 #: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
 LOG_EVERY_N_STEPS = 1
+DEFAULT_CHECKPOINT_FILENAME = "epoch{epoch:03d}-val_acc{val/acc:.4f}"
 
 
 def load_plugins() -> None:
@@ -181,10 +182,10 @@ class TLKitCLI(LightningCLI):
         parser.set_defaults(
             {
                 "checkpoint.monitor": DEFAULT_MONITOR,
-                "checkpoint.mode": "max",
+                "checkpoint.mode": "auto",  # which way the monitor is better: the model's task says
                 "checkpoint.save_last": True,
                 # Metric names contain "/", which ModelCheckpoint would turn into sub-folders.
-                "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+                "checkpoint.filename": DEFAULT_CHECKPOINT_FILENAME,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -351,13 +352,17 @@ class TLKitCLI(LightningCLI):
                 raise ConfigError(f"Expected `{key}` to have arguments it accepts, but it says: {err}.") from err
 
     def _select_checkpoint_metric(self) -> None:
-        """Checkpoint on the strategy's own metric (``val/safe_im`` for domain adaptation) unless the user chose one."""
+        """Checkpoint on the strategy's own metric (the task's; ``val/safe_im`` for domain adaptation) unless the user
+        chose one, whose direction (``mode: auto``) the model gives."""
         callback = self.trainer.checkpoint_callback
-        metric, mode = self.model.checkpoint_monitor
-        if not isinstance(callback, ResumableCheckpoint) or callback.monitor != DEFAULT_MONITOR:
+        if not isinstance(callback, ResumableCheckpoint):
             return
-        if metric != DEFAULT_MONITOR:
-            callback.use_monitor(metric, mode)
+        if callback.monitor == DEFAULT_MONITOR:
+            callback.use_monitor(*self.model.checkpoint_monitor)
+            return
+        callback.resolve_mode(self.model)  # now, before any run folder: a monitor without a direction is one line
+        if callback.filename == DEFAULT_CHECKPOINT_FILENAME:  # files named after the metric they were chosen by
+            callback.use_monitor(callback.monitor, callback.mode)
 
     # --------------------------------------------------------------------------------------- checkpoint checking
     def _check_checkpoint(self, subcommand: str) -> None:

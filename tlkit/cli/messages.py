@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable
 
 from tlkit.checkpoint import import_class
-from tlkit.errors import ConfigError, closest, concrete_classes
+from tlkit.errors import ERROR_PREFIX, USER_ERROR_STATUS, ConfigError, closest, concrete_classes
 
 #: The phrases of jsonargparse's error reports that `summarize_parser_error` reads. jsonargparse raises its problems
 #: as text, with no structured error to read, so these are tlkit's one dependency on its wording; each is checked
@@ -187,10 +187,10 @@ def trainer_option_error(message: str, given: dict[str, object]) -> ConfigError:
 
 
 def report(subcommand: str | None, line: str) -> None:
-    """Print the two-line report and exit with status 2."""
+    """Print the two-line report and exit with `USER_ERROR_STATUS`."""
     prog = f"tlkit {subcommand}" if subcommand else "tlkit"
-    sys.stderr.write(f"{prog}: error: {line}\n{' ' * len(prog)}  {HINT}\n")
-    sys.exit(2)
+    sys.stderr.write(f"{prog}{ERROR_PREFIX}{line}\n{' ' * len(prog)}  {HINT}\n")
+    sys.exit(USER_ERROR_STATUS)
 
 
 def config_error_in(exception: BaseException) -> ConfigError | None:

@@ -6,9 +6,10 @@ Sweep a few values through the CLI (each ``tlkit fit`` is one run folder), then 
     tlkit fit --config configs/domain_adaptation/mnist_digits_dann.yaml --model.init_args.trade_off 1.0
     tlkit select --runs 'logs/mnist_digits_dann/version_*' --by val/snd
 
-By default (``--by auto``) runs of one strategy are chosen by val/safe_im and runs of different strategies by
-val/class_ami; on a target whose classes are shapes (digits, characters), compare methods by val/pixel_ami; or by
-how much their predictions agree (``--by consensus``):
+By default (``--by auto``) runs are chosen by their own checkpoint metric (the task's: val/acc, val/mae, val/miou;
+val/safe_im for a domain-adaptation sweep), and domain-adaptation runs of different strategies by val/class_ami; on
+a target whose classes are shapes (digits, characters), compare methods by val/pixel_ami; or by how much their
+predictions agree (``--by consensus``):
 
     tlkit select --runs 'logs/mnist_digits_*/version_*' --by val/pixel_ami
     tlkit select --runs 'logs/mnist_digits_*/version_*' --by consensus
@@ -26,6 +27,7 @@ from typing import Literal
 from jsonargparse import ArgumentParser
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
+from tlkit.engines.run_metrics import run_metrics
 from tlkit.engines.run_selection import (
     AUTO,
     CONSENSUS,
@@ -34,12 +36,13 @@ from tlkit.engines.run_selection import (
     RunScore,
     automatic_metric,
     consensus_scores,
-    default_mode,
     differing_settings,
+    direction_in_runs,
+    metric_curve,
     score_runs,
     select_run,
 )
-from tlkit.errors import config_error
+from tlkit.errors import ConfigError, config_error
 
 
 def build_parser() -> ArgumentParser:
@@ -55,8 +58,9 @@ def build_parser() -> ArgumentParser:
         "--by",
         type=str,
         default=AUTO,
-        help="The metric to select on: auto (val/safe_im among runs of one strategy, val/class_ami among runs of "
-        "different strategies), val/safe_im (IM that does not prefer a run worse than its source-only "
+        help="The metric to select on: auto (the runs' checkpoint metric: the task's, such as val/acc or val/mae, or "
+        "val/safe_im for domain adaptation; val/class_ami among domain-adaptation runs of different strategies), "
+        "val/safe_im (IM that does not prefer a run worse than its source-only "
         "reference), val/im, val/snd, val/bnm, val/class_ami, val/pixel_ami (targets whose classes are shapes, such as "
         "digits), or any logged; or consensus (domain-adaptation runs: "
         "each run's best val/safe_im epoch, scored by the share of target validation images where it predicts the "
@@ -66,7 +70,7 @@ def build_parser() -> ArgumentParser:
         "--mode",
         type=Literal["auto", "max", "min"],
         default="auto",
-        help="max or min; auto: min for losses, max otherwise.",
+        help="max or min; auto: the direction the runs' task or strategy gives the metric.",
     )
     parser.add_argument("--out", type=str | None, default=None, help="Also write the scores and the pick as JSON.")
     return parser
@@ -114,8 +118,19 @@ def table(scores: Sequence[RunScore], settings: Sequence[dict], best: RunScore, 
 def run(args: Sequence[str]) -> RunScore:
     config = build_parser().parse_args(list(args))
     runs = expand_runs([config.runs] if isinstance(config.runs, str) else config.runs)
-    metric, why = automatic_metric(runs) if config.by == AUTO else (config.by, "")
-    mode = default_mode(metric) if config.mode == "auto" else config.mode
+    described = [run_metrics(run) for run in runs]
+    metric, why = automatic_metric(described) if config.by == AUTO else (config.by, "")
+    if config.mode != "auto":
+        mode = config.mode
+    elif metric == CONSENSUS:  # an agreement: higher is better
+        mode = "max"
+    else:
+        try:
+            mode = direction_in_runs(metric, described)
+        except ConfigError:
+            for path in runs:  # a metric the runs never logged is the first thing to say
+                metric_curve(path, metric)
+            raise
     scores = consensus_scores(runs) if metric == CONSENSUS else score_runs(runs, metric, mode)
     best = select_run(scores, mode)
     settings = differing_settings(runs)

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from tlkit.cli._subcommand import SubcommandParser, run_reporting
-from tlkit.engines.tuning import TuneResult, flat_keys, markdown_table, tune
+from tlkit.engines.run_metrics import run_metrics_of_config
+from tlkit.engines.tuning import TuneResult, flat_keys, markdown_table, resolve_objective, tune
 
 
 def build_parser() -> SubcommandParser:
@@ -31,8 +32,9 @@ def build_parser() -> SubcommandParser:
     parser.add_argument(
         "--metric",
         type=str,
-        default="val/acc",
-        help="The logged metric to optimise (its best over a trial's validations).",
+        default="auto",
+        help="The logged metric to optimise (its best over a trial's validations); auto: the config's checkpoint "
+        "metric (the task's, such as val/acc or val/mae; val/safe_im for domain adaptation).",
     )
     parser.add_argument(
         "--storage",
@@ -41,12 +43,23 @@ def build_parser() -> SubcommandParser:
         help="sqlite:///tune.db, a PostgreSQL or MySQL URL, or journal:<file>; default: tune/<study>/study.db.",
     )
     parser.add_argument("--study_name", type=str | None, default=None, help="The study; default: the config's name.")
-    parser.add_argument("--direction", type=str, default="auto", help="max, min, or auto (min for losses and errors).")
+    parser.add_argument(
+        "--direction",
+        type=str,
+        default="auto",
+        help="max, min, or auto (the direction the config's task or strategy gives the metric).",
+    )
     parser.add_argument("--pruner", type=str, default="median", help="median, hyperband or none.")
     parser.add_argument(
         "--timeout", type=float | None, default=None, help="Stop starting trials after this many seconds."
     )
-    parser.add_argument("--seed", type=int, default=0, help="The sampler's seed.")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="The sampler's seed; each trial's values are drawn with a seed derived from it and the trial's number, "
+        "so workers sharing a study never draw the same values.",
+    )
     parser.add_argument("--sampler", type=str, default="tpe", help="tpe (Optuna's default) or random.")
     parser.add_argument(
         "--out_dir", type=str | None, default=None, help="Where the results go; default: tune/<study>/."
@@ -70,11 +83,14 @@ def run(args: Sequence[str]) -> TuneResult:
     extra = args[args.index("--") + 1 :] if "--" in args else []
     own = args[: args.index("--")] if "--" in args else args
     config = build_parser().parse_args(own)
+    run_config = resolved_run_config(config.config, extra)
+    metrics = run_metrics_of_config(run_config)
+    metric, _ = resolve_objective(config.metric, config.direction, metrics)
     result = tune(
         config.config,
         config.space,
         config.n_trials,
-        config.metric,
+        metric,
         storage=config.storage,
         study_name=config.study_name,
         direction=config.direction,
@@ -85,14 +101,13 @@ def run(args: Sequence[str]) -> TuneResult:
         extra_args=extra,
         out_dir=config.out_dir,
         progress=lambda line: print(f"tlkit tune: {line}", file=sys.stderr, flush=True),
-        config_keys=flat_keys(resolved_run_config(config.config, extra)),
+        config_keys=flat_keys(run_config),
+        metrics=metrics,
     )
-    print(markdown_table(result, config.metric))
+    print(markdown_table(result, metric))
     if result.best is not None:
         best = result.best
-        print(
-            f"\nBest: trial {best.number}, {config.metric} = {best.value:.4f}; config: {result.out_dir / 'best.yaml'}"
-        )
+        print(f"\nBest: trial {best.number}, {metric} = {best.value:.4f}; config: {result.out_dir / 'best.yaml'}")
     print(f"Results: {result.out_dir / 'trials.json'}")
     return result
 

@@ -16,14 +16,14 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from tlkit.engines.run_metrics import RunMetrics
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional.collapse import collapsed
-
-Mode = Literal["max", "min"]
+from tlkit.tasks import Mode
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,13 @@ DIAGNOSTICS = (
 #: `tlkit select`'s selector across runs (`consensus_scores`).
 CONSENSUS = "consensus"
 
-#: `tlkit select`'s default: the validator `automatic_metric` chooses for the runs given.
+#: `tlkit select`'s default: the metric `automatic_metric` chooses for the runs given. Among runs of one strategy, the
+#: runs' own checkpoint metric (for a domain-adaptation sweep val/safe_im: IM guarded by each run's source-only
+#: reference, whose epoch choice within a method is within 2.5 points of the oracle's for most methods). Among
+#: domain-adaptation runs of different strategies: ClassAMI, at or above val/safe_im's pick on the mean of every
+#: benchmark shift (IM prefers the methods that maximise confidence themselves, MCC and SHOT; docs/benchmarks.md,
+#: "Three seeds on the full-size shifts").
 AUTO = "auto"
-#: Among runs of one strategy (a hyperparameter sweep): IM guarded by each run's source-only reference, whose epoch
-#: choice within a method is within 2.5 points of the oracle's for most methods. Among runs of different strategies:
-#: ClassAMI, at or above val/safe_im's pick on the mean of every benchmark shift (IM prefers the methods that maximise
-#: confidence themselves, MCC and SHOT; docs/benchmarks.md, "Three seeds on the full-size shifts").
-SWEEP_METRIC = "val/safe_im"
 METHODS_METRIC = "val/class_ami"
 #: Among runs of different strategies on a target whose classes are shapes (digits, characters): within a point of
 #: the oracle's pick on every seed of digits -> MNIST, where `METHODS_METRIC` is 22 points below (docs/benchmarks.md,
@@ -80,26 +80,31 @@ METHODS_METRIC = "val/class_ami"
 SHAPES_METHODS_METRIC = "val/pixel_ami"
 
 
-def strategy_of(run: Path) -> str | None:
-    """The strategy's class name (``model.class_path``, ``tlkit.strategies.MCC`` or ``MCC``) of ``run``'s
-    ``config.yaml``; None where the run has no config."""
-    config = run_settings(run)
-    class_path = config.get("model.class_path", config.get("model"))
-    return str(class_path).rsplit(".", 1)[-1] if class_path else None
-
-
-def automatic_metric(runs: Sequence[Path]) -> tuple[str, str]:
-    """The metric ``--by auto`` selects on, and why: `METHODS_METRIC` when the runs are of more than one strategy,
-    `SWEEP_METRIC` otherwise."""
-    strategies = {strategy_of(run) for run in runs} - {None}
-    if len(strategies) > 1:
+def automatic_metric(runs: Sequence[RunMetrics]) -> tuple[str, str]:
+    """The metric ``--by auto`` selects on, and why: `METHODS_METRIC` among domain-adaptation runs of more than one
+    strategy; otherwise the runs' own checkpoint metric (the task's, or the strategy's: ``val/mae`` for regression,
+    ``val/safe_im`` for a domain-adaptation sweep), which must be the same for every run."""
+    strategies = {run.strategy for run in runs}
+    if len(strategies) > 1 and all(METHODS_METRIC in run.directions for run in runs):
         return METHODS_METRIC, f"runs of {len(strategies)} strategies"
-    return SWEEP_METRIC, "runs of one strategy"
+    monitors = sorted({run.monitor[0] for run in runs})
+    if len(monitors) > 1:
+        raise ConfigError(
+            f"Expected runs that checkpoint on the same metric for `--by auto`, but they checkpoint on "
+            f"{', '.join(monitors)}; choose one with --by."
+        )
+    return monitors[0], "the runs' checkpoint metric"
 
 
-def default_mode(metric: str) -> Mode:
-    """``min`` for losses, ``max`` for everything else (accuracies and the validators)."""
-    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
+def direction_in_runs(metric: str, runs: Sequence[RunMetrics]) -> Mode:
+    """Which way ``metric`` is better, as the runs' strategies and tasks say; a metric they give no direction (or
+    opposite ones) is one line asking for ``--mode``."""
+    modes = {run.direction(metric) for run in runs}
+    if len(modes) == 1 and None not in modes:
+        return modes.pop()
+    raise ConfigError(
+        f"Expected `--mode` max or min for {metric}: the runs' tasks and strategies do not say which way it is better."
+    )
 
 
 def metric_curve(run: Path, metric: str) -> list[tuple[int, float]]:

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from tlkit.callbacks.trial_pruning import PrunerName, make_pruner, open_storage
-from tlkit.errors import ConfigError, closest, config_error
+from tlkit.engines.run_metrics import RunMetrics
+from tlkit.errors import USER_ERROR_STATUS, ConfigError, closest, config_error, reported_error
+from tlkit.tasks import Mode
 
 Direction = Literal["auto", "max", "min"]
 SamplerName = Literal["tpe", "random"]
@@ -120,12 +123,42 @@ def flat_keys(config: Any, prefix: str = "") -> set[str]:
     return keys
 
 
-def metric_direction(metric: str, direction: Direction) -> Literal["max", "min"]:
-    """``direction``, or for ``auto``: min for losses and errors, max otherwise."""
+#: ``--metric``'s default: the run config's checkpoint metric (the task's, or the strategy's).
+AUTO_METRIC = "auto"
+
+
+def resolve_objective(metric: str, direction: Direction, metrics: RunMetrics | None) -> tuple[str, Mode]:
+    """(metric, direction) a study optimises: ``auto`` metric is the run config's checkpoint metric, ``auto``
+    direction the one its strategy and task give the metric (`tlkit.engines.run_metrics`); a metric they give no
+    direction needs ``--direction``."""
+    if metric == AUTO_METRIC:
+        if metrics is None:
+            raise config_error("metric", "a logged metric (no run config was given to choose one)", metric)
+        metric = metrics.monitor[0]
     if direction != "auto":
-        return direction
-    name = metric.rsplit("/", 1)[-1]
-    return "min" if name in ("loss", "mae", "rmse", "mse", "ece") or name.endswith("loss") else "max"
+        return metric, direction
+    mode = metrics.direction(metric) if metrics is not None else None
+    if mode is None:
+        raise ConfigError(
+            f"Expected `--direction` max or min for {metric}: the run config's task and strategy do not say which way "
+            "it is better."
+        )
+    return metric, mode
+
+
+def trial_sampler(name: SamplerName, seed: int, trial_number: int) -> Any:
+    """The sampler that draws trial ``trial_number``'s values: seeded from ``seed`` and the trial's number, which the
+    storage gives each trial once, so workers sharing a study never draw the same values (one sampler seed in every
+    process would: Optuna issues 4714, 1547), while one worker's study is reproducible. TPE counts the trials other
+    workers are running as if they had scored the worst (``constant_liar``), so it does not propose beside them."""
+    import optuna
+
+    trial_seed = int(np.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=trial_seed)
+    with warnings.catch_warnings():  # constant_liar is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=trial_seed, constant_liar=True)
 
 
 @dataclass
@@ -155,7 +188,7 @@ def tune(
     config: str,
     space: str,
     n_trials: int,
-    metric: str,
+    metric: str = AUTO_METRIC,
     storage: str | None = None,
     study_name: str | None = None,
     direction: Direction = "auto",
@@ -167,12 +200,14 @@ def tune(
     out_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
     config_keys: Collection[str] = (),
+    metrics: RunMetrics | None = None,
 ) -> TuneResult:
     """Search ``space`` for the config of ``config`` that scores best on ``metric``, until the study (shared with
     every worker on ``storage``) has ``n_trials`` finished trials or ``timeout`` seconds pass.
 
     ``config_keys`` are the run config's keys, defaults included, that the space may name (`tlkit.cli.tune`
-    resolves them as ``tlkit fit --print_config`` would); every key of the space must be one of them."""
+    resolves them as ``tlkit fit --print_config`` would); every key of the space must be one of them. ``metrics``
+    (`tlkit.engines.run_metrics.run_metrics_of_config` of that config) give the ``auto`` metric and direction."""
     import optuna
 
     if n_trials < 1:
@@ -184,7 +219,7 @@ def tune(
     if direction not in ("auto", "max", "min"):
         raise config_error("direction", "'auto', 'max' or 'min'", direction)
     parameters = read_space(space, set(config_keys))
-    mode = metric_direction(metric, direction)
+    metric, mode = resolve_objective(metric, direction, metrics)
     name = study_name or Path(config).stem
     out = Path(out_dir) if out_dir is not None else Path("tune") / name
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +229,7 @@ def tune(
         study_name=name,
         storage=open_storage(url),
         direction="maximize" if mode == "max" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed),
+        sampler=trial_sampler(sampler, seed, 0),  # replaced for each trial (`objective`)
         pruner=make_pruner(pruner),
         load_if_exists=True,
     )
@@ -206,6 +241,7 @@ def tune(
             # Another worker asked in the same moment: this trial would be one too many, and is not run.
             trial.set_user_attr("surplus", True)
             raise _Surplus
+        study.sampler = trial_sampler(sampler, seed, trial.number)  # the trial's values are drawn when suggested
         values = {p.key: p.suggest(trial) for p in parameters}
         say(f"trial {trial.number}: {', '.join(f'{k}={v}' for k, v in values.items())}")
         state, value = _run_trial(config, extra_args, values, url, name, trial, metric, mode, pruner)
@@ -291,12 +327,12 @@ def _run_trial(
     attrs = next(
         t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number
     ).user_attrs
+    if result.returncode == USER_ERROR_STATUS:  # a user error of the run config or tuning options: every trial's
+        problem = reported_error(result.stderr) or result.stderr.strip()[-500:]
+        raise ConfigError(f"Trial {trial.number} ({', '.join(overrides)}): {problem}")
     if result.returncode != 0:
         last = [line for line in result.stderr.splitlines() if line.strip()]
-        problem = last[-2] if len(last) >= 2 and "TLKIT_TRACEBACK" in last[-1] else (last[-1] if last else "")
-        if "error:" in problem:  # a user error of the run config or of the tuning options: the same in every trial
-            raise ConfigError(f"Trial {trial.number} ({', '.join(overrides)}): {problem.split('error: ', 1)[1]}")
-        trial.set_user_attr("error", problem)
+        trial.set_user_attr("error", last[-1] if last else f"exit status {result.returncode}")
         return "failed", None
     if "pruned_at_epoch" in attrs:
         return "pruned", attrs.get("best_value")

@@ -3,11 +3,21 @@
 
 Every strategy takes one as ``task`` (``--model.init_args.task MultiLabel``)."""
 
-from tlkit.tasks.base import ECE_BINS, Task
+from tlkit.tasks.base import ECE_BINS, Mode, Task, direction_of
 from tlkit.tasks.classification import Classification
 from tlkit.tasks.detection import Detection
 from tlkit.tasks.multi_label import MultiLabel
 from tlkit.tasks.regression import Regression
 from tlkit.tasks.segmentation import Segmentation
 
-__all__ = ["ECE_BINS", "Classification", "Detection", "MultiLabel", "Regression", "Segmentation", "Task"]
+__all__ = [
+    "ECE_BINS",
+    "Classification",
+    "Detection",
+    "Mode",
+    "MultiLabel",
+    "Regression",
+    "Segmentation",
+    "Task",
+    "direction_of",
+]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,17 @@ from tlkit.protocols import FeatureMap, TargetKind
 
 #: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
 ECE_BINS = 15
+
+#: Which way a metric is better: what checkpoints, ``tlkit select`` and ``tlkit tune`` optimise it in.
+Mode = Literal["max", "min"]
+
+
+def direction_of(metric: Metric) -> Mode | None:
+    """``max`` or ``min`` as the metric itself says (torchmetrics' ``higher_is_better``), None where it says
+    neither (a diagnostic with no better direction)."""
+    if metric.higher_is_better is None:
+        return None
+    return "max" if metric.higher_is_better else "min"
 
 
 class Task(nn.Module):
@@ -155,6 +166,25 @@ class Task(nn.Module):
 
     def csv_row(self, record: dict[str, Any], names: list[str]) -> list[str]:
         raise NotImplementedError
+
+    def metric_directions(self) -> dict[str, Mode]:
+        """Each metric the task logs, by name without the stage prefix (``mae``, ``map``, ``ece``), and which way is
+        better, as each metric says (`direction_of`); ``loss`` goes down. What ``tlkit select`` and ``tlkit tune``
+        ask: no command guesses a direction from a metric's name."""
+        task = self if self.num_outputs is not None else self._sized_copy()
+        metrics = {**task.make_metrics(), **task.make_detail_metrics()}
+        calibration = task.calibration_error()
+        if calibration is not None:  # logged at test, with and without the fitted temperature
+            metrics["ece"] = metrics["ece_unscaled"] = calibration
+        directions: dict[str, Mode] = {"loss": "min"}
+        directions.update({name: mode for name, metric in metrics.items() if (mode := direction_of(metric))})
+        return directions
+
+    def _sized_copy(self) -> Task:
+        """An unbuilt task's twin built with its fewest outputs: its metrics, for their directions."""
+        twin = Task.from_config(self.config())
+        twin.build(max(self.min_outputs, 2))
+        return twin
 
     def metric_for_selection(self) -> Metric:
         """A fresh metric computing the `monitor` value from `metric_inputs` (WiSE-FT chooses its mix with it)."""
