@@ -15,6 +15,7 @@ are unlabelled (255) in masks. A mask is every annotation of the image drawn in 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,10 +36,33 @@ from tlkit.tasks.segmentation import IGNORE_INDEX
 INSTANCES = "instances.json"
 
 
-def read_coco(path: Path) -> tuple[list[str], Split, int]:
-    """(category names in id order, the images and each one's boxes, how many images have none) of a COCO
-    instances file; a sample is an image path, its label ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [k, ...]}``
-    with k the category's index in the names."""
+#: How far past its image's edge (in pixels) a box may end and be clipped to it: annotation tools round coordinates
+#: to floats that can overshoot by a fraction of a pixel. A box further out is refused.
+EDGE_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class CocoFile:
+    """What a COCO instances file holds, as tlkit trains on it.
+
+    Attributes:
+        classes: category names, in id order (the head's order).
+        category_ids: the file's own category ids, in the same order: what predictions are written with.
+        split: the images and each one's target ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [k, ...],
+            "image_id": the file's id, ...}``, k the category's index in ``classes``.
+        background: how many images have no box.
+        clipped: how many boxes ended within `EDGE_TOLERANCE` past their image and were clipped to it.
+    """
+
+    classes: list[str]
+    category_ids: list[int]
+    split: Split
+    background: int
+    clipped: int
+
+
+def read_coco(path: Path) -> CocoFile:
+    """A COCO instances file, every annotation checked (`CocoFile`)."""
     try:
         coco = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -52,6 +76,7 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
     boxes: dict[int, list[list[float]]] = {i: [] for i in images}
     labels: dict[int, list[int]] = {i: [] for i in images}
     segments: dict[int, list[tuple[int, Any]]] = {i: [] for i in images}  # (mask value, segmentation)
+    clipped = 0
     for annotation in coco["annotations"]:
         where = f"annotation {annotation.get('id', '?')} in {str(path)!r}"
         if annotation.get("image_id") not in images:
@@ -71,12 +96,22 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
             continue
         image = images[annotation["image_id"]]
         x, y, w, h = (float(v) for v in annotation["bbox"])
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image["width"] or y + h > image["height"]:
+        width, height = image["width"], image["height"]
+        reach = EDGE_TOLERANCE
+        if w <= 0 or h <= 0 or x < -reach or y < -reach or x + w > width + reach or y + h > height + reach:
             raise ConfigError(
-                f"Expected the box of {where} to have a positive area inside its image ({image['width']}x"
-                f"{image['height']}), but it is [x, y, w, h] = {[x, y, w, h]}."
+                f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but it "
+                f"is [x, y, w, h] = {[x, y, w, h]}."
             )
-        boxes[image["id"]].append([x, y, x + w, y + h])
+        box = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]
+        if box != [x, y, x + w, y + h]:
+            clipped += 1
+            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
+                raise ConfigError(
+                    f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but "
+                    f"it is [x, y, w, h] = {[x, y, w, h]}."
+                )
+        boxes[image["id"]].append(box)
         labels[image["id"]].append(index_of[annotation["category_id"]])
     samples, targets = [], []
     for image_id, image in images.items():
@@ -86,10 +121,11 @@ def read_coco(path: Path) -> tuple[list[str], Split, int]:
                 f"Expected the image {image['file_name']!r} that {str(path)!r} names, but {str(file)!r} is missing."
             )
         samples.append(str(file))
-        shape = {"height": int(image["height"]), "width": int(image["width"])}
+        shape = {"height": int(image["height"]), "width": int(image["width"]), "image_id": image_id}
         targets.append({"boxes": boxes[image_id], "labels": labels[image_id], "segments": segments[image_id], **shape})
     background = sum(1 for t in targets if not t["labels"])
-    return [str(c["name"]) for c in categories], Split(samples, targets), background
+    names, ids = [str(c["name"]) for c in categories], [c["id"] for c in categories]
+    return CocoFile(names, ids, Split(samples, targets), background, clipped)
 
 
 class DetectionDataset(PairDataset):
@@ -149,13 +185,26 @@ class CocoDataModule(BoxesOrMasks, DenseDataModule):
         if targets not in ("boxes", "masks"):
             raise config_error("targets", "'boxes' (detection) or 'masks' (segmentation)", targets)
         super().__init__(**kwargs)
+        self._category_ids: list[int] = []
 
     def describe_source(self) -> str:
         return repr(self.hparams.root)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
-        classes, splits = read_coco_splits(Path(self.hparams.root).expanduser())
+        classes, self._category_ids, splits = read_coco_splits(Path(self.hparams.root).expanduser())
         return (classes, splits) if self.hparams.targets == "boxes" else (["background", *classes], splits)
+
+    def class_ids(self) -> list[int] | None:
+        """The file's category ids in class order (detection), what predictions are written with; None for masks
+        (whose values are the classes' indices, 0 the background)."""
+        self.class_names()  # reads the file once
+        return list(self._category_ids) if self.hparams.targets == "boxes" else None
+
+    def predict_sample_ids(self) -> list[int] | None:
+        """The file's image ids of the samples predicted (its test split's); None for a ``predict_dir``'s images."""
+        if self.hparams.predict_dir is not None:
+            return None
+        return [int(target["image_id"]) for target in self._predict_split().labels]
 
     def check_split(self, split: Split, classes: list[str]) -> None:
         """Boxes were checked as they were read (`read_coco`); masks need a segmentation on every annotation and
@@ -176,8 +225,9 @@ class CocoDataModule(BoxesOrMasks, DenseDataModule):
                     )
 
 
-def read_coco_splits(root: Path) -> tuple[list[str], dict[str, Split]]:
-    """``root/instances.json``, or ``root/<split>/instances.json`` for each of train, val and test present."""
+def read_coco_splits(root: Path) -> tuple[list[str], list[int], dict[str, Split]]:
+    """(category names, the file's category ids, the splits) of ``root/instances.json``, or of
+    ``root/<split>/instances.json`` for each of train, val and test present."""
     check_folder(root, "`root`")
     if (root / INSTANCES).is_file():
         folders = {"train": root}
@@ -185,16 +235,31 @@ def read_coco_splits(root: Path) -> tuple[list[str], dict[str, Split]]:
         folders = {name: root / name for name in ("train", "val", "test") if (root / name / INSTANCES).is_file()}
         if "train" not in folders:
             raise ConfigError(f"Expected {str(root)!r} to hold {INSTANCES}, or train/{INSTANCES} (with val/, test/).")
-    classes: list[str] | None = None
-    splits, background = {}, {}
+    first: CocoFile | None = None
+    files = {}
     for name, folder in folders.items():
-        names, split, empty = read_coco(folder / INSTANCES)
-        if classes is not None and names != classes:
+        read = read_coco(folder / INSTANCES)
+        if first is not None and (read.classes, read.category_ids) != (first.classes, first.category_ids):
             raise ConfigError(
                 f"Expected {str(folder / INSTANCES)!r} to have the training split's categories "
-                f"({', '.join(classes)}), but it has {', '.join(names)}."
+                f"({_categories(first)}), but it has {_categories(read)}."
             )
-        classes, splits[name], background[name] = names, split, empty
-    counts = ", ".join(f"{name} {len(s.samples)} ({background[name]} without boxes)" for name, s in splits.items())
-    rank_zero_info(f"COCO data in {str(root)!r}: {counts} images; images without boxes are kept as background.")
-    return classes or [], splits
+        first, files[name] = first or read, read
+    counts = ", ".join(f"{name} {len(f.split.samples)} ({f.background} without boxes)" for name, f in files.items())
+    carved = [name for name in ("val", "test") if name not in files]
+    held_out = f"; {' and '.join(carved)} held out of train" if carved else ""
+    rank_zero_info(
+        f"COCO data in {str(root)!r}: {counts} images{held_out}; images without boxes are kept as background."
+    )
+    clipped = sum(f.clipped for f in files.values())
+    if clipped:
+        rank_zero_info(
+            f"COCO data in {str(root)!r}: clipped {clipped} box(es) ending within {EDGE_TOLERANCE:g} pixel past their "
+            "image's edge (rounding in the annotation export) to the edge."
+        )
+    assert first is not None
+    return first.classes, first.category_ids, {name: f.split for name, f in files.items()}
+
+
+def _categories(coco: CocoFile) -> str:
+    return ", ".join(f"{name} (id {i})" for name, i in zip(coco.classes, coco.category_ids))

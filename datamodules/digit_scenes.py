@@ -180,7 +180,8 @@ class DigitScenesDataModule(BoxesOrMasks, DenseDataModule):
         if not (folder / "classes.txt").is_file():
             self._write(folder)
         if self.hparams.targets == "boxes":
-            return read_coco_splits(folder)
+            classes, _, splits = read_coco_splits(folder)  # the scenes' own file numbers its categories from 1
+            return classes, splits
         return read_mask_splits(folder)
 
     def check_split(self, split: Split, classes: list[str]) -> None:

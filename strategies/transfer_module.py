@@ -15,7 +15,7 @@ from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.protocols import CountedClasses, DescribesTargets, NamedClasses
+from tlkit.protocols import CountedClasses, DescribesTargets, IdentifiedClasses, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.strategies.heads import HeadKind, make_head
 from tlkit.tasks import Classification, Mode, Task
@@ -126,6 +126,9 @@ class TransferModule(LightningModule):
         self.head: nn.Module | None = None
         #: Class names in label order, from the datamodule (``classes``) or a checkpoint; used by predict.
         self.class_names: list[str] | None = None
+        #: The ids the user's file gave the classes (a COCO file's category ids), in label order, from the datamodule
+        #: or a checkpoint; predictions are written with them. None where the data has none.
+        self.class_ids: list[int] | None = None
         #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
         self.run_seed: int | None = None
         self._saved_data_config: dict[str, Any] | None = None  # from a checkpoint (see `trained_data_config`)
@@ -209,6 +212,8 @@ class TransferModule(LightningModule):
         if datamodule is not None:
             self.check_targets(datamodule)
         self.class_names = self.class_names or self._datamodule_class_names()
+        if self.class_ids is None and isinstance(datamodule, IdentifiedClasses):
+            self.class_ids = datamodule.class_ids()
         if self.head is None:
             self._size_head()
         if stage == "fit" and self.task.learns_from_targets() and isinstance(datamodule, DescribesTargets):
@@ -282,6 +287,7 @@ class TransferModule(LightningModule):
                 strategy=class_path(type(self)),
                 seed=self.run_seed,
                 class_names=tuple(self.class_names) if self.class_names else None,
+                class_ids=tuple(self.class_ids) if self.class_ids else None,
                 # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
                 optimizer=class_path(type(optimizer)) if optimizer is not None else None,
                 lr_scheduler=class_path(type(schedulers[0].scheduler))
@@ -300,6 +306,7 @@ class TransferModule(LightningModule):
             return
         self.run_seed = info.seed if info.seed is not None else self.run_seed
         self.class_names = list(info.class_names) if info.class_names else self.class_names
+        self.class_ids = list(info.class_ids) if info.class_ids else self.class_ids
         self._saved_data_config = info.data_config
 
     @property

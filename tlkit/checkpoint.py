@@ -8,7 +8,8 @@ measured of its source-only reference and of each validated epoch (`write_adapta
 through this module.
 
 Schema versions: 0 is the layout before the schema had a number (the same keys, no ``schema_version``); 1 adds
-``schema_version`` and ``task`` (empty); 2 moves the preprocessing to the datamodule's state; 3 fills ``task``. A
+``schema_version`` and ``task`` (empty); 2 moves the preprocessing to the datamodule's state; 3 fills ``task``; 4 adds
+``class_ids``. A
 checkpoint of a newer schema than this tlkit knows is refused in one line.
 """
 
@@ -26,11 +27,12 @@ import torch
 
 from tlkit.errors import ConfigError, config_error
 
-#: 3: the task is recorded (`CheckpointInfo.task`; its fitted state, thresholds or target mean and std, under ``task.``
+#: 4: the classes' ids in the user's file are recorded (`CheckpointInfo.class_ids`: a COCO file's category ids); 3: the
+#: task is recorded (`CheckpointInfo.task`; its fitted state, thresholds or target mean and std, under ``task.``
 #: in the state dict), so a tlkit without tasks refuses a multi-label or regression checkpoint in one line; 2: the
 #: preprocessing is recorded by the datamodule (in its own Lightning state, `DATA_CONFIG_STATE`), not by the model;
 #: 1: the first numbered schema; 0: checkpoints written before the schema had a number.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 INFO_KEY = "tlkit"
 RUN_CONFIG_KEY = "tlkit_config"
 #: A domain-adaptation run's record: ``{"reference": {metric: value} | None, "epochs": [{metric: value}, ...],
@@ -50,6 +52,8 @@ class CheckpointInfo:
         strategy: the strategy's class path (``tlkit.strategies.fine_tuning.FineTuning``).
         seed: the run seed that every step's randomness derives from (exact resume).
         class_names: the classes in head order, or None when the data named none.
+        class_ids: the ids the user's file gave the classes, in head order (a COCO file's category ids), or None
+            (schema 3 and older, or data without ids): predictions are written with them.
         optimizer: the optimizer's class path (optimizer state only loads into the class that wrote it).
         lr_scheduler: the configured scheduler's class path, or None for the default cosine.
         data_config: the preprocessing the model was trained with (a `DataConfig` as a dict): what export feeds. Read
@@ -65,6 +69,7 @@ class CheckpointInfo:
     strategy: str
     seed: int | None = None
     class_names: tuple[str, ...] | None = None
+    class_ids: tuple[int, ...] | None = None
     optimizer: str | None = None
     lr_scheduler: str | None = None
     data_config: dict[str, Any] | None = None
@@ -76,6 +81,7 @@ class CheckpointInfo:
         """Plain data (lists, dicts, strings, numbers), which ``torch.load(weights_only=True)`` reads back."""
         saved = dataclasses.asdict(self)
         saved["class_names"] = list(self.class_names) if self.class_names is not None else None
+        saved["class_ids"] = list(self.class_ids) if self.class_ids is not None else None
         return saved
 
     @classmethod
@@ -88,8 +94,9 @@ class CheckpointInfo:
             )
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in saved.items() if k in known}
-        if values.get("class_names") is not None:
-            values["class_names"] = tuple(values["class_names"])
+        for key in ("class_names", "class_ids"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         values["schema_version"] = version
         values.setdefault("strategy", "")
         return cls(**values)

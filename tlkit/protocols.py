@@ -49,6 +49,22 @@ class NamedClasses(Protocol):
 
 
 @runtime_checkable
+class IdentifiedClasses(Protocol):
+    """A datamodule whose classes carry ids of the user's file (a COCO file's category ids, which need not run
+    1, 2, 3): predictions are written with them. None where the data has no ids of its own."""
+
+    def class_ids(self) -> list[int] | None: ...
+
+
+@runtime_checkable
+class IdentifiedPredictSamples(Protocol):
+    """A datamodule whose predicted samples carry ids of the user's file (a COCO file's image ids); None where they
+    have none (images of a predict folder)."""
+
+    def predict_sample_ids(self) -> list[int] | None: ...
+
+
+@runtime_checkable
 class ResolvesDataConfig(Protocol):
     """A datamodule that can say how it preprocesses images for the attached model (it records that in checkpoints)."""
 
@@ -125,9 +141,11 @@ class LayerGroupTrainer(Protocol):
 
 @runtime_checkable
 class NamedClassifier(Protocol):
-    """A model that knows its class names in label order (every `TransferModule`, also from a checkpoint)."""
+    """A model that knows its class names in label order (every `TransferModule`, also from a checkpoint), and the
+    ids the user's file gave them (`IdentifiedClasses`), or None."""
 
     class_names: list[str] | None
+    class_ids: list[int] | None
 
 
 @runtime_checkable

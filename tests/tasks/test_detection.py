@@ -81,7 +81,7 @@ def test_a_missing_image_file_is_one_line_and_images_without_boxes_are_backgroun
     dm = CocoDataModule(root=str(root), val_fraction=0.2, test_fraction=0.2)
     dm.setup("fit")
     assert dm.class_names() == ["part1", "part2"]
-    assert "train 10 (9 without boxes) images; images without boxes are kept as background" in caplog.text
+    assert "train 10 (9 without boxes) images; val and test held out of train; images without boxes" in caplog.text
     everything = [t for s in dm.splits.values() for t in s.labels]
     assert sorted(len(t["labels"]) for t in everything) == [0] * 9 + [1]
     boxed = [t for t in everything if t["labels"]][0]
@@ -227,3 +227,68 @@ def test_lora_adapters_and_gradual_unfreezing_train_a_detector_in_bf16_on_the_cp
     assert before and any(not torch.equal(v, after[k]) for k, v in before.items())  # the adapters trained
     assert model.backbone.trainable_group_names  # unfrozen on schedule
     assert torch.isfinite(trainer.callback_metrics["val/loss"]) and "val/map" in trainer.callback_metrics
+
+
+def write_user_coco(root: Path, images: int = 24) -> dict:
+    """A COCO file as an annotation tool writes one: category ids 7, 23 and 42 (not 1, 2, 3), image ids from 1001,
+    one coloured square an image, one box ending 0.4 px past its image's edge (float rounding in the export)."""
+    root.mkdir(parents=True, exist_ok=True)
+    colours = {7: (255, 0, 0), 23: (0, 255, 0), 42: (0, 0, 255)}
+    listed, annotations = [], []
+    for i in range(images):
+        category = list(colours)[i % 3]
+        pixels = np.zeros((48, 48, 3), dtype=np.uint8)
+        x, y = 4 + (i * 5) % 20, 6 + (i * 7) % 18
+        pixels[y : y + 16, x : x + 16] = colours[category]
+        Image.fromarray(pixels).save(root / f"img{i}.png")
+        listed.append({"id": 1001 + i, "file_name": f"img{i}.png", "width": 48, "height": 48})
+        box = [x, y, 16, 16] if i else [x, y, 48.4 - x, 16]
+        annotations.append(
+            {"id": i + 1, "image_id": 1001 + i, "category_id": category, "bbox": box, "area": 256, "iscrowd": 0}
+        )
+    categories = [{"id": c, "name": name} for c, name in zip(colours, ("red", "green", "blue"))]
+    coco = {"images": listed, "annotations": annotations, "categories": categories}
+    (root / "instances.json").write_text(json.dumps(coco))
+    return coco
+
+
+def test_predictions_keep_the_users_category_and_image_ids_and_show_only_confident_boxes(tmp_path, caplog):
+    """detections.json evaluates against the user's own file with pycocotools: its category ids (7, 23, 42) and image
+    ids, recorded in the checkpoint and model.json; the CSV lists only detections at the display threshold, the JSONL
+    file all of them."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco = write_user_coco(tmp_path / "parts")
+    fit = [
+        "fit",
+        "--model=FineTuning",
+        "--model.backbone=test_resnet",
+        "--model.weights=null",
+        "--model.task=Detection",
+    ]
+    fit += ["--data=CocoDataModule", f"--data.root={tmp_path / 'parts'}", "--data.image_size=32", "--data.batch_size=8"]
+    fit += ["--data.test_fraction=0.25", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
+    run_here(fit, tmp_path)
+    assert "clipped 1 box(es) ending within 1 pixel past their image's edge" in caplog.text
+    assert "val and test held out of train" in caplog.text  # the summary says where they come from
+    last = tmp_path / "logs" / "tlkit" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["tlkit"]["class_ids"] == [7, 23, 42]
+    run_here(["predict", "--ckpt_path", str(last), "--trainer.enable_progress_bar=false"], tmp_path)
+    predictions = last.parent.parent / "predictions"
+    results = json.loads((predictions / "detections.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {7, 23, 42}
+    ids_of = {image["file_name"]: image["id"] for image in coco["images"]}
+    assert all(r["image_id"] == ids_of[Path(r["file_name"]).name] for r in results)
+    truth = COCO(str(tmp_path / "parts" / "instances.json"))
+    detections = truth.loadRes([{k: v for k, v in r.items() if k != "file_name"} for r in results])
+    evaluation = COCOeval(truth, detections, iouType="bbox")
+    evaluation.params.imgIds = sorted({r["image_id"] for r in results})
+    evaluation.evaluate()  # pycocotools refuses ids the file does not have
+    records = [json.loads(line) for line in next(predictions.glob("*.jsonl")).read_text().splitlines()]
+    rows = list(csv.DictReader(next(predictions.glob("*.csv")).open()))
+    listed = [cell for row in rows for cell in row["detections (score >= 0.3)"].split()]
+    scores = [d["score"] for r in records for d in r["detections"]]
+    assert len(listed) == sum(s >= 0.3 for s in scores) < len(scores)  # the low-scored ones only in the JSONL
+    run_here(["export", "--ckpt_path", str(last), "--out_dir", str(tmp_path / "exported")], tmp_path)
+    assert json.loads((tmp_path / "exported" / "model.json").read_text())["class_ids"] == [7, 23, 42]

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from typing_extensions import override
 
-from tlkit.protocols import HasTask, NamedClassifier, NamedPredictSamples
+from tlkit.protocols import HasTask, IdentifiedPredictSamples, NamedClassifier, NamedPredictSamples
 from tlkit.tasks import Classification
 
 
@@ -78,8 +78,11 @@ class PredictionWriter(BasePredictionWriter):
         self.rows, self._width = [], 0
         datamodule = trainer.datamodule
         self._names = datamodule.predict_sample_names() if isinstance(datamodule, NamedPredictSamples) else None
+        #: The user's file's ids of the predicted samples (a COCO file's image ids), written beside their names.
+        self._ids = datamodule.predict_sample_ids() if isinstance(datamodule, IdentifiedPredictSamples) else None
         named = isinstance(pl_module, NamedClassifier)
         self._classes = (pl_module.class_names if named else None) or []
+        self._class_ids = pl_module.class_ids if named else None
         self._task = pl_module.task if isinstance(pl_module, HasTask) else Classification()
 
     @override
@@ -107,10 +110,12 @@ class PredictionWriter(BasePredictionWriter):
             file = self._names[index] if self._names else str(index)
             if dense:  # masks or drawn boxes, a file per sample (each rank writes its own samples')
                 stem = f"{index:06d}_{Path(file).stem}"
-                record = self._task.write_prediction(values, _original_image(file), self.output_dir, stem, names)
+                image = _original_image(file)
+                record = self._task.write_prediction(values, image, self.output_dir, stem, names, self._class_ids)
             else:
                 record = self._task.prediction_record(values, names, self.top_k)
-            self.rows.append({"index": int(index), "file": file, **record})
+            identified = {"image_id": self._ids[index]} if self._ids else {}
+            self.rows.append({"index": int(index), "file": file, **identified, **record})
 
     def _output_names(self, count: int) -> list[str]:
         return [self._classes[i] if i < len(self._classes) else str(i) for i in range(count)]

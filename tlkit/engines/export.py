@@ -429,6 +429,8 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "preprocessing": spec,
         # The outputs' names in order: classes, labels, or regression targets.
         "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
+        # The ids the user's file gave the classes, in the same order (a COCO file's category ids), or null.
+        "class_ids": model.class_ids,
         # Applied inside the exported model (its output is already calibrated); 1 without temperature scaling.
         "temperature": float(model.calibration_temperature),
         # What the outputs are, and the task's fitted state: a multi-label model's decision thresholds (applied by

@@ -150,10 +150,17 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def write_prediction(
-        self, output: torch.Tensor, image: Any, folder: Path, stem: str, names: list[str]
+        self,
+        output: torch.Tensor,
+        image: Any,
+        folder: Path,
+        stem: str,
+        names: list[str],
+        class_ids: list[int] | None = None,
     ) -> dict[str, Any]:
         """For a task that `writes_files`: write one sample's files (``output`` a row of `postprocess`, ``image`` the
-        original PIL image or None) under ``folder``, named by ``stem``; return its record."""
+        original PIL image or None) under ``folder``, named by ``stem``; return its record. ``class_ids`` are the ids
+        the user's file gave the classes (in label order), or None."""
         raise NotImplementedError
 
     def write_results(self, rows: list[dict[str, Any]], folder: Path, names: list[str]) -> Path | None:

@@ -19,6 +19,11 @@ from tlkit.tasks.base import Task
 from tlkit.tasks.detectors import DetectorOutputs, FCOSDetector
 from tlkit.tasks.segmentation import palette
 
+#: The least score of a detection drawn on predict's images and listed in its CSV file: a person reads those, and the
+#: evaluation threshold (0.05) would show up to 100 boxes an image. Ultralytics' predict shows 0.25 and up,
+#: Detectron2's demo 0.5; FCOS's scores (a focal-loss sigmoid times centerness) run lower than a softmax's.
+DISPLAY_THRESHOLD = 0.3
+
 
 class BoxMAP(MeanAveragePrecision):
     """One value of torchmetrics' COCO mean average precision (``map``: over IoU 0.5 to 0.95; ``map_50``: at 0.5),
@@ -38,12 +43,17 @@ class Detection(Task):
     from scratch: tlkit ships no detection weights). Loss: FCOS's sigmoid focal loss, GIoU box loss and centerness.
     Metrics: COCO mean average precision over IoU thresholds 0.5 to 0.95 (``map``, what checkpoints select on) and at
     0.5 (``map_50``), by torchmetrics with the COCO evaluator. ``predict`` writes every image's detections (boxes in
-    the image's own pixels, ``[x, y, width, height]`` as COCO has them), a copy of the image with the boxes drawn,
-    and ``detections.json`` in COCO's results format. The exported model returns every location's box and class
-    scores; thresholds and non-maximum suppression follow it (the export page's snippet).
+    the image's own pixels, ``[x, y, width, height]`` as COCO has them, with the category ids of the user's COCO
+    file) to the JSONL file and to ``detections.json`` in COCO's results format (every detection above
+    ``score_threshold``: what mAP is computed from), and, for a person to look at, the CSV file and a copy of each
+    image with its boxes drawn (only detections scoring ``display_threshold`` or more). The exported model returns
+    every location's box and class scores; thresholds and non-maximum suppression follow it (the export page's
+    snippet).
 
     Args:
-        score_threshold: the least score a detection is kept with.
+        score_threshold: the least score a detection is kept with (evaluation, the JSONL and COCO results: low, so
+            that mAP sees the whole precision-recall curve).
+        display_threshold: the least score a detection is drawn and written to the CSV file with.
         nms_threshold: the IoU above which non-maximum suppression drops the lower-scored of two boxes of a class.
         detections_per_image: the most detections kept per image.
         channels: width of the pyramid and of the head.
@@ -64,6 +74,7 @@ class Detection(Task):
     def __init__(
         self,
         score_threshold: float = 0.05,
+        display_threshold: float = DISPLAY_THRESHOLD,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
         channels: int = 64,
@@ -71,13 +82,21 @@ class Detection(Task):
         super().__init__()
         if not 0.0 <= score_threshold < 1.0:
             raise config_error("task.score_threshold", "in [0, 1)", score_threshold)
+        if not score_threshold <= display_threshold <= 1.0:
+            raise config_error(
+                "task.display_threshold", f"in [score_threshold ({score_threshold:g}), 1]", display_threshold
+            )
         if not 0.0 < nms_threshold <= 1.0:
             raise config_error("task.nms_threshold", "in (0, 1]", nms_threshold)
         if detections_per_image < 1:
             raise config_error("task.detections_per_image", "an integer >= 1", detections_per_image)
         if channels < 32 or channels % 32:
             raise config_error("task.channels", "a multiple of 32 (the head's group norm has 32 groups)", channels)
-        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self.score_threshold, self.display_threshold, self.nms_threshold = (
+            score_threshold,
+            display_threshold,
+            nms_threshold,
+        )
         self.detections_per_image, self.channels = detections_per_image, channels
 
     def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
@@ -121,10 +140,17 @@ class Detection(Task):
 
     # --------------------------------------------------------------------------------------------------- predict
     def write_prediction(
-        self, output: dict[str, torch.Tensor], image: Image.Image | None, folder: Path, stem: str, names: list[str]
+        self,
+        output: dict[str, torch.Tensor],
+        image: Image.Image | None,
+        folder: Path,
+        stem: str,
+        names: list[str],
+        class_ids: list[int] | None = None,
     ) -> dict[str, Any]:
-        """The image's detections in its own pixels (COCO's ``[x, y, width, height]``), and the image with them
-        drawn under ``folder/drawn`` (when the image is a file)."""
+        """The image's detections in its own pixels (COCO's ``[x, y, width, height]``), each with its class's
+        ``category_id`` (``class_ids``, the user's file's; else the class's index from 1), and the image with those
+        scoring ``display_threshold`` or more drawn under ``folder/drawn`` (when the image is a file)."""
         boxes = output["boxes"].float()
         if image is not None:  # from the model's input size back to the image's
             height, width = output["input_size"].tolist()
@@ -132,6 +158,7 @@ class Detection(Task):
         detections = [
             {
                 "class": names[int(label)],
+                "category_id": category_id(int(label), class_ids),
                 "score": round(float(score), 6),
                 "box": [
                     round(float(box[0]), 2),
@@ -148,6 +175,8 @@ class Detection(Task):
             draw = ImageDraw.Draw(drawn)
             colours = palette()
             for box, detection, label in zip(boxes.tolist(), detections, output["labels"].tolist()):
+                if detection["score"] < self.display_threshold:
+                    continue
                 colour = tuple(colours[3 * (label + 1) : 3 * (label + 1) + 3])
                 draw.rectangle(box, outline=colour, width=max(1, round(min(image.size) / 100)))
                 draw.text((box[0] + 1, box[1] + 1), f"{detection['class']} {detection['score']:.2f}", fill=colour)
@@ -157,13 +186,15 @@ class Detection(Task):
         return record
 
     def write_results(self, rows: list[dict[str, Any]], folder: Path, names: list[str]) -> Path:
-        """Every image's detections in COCO's results format (``image_id``: the row's number from 1 in the written
-        order, with ``file_name`` beside it; ``category_id``: the class's index from 1, in the model's class order)."""
+        """Every image's detections in COCO's results format, to evaluate against the user's file with pycocotools:
+        ``image_id`` the file's id of the image (the row's ``image_id``; for images of a predict folder, which have
+        none, the row's number from 1 in the written order), with ``file_name`` beside it; ``category_id`` the
+        file's id of the class (`write_prediction`)."""
         results = [
             {
-                "image_id": number,
+                "image_id": row.get("image_id", number),
                 "file_name": row["file"],
-                "category_id": names.index(detection["class"]) + 1,
+                "category_id": detection["category_id"],
                 "bbox": detection["box"],
                 "score": detection["score"],
             }
@@ -175,18 +206,27 @@ class Detection(Task):
         return path
 
     def csv_columns(self, names: list[str], top_k: int) -> list[str]:
-        return ["file", "detections", "drawn"]
+        """``detections (score >= 0.3)``: the header says which detections a row lists (the JSONL file has all)."""
+        return ["file", f"detections (score >= {self.display_threshold:g})", "drawn"]
 
     def csv_row(self, record: dict[str, Any], names: list[str]) -> list[str]:
         boxes = " ".join(
-            f"{d['class']}:{d['score']:.3f}@{','.join(f'{v:g}' for v in d['box'])}" for d in record["detections"]
+            f"{d['class']}:{d['score']:.3f}@{','.join(f'{v:g}' for v in d['box'])}"
+            for d in record["detections"]
+            if d["score"] >= self.display_threshold
         )
         return [record["file"], boxes, record.get("drawn", "")]
 
     def arguments(self) -> dict[str, Any]:
         return {
             "score_threshold": self.score_threshold,
+            "display_threshold": self.display_threshold,
             "nms_threshold": self.nms_threshold,
             "detections_per_image": self.detections_per_image,
             "channels": self.channels,
         }
+
+
+def category_id(label: int, class_ids: list[int] | None) -> int:
+    """The id a class is written with: the user's file's (``class_ids``, in label order), else its index from 1."""
+    return class_ids[label] if class_ids else label + 1

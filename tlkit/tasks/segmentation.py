@@ -130,7 +130,13 @@ class Segmentation(Task):
 
     # --------------------------------------------------------------------------------------------------- predict
     def write_prediction(
-        self, output: torch.Tensor, image: Image.Image | None, folder: Path, stem: str, names: list[str]
+        self,
+        output: torch.Tensor,
+        image: Image.Image | None,
+        folder: Path,
+        stem: str,
+        names: list[str],
+        class_ids: list[int] | None = None,
     ) -> dict[str, Any]:
         """Write one image's mask (at ``image``'s size when the image is given, with its overlay) under ``folder``;
         return its record: the files and each predicted class's share of the pixels."""
