@@ -245,15 +245,58 @@ def test_a_failed_verification_is_one_line_and_keeps_the_files(tiny_checkpoint, 
     with pytest.raises(SystemExit):
         main(["export", "--ckpt_path", str(tiny_checkpoint), "--out_dir", str(tmp_path / "out"), "--formats=[onnx]"])
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 2 and "within 0.0001" in err and "head or the softmax" in err, err
+    assert len(err.splitlines()) == 2 and "|difference| <= 0.0001 + 0.001 x |value|" in err, err
+    assert "probabilities are outside it" in err and "head or the softmax" in err, err
     assert (tmp_path / "out" / "model.onnx").is_file()
 
 
-def test_the_verified_difference_is_absolute_for_probabilities_and_relative_for_larger_values():
-    from tlkit.engines.export import TOLERANCE, output_difference
+def test_each_task_judges_an_export_by_a_relative_and_absolute_tolerance_and_what_users_rely_on():
+    """|difference| <= atol + rtol x |value| per output kind, then the same top class, label set, mask or boxes: a
+    near tie may flip, a clear answer may not, however loose the tolerance."""
+    from tlkit.tasks import Classification, Detection, MultiLabel, Regression, Segmentation
 
-    probabilities = np.array([0.2, 0.8])
-    assert output_difference(probabilities + 2e-4, probabilities) > TOLERANCE  # a probability off by 2e-4 fails
-    boxes = np.array([480.0, 612.5])
-    assert output_difference(boxes * (1 + 5e-5), boxes) < TOLERANCE  # float rounding of 600-pixel boxes passes
-    assert output_difference(boxes + 1.0, boxes) > TOLERANCE  # a box off by a pixel does not
+    classifier = Classification()
+    classifier.build(3)
+    probabilities = np.array([[0.7, 0.25, 0.05], [0.5, 0.4999, 0.0001]])
+    check = classifier.check_export(probabilities + 1.8e-4 * np.array([1, -1, 0]), probabilities)
+    assert check.passed and check.max_abs_difference == pytest.approx(1.8e-4)  # 0.7 and 0.25 move within rtol
+    assert not classifier.check_export(probabilities + np.array([0, 0, 2e-4]), probabilities).passed  # 0.05 + 2e-4
+    tie = probabilities.copy()
+    tie[1, :2] = [0.49995, 0.49995 + 1e-5]
+    assert classifier.check_export(tie, probabilities).passed  # a near tie decided the other way is no error
+    flipped = probabilities[:, [1, 0, 2]]
+    check = classifier.check_export(flipped, probabilities, scale=1e4)
+    assert check.problem == "the top class differs on 1 of 2 images" and "the same top class" in check.criterion
+
+    labels = MultiLabel(threshold=0.5)
+    labels.build(2)
+    scores = np.array([[0.9, 0.3]])
+    assert labels.check_export(scores + 1e-4, scores).passed
+    assert "label set differs on 1" in labels.check_export(np.array([[0.9, 0.6]]), scores, scale=1e4).problem
+
+    regression = Regression()
+    regression.build(1)
+    regression.target_std.fill_(40.0)
+    values = np.array([[612.5], [0.0]])
+    assert regression.check_export(values * (1 + 5e-5), values).passed  # float rounding of large values
+    assert not regression.check_export(values + np.array([[1.0], [0.0]]), values).passed
+
+    segmenter = Segmentation()
+    segmenter.build(2)
+    maps = np.zeros((1, 2, 2, 2))
+    maps[0, 0], maps[0, 1] = 0.9, 0.1
+    swapped = maps[:, ::-1]
+    assert segmenter.check_export(maps + 5e-5, maps).passed
+    assert segmenter.check_export(swapped, maps, scale=1e4).problem == "the mask differs at 4 of 4 pixels"
+
+    detector = Detection(score_threshold=0.05)
+    detector.build(2)
+    locations = np.array([[[100.0, 120.0, 480.0, 612.5, 0.9, 0.1], [0.0, 0.0, 8.0, 8.0, 0.01, 0.02]]])
+    rounded = locations.copy()
+    rounded[..., :4] *= 1 + 5e-5
+    assert detector.check_export(rounded, locations).passed  # float rounding of 600-pixel boxes
+    moved = locations.copy()
+    moved[0, 0, :4] += 40.0
+    check = detector.check_export(moved, locations, scale=1e4)
+    assert check.problem == "1 of 1 boxes scoring over the threshold moved or changed class", check
+    assert not detector.check_export(locations + np.array([1.0, 0, 0, 0, 0, 0]), locations).passed  # a pixel off

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from tlkit.cli._subcommand import SubcommandParser, run_reporting, subcommand_parser
-from tlkit.engines.export import FORMATS, SPEC_FILE, TOLERANCE, ExportFormat, ExportReport, export
+from tlkit.engines.export import FORMATS, SPEC_FILE, ExportFormat, ExportReport, export
 
 
 def build_parser() -> SubcommandParser:
@@ -23,10 +23,12 @@ def build_parser() -> SubcommandParser:
     )
     parser.add_argument("--opset", type=int, default=18, help="The ONNX opset.")
     parser.add_argument(
-        "--tolerance",
+        "--tolerance_scale",
         type=float,
-        default=TOLERANCE,
-        help="Largest |difference| of outputs (probabilities, or regression values) accepted.",
+        default=1.0,
+        help="A factor on the task's tolerance (|difference| <= atol + rtol x |value| per output kind; probabilities: "
+        "atol 1e-4, rtol 1e-3): above 1 accepts a runtime that rounds differently. The same top class, label set, "
+        "boxes or mask are required either way.",
     )
     return parser
 
@@ -34,12 +36,20 @@ def build_parser() -> SubcommandParser:
 def run(args: Sequence[str]) -> ExportReport:
     parser = build_parser()
     config = parser.parse_args(list(args))
-    report = export(config.ckpt_path, config.out_dir, config.formats, config.images, config.opset, config.tolerance)
+    report = export(
+        config.ckpt_path, config.out_dir, config.formats, config.images, config.opset, config.tolerance_scale
+    )
     for name, path in report.files.items():
-        difference = report.max_difference.get(name)
-        check = "" if difference is None else f" (max |difference| vs the checkpoint: {difference:.2g})"
-        print(f"{name}: {path}{check}")
-    print(f"Verified on {report.images} images; {SPEC_FILE} holds the preprocessing and class names.")
+        check = report.checks.get(name)
+        largest = (
+            ""
+            if check is None
+            else f" (largest |difference| vs the checkpoint: {check.max_abs_difference:.2g}, relative "
+            f"{check.max_rel_difference:.2g})"
+        )
+        print(f"{name}: {path}{largest}")
+    criterion = next(iter(report.checks.values())).criterion if report.checks else ""
+    print(f"Verified on {report.images} images ({criterion}); {SPEC_FILE} holds the preprocessing and class names.")
     return report
 
 

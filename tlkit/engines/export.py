@@ -1,6 +1,6 @@
 """Shipping an adapted model: ONNX and TorchScript files of backbone + head + the task's post-processing (class or
 label probabilities, or regression values in their units), a JSON with the preprocessing, the names and the task's
-fitted state, and a verification against the checkpoint on real images.
+fitted state, and a verification against the checkpoint on real images (the task judges it: `Task.check_export`).
 
 The JSON is all a deployment needs besides the model file: resize the shorter side to ``resize`` (PIL, with the
 named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with ``mean``/``std``, NCHW
@@ -11,6 +11,8 @@ Examples:
     >>> report = export("logs/digits_finetune/version_0/checkpoints/last.ckpt", "exported/digits")
     >>> report.max_difference
     {'onnx': 2.4e-07, 'torchscript': 0.0}
+    >>> report.checks["onnx"].criterion
+    '|difference| <= 0.0001 + 0.001 x |value|, and the same top class'
 """
 
 from __future__ import annotations
@@ -38,19 +40,17 @@ from tlkit.backbones import DataConfig
 from tlkit.checkpoint import class_path, import_class, read_checkpoint
 from tlkit.datamodules.transforms import resize_size
 from tlkit.errors import ConfigError, config_error
+from tlkit.tasks.export_check import ExportCheck
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 SPEC_FILE = "model.json"
-#: Largest |difference| of outputs between the exported model and the checkpoint that an export accepts: absolute
-#: for values up to 1 (probabilities), relative above (regression values, box coordinates in pixels).
-TOLERANCE = 1e-4
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 class VerificationError(ConfigError):
-    """The exported model does not reproduce the checkpoint's probabilities within the tolerance."""
+    """The exported model does not reproduce the checkpoint's outputs as its task requires (`Task.check_export`)."""
 
 
 class ExportedModel(nn.Module):
@@ -77,6 +77,8 @@ class ExportReport:
     directory: Path
     files: dict[str, Path]
     max_difference: dict[str, float] = field(default_factory=dict)
+    #: Each format's verification as its task judged it: the largest differences, the criterion, any problem.
+    checks: dict[str, ExportCheck] = field(default_factory=dict)
     images: int = 0
 
 
@@ -201,7 +203,7 @@ def export(
     formats: Sequence[ExportFormat] = FORMATS,
     images: str | os.PathLike | None = None,
     opset: int = 18,
-    tolerance: float = TOLERANCE,
+    tolerance_scale: float = 1.0,
 ) -> ExportReport:
     """Export a tlkit checkpoint's backbone + head to ``formats`` in ``out_dir`` with its ``model.json``, and verify.
 
@@ -211,24 +213,28 @@ def export(
         formats: ``onnx`` (dynamic batch size, for onnxruntime) and/or ``torchscript``.
         images: a folder of real images to verify on (default: bundled photos and digits).
         opset: the ONNX opset.
-        tolerance: the largest |difference| of probabilities accepted between export and checkpoint.
+        tolerance_scale: a factor on the task's tolerance (`Task.export_tolerance`): above 1 to accept a runtime
+            whose kernels round differently, below 1 to demand more.
 
     Raises:
         ConfigError: bad input (not a tlkit checkpoint, an unknown format, an unwritable or non-empty folder).
-        VerificationError: an exported model differs from the checkpoint by more than ``tolerance``.
+        VerificationError: an exported model does not reproduce the checkpoint as its task requires: outputs
+            outside the tolerance, or another top class, label set, box or mask.
     """
     for name in formats:
         if name not in FORMATS:
             raise config_error("formats", "a list of export formats", name, options=FORMATS)
     if not formats:
         raise config_error("formats", "at least one export format", list(formats), options=FORMATS)
+    if not tolerance_scale > 0:
+        raise config_error("tolerance_scale", "a number > 0", tolerance_scale)
     directory = Path(out_dir).expanduser()
     _check_directory(directory)
     model = load_strategy(checkpoint_path)
     created = not directory.exists()
     _prepare_directory(directory)
     try:
-        return _export_into(directory, model, formats, images, opset, tolerance)
+        return _export_into(directory, model, formats, images, opset, tolerance_scale)
     except VerificationError:
         raise  # its files stay for inspection, as its message says
     except BaseException:
@@ -250,7 +256,7 @@ def _export_into(
     formats: Sequence[ExportFormat],
     images: str | os.PathLike | None,
     opset: int,
-    tolerance: float,
+    tolerance_scale: float,
 ) -> ExportReport:
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
     config = model.trained_data_config or model.backbone.data_config
@@ -266,24 +272,19 @@ def _export_into(
             _export_onnx(network, path, opset, config) if name == "onnx" else _export_torchscript(network, path, config)
         )
         report.files[name] = path
-        difference = output_difference(run(batch), expected)
-        report.max_difference[name] = difference
-        if difference > tolerance:
+        check = model.task.check_export(run(batch), expected, tolerance_scale)
+        report.checks[name], report.max_difference[name] = check, check.max_abs_difference
+        if not check.passed:
             where = f" {locate_divergence(network.backbone, eager_inputs, opset)}." if name == "onnx" else ""
             raise VerificationError(
-                f"Expected the {name} export to reproduce the checkpoint's outputs within {tolerance:g}, but "
-                f"the largest |difference| on {len(samples)} images is {difference:.3g};{where} The files are left "
-                f"in {str(directory)!r} for inspection."
+                f"Expected the {name} export to reproduce the checkpoint's outputs ({check.criterion}) on "
+                f"{len(samples)} images, but {check.problem}; largest |difference| {check.max_abs_difference:.3g} "
+                f"(relative {check.max_rel_difference:.3g}).{where} The files are left in {str(directory)!r} for "
+                "inspection."
             )
     report.files["spec"] = directory / SPEC_FILE
     report.files["spec"].write_text(json.dumps(_spec_document(model, spec, report), indent=2) + "\n")
     return report
-
-
-def output_difference(exported: np.ndarray, expected: np.ndarray) -> float:
-    """The largest difference between an export's outputs and the checkpoint's: absolute for values up to 1
-    (probabilities), relative above (regression values, a detector's box pixels, whose float error grows with them)."""
-    return float((np.abs(exported - expected) / np.maximum(1.0, np.abs(expected))).max())
 
 
 def _check_directory(directory: Path) -> None:
@@ -440,6 +441,11 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> di
         "task": model.task.describe(),
         "strategy": class_path(type(model)),
         "backbone": model.backbone.name,
-        "verification": {"images": report.images, "max_abs_difference": report.max_difference},
+        "verification": {
+            "images": report.images,
+            "max_abs_difference": report.max_difference,
+            "max_rel_difference": {name: check.max_rel_difference for name, check in report.checks.items()},
+            "criterion": next(iter(report.checks.values())).criterion if report.checks else None,
+        },
         "versions": {"tlkit": tlkit.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }

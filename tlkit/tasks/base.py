@@ -23,6 +23,7 @@ from torchmetrics import Metric
 from tlkit.checkpoint import class_path, import_class
 from tlkit.errors import ConfigError
 from tlkit.protocols import FeatureMap, TargetKind
+from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, differences, outside
 
 #: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
 ECE_BINS = 15
@@ -134,6 +135,28 @@ class Task(nn.Module):
     def export_shape(self, input_size: int) -> list[Any]:
         """The shape of `export_outputs` for square inputs of ``input_size`` pixels, as ``model.json`` states it."""
         return ["batch", self.num_outputs]
+
+    def export_tolerance(self) -> Tolerance:
+        """How far each exported output may be from the checkpoint's (probabilities by default)."""
+        return PROBABILITIES
+
+    def check_export(self, exported: np.ndarray, expected: np.ndarray, scale: float = 1.0) -> ExportCheck:
+        """Judge an export's `export_outputs` against the checkpoint's on the same images: every value within
+        `export_tolerance` (times ``scale``), and what users rely on the same (`export_disagreement`, at the unscaled
+        tolerance: a looser one accepts more rounding, never another answer where the checkpoint's was clear)."""
+        tolerance = self.export_tolerance().scaled(scale)
+        problem = outside(exported, expected, tolerance, self.output_name)
+        problem = problem or self.export_disagreement(exported, expected, self.export_tolerance())
+        return ExportCheck(*differences(exported, expected), self.export_criterion(tolerance), problem)
+
+    def export_criterion(self, tolerance: Tolerance) -> str:
+        """What `check_export` requires, in words."""
+        return tolerance.describe()
+
+    def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
+        """Where the export would answer a user differently (another top class, label set, mask) though the
+        checkpoint's answer was clear by more than ``tolerance``, in words; None when it answers the same."""
+        return None
 
     def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         """The temperature that calibrates ``outputs`` (a whole validation split's) on ``targets``."""

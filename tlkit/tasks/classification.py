@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -11,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from tlkit.functional.calibration import fit_temperature
 from tlkit.tasks.base import ECE_BINS, Task
+from tlkit.tasks.export_check import Tolerance, clear_top
 
 
 class Classification(Task):
@@ -53,6 +55,14 @@ class Classification(Task):
 
     def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return fit_temperature(outputs, targets)
+
+    def export_criterion(self, tolerance: Tolerance) -> str:
+        return f"{tolerance.describe()}, and the same top class"
+
+    def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
+        top, clear = clear_top(expected, tolerance)
+        changed = int(((exported.argmax(axis=1) != top) & clear).sum())
+        return f"the top class differs on {changed} of {len(expected)} images" if changed else None
 
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         return (outputs / temperature.to(outputs.dtype)).softmax(dim=-1)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
@@ -17,12 +18,20 @@ from tlkit.errors import config_error
 from tlkit.protocols import FeatureMap
 from tlkit.tasks.base import Task
 from tlkit.tasks.detectors import DetectorOutputs, FCOSDetector
+from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, box_iou, clear_top, differences, outside
 from tlkit.tasks.segmentation import palette
 
 #: The least score of a detection drawn on predict's images and listed in its CSV file: a person reads those, and the
 #: evaluation threshold (0.05) would show up to 100 boxes an image. Ultralytics' predict shows 0.25 and up,
 #: Detectron2's demo 0.5; FCOS's scores (a focal-loss sigmoid times centerness) run lower than a softmax's.
 DISPLAY_THRESHOLD = 0.3
+
+
+#: An exported box's coordinates (input pixels) may differ from the checkpoint's by this (rtol, atol): a box of 100
+#: pixels by a tenth of one.
+BOX_PIXELS = (1e-3, 1e-2)
+#: The least IoU at which an exported location's box is the checkpoint's.
+MATCHING_IOU = 0.99
 
 
 class BoxMAP(MeanAveragePrecision):
@@ -134,6 +143,28 @@ class Detection(Task):
         a fixed shape an ONNX graph holds; the score threshold, non-maximum suppression and the detection limit
         (``model.json``'s ``task``) are the caller's, as the export page's snippet does them."""
         return outputs.detector.locations(outputs)
+
+    def check_export(self, exported: np.ndarray, expected: np.ndarray, scale: float = 1.0) -> ExportCheck:
+        """Box coordinates within `BOX_PIXELS` and class scores within probabilities' tolerance; and every location
+        that scores above ``score_threshold`` keeps its box (IoU > `MATCHING_IOU`) and its class."""
+        boxes, scores = Tolerance(*BOX_PIXELS).scaled(scale), PROBABILITIES.scaled(scale)
+        clear = PROBABILITIES  # what counts as a clear answer does not loosen with ``scale`` (`Task.check_export`)
+        criterion = (
+            f"box coordinates {boxes.describe()}, class scores {scores.describe()}, and every box scoring over "
+            f"{self.score_threshold:g} at IoU > {MATCHING_IOU:g} with the same class"
+        )
+        problem = outside(exported[..., :4], expected[..., :4], boxes, "box coordinates")
+        problem = problem or outside(exported[..., 4:], expected[..., 4:], scores, "class scores")
+        if problem is None:
+            expected_scores, exported_scores = expected[..., 4:].reshape(-1, self.num_outputs), exported[..., 4:]
+            detected = expected_scores.max(axis=1) > self.score_threshold + clear.bound(self.score_threshold)
+            moved = box_iou(expected[..., :4].reshape(-1, 4)[detected], exported[..., :4].reshape(-1, 4)[detected])
+            top, decided = clear_top(expected_scores[detected], clear)
+            relabelled = (exported_scores.reshape(-1, self.num_outputs)[detected].argmax(axis=1) != top) & decided
+            changed = int(((moved <= MATCHING_IOU) | relabelled).sum())
+            if changed:
+                problem = f"{changed} of {int(detected.sum())} boxes scoring over the threshold moved or changed class"
+        return ExportCheck(*differences(exported, expected), criterion, problem)
 
     def export_shape(self, input_size: int) -> list[Any]:
         return ["batch", "locations", 4 + self.num_outputs]  # each location's box, then its class scores

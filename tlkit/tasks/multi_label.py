@@ -19,6 +19,7 @@ from torchmetrics.classification import (
 from tlkit.errors import config_error
 from tlkit.functional.calibration import best_f1_thresholds, fit_binary_temperature
 from tlkit.tasks.base import ECE_BINS, Task
+from tlkit.tasks.export_check import Tolerance
 
 
 class MultiLabel(Task):
@@ -107,6 +108,15 @@ class MultiLabel(Task):
 
     def fit_temperature(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return fit_binary_temperature(outputs, targets)
+
+    def export_criterion(self, tolerance: Tolerance) -> str:
+        return f"{tolerance.describe()}, and the same label set at the decision thresholds"
+
+    def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
+        thresholds = self.thresholds.cpu().numpy()
+        clear = np.abs(expected - thresholds) > tolerance.bound(expected)  # not within reach of its threshold
+        changed = int((((exported >= thresholds) != (expected >= thresholds)) & clear).any(axis=1).sum())
+        return f"the label set differs on {changed} of {len(expected)} images" if changed else None
 
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(outputs / temperature.to(outputs.dtype))

@@ -11,6 +11,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, R2Score
 
 from tlkit.errors import config_error
 from tlkit.tasks.base import Task
+from tlkit.tasks.export_check import Tolerance
 
 RegressionLoss = Literal["mse", "l1", "huber"]
 _LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}
@@ -80,6 +81,11 @@ class Regression(Task):
         if self.num_outputs == 1:  # R2Score takes one target as (N,)
             return values.reshape(-1), targets.reshape(-1)
         return values, targets
+
+    def export_tolerance(self) -> Tolerance:
+        """Values in the targets' units: relative, with an absolute floor of 1e-4 of the smallest target's standard
+        deviation (values near 0 carry the float error of the scale they were computed at)."""
+        return Tolerance(rtol=1e-3, atol=1e-4 * float(self.target_std.min()))
 
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         mean, std = self.target_mean.to(outputs.dtype), self.target_std.to(outputs.dtype)

@@ -20,6 +20,7 @@ from tlkit.metrics.iou import ClassIoU
 from tlkit.protocols import FeatureMap
 from tlkit.tasks.base import Task
 from tlkit.tasks.decoders import SemanticFPN
+from tlkit.tasks.export_check import Tolerance, clear_top
 
 #: What a mask pixel holds where no class is known (borders, unlabelled regions): the usual PNG-mask convention.
 IGNORE_INDEX = 255
@@ -124,6 +125,14 @@ class Segmentation(Task):
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """Per-pixel class probabilities, (N, classes, H, W)."""
         return outputs.softmax(dim=1)
+
+    def export_criterion(self, tolerance: Tolerance) -> str:
+        return f"{tolerance.describe()}, and the same class at every pixel"
+
+    def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
+        top, clear = clear_top(expected, tolerance)
+        changed = int(((exported.argmax(axis=1) != top) & clear).sum())
+        return f"the mask differs at {changed} of {top.size} pixels" if changed else None
 
     def export_shape(self, input_size: int) -> list[Any]:
         return ["batch", self.num_outputs, input_size, input_size]  # a probability per class and pixel
