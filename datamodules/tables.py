@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 
 from tlkit.errors import ConfigError, closest, config_error
 from tlkit.protocols import TargetKind
@@ -163,6 +164,15 @@ class TargetColumns:
             return names, {name: [self.values(row, where) for row, where in rows] for name, rows in tables.items()}
         raw = {name: [(self.raw_labels(row, where), where) for row, where in rows] for name, rows in tables.items()}
         names = list(self.classes) if self.classes else sorted({lab for labels, _ in raw["train"] for lab in labels})
+        if not self.classes:  # every name found became an output: say which look like typing slips
+            rare = rare_names(raw["train"], names)
+            if rare:
+                word = "labels" if self.multi_label else "classes"
+                rank_zero_warn(
+                    f"The training table has {word} with far fewer examples than the others: {'; '.join(rare)}. A "
+                    f"misspelt label becomes a {'label' if self.multi_label else 'class'} of its own: list the {word} "
+                    "in `classes` to make such a label an error."
+                )
         index = {name: i for i, name in enumerate(names)}
         targets: dict[str, list[Any]] = {}
         for table, rows in raw.items():
@@ -182,3 +192,21 @@ class TargetColumns:
                     read.append(index[labels[0]])
             targets[table] = read
         return names, targets
+
+
+def rare_names(rows: list[tuple[list[str], str]], names: list[str]) -> list[str]:
+    """Class or label names with far fewer examples than the others (a tenth of the median count or less, or one
+    example): most often a misspelt label that became an output of its own. ``rows`` are each row's labels as written
+    and where the row is; each name as "'kat' (1 example: pets.csv:14)"."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for labels, where in rows:  # one pass: a large file with many classes is read at every start
+        for label in labels:
+            found[label].append(where)
+    sizes = sorted(len(places) for places in found.values())
+    median = sizes[len(sizes) // 2]
+    rare = []
+    for name, places in found.items():
+        if len(places) == 1 or (median >= 10 and len(places) <= median / 10):
+            shown = ", ".join(places[:3]) + (", ..." if len(places) > 3 else "")
+            rare.append(f"{name!r} ({len(places)} example{'s' if len(places) > 1 else ''}: {shown})")
+    return rare

@@ -4,9 +4,6 @@ or a folder of `.txt` files per class."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from lightning.pytorch.utilities import rank_zero_warn
 
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.tables import LINES_SUFFIXES, TABLE_SUFFIXES, Record, TargetColumns, read_table
@@ -35,22 +32,6 @@ def read_records(path: Path, text_column: str, targets: TargetColumns) -> list[R
             raise ConfigError(f"Expected a non-empty `{text_column}` in every row, but {where} has none.")
         row[text_column] = text
     return records
-
-
-def rare_classes(labels: list[int], places: list[str], classes: list[str]) -> list[str]:
-    """Classes with far fewer examples than the others (a tenth of the median count or less, or one example): most
-    often a misspelt label that became a class of its own. Each as "'meh' (1 example: reviews.csv:14)"."""
-    found: dict[int, list[str]] = {i: [] for i in range(len(classes))}
-    for label, where in zip(labels, places):  # one pass: a large file with many classes is read at every start
-        found[label].append(where)
-    sizes = sorted(len(p) for p in found.values())
-    median = sizes[len(sizes) // 2]
-    rare = []
-    for label, where in found.items():
-        if len(where) == 1 or (median >= 10 and len(where) <= median / 10):
-            shown = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
-            rare.append(f"{classes[label]!r} ({len(where)} example{'s' if len(where) > 1 else ''}: {shown})")
-    return rare
 
 
 def _read_folder(folder: Path, text_column: str, label_column: str) -> list[Record]:
@@ -123,16 +104,5 @@ class TextFileDataModule(TextDataModule):
             if path is not None
         }
         names, read = self.targets.read(tables)
-        if self.target_kind == "class" and not hp.classes:
-            self._warn_rare(names, read["train"], [where for _, where in tables["train"]])
         splits = {name: Split([row[hp.text_column] for row, _ in rows], read[name]) for name, rows in tables.items()}
         return names, splits
-
-    def _warn_rare(self, classes: list[str], labels: list[Any], places: list[str]) -> None:
-        rare = rare_classes(labels, places, classes)
-        if rare:
-            rank_zero_warn(
-                f"{self.hparams.train} has classes with far fewer examples than the others: {'; '.join(rare)}. A "
-                "misspelt label becomes a class of its own: list the classes in `classes` to make such a label an "
-                "error."
-            )

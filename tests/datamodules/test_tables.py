@@ -171,3 +171,25 @@ def test_the_bundled_canvases_split_three_ways_with_real_sums_and_the_same_on_ev
     again = MultiDigitsDataModule(targets="sum", num_images=200)
     again.setup()
     assert np.array_equal(np.asarray(dm.splits["test"].samples[0]), np.asarray(again.splits["test"].samples[0]))
+
+
+def test_a_misspelt_label_in_an_image_table_is_named_with_its_row(tmp_path, recwarn):
+    """With no ``classes``, every name found becomes an output: one that a single row has ('kat') is named, with
+    the row, in one warning (a misspelling made into a class of its own)."""
+    rows = write_canvases(tmp_path / "images", count=40)
+    lines = ["image,digits"] + [f"images/{name},{';'.join(map(str, sorted(set(d))))}" for name, d in rows]
+    lines[7] = lines[7] + ";kat"
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    dm = ImageTableDataModule(str(tmp_path / "train.csv"), label_column="digits", multi_label=True)
+    assert dm.class_names()[-1] == "kat"
+    (warning,) = [w for w in recwarn if "far fewer examples" in str(w.message)]
+    message = str(warning.message)
+    assert "labels with far fewer examples" in message and "'kat' (1 example: " in message and "\n" not in message
+    assert "train.csv:8)" in message  # the header is line 1
+    recwarn.clear()
+    named = ImageTableDataModule(str(tmp_path / "train.csv"), label_column="digits", multi_label=True, classes=None)
+    with pytest.raises(ConfigError, match=r"one of the classes .* 'kat'"):
+        ImageTableDataModule(
+            str(tmp_path / "train.csv"), label_column="digits", multi_label=True, classes=[str(d) for d in range(10)]
+        ).class_names()
+    assert named.num_classes == 11
