@@ -86,3 +86,19 @@ def test_the_loader_refuses_code_and_reads_tensors(tmp_path):
     assert load_file(tmp_path / "plain.pt", "weights")["names"] == ["a", "b"]
     with pytest.raises(ConfigError, match=r"`weights` to be a torch file, but got '.*pyproject.toml \(unreadable"):
         load_file(REPO / "pyproject.toml", "weights")
+
+
+def test_a_checkpoint_naming_its_own_instantiator_is_refused_in_one_line(tmp_path, capfd):
+    """Hyperparameters may name the function that builds the model; only LightningCLI's is trusted (Lightning's
+    allowlist), anything else is code the file chose: one line, for export as for every command reading it."""
+    from tlkit.strategies import FineTuning
+
+    model = FineTuning("test_resnet", weights=None, num_classes=3)
+    checkpoint = tmp_path / "sent_to_you.ckpt"
+    hyper_parameters = {**dict(model.hparams), "_instantiator": "os.system", "_class_path": "os.system"}
+    info = {"strategy": "tlkit.strategies.fine_tuning.FineTuning", "schema_version": 4}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters, "tlkit": info}, checkpoint)
+    result = run_here_captured(["export", f"--ckpt_path={checkpoint}", "--out_dir=exported"], tmp_path, capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "hyperparameters name 'os.system'; tlkit never runs code a file names" in lines[0]

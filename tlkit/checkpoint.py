@@ -214,13 +214,25 @@ def _refused_global(err: Exception) -> str:
     return "an object that is not plain data"
 
 
+#: The functions a checkpoint's hyperparameters may name to build its model (``_instantiator``): LightningCLI's own.
+#: Any other would be code the file chose; Lightning refuses them too, with a traceback.
+TRUSTED_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module")
+
+
 def read_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Checkpoint:
-    """A checkpoint file, read by `load_file`'s policy (memory-mapped: only the parts used are read)."""
+    """A checkpoint file, read by `load_file`'s policy (memory-mapped: only the parts used are read); one whose
+    hyperparameters name a function to build the model with other than LightningCLI's is refused in one line."""
     contents = load_file(path, option, "a checkpoint written by tlkit or Lightning", mmap=True)
     if not isinstance(contents, dict):
         raise config_error(option, "a checkpoint written by tlkit or Lightning", f"{path} (not a checkpoint)")
     where = f"checkpoint {path}"
     hparams = contents.get("hyper_parameters")
+    instantiator = hparams.get("_instantiator") if isinstance(hparams, dict) else None
+    if instantiator is not None and instantiator not in TRUSTED_INSTANTIATORS:
+        raise ConfigError(
+            f"Expected `{option}` {str(path)!r} to build its model with LightningCLI's instantiator, but its "
+            f"hyperparameters name {instantiator!r}; tlkit never runs code a file names."
+        )
     return Checkpoint(
         Path(path),
         contents,
