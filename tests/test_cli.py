@@ -121,3 +121,24 @@ def test_the_option_names_of_a_parser_come_from_argparse_internals_that_still_ex
     parser = argparse.ArgumentParser()
     parser.add_argument("--trainer.max_epochs")
     assert {"trainer.max_epochs", "h", "help"} <= set(option_names(parser))
+
+
+def test_top_level_help_answers_without_importing_lightning_or_torch():
+    """``tlkit --help`` is what a new user types first: answered before the seconds of importing Lightning."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom tlkit.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'jsonargparse') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "commands:" in result.stdout and result.stdout.strip().endswith("[]"), result.stdout[-300:]
+
+
+def test_no_lightning_advertising_in_a_run(tmp_path, capfd):
+    from tests._console import run_here_captured
+
+    result = run_here_captured(["fit", *TINY_FIT_ARGS, "--trainer.max_epochs=1"], tmp_path, capfd)
+    assert result.returncode == 0 and "tlkit: TensorBoard logs in" in result.stderr, result.stderr[-2000:]
+    assert "Tip:" not in result.stdout + result.stderr

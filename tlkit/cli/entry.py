@@ -2,6 +2,9 @@
 
 Lightning's four subcommands (fit, validate, test, predict) go to `TLKitCLI`; rank, export and select to their own
 modules. A user error ends in one line (exit status 2), SIGTERM in status 143 and a line saying how to continue.
+
+``tlkit`` and ``tlkit --help`` answer from this module alone, before Lightning and torch are imported (seconds on a
+small CPU): everything else is imported once a command is chosen.
 """
 
 from __future__ import annotations
@@ -10,13 +13,6 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
-
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from tlkit.cli.lightning_cli import TLKitCLI
-from tlkit.cli.messages import config_error_in, report, wants_traceback
-from tlkit.cli.run_folders import is_launched_rank
-from tlkit.cli.run_resolution import SUBCOMMANDS
 
 #: Every subcommand, one line each for ``tlkit --help``.
 COMMANDS = {
@@ -56,6 +52,13 @@ def main(args: Sequence[str] | None = None) -> None:
         sys.exit(0 if args else 2)
     if args[0] in TOOL_MODULES:
         return importlib.import_module(TOOL_MODULES[args[0]]).main(args[1:])
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from tlkit.cli.lightning_cli import TLKitCLI
+    from tlkit.cli.messages import config_error_in, report, wants_traceback
+    from tlkit.cli.run_folders import is_launched_rank
+    from tlkit.cli.run_resolution import SUBCOMMANDS
+
     subcommand = next((a for a in args if a in SUBCOMMANDS), None)
     try:
         TLKitCLI(args=args)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import random
 import sys
@@ -67,6 +68,20 @@ TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 #: handful of points; per-step scalars cost well under a millisecond. Raise it with ``--trainer.log_every_n_steps``.
 LOG_EVERY_N_STEPS = 1
 DEFAULT_CHECKPOINT_FILENAME = "epoch{epoch:03d}-val_acc{val/acc:.4f}"
+
+
+class _NoAdvertising(logging.Filter):
+    """Drops Lightning's "💡 Tip:" lines, which advertise other services at every run; nothing a user asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning_tips() -> None:
+    """Install `_NoAdvertising` on the logger Lightning's ``rank_zero_info`` writes to (once)."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertising) for f in logger.filters):
+        logger.addFilter(_NoAdvertising())
 
 
 def load_plugins() -> None:
@@ -125,6 +140,7 @@ class TLKitCLI(LightningCLI):
         # the same on every rank, so there is nothing for `sync_dist` to accumulate.
         warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
         warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('val/temperature'")
+        quiet_lightning_tips()
         self.invocation = Invocation.read(sys.argv[1:] if args is None else args)
         resuming = self.invocation.resume_version is not None
         if resuming:  # continuing in the run's own folder is the point
