@@ -17,8 +17,8 @@ from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.protocols import CountedClasses, DescribesTargets, IdentifiedClasses, NamedClasses
 from tlkit.randomness import default_seed, reseed_for_step
-from tlkit.strategies.heads import HeadKind, make_head
 from tlkit.tasks import Classification, Mode, Task
+from tlkit.tasks.heads import HeadKind, HeadOptions
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -79,15 +79,14 @@ class TransferModule(LightningModule):
     ) -> None:
         super().__init__()
         refuse_base_class(self, "model", "tlkit.strategies")  # before building the backbone
-        if head not in ("linear", "mlp"):
-            raise config_error("head", "'linear' or 'mlp'", head)
-        if not 0.0 <= dropout < 1.0:
-            raise config_error("dropout", "in [0, 1)", dropout)
+        #: What shapes the head (`tlkit.tasks.heads`): options the task's head does not read are refused below.
+        self.head_options = HeadOptions(head, head_hidden_dim, dropout)
         if not 0.0 <= label_smoothing < 1.0:
             raise config_error("label_smoothing", "in [0, 1)", label_smoothing)
         #: What the model predicts and how it is judged (`tlkit.tasks`); a checkpoint's hyperparameters hold it as a
         #: config entry, which comes back here on load.
         self.task = Task.from_config(task) if task is not None else Classification()
+        self.task.check_head_options(self.head_options)
         if label_smoothing and not isinstance(self.task, Classification):
             raise config_error("label_smoothing", f"0 with task {type(self.task).__name__}", label_smoothing)
         if temperature_scaling and not self.task.calibrates:
@@ -116,7 +115,6 @@ class TransferModule(LightningModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval
-        self.head_kind, self.head_hidden_dim, self.dropout = head, head_hidden_dim, dropout
         self.label_smoothing = label_smoothing
         self.temperature_scaling = temperature_scaling
         #: What the logits are divided by before the softmax of predictions, tests and exports (1: none). A buffer,
@@ -169,11 +167,9 @@ class TransferModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------------- building
     def make_head(self, num_classes: int) -> nn.Module:
-        """The new classifier on the backbone's features (``head``, ``head_hidden_dim`` and ``dropout`` shape it); a
-        dense task's decoder on its feature maps."""
-        if self.task.reads_feature_maps:
-            return self.task.make_head(self.backbone.feature_info, num_classes, self.dropout)
-        return make_head(self.head_kind, self.backbone.num_features, num_classes, self.head_hidden_dim, self.dropout)
+        """The new head, as the task builds it (`Task.make_head`; ``head``, ``head_hidden_dim`` and ``dropout`` shape
+        it where the task reads them); strategies with a classifier of their own override it."""
+        return self.task.make_head(self.backbone, num_classes, self.head_options)
 
     def _build_head(self, num_classes: int) -> None:
         self.num_classes = num_classes

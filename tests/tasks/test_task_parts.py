@@ -3,6 +3,8 @@ the decisions its metrics count, and what it writes for a prediction."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,27 @@ def test_the_reliability_diagram_bins_confidence_against_how_often_it_was_right(
     assert sorted(h for h in bars if h > 0) == [0.5]  # the 0.95 bin: right half the time; the 0.15 bin: never
     expected = (4 * abs(0.5 - 0.95) + 2 * abs(0.0 - 0.15)) / 6
     assert figure.axes[0].get_title() == f"ECE {100 * expected:.1f}% (6 predictions)"
+
+
+@pytest.mark.parametrize(
+    ("task", "option", "match"),
+    [
+        (
+            "Segmentation",
+            ["--model.head=mlp"],
+            r"`head` to be its default \('linear'\) with task Segmentation.*dropout",
+        ),
+        ("Detection", ["--model.dropout=0.2"], r"`dropout` to be its default \(0.0\) with task Detection.*reads: none"),
+        ("Detection", ["--model.head_hidden_dim=64"], r"`head_hidden_dim` to be its default"),
+    ],
+)
+def test_a_head_option_the_tasks_head_does_not_read_is_refused_in_one_line(task, option, match, tmp_path, capfd):
+    """Dense tasks build decoders of their own: `head: mlp` with Segmentation was silently dropped."""
+    from tests._console import run_here_captured
+
+    args = ["fit", "--model=FineTuning", "--model.backbone=test_resnet", "--model.weights=null", f"--model.task={task}"]
+    args += ["--data=DigitScenesDataModule", f"--data.targets={'masks' if task == 'Segmentation' else 'boxes'}"]
+    result = run_here_captured([*args, *option], tmp_path, capfd)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 2 and re.search(match, lines[0]), lines
+    assert not (tmp_path / "logs").exists()

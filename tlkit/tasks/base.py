@@ -11,7 +11,6 @@ it), and is handed to each method that needs it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,9 +20,10 @@ from torch import nn
 from torchmetrics import Metric
 
 from tlkit.checkpoint import class_path, import_class
-from tlkit.errors import ConfigError
-from tlkit.protocols import FeatureMap, TargetKind
+from tlkit.errors import ConfigError, config_error
+from tlkit.protocols import TargetKind
 from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, differences, outside
+from tlkit.tasks.heads import HeadOptions, make_head
 
 #: Confidence bins of the expected calibration error (Guo et al., 2017, use 15).
 ECE_BINS = 15
@@ -63,6 +63,9 @@ class Task(nn.Module):
     reads_feature_maps: ClassVar[bool] = False
     #: Whether ``predict`` writes files per sample (`write_prediction`: masks, drawn boxes) besides its table.
     writes_files: ClassVar[bool] = False
+    #: Which of the strategy's head options (`HeadOptions`) shape this task's head; another set to anything but its
+    #: default is refused in one line (a dense task's decoder is its own).
+    head_options: ClassVar[frozenset[str]] = frozenset({"head", "head_hidden_dim", "dropout"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,10 +90,22 @@ class Task(nn.Module):
         task's feature maps (`reads_feature_maps`); in training and in the exported model alike."""
         return backbone.feature_maps(images) if self.reads_feature_maps else backbone(images)
 
-    def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
-        """A dense task's decoder on the backbone's maps (``feature_info``); other tasks leave the head to the model
-        (a linear or MLP head on the pooled features)."""
-        raise NotImplementedError
+    def check_head_options(self, options: HeadOptions) -> None:
+        """Refuse in one line a head option this task's head does not read (`head_options`)."""
+        for name, (value, default) in options.changed().items():
+            if name not in self.head_options:
+                applies = ", ".join(sorted(self.head_options)) or "none"
+                raise config_error(
+                    name,
+                    f"its default ({default!r}) with task {type(self).__name__}, whose head does not read it (the "
+                    f"head options it reads: {applies})",
+                    value,
+                )
+
+    def make_head(self, backbone: Any, num_outputs: int, options: HeadOptions) -> nn.Module:
+        """The new head on what the task reads of ``backbone`` (a `tlkit.backbones.Backbone`): a linear or MLP head
+        on its pooled features (`options`); a dense task's decoder on its feature maps."""
+        return make_head(options.head, backbone.num_features, num_outputs, options.head_hidden_dim, options.dropout)
 
     # ---------------------------------------------------------------------------------------------------- training
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

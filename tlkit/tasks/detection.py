@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,10 +14,10 @@ from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 
 from tlkit.errors import config_error
-from tlkit.protocols import FeatureMap
 from tlkit.tasks.base import Task
 from tlkit.tasks.detectors import DetectorOutputs, FCOSDetector
 from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, box_iou, clear_top, differences, outside
+from tlkit.tasks.heads import HeadOptions
 from tlkit.tasks.segmentation import palette
 
 #: The least score of a detection drawn on predict's images and listed in its CSV file: a person reads those, and the
@@ -108,9 +107,11 @@ class Detection(Task):
         )
         self.detections_per_image, self.channels = detections_per_image, channels
 
-    def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
+    head_options = frozenset()
+
+    def make_head(self, backbone: Any, num_outputs: int, options: HeadOptions) -> nn.Module:
         return FCOSDetector(
-            feature_info,
+            backbone.feature_info,
             num_outputs,
             self.channels,
             score_threshold=self.score_threshold,

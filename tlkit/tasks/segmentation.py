@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,10 +16,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from tlkit.errors import config_error
 from tlkit.functional.segmentation import dice_loss
 from tlkit.metrics.iou import ClassIoU
-from tlkit.protocols import FeatureMap
 from tlkit.tasks.base import Task
 from tlkit.tasks.decoders import SemanticFPN
 from tlkit.tasks.export_check import Tolerance, clear_top
+from tlkit.tasks.heads import HeadOptions
 
 #: What a mask pixel holds where no class is known (borders, unlabelled regions): the usual PNG-mask convention.
 IGNORE_INDEX = 255
@@ -92,8 +91,10 @@ class Segmentation(Task):
             raise config_error("task.decoder_channels", "an integer >= 1", decoder_channels)
         self.ignore_index, self.dice_weight, self.decoder_channels = ignore_index, dice_weight, decoder_channels
 
-    def make_head(self, feature_info: Sequence[FeatureMap], num_outputs: int, dropout: float) -> nn.Module:
-        return SemanticFPN(feature_info, num_outputs, self.decoder_channels, dropout)
+    head_options = frozenset({"dropout"})
+
+    def make_head(self, backbone: Any, num_outputs: int, options: HeadOptions) -> nn.Module:
+        return SemanticFPN(backbone.feature_info, num_outputs, self.decoder_channels, options.dropout)
 
     def _at_target_size(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Logits at the masks' size (an input size the backbone's stride does not divide leaves them off by a few
