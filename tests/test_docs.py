@@ -15,19 +15,42 @@ MARKER = "<!-- runnable -->"
 README_MAX_LINES = 200
 
 
+#: The README and every page of the site.
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+#: A named snippet (``<!-- export-snippet -->``): a test reads it with `tests._snippets.page_snippet` and runs it.
+SNIPPET = re.compile(r"<!-- ([\w-]+-snippet) -->")
+
+
 def runnable_examples() -> list[tuple[str, str]]:
     """(page and example number, code) of every Python block preceded by the runnable marker."""
     examples = []
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in PAGES:
         text = page.read_text()
         for number, match in enumerate(re.finditer(re.escape(MARKER) + r"\n```python\n(.*?)\n```", text, re.S), 1):
-            examples.append((f"{page.relative_to(DOCS)}#{number}", match.group(1)))
+            examples.append((f"{page.relative_to(ROOT)}#{number}", match.group(1)))
     return examples
 
 
 def test_the_docs_mark_examples_runnable():
     # A renamed marker would silently leave every example untested.
-    assert len(runnable_examples()) >= 4
+    assert len(runnable_examples()) >= 10
+
+
+def test_every_python_example_is_run_by_a_test():
+    """Each Python block of the README and the site is marked runnable, or is a named snippet a test runs: nothing
+    shown to users as Python goes unchecked."""
+    tests = "".join(path.read_text() for path in (ROOT / "tests").rglob("*.py"))
+    unchecked = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.strip() != "```python":
+                continue
+            before = lines[number - 1].strip() if number else ""
+            snippet = SNIPPET.fullmatch(before)
+            if before != MARKER and not (snippet and f'"{snippet.group(1)}"' in tests):
+                unchecked.append(f"{page.relative_to(ROOT)}:{number + 1}")
+    assert not unchecked, f"Python examples no test runs: {unchecked}"
 
 
 #: Runs each example in a namespace of its own, in one fresh interpreter (one start-up for all of them), and names

@@ -20,7 +20,7 @@ from tlkit.protocols import LayerGroupTrainer, ServesFeatures
 class ProgressiveUnfreezing(Callback):
     """Unfreeze a `TransferModule`'s backbone layer groups from the head downwards.
 
-    Give exactly one schedule:
+    Give exactly one schedule (or none, in a subclass that overrides `phase_for_epoch`):
 
     1. gradual: every ``every_n_epochs`` epochs, the next ``groups_per_step`` groups (ULMFiT's gradual unfreezing);
     2. milestones: ``{epoch: groups}``, groups as indices, group names or parameter-name regexes, or ``all``;
@@ -39,7 +39,10 @@ class ProgressiveUnfreezing(Callback):
     that trains a backbone group on, the same dataloaders serve images.
 
     The schedule itself is an `UnfreezingSchedule` (and, for the plateau schedule, a `Plateau`), usable without a
-    Trainer. All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under
+    Trainer. Research code changes it through two public override points, as Lightning's ``BaseFinetuning``
+    (``freeze_before_training``, ``finetune_function``) is extended: `phase_for_epoch` (when each phase starts: a
+    schedule of one's own, with the phases of ``groups_per_step`` groups) and `trainable_parameters` (what a phase
+    trains). Both must answer the same for the same epoch, so that a resumed run repeats the uninterrupted one. All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under
     DDP the model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau
     decisions are taken on rank 0 and broadcast. With a ``torch.compile``'d model, dynamo's caches are reset at a
     phase change.
@@ -80,7 +83,9 @@ class ProgressiveUnfreezing(Callback):
             for name, v in (("every_n_epochs", every_n_epochs), ("milestones", milestones), ("monitor", monitor))
             if v
         ]
-        if len(given) != 1:
+        # A subclass with a `phase_for_epoch` of its own schedules the phases itself.
+        own_schedule = type(self).phase_for_epoch is not ProgressiveUnfreezing.phase_for_epoch
+        if len(given) != 1 and not (own_schedule and not given):
             raise config_error(
                 "ProgressiveUnfreezing schedule", "exactly one of every_n_epochs, milestones, monitor", given or None
             )
@@ -144,7 +149,7 @@ class ProgressiveUnfreezing(Callback):
         )
         if (
             self.feature_cache is not None
-            and self.schedule.head_only(0)
+            and not self.trainable_parameters(0)
             and isinstance(trainer.datamodule, ServesFeatures)
         ):
             # The whole backbone is a fixed function until the first phase change: its features are served cached.
@@ -155,22 +160,43 @@ class ProgressiveUnfreezing(Callback):
 
     def _apply(self, phase: int) -> None:
         module = self._module
-        module.backbone.set_trainable_parameters(
-            self.schedule.trainable_parameter_names(phase), freeze_bn=module.freeze_bn
-        )
+        module.backbone.set_trainable_parameters(self.trainable_parameters(phase), freeze_bn=module.freeze_bn)
         if self._serving is not None:
-            self._serving.set_active(self.schedule.head_only(phase))
+            self._serving.set_active(not self.trainable_parameters(phase))
 
-    def _target_phase(self, epoch: int) -> int:
+    # -------------------------------------------------------------------------------------- override points
+    def phase_for_epoch(self, epoch: int) -> int:
+        """The phase (0 to ``self.schedule.last_phase``) that ``epoch`` trains in; called at every epoch's start.
+
+        Override it for a schedule of your own (the phases are those of ``groups_per_step`` groups, from the head
+        down; ``self.phase`` is the current one). The default follows the configured schedule: gradual, milestones,
+        or the next phase once ``monitor`` plateaued.
+
+        Examples:
+            >>> class Doubling(ProgressiveUnfreezing):  # phase k from epoch 2**(k-1): each lasts twice the last
+            ...     def phase_for_epoch(self, epoch: int) -> int:
+            ...         return min(epoch.bit_length(), self.schedule.last_phase)
+        """
         scheduled = self.schedule.phase_at(epoch)
         if scheduled is not None:
             return scheduled
         return min(self.phase + int(self.advance_pending), self.schedule.last_phase)
 
+    def trainable_parameters(self, phase: int) -> set[str]:
+        """The backbone's parameter names that train in ``phase`` (the head always trains). Override it to train
+        something other than whole layer groups from the top (norm layers only, say); the default is the
+        schedule's (`UnfreezingSchedule.trainable_parameter_names`)."""
+        return set(self.schedule.trainable_parameter_names(phase))
+
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        target = self._target_phase(epoch)
+        target = self.phase_for_epoch(epoch)
+        if not 0 <= target <= self.schedule.last_phase:
+            raise ConfigError(
+                f"Expected {type(self).__name__}.phase_for_epoch({epoch}) to be a phase from 0 to "
+                f"{self.schedule.last_phase}, but got {target!r}."
+            )
         self.advance_pending = False
         if target != self.phase:
             before = set(pl_module.backbone.trainable_group_names)
