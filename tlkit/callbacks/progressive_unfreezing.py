@@ -42,8 +42,10 @@ class ProgressiveUnfreezing(Callback):
     Trainer. Research code changes it through two public override points, as Lightning's ``BaseFinetuning``
     (``freeze_before_training``, ``finetune_function``) is extended: `phase_for_epoch` (when each phase starts: a
     schedule of one's own, with the phases of ``groups_per_step`` groups) and `trainable_parameters` (what a phase
-    trains). Both must answer the same for the same epoch, so that a resumed run repeats the uninterrupted one. All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under
-    DDP the model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau
+    trains). Both must answer the same for the same epoch, so that a resumed run repeats the uninterrupted one.
+
+    All progress is in ``state_dict``: resuming from any checkpoint reproduces the uninterrupted run. Under DDP the
+    model's DDP wrapper is rebuilt at each phase change so the unfrozen parameters are all-reduced; plateau
     decisions are taken on rank 0 and broadcast. With a ``torch.compile``'d model, dynamo's caches are reset at a
     phase change.
 
