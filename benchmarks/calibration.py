@@ -18,7 +18,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, mean_std, quiet_trainer, table, write_json
+from _common import machine, mean_std, parse_args, quiet_trainer, table, write_json
 
 from tlkit.datamodules import DigitsDataModule, RottenTomatoesDataModule
 from tlkit.strategies import FineTuning
@@ -37,9 +37,10 @@ def recipe(task: str) -> tuple[FineTuning, L.LightningDataModule, int]:
     return model, RottenTomatoesDataModule(labels_per_class=100, max_length=64), 10
 
 
-def run(task: str, seed: int) -> dict[str, float]:
+def run(task: str, seed: int, epochs: int | None) -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
-    model, data, epochs = recipe(task)
+    model, data, recipe_epochs = recipe(task)
+    epochs = epochs or recipe_epochs
     started = time.perf_counter()
     trainer = quiet_trainer(max_epochs=epochs)
     trainer.fit(model, datamodule=data)
@@ -57,8 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    args = parser.parse_args()
-    runs = {task: [run(task, seed) for seed in args.seeds] for task in args.tasks}
+    parser.add_argument("--epochs", type=int, default=None, help="default: each task's recipe (30 digits, 10 text)")
+    args = parse_args(parser, {"seeds": [0, 1], "epochs": 1})
+    runs = {task: [run(task, seed, args.epochs) for seed in args.seeds] for task in args.tasks}
     rows = []
     for task, results in runs.items():
         ratio = [r["ece_unscaled"] / max(r["ece"], 1e-12) for r in results]

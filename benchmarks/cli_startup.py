@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, table, write_json
+from _common import machine, parse_args, table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TLKIT = Path(sys.executable).parent / "tlkit"
@@ -43,10 +43,12 @@ def seconds(args: list[str], cwd: str) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    args = parse_args(parser, {"repeats": 1, "cases": ["tlkit --help", "misspelt option (--model.lr_decai)"]})
     results = {}
     with tempfile.TemporaryDirectory() as cwd:
-        for name, case in CASES.items():
+        for name in args.cases:
+            case = CASES[name]
             runs = [seconds(case, cwd) for _ in range(args.repeats)]
             results[name] = {"median_s": statistics.median(t for t, _ in runs), "exit_code": runs[0][1]}
     rows = [[name, f"{r['median_s']:.2f} s", str(r["exit_code"])] for name, r in results.items()]

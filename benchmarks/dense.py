@@ -27,7 +27,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, mean_std, quiet_trainer, table, write_json
+from _common import machine, mean_std, parse_args, quiet_trainer, table, write_json
 
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
 from tlkit.datamodules import DigitScenesDataModule
@@ -107,7 +107,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--num_images", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=20)
-    args = parser.parse_args()
+    args = parse_args(
+        parser,
+        {
+            "seeds": [0],
+            "num_images": 40,
+            "epochs": 1,
+            "methods": ["FineTuning, ImageNet weights", "gradual unfreezing + warm-up"],
+        },
+    )
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     with tempfile.TemporaryDirectory() as root:
         for task in args.tasks:

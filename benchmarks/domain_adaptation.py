@@ -34,6 +34,7 @@ so the benchmark can be run per method, per shift, or stopped and continued. ``-
 from __future__ import annotations
 
 import argparse
+import itertools
 import fcntl
 import json
 import os
@@ -46,8 +47,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
-RUNS = RESULTS / "domain_adaptation_runs.jsonl"  # --runs-file changes it
+from _common import parse_args, results_dir
+
+#: Finished runs are appended here, in `results_dir()` (--runs-file changes it).
+RUNS = "domain_adaptation_runs.jsonl"
 VALIDATORS = ("val/im", "val/snd", "val/bnm", "val/safe_im", "val/class_ami")
 #: The `tlkit` command's checkpoint choice for domain adaptation (IM that falls back to the source-only reference).
 DEFAULT_MONITOR = "val/safe_im"
@@ -161,7 +164,13 @@ def make_data(shift: str, seed: int, target_labels: str, args: argparse.Namespac
     return MnistDigitsDataModule(source="mnist" if shift.startswith("mnist-digits") else "digits", **common)
 
 
-def per_epoch_recorder():
+def evaluated(loader, args: argparse.Namespace):
+    """``loader``'s batches, the first ``--eval-batches`` of them where given (a smoke run): every evaluation pass of
+    a run reads the same ones."""
+    return itertools.islice(loader, args.eval_batches) if args.eval_batches else loader
+
+
+def per_epoch_recorder(args: argparse.Namespace):
     """A callback recording, at every validation epoch, the validators, target val accuracy and target test
     accuracy (the test split is only ever read to report, never to choose)."""
     import torch
@@ -220,7 +229,7 @@ def per_epoch_recorder():
         pl_module.eval()
         probs, labels, features = [], [], []
         with torch.no_grad():
-            for x, y in loader:
+            for x, y in evaluated(loader, args):
                 feature = pl_module.extract_features(x.to(pl_module.device))
                 probs.append(pl_module.head(feature).softmax(dim=1).cpu())
                 features.append(feature.cpu())
@@ -260,7 +269,7 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
         **kwargs,
     )
-    recorder = per_epoch_recorder()
+    recorder = per_epoch_recorder(args)
     # Only SourceOnly's selected model is needed afterwards (SHOT starts from it); the other runs keep none.
     keep = method == "SourceOnly"
     path = source_checkpoint(job["shift"], seed)
@@ -277,6 +286,7 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        limit_val_batches=args.eval_batches or 1.0,
     )
     trainer.fit(model, datamodule=data)
     key = job_key(job["shift"], method, seed, overrides)
@@ -319,7 +329,7 @@ def predictions_file(args: argparse.Namespace, key: str) -> Path:
 
 def source_checkpoint(shift: str, seed: int) -> Path:
     """Where the SourceOnly run of ``shift`` and ``seed`` keeps its selected (best ``val/im``) model."""
-    return RESULTS / "da_checkpoints" / f"{shift}_SourceOnly_{seed}" / "source.ckpt"
+    return results_dir() / "da_checkpoints" / f"{shift}_SourceOnly_{seed}" / "source.ckpt"
 
 
 def run_job(job: dict[str, Any], args: argparse.Namespace, done: set[str]) -> None:
@@ -387,7 +397,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
     jobs = planned_jobs(args)
     done = {r["key"] for r in load_runs(args)}
-    counter = RESULTS / f"domain_adaptation_queue{args.queue}"
+    counter = results_dir() / f"domain_adaptation_queue{args.queue}"
     while True:
         if args.deadline and time.time() > args.deadline:
             return
@@ -402,13 +412,13 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch_workers(args: argparse.Namespace) -> None:
     queue = f"-{os.getpid()}"
-    (RESULTS / f"domain_adaptation_queue{queue}").write_text("0")
+    (results_dir() / f"domain_adaptation_queue{queue}").write_text("0")
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else 0
     command = [sys.executable, __file__, *sys.argv[1:], "--worker", "--queue", queue, "--deadline", str(deadline)]
     processes = [subprocess.Popen(command) for _ in range(args.workers)]
     for process in processes:
         process.wait()
-    (RESULTS / f"domain_adaptation_queue{queue}").unlink()
+    (results_dir() / f"domain_adaptation_queue{queue}").unlink()
 
 
 # ------------------------------------------------------------------------------------------------------- report
@@ -524,7 +534,7 @@ def fixed_representations(shift: str, seed: int, args: argparse.Namespace) -> di
     model.eval()
     images, features, labels = [], [], []
     with torch.no_grad():
-        for x, y in data.evaluation_loader("target_val"):
+        for x, y in evaluated(data.evaluation_loader("target_val"), args):
             images.append(x)
             features.append(model.extract_features(x))
             labels.append(y)
@@ -685,14 +695,27 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also run each method's hyperparameter sweep (SWEEPS)")
     parser.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the sweeps")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (on a GPU)")
+    parser.add_argument("--eval-batches", type=int, default=None, help="evaluate on this many batches (default: all)")
     parser.add_argument("--deadline-minutes", type=float, default=0, help="start no run after this (0: no limit)")
-    parser.add_argument("--runs-file", default=str(RUNS), help="where finished runs are appended (JSON lines)")
+    parser.add_argument("--runs-file", default=None, help=f"where finished runs are appended (default: results/{RUNS})")
     parser.add_argument("--report-only", action="store_true", help="print the tables of the runs already saved")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--queue", default="", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
+    args = parse_args(
+        parser,
+        {
+            "shifts": ["digits-mnist-30"],
+            "methods": ["SourceOnly", "DANN", "MCC", "SHOT", "Oracle (target labels)"],
+            "seeds": [0],
+            "epochs": 2,
+            "iters": 2,
+            "batch_size": 8,
+            "eval_batches": 2,
+        },
+    )
+    args.runs_file = args.runs_file or str(results_dir() / RUNS)
+    results_dir().mkdir(parents=True, exist_ok=True)
     if args.worker:
         return worker(args)
     if not args.report_only:
@@ -700,11 +723,11 @@ def main() -> None:
             launch_workers(args)
         else:
             args.queue, args.deadline = f"-{os.getpid()}", 0
-            (RESULTS / f"domain_adaptation_queue{args.queue}").write_text("0")
+            (results_dir() / f"domain_adaptation_queue{args.queue}").write_text("0")
             if args.deadline_minutes:
                 args.deadline = time.time() + 60 * args.deadline_minutes
             worker(args)
-            (RESULTS / f"domain_adaptation_queue{args.queue}").unlink()
+            (results_dir() / f"domain_adaptation_queue{args.queue}").unlink()
     runs = load_runs(args)
     # Where the saved runs were trained (a GPU machine's runs may be reported on another).
     devices = sorted({f"{r.get('device', 'cpu')} (torch {r.get('torch', '?')})" for r in runs})
@@ -715,7 +738,7 @@ def main() -> None:
         f"{SHOT_OPTIMIZATION['lr']} x{SHOT_OPTIMIZATION['backbone_lr_factor']}), seeds {args.seeds}; {machine}"
     )
     summary = report(args, runs)
-    out = RESULTS / "domain_adaptation.json"
+    out = results_dir() / "domain_adaptation.json"
     out.write_text(json.dumps({"settings": settings_of(args), "machine": machine, "summary": summary}, indent=2))
     print(f"\nJSON: {out}; runs: {args.runs_file}")
 

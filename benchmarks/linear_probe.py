@@ -15,17 +15,19 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, quiet_trainer, table, write_json
+from _common import machine, parse_args, quiet_trainer, table, write_json
 from lightning.pytorch.callbacks import BackboneFinetuning
 
 from tlkit.callbacks import ProgressiveUnfreezing
 from tlkit.datamodules import DigitsDataModule
-from tlkit.features import FeatureCache
+from tlkit.features import FeatureCache, compute_features
 from tlkit.strategies import FeatureExtraction, FineTuning, TransferModule
 
 
 def data(args) -> DigitsDataModule:
-    return DigitsDataModule(image_size=args.image_size, batch_size=args.batch_size, augment=False)
+    return DigitsDataModule(
+        image_size=args.image_size, batch_size=args.batch_size, augment=False, labels_per_class=args.labels_per_class
+    )
 
 
 def fit_and_test(model, callbacks, args, epochs: int | None = None) -> tuple[float, float]:
@@ -81,7 +83,7 @@ def floor(args, nhwc: bool = False) -> float:
     backbone, train = model.backbone.eval(), dm.dataset("train")
     started = time.perf_counter()
     if nhwc:
-        FeatureCache(batch_size=128)._compute(backbone, train)
+        compute_features(backbone, train, batch_size=128)
     else:
         with torch.no_grad():
             for x, _ in torch.utils.data.DataLoader(train, batch_size=128):
@@ -99,7 +101,8 @@ def main() -> None:
     parser.add_argument(
         "--lp-ft-epochs", type=int, nargs=2, default=[10, 2], metavar=("HEAD", "ALL"), help="LP-FT epochs per phase"
     )
-    args = parser.parse_args()
+    parser.add_argument("--labels-per-class", type=int, default=None, help="default: every training image")
+    args = parse_args(parser, {"epochs": 1, "image_size": 32, "lp_ft_epochs": [1, 1], "labels_per_class": 3})
     runs = {
         "floor": lambda a: (floor(a), None),
         "floor, channels_last": lambda a: (floor(a, nhwc=True), None),
