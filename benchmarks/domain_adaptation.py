@@ -34,8 +34,8 @@ so the benchmark can be run per method, per shift, or stopped and continued. ``-
 from __future__ import annotations
 
 import argparse
-import itertools
 import fcntl
+import itertools
 import json
 import os
 import platform
