@@ -20,21 +20,21 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from _common import machine, table, write_json
+from _common import machine, parse_args, table, write_json
 
 from tlkit.datamodules import DigitsDataModule
 from tlkit.engines.export import FILES, ExportedModel, export, load_strategy
 from tlkit.strategies import FineTuning
 
 
-def checkpoint(name: str, weights: str | None, folder: Path) -> Path:
+def checkpoint(name: str, weights: str | None, folder: Path, image_size: int) -> Path:
     L.seed_everything(0, verbose=False)
     model = FineTuning(name, weights=weights)
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(model, datamodule=DigitsDataModule(image_size=224, batch_size=2, labels_per_class=1))
+    trainer.fit(model, datamodule=DigitsDataModule(image_size=image_size, batch_size=2, labels_per_class=1))
     path = folder / f"{name}.ckpt"
     trainer.save_checkpoint(path)
     return path
@@ -84,21 +84,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
-    args = parser.parse_args()
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32, help="the throughput batch")
+    args = parse_args(parser, {"repeats": 1, "models": ["tf_efficientnet_lite0"], "image_size": 64, "batch": 4})
+    size = args.image_size
     weights = {"tf_efficientnet_lite0": "imagenet"}
     rows, results = [], []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for name in args.models:
-            ckpt = checkpoint(name, weights.get(name), folder)
+            ckpt = checkpoint(name, weights.get(name), folder, size)
             report = export(ckpt, folder / f"{name}-export")
             rng = np.random.default_rng(0)
-            single = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
-            batch = rng.standard_normal((32, 3, 224, 224), dtype=np.float32)
+            single = rng.standard_normal((1, 3, size, size), dtype=np.float32)
+            batch = rng.standard_normal((args.batch, 3, size, size), dtype=np.float32)
             measured = {}
             for runtime, (run, path) in runtimes(ckpt, folder / f"{name}-export").items():
                 latency = median_seconds(run, single, args.repeats)
-                throughput = 32 / median_seconds(run, batch, max(3, args.repeats // 5))
+                throughput = args.batch / median_seconds(run, batch, max(3, args.repeats // 5))
                 measured[runtime] = {"latency_ms": 1000 * latency, "images_per_s": throughput,
                                      "file_mb": path.stat().st_size / 2**20}  # fmt: skip
             eager = measured["eager PyTorch"]
@@ -109,10 +112,12 @@ def main() -> None:
                              f"{m['images_per_s']:.1f}", f"{throughput_ratio:.2f}x",
                              f"{m['file_mb']:.1f} MB"])  # fmt: skip
             results.append({"model": name, "max_difference": report.max_difference, "runtimes": measured})
-    header = ["model", "runtime", "latency, batch 1", "speed-up", "throughput, batch 32 (img/s)", "speed-up", "file"]
+    header = ["model", "runtime", "latency, batch 1", "speed-up", f"throughput, batch {args.batch} (img/s)", "speed-up"]
+    header.append("file")
     print(table(header, rows))
     print(
-        f"\nMachine: {machine()}; medians of {args.repeats} (batch 1) and {max(3, args.repeats // 5)} (batch 32) runs"
+        f"\nMachine: {machine()}; {size} px; medians of {args.repeats} (batch 1) and {max(3, args.repeats // 5)} "
+        f"(batch {args.batch}) runs"
     )
     print("The eager file is the whole Lightning checkpoint (optimizer state included).")
     print("channels_last: the same eager model with NHWC weights and inputs (what tlkit's feature cache runs).")

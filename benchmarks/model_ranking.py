@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from _common import machine, table, write_json
+from _common import machine, parse_args, quiet_trainer, table, write_json
 from PIL import Image
 from scipy.stats import kendalltau, weightedtau
 from torch import nn
@@ -121,10 +121,7 @@ def fine_tuned_accuracy(candidate: str, data: InMemoryTask, args, seed: int) -> 
     """The ground truth: one fixed recipe for every candidate (all groups, AdamW 1e-3, no augmentation)."""
     L.seed_everything(seed, verbose=False)
     model = FineTuning(CANDIDATES[candidate](), lr_decay=1.0, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
-    trainer = L.Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_epochs=args.epochs, limit_val_batches=0)
     started = time.perf_counter()
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - started
@@ -185,7 +182,7 @@ def main() -> None:
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (mean accuracy)")
     parser.add_argument("--tasks", nargs="+", default=["digits", "mnist", "digits_m"])
-    args = parser.parse_args()
+    args = parse_args(parser, {"epochs": 1, "labels_per_class": 2, "seeds": [0], "tasks": ["digits"]})
     results = [run_task(task, args) for task in args.tasks]
 
     for result in results:

@@ -41,7 +41,10 @@ def logme_evidence(
         gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
         m_norm = float(m @ m)
         fit = float(((s * m - projected) ** 2).sum() + residual_outside)  # ||F m - t||^2
-        new_alpha, new_beta = gamma / max(m_norm, 1e-300), (n - gamma) / max(fit, 1e-300)
+        # With fewer samples than features the fit can be exact: gamma reaches n in floating point and beta would
+        # be 0 (then log(0) and a division by zero); the smallest positive precisions keep the evidence finite.
+        new_alpha = max(gamma / max(m_norm, 1e-300), 1e-300)
+        new_beta = max((n - gamma) / max(fit, 1e-300), 1e-300)
         converged = abs(new_alpha - alpha) / alpha < tol and abs(new_beta - beta) / beta < tol
         alpha, beta = new_alpha, new_beta
         if converged:
