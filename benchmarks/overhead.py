@@ -16,7 +16,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, table, write_json
+from _common import machine, parse_args, table, write_json
 
 from tlkit.datamodules import DigitsDataModule
 from tlkit.strategies import FineTuning
@@ -25,7 +25,9 @@ from tlkit.strategies import FineTuning
 def setup(args):
     L.seed_everything(0, verbose=False)
     model = FineTuning(optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3), num_classes=10)
-    data = DigitsDataModule(image_size=args.image_size, batch_size=args.batch_size)
+    data = DigitsDataModule(
+        image_size=args.image_size, batch_size=args.batch_size, labels_per_class=args.labels_per_class
+    )
     data.data_config = model.backbone.data_config
     data.setup()
     return model, data
@@ -71,7 +73,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--labels-per-class", type=int, default=None, help="default: every training image")
+    args = parse_args(parser, {"image_size": 32, "repeats": 1, "labels_per_class": 2})
     times = {"plain PyTorch loop": [], "tlkit FineTuning + Trainer": []}
     for _ in range(args.repeats):
         times["plain PyTorch loop"].append(plain_epoch(args))

@@ -14,7 +14,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, table, write_json
+from _common import machine, parse_args, table, write_json
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
-    args = parser.parse_args()
+    args = parse_args(parser, {"image_size": 32, "batch_size": 4, "steps": 1})
     variants = [(p, cl) for p in ("32-true", "bf16-mixed") for cl in (False, True)]
     results = {f"{p}{' + channels_last' if cl else ''}": step_time(p, cl, args) for p, cl in variants}
     base = results["32-true"]

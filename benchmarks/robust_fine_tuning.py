@@ -27,7 +27,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _common import RESULTS, machine, quiet_trainer, table, write_json
+from _common import machine, parse_args, quiet_trainer, results_dir, smoke, table, write_json
 from torch.utils.data import DataLoader
 
 from tlkit.backbones import Adapter
@@ -41,7 +41,7 @@ from tlkit.functional.weight_interpolation import DEFAULT_ALPHAS, interpolate_st
 from tlkit.strategies import FeatureExtraction, FineTuning
 from tlkit.strategies.regularization import BSS, L2SP
 
-RUNS_FILE = RESULTS / "robust_fine_tuning_runs.json"
+RUNS_FILE = "robust_fine_tuning_runs.json"  # in results_dir()
 TRAINED = ["FeatureExtraction", "FineTuning", "LP-FT", "L2-SP", "BSS", "LoRA r4", "LoRA r16"]
 IMAGE_SIZE = 64
 
@@ -63,7 +63,7 @@ def recipe(method: str, epochs: int, **extra) -> tuple[L.LightningModule, list]:
         # backbone a tenth of it afterwards; at lr_decay 0.75 the unfrozen backbone's first updates (Adam, BatchNorm
         # frozen) wreck the probed features (0.81 -> 0.39) and never recover to plain fine-tuning's level.
         callbacks = [
-            ProgressiveUnfreezing(milestones={epochs // 2: "all"}),
+            ProgressiveUnfreezing(milestones={max(1, epochs // 2): "all"}),
             LRWarmup(duration=2, unit="epochs"),
             WiSEFT(alphas=[1.0]),
         ]
@@ -104,6 +104,11 @@ def evaluate(model, dm: DigitsDataModule, extra: dict[str, Split]) -> dict[str, 
     return {"id": accuracy(model, dm.splits["test"], dm), **{k: accuracy(model, s, dm) for k, s in extra.items()}}
 
 
+def evaluation_split(split: Split) -> Split:
+    """``split``, or its first 16 samples in a smoke run."""
+    return split.subset(range(min(16, len(split.labels)))) if smoke() else split
+
+
 def run(method: str, labels: str, seed: int, epochs: int) -> dict[str, dict]:
     """Train ``method`` once; returns its results, and the WiSE-FT rows it yields, by row name."""
     L.seed_everything(seed, verbose=False)
@@ -115,7 +120,9 @@ def run(method: str, labels: str, seed: int, epochs: int) -> dict[str, dict]:
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started
-    extra = ood_sets(dm)
+    extra = {name: evaluation_split(split) for name, split in ood_sets(dm).items()}
+    for name in ("val", "test"):
+        dm.splits[name] = evaluation_split(dm.splits[name])
     rows = {method: {**evaluate(model, dm, extra), "seconds": seconds}}
     wise = next((c for c in callbacks if isinstance(c, WiSEFT)), None)
     if wise is not None:
@@ -142,7 +149,7 @@ class StepTimer(L.Callback):
         self.seconds.append(time.perf_counter() - self.started)
 
 
-def measure_cost(kind: str, method: str) -> dict:
+def measure_cost(kind: str, method: str, batch_size: int = 32, steps: int = 6) -> dict:
     """Trainable parameters, checkpoint size, peak memory (this process's max RSS) and median step time."""
     torch.manual_seed(0)
     if kind == "lite0":
@@ -155,12 +162,12 @@ def measure_cost(kind: str, method: str) -> dict:
             "vit_small_patch16_224", weights=None, num_classes=10, adapter=adapter, optimizer=adamw(1e-3)
         )
         size = 224
-    batch = (torch.randn(32, 3, size, size), torch.randint(0, 10, (32,)))
+    batch = (torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,)))
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=6, callbacks=[timer], logger=False, enable_progress_bar=False, enable_model_summary=False
+        max_steps=steps, callbacks=[timer], logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    trainer.fit(model, DataLoader([batch] * 6, batch_size=None))
+    trainer.fit(model, DataLoader([batch] * steps, batch_size=None))
     times = timer.seconds
     # What an adapter-only checkpoint holds: everything but the frozen pretrained weights (all of it without adapter).
     frozen = {f"backbone.model.{name}" for name in model.backbone.frozen_pretrained_parameters}
@@ -182,6 +189,8 @@ def costs() -> dict[str, dict]:
     configurations = [("lite0", m) for m in ["FineTuning", "LoRA r4", "LoRA r16"]]
     configurations += [("vit_small", m) for m in ["FineTuning", "LoRA r4", "LoRA r16"]]
     results = {}
+    if smoke():  # in this process, two steps of batch 2: the table's shape, not its numbers
+        return {f"{k} {m}": measure_cost(k, m, batch_size=2, steps=2) for k, m in configurations[::3]}
     for kind, method in configurations:
         output = subprocess.run(
             [sys.executable, __file__, "--measure-cost", kind, method], capture_output=True, text=True, check=True
@@ -231,11 +240,12 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="discard stored runs")
     parser.add_argument("--costs-only", action="store_true")
     parser.add_argument("--measure-cost", nargs=2, metavar=("KIND", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, {"seeds": [0], "labels": ["2"], "epochs": [2], "fresh": True})
     if args.measure_cost:
         print(json.dumps(measure_cost(*args.measure_cost)))
         return
-    stored = {} if args.fresh or not RUNS_FILE.exists() else json.loads(RUNS_FILE.read_text())
+    runs_file = results_dir() / RUNS_FILE
+    stored = {} if args.fresh or not runs_file.exists() else json.loads(runs_file.read_text())
     if not args.costs_only:
         for labels, epochs in zip(args.labels, args.epochs):
             for seed in args.seeds:
@@ -244,8 +254,8 @@ def main() -> None:
                     if method in stored.get(key, {}):
                         continue
                     stored.setdefault(key, {}).update(run(method, labels, seed, epochs))
-                    RESULTS.mkdir(exist_ok=True)
-                    RUNS_FILE.write_text(json.dumps(stored, indent=1))
+                    runs_file.parent.mkdir(parents=True, exist_ok=True)
+                    runs_file.write_text(json.dumps(stored, indent=1))
                     print(f"{key} {method}: {stored[key][method]}", flush=True)
     header = [
         "method",

@@ -29,6 +29,5 @@ def test_every_benchmark_runs_its_smoke_setting(script, tmp_path, monkeypatch, c
     runpy.run_path(str(path), run_name="__main__")
     printed = capsys.readouterr().out
     assert "|---" in printed, printed[-2000:]  # a Markdown table
-    written = sorted(results.glob("*.json"))
-    assert written, "no JSON written"
-    assert all("machine" in json.loads(p.read_text()) for p in written)
+    written = [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
+    assert any("machine" in result for result in written), "no result JSON (with its machine) written"
