@@ -12,12 +12,13 @@ digits fall into one class. Prints a table and writes ``benchmarks/results/self_
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
 import lightning as L
 import torch
-from _common import quiet_trainer, table, write_json
+from _common import parse_args, quiet_trainer, table, write_json
 
 from tlkit.datamodules import MnistDigitsDataModule
 from tlkit.strategies import SelfTraining
@@ -28,21 +29,22 @@ SETTINGS = {
 }
 
 
-def target_predictions(settings: dict, seed: int) -> tuple[float, float]:
+def target_predictions(settings: dict, seed: int, args: argparse.Namespace) -> tuple[float, float]:
     """The largest class's share of the target validation predictions, and their accuracy."""
     L.seed_everything(seed, verbose=False)
-    data = MnistDigitsDataModule(source="mnist", image_size=32, iters_per_epoch=40, batch_size=32, seed=seed)
+    data = MnistDigitsDataModule(source="mnist", image_size=32, iters_per_epoch=args.iters, batch_size=32, seed=seed)
     model = SelfTraining(
         "tf_efficientnet_lite0",
         backbone_lr_factor=0.5,
         optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3, weight_decay=0.01),
         **settings,
     )
-    quiet_trainer(accelerator="cpu", devices=1, max_epochs=3, limit_val_batches=0).fit(model, datamodule=data)
+    trainer = quiet_trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
     model.eval()
     predictions, labels = [], []
     with torch.no_grad():
-        for x, y in data.evaluation_loader("target_val"):
+        for x, y in itertools.islice(data.evaluation_loader("target_val"), args.eval_batches):
             predictions.append(model(x).argmax(dim=1))
             labels.append(y)
     predicted, truth = torch.cat(predictions), torch.cat(labels)
@@ -53,13 +55,16 @@ def target_predictions(settings: dict, seed: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    args = parser.parse_args()
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=40, help="steps per epoch")
+    parser.add_argument("--eval-batches", type=int, default=None, help="target validation batches (default: all)")
+    args = parse_args(parser, {"epochs": 1, "iters": 2, "eval_batches": 2})
     records, rows = [], []
     for name, settings in SETTINGS.items():
         runs = []
         for seed in args.seeds:
             start = time.perf_counter()
-            share, accuracy = target_predictions(settings, seed)
+            share, accuracy = target_predictions(settings, seed, args)
             runs.append({"seed": seed, "largest_class_share": share, "target_acc": accuracy})
             print(
                 f"{name}, seed {seed}: largest class {share:.1%}, target acc {accuracy:.1%} "

@@ -22,7 +22,7 @@ import time
 
 import lightning as L
 import torch
-from _common import machine, mean_std, quiet_trainer, table, write_json
+from _common import machine, mean_std, parse_args, quiet_trainer, table, write_json
 
 from tlkit.datamodules import MultiDigitsDataModule
 from tlkit.strategies import FeatureExtraction, FineTuning
@@ -31,17 +31,24 @@ from tlkit.tasks import MultiLabel, Regression
 TASKS = ("multilabel", "regression")
 STRATEGIES = ("feature_extraction", "fine_tuning")
 INITS = ("imagenet", "random")
-#: The metrics reported per task, in the table's order, with whether higher is better.
+#: The metrics reported per task, in the table's order (which way each is better is the task's: its header says).
 METRICS = {
-    "multilabel": [("test/map", True), ("test/f1_micro", True), ("test/exact_match", True)],
-    "regression": [("test/mae", False), ("test/rmse", False), ("test/r2", True)],
+    "multilabel": ["test/map", "test/f1_micro", "test/exact_match"],
+    "regression": ["test/mae", "test/rmse", "test/r2"],
 }
 
 
-def run(task: str, strategy: str, init: str, seed: int, num_images: int) -> dict[str, float]:
+def arrow(task: str, metric: str) -> str:
+    """``↑`` or ``↓``: the direction the task gives ``metric``."""
+    directions = (MultiLabel() if task == "multilabel" else Regression()).metric_directions()
+    return "↑" if directions[metric.split("/", 1)[1]] == "max" else "↓"
+
+
+def run(task: str, strategy: str, init: str, seed: int, num_images: int, epochs: int | None) -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
     feature_extraction = strategy == "feature_extraction"
-    lr, epochs = (1e-2, 20) if feature_extraction else (3e-3, 6)
+    lr, recipe_epochs = (1e-2, 20) if feature_extraction else (3e-3, 6)
+    epochs = epochs or recipe_epochs
     options = dict(
         weights="imagenet" if init == "imagenet" else None,
         task=MultiLabel() if task == "multilabel" else Regression(loss="huber"),
@@ -73,13 +80,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--num_images", type=int, default=1000)
-    args = parser.parse_args()
+    parser.add_argument("--epochs", type=int, default=None, help="default: 20 feature extraction, 6 fine-tuning")
+    args = parse_args(parser, {"seeds": [0], "num_images": 40, "epochs": 1})
     runs: dict[str, list[dict[str, float]]] = {}
     for task in args.tasks:
         for strategy in args.strategies:
             for init in INITS:
                 key = f"{task}/{strategy}/{init}"
-                runs[key] = [run(task, strategy, init, seed, args.num_images) for seed in args.seeds]
+                runs[key] = [run(task, strategy, init, seed, args.num_images, args.epochs) for seed in args.seeds]
                 print(f"{key}: {runs[key]}", flush=True)
     print(f"\nTasks on the bundled digit canvases, {machine()}, seeds {args.seeds}, {args.num_images} canvases\n")
     for task in args.tasks:
@@ -89,7 +97,7 @@ def main() -> None:
         for strategy in args.strategies:
             for init in INITS:
                 results = runs[f"{task}/{strategy}/{init}"]
-                cells = [mean_std([r[name] for r in results], scale, digits) for name, _ in metrics]
+                cells = [mean_std([r[name] for r in results], scale, digits) for name in metrics]
                 if task == "multilabel":
                     cells += [
                         mean_std([r["test/ece_unscaled"] for r in results], 100),
@@ -100,7 +108,7 @@ def main() -> None:
         header = [
             "strategy",
             "init",
-            *(f"{name.split('/')[1]}{' %' if task == 'multilabel' else ''}" for name, _ in metrics),
+            *(f"{name.split('/')[1]} {arrow(task, name)}{' %' if task == 'multilabel' else ''}" for name in metrics),
         ]
         if task == "multilabel":
             header += ["ECE % before", "ECE % after"]
