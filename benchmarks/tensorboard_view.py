@@ -22,7 +22,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from _common import RESULTS, table, write_json
+from _common import parse_args, results_dir, smoke, table, write_json
+
+REPO = Path(__file__).resolve().parents[1]
 
 IMAGES = ("train/augmented_batch", "val/confusion_matrix", "val/worst_examples")
 TABS = ("images", "hparams", "text", "projector")
@@ -73,11 +75,33 @@ def screenshot(url: str, path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 10_000  # an empty page is a few KB
 
 
+def tiny_run(folder: Path) -> Path:
+    """A one-epoch ``tlkit fit`` of the shipped digits config with a small random backbone, in ``folder``: its
+    ``logs`` to view (a smoke run's)."""
+    import contextlib
+
+    from tlkit.cli import main as tlkit
+
+    tiny = [
+        "--model.init_args.backbone=test_resnet",
+        "--model.init_args.weights=null",
+        "--data.init_args.image_size=32",
+    ]
+    tiny += ["--data.init_args.labels_per_class=2", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(folder):
+        tlkit(["fit", "--config", str(REPO / "configs" / "digits_finetune.yaml"), *tiny])
+    return folder / "logs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", default="logs")
-    parser.add_argument("--screenshots", default=str(RESULTS / "tensorboard"))
-    args = parser.parse_args()
+    parser.add_argument("--screenshots", default=None, help="default: benchmarks/results/tensorboard")
+    args = parse_args(parser, {})
+    args.screenshots = args.screenshots or str(results_dir() / "tensorboard")
+    if smoke():
+        args.logdir = str(tiny_run(results_dir() / "tiny_run"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     tensorboard = Path(sys.executable).with_name("tensorboard")

@@ -18,7 +18,7 @@ import time
 
 import lightning as L
 import torch
-from _common import RESULTS, machine, quiet_trainer, table, write_json
+from _common import machine, parse_args, quiet_trainer, results_dir, smoke, table, write_json
 
 from tlkit.backbones import Adapter, Backbone
 from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing
@@ -27,11 +27,13 @@ from tlkit.datamodules import RottenTomatoesDataModule
 from tlkit.features import FeatureCache
 from tlkit.strategies import FeatureExtraction, FineTuning
 
-RUNS_FILE = RESULTS / "text_classification_runs.json"
+RUNS_FILE = "text_classification_runs.json"  # in results_dir()
 ENCODER = "hf:sentence-transformers/all-MiniLM-L6-v2"
 METHODS = ["FeatureExtraction (cached)", "FineTuning", "Gradual unfreezing + warm-up", "LoRA r8"]
 MAX_LENGTH = 64
 PROBE_BATCH = 128
+#: The share of the snippets held out for validation and test (``--smoke`` holds out fewer).
+HELD_OUT = {"val_fraction": 0.02, "test_fraction": 0.15}
 
 
 def adamw(lr: float):
@@ -65,17 +67,17 @@ def data(labels: str, seed: int, batch_size: int = 32) -> RottenTomatoesDataModu
     return RottenTomatoesDataModule(
         labels_per_class=per_class,
         max_length=MAX_LENGTH,
-        val_fraction=0.02,
-        test_fraction=0.15,
+        **HELD_OUT,
         seed=seed,
         batch_size=batch_size,
     )
 
 
-def run(method: str, labels: str, seed: int) -> dict:
+def run(method: str, labels: str, seed: int, epochs: int | None = None) -> dict:
     L.seed_everything(seed, verbose=False)
     FeatureCache.memory.clear()  # the probe pays for its features in every run
-    model, callbacks, epochs = recipe(method, labels)
+    model, callbacks, recipe_epochs = recipe(method, labels)
+    epochs = epochs or recipe_epochs
     # The probe's head steps on cached features cost Lightning's per-step overhead and little else: larger batches.
     dm = data(labels, seed, batch_size=PROBE_BATCH if method == "FeatureExtraction (cached)" else 32)
     trainer = quiet_trainer(max_epochs=epochs, callbacks=callbacks, check_val_every_n_epoch=epochs)
@@ -107,19 +109,23 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", default=["10", "100"], help="labels per class: a number or 'all'")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--fresh", action="store_true", help="discard stored runs")
-    args = parser.parse_args()
-    stored = {} if args.fresh or not RUNS_FILE.exists() else json.loads(RUNS_FILE.read_text())
+    parser.add_argument("--epochs", type=int, default=None, help="default: each method's recipe")
+    args = parse_args(parser, {"seeds": [0], "labels": ["2"], "epochs": 1, "fresh": True})
+    if smoke():
+        HELD_OUT.update(val_fraction=0.005, test_fraction=0.005)
+    runs_file = results_dir() / RUNS_FILE
+    stored = {} if args.fresh or not runs_file.exists() else json.loads(runs_file.read_text())
     for labels in args.labels:
         for seed in args.seeds:
             key = f"{labels}/{seed}"
             for method in args.methods:
                 if method in stored.get(key, {}):
                     continue
-                stored.setdefault(key, {})[method] = run(method, labels, seed)
+                stored.setdefault(key, {})[method] = run(method, labels, seed, args.epochs)
                 if method == "FeatureExtraction (cached)":
                     stored[key]["encoder pass"] = {"seconds": encoder_pass(labels, seed)}
-                RESULTS.mkdir(exist_ok=True)
-                RUNS_FILE.write_text(json.dumps(stored, indent=1))
+                runs_file.parent.mkdir(parents=True, exist_ok=True)
+                runs_file.write_text(json.dumps(stored, indent=1))
                 print(f"{key} {method}: {stored[key][method]}", flush=True)
     for labels in args.labels:
         runs = [stored[f"{labels}/{s}"] for s in args.seeds if f"{labels}/{s}" in stored]
