@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import machine, mean_std, table, write_json
+from _common import machine, mean_std, parse_args, smoke, table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TLKIT = str(Path(sys.executable).with_name("tlkit"))
@@ -51,22 +51,40 @@ METHODS = {
     "tpe + median pruning": ["--sampler", "tpe", "--pruner", "median"],
     "random search": ["--sampler", "random", "--pruner", "none"],
 }
+#: Options every fit and trial gets: a smoke run's small random backbone and few images (none otherwise).
+OVERRIDES: list[str] = []
+SMOKE_OVERRIDES = [
+    "--model.init_args.backbone=test_resnet",
+    "--model.init_args.weights=null",
+    "--data.init_args.image_size=32",
+    "--data.init_args.labels_per_class=2",
+]
+
+
+def tlkit(args: list[str], folder: Path) -> str:
+    """``tlkit <args>`` in ``folder``; what it printed. A process of its own, as a user runs it; in this process
+    for a smoke run (seconds of imports saved per command; `tlkit tune`'s trials are processes of their own)."""
+    if not smoke():
+        return subprocess.run([TLKIT, *args], cwd=folder, capture_output=True, text=True, check=True).stdout
+    import contextlib
+    import io
+
+    from tlkit.cli import main as tlkit_main
+
+    printed = io.StringIO()
+    with contextlib.chdir(folder), contextlib.redirect_stdout(printed):
+        tlkit_main(args)
+    return printed.getvalue()
 
 
 def test_accuracy(checkpoint: Path, folder: Path) -> float:
     """``tlkit test`` of ``checkpoint``: its test/acc."""
-    out = subprocess.run(
-        [TLKIT, "test", "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar=false"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    for line in out.stdout.splitlines():  # Lightning's results table: │ test/acc │ 0.8941... │
+    printed = tlkit(["test", "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar=false"], folder)
+    for line in printed.splitlines():  # Lightning's results table: │ test/acc │ 0.8941... │
         cells = [cell.strip() for cell in line.split("│")]
         if len(cells) > 2 and cells[1] == "test/acc":
             return float(cells[2])
-    raise RuntimeError(f"no test/acc in: {out.stdout[-1000:]}")
+    raise RuntimeError(f"no test/acc in: {printed[-1000:]}")
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -82,10 +100,9 @@ def search(dataset: str, method: str, seed: int, trials: int, epochs: int, folde
     config, name = DATASETS[dataset]
     (folder / "space.yaml").write_text(yaml.safe_dump(SPACES[dataset]))
     started = time.perf_counter()
-    command = [TLKIT, "tune", "--config", str(config), "--space", "space.yaml", "--n_trials", str(trials)]
+    command = ["tune", "--config", str(config), "--space", "space.yaml", "--n_trials", str(trials)]
     command += ["--metric", "val/acc", "--seed", str(seed), *METHODS[method], "--", f"--trainer.max_epochs={epochs}"]
-    command += ["--trainer.enable_progress_bar=false"]
-    subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True)
+    tlkit([*command, "--trainer.enable_progress_bar=false", *OVERRIDES], folder)
     seconds = time.perf_counter() - started
     records = json.loads((folder / "tune" / name / "trials.json").read_text())
     finished = [r for r in records if r["state"] in ("complete", "pruned")]
@@ -104,9 +121,8 @@ def search(dataset: str, method: str, seed: int, trials: int, epochs: int, folde
 def shipped(dataset: str, epochs: int, folder: Path) -> dict:
     config, name = DATASETS[dataset]
     started = time.perf_counter()
-    command = [TLKIT, "fit", "--config", str(config), f"--trainer.max_epochs={epochs}"]
-    command.append("--trainer.enable_progress_bar=false")
-    subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True)
+    command = ["fit", "--config", str(config), f"--trainer.max_epochs={epochs}"]
+    tlkit([*command, "--trainer.enable_progress_bar=false", *OVERRIDES], folder)
     seconds = time.perf_counter() - started
     run_dir = folder / "logs" / name / "version_0"
     return {"test_acc": test_accuracy(best_checkpoint(run_dir), folder), "seconds": seconds}
@@ -118,7 +134,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=None, help="per trial (default: the config's max_epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    args = parse_args(
+        parser, {"datasets": ["digits"], "trials": 1, "epochs": 1, "seeds": [0], "methods": ["tpe + median pruning"]}
+    )
+    if smoke():
+        OVERRIDES.extend(SMOKE_OVERRIDES)
     results: dict[str, dict[str, list[dict]]] = {}
     rows = []
     with tempfile.TemporaryDirectory() as root:
@@ -128,7 +149,7 @@ def main() -> None:
             folder = Path(root) / f"{dataset}-shipped"
             folder.mkdir()
             runs["shipped config"] = [shipped(dataset, epochs, folder)]
-            for method in METHODS:
+            for method in args.methods:
                 for seed in args.seeds:
                     folder = Path(root) / f"{dataset}-{method.split()[0]}-{seed}"
                     folder.mkdir()
