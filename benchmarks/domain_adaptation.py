@@ -49,11 +49,16 @@ from typing import Any
 
 from _common import parse_args, results_dir
 
+from tlkit.strategies import DomainModule
+from tlkit.tasks import Classification
+
 #: Finished runs are appended here, in `results_dir()` (--runs-file changes it).
 RUNS = "domain_adaptation_runs.jsonl"
 VALIDATORS = ("val/im", "val/snd", "val/bnm", "val/safe_im", "val/class_ami")
-#: The `tlkit` command's checkpoint choice for domain adaptation (IM that falls back to the source-only reference).
-DEFAULT_MONITOR = "val/safe_im"
+#: The `tlkit` command's checkpoint choice for domain adaptation (IM that falls back to the source-only reference), as
+#: the strategies say it (`DomainModule.default_monitor`); `direction` is theirs too. Every choice of an epoch or a
+#: run is `tlkit.engines.run_selection.best_of`, the rule `tlkit select` applies.
+DEFAULT_MONITOR = DomainModule.default_monitor(Classification())[0]
 #: A method "ends below SourceOnly" on a seed when its result is more than this below SourceOnly's on that seed.
 NOISE = 0.01
 #: Recorded at every validation beside the validators: collapse diagnostics and the source validation accuracy.
@@ -303,7 +308,7 @@ def train(job: dict[str, Any], method: str, overrides: dict, args: argparse.Name
         predictions_file(args, key),
     )
     epochs = with_safe_scores(recorder.epochs)
-    chosen = max(epochs, key=lambda e: e[DEFAULT_MONITOR])
+    chosen = best_epoch(epochs, DEFAULT_MONITOR)
     record = {
         "key": key,
         "shift": job["shift"],
@@ -449,9 +454,9 @@ def result(run: dict, rule: str) -> float:
     epochs = with_safe_scores(run["epochs"])
     if rule == "adapted":
         adapted = [e for e in epochs if not e.get("reference")] or epochs
-        return max(adapted, key=lambda e: e["val/im"])["test_acc"]
+        return best_epoch(adapted, "val/im")["test_acc"]
     metric = "val/target_acc" if rule == "oracle" else rule
-    return max(epochs, key=lambda e: e[metric])["test_acc"]
+    return best_epoch(epochs, metric)["test_acc"]
 
 
 NEGATIVE_TRANSFER_RULES = {
@@ -499,9 +504,23 @@ def negative_transfer_table(shift_runs: list[dict], args: argparse.Namespace) ->
     return table
 
 
+def direction(metric: str) -> str:
+    """Which way ``metric`` is better, as the domain strategies say (`DomainModule.metric_directions`); the
+    pretrained-feature ClassAMI is ClassAMI."""
+    directions = DomainModule.metric_directions(Classification())
+    return directions["val/class_ami" if metric == "pretrained_ami" else metric]
+
+
+def best_epoch(epochs: list[dict], metric: str) -> dict:
+    """The recorded epoch with the best ``metric`` (`best_of`, in the metric's direction)."""
+    from tlkit.engines.run_selection import best_of
+
+    return best_of(epochs, lambda e: e[metric], direction(metric))
+
+
 def pick(epochs_by_run: list[list[dict]], metric: str) -> dict:
-    """The (run, epoch) with the best ``metric`` over a seed's candidate runs (all maximised)."""
-    return max((e for epochs in epochs_by_run for e in epochs), key=lambda e: e[metric])
+    """The (run, epoch) with the best ``metric`` over a seed's candidate runs."""
+    return best_epoch([e for epochs in epochs_by_run for e in epochs], metric)
 
 
 def saved_predictions(args: argparse.Namespace, key: str):
@@ -564,15 +583,15 @@ def with_fixed_scores(epochs: list[dict], probabilities: Any, fixed: dict[str, A
 def consensus_pick(runs: list[tuple[list[dict], Any]]) -> dict:
     """`CONSENSUS`'s choice among runs given as (epochs, target validation probabilities per epoch): each run's
     ``val/safe_im`` epoch, then the one whose predicted classes agree most with the mean prediction of them all
-    (`tlkit.functional.consensus_agreement`, the rule of ``tlkit select --by consensus``)."""
-    from tlkit.functional import consensus_agreement
+    (`tlkit.engines.run_selection.consensus_choice`, the rule of ``tlkit select --by consensus``)."""
+    from tlkit.engines.run_selection import best_of, consensus_choice
 
     chosen = []
     for epochs, probabilities in runs:
-        index = max(range(len(epochs)), key=lambda i: epochs[i][DEFAULT_MONITOR])
+        index = best_of(range(len(epochs)), lambda i, e=epochs: e[i][DEFAULT_MONITOR], direction(DEFAULT_MONITOR))
         chosen.append((epochs[index], probabilities[index]))
-    agreement = consensus_agreement([p for _, p in chosen])
-    return chosen[max(range(len(chosen)), key=agreement.__getitem__)][0]
+    winner, _ = consensus_choice([p for _, p in chosen])
+    return chosen[winner][0]
 
 
 def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:

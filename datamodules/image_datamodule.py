@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import DataConfig
-from tlkit.checkpoint import data_config_state
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
@@ -114,11 +112,6 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         if self._resolved_data_config is None:
             self._resolved_data_config = resolve_data_config(self)
         return self._resolved_data_config
-
-    def state_dict(self) -> dict[str, Any]:
-        """What Lightning saves of this module in every checkpoint: the training loaders' positions, and the
-        preprocessing resolved for the model, where `tlkit.checkpoint` reads it (export feeds images the same way)."""
-        return {**super().state_dict(), **data_config_state(dataclasses.asdict(self.resolve_data_config()))}
 
     def dataset(self, split: str, train: bool | None = None, request: DataRequest | None = None) -> Dataset:
         """The named split as a Dataset; ``train`` picks the training or evaluation transform (default: by name).

@@ -11,11 +11,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from tlkit.backbones import Backbone
 from tlkit.callbacks.embedding_projector import EmbeddingProjector
-from tlkit.checkpoint import adaptation_of, recorded_reference_epochs, write_adaptation
+from tlkit.checkpoint import AdaptationRecord, CheckpointInfo, adaptation_of
 from tlkit.data_request import DataRequest, TargetViews
 from tlkit.errors import ConfigError, config_error
 from tlkit.metrics import (
@@ -181,11 +180,12 @@ class DomainModule(TransferModule):
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)
         self.build_adaptation_modules(num_classes)
+        # Each domain's score is the task's checkpoint metric (``val/source_acc``, ``val/target_acc``), as the task
+        # computes it: the one place adapting to another task changes.
+        name = self.task.monitor[0].split("/", 1)[1]
         self.domain_metrics = nn.ModuleDict(
             {
-                domain: MetricCollection(
-                    {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix=f"val/{domain}_"
-                )
+                domain: MetricCollection({name: self.task.metric_for_selection()}, prefix=f"val/{domain}_")
                 for domain in ("source", "target")
             }
         )
@@ -245,7 +245,8 @@ class DomainModule(TransferModule):
         features = self.extract_features(x)
         logits = self.head(features)
         domain = self.validation_domains[dataloader_idx]
-        self.domain_metrics[domain].update(logits, y)  # logged at epoch end
+        temperature = self.calibration_temperature
+        self.domain_metrics[domain].update(*self.task.metric_inputs(logits, y, temperature))  # logged at epoch end
         if domain == "source":
             self.target_validators["safe_im"].update_source(logits, y)  # whether adapting cost source accuracy
         if domain == "target":
@@ -257,7 +258,7 @@ class DomainModule(TransferModule):
                 batch_size=len(y),
                 sync_dist=True,
             )
-            probabilities = logits.softmax(dim=1)
+            probabilities = self.task.postprocess(logits, temperature)  # what predict and export give
             self.target_validators.update(probabilities, features=features, images=x)
             self.target_diagnostics.update(probabilities)
             self.confusion.update(logits, y)  # the target's: where adaptation is judged
@@ -318,17 +319,18 @@ class DomainModule(TransferModule):
         epochs = self.reference_epochs
         return f"source-only epoch{'s' if epochs > 1 else ''} {epochs - 1 if epochs == 1 else f'0-{epochs - 1}'}"
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        write_adaptation(checkpoint, self.source_reference, self.adaptation_history, self.reference_epochs)
+    def checkpoint_record(self, checkpoint: dict[str, Any]) -> CheckpointInfo:
+        record = super().checkpoint_record(checkpoint)
+        adaptation = AdaptationRecord(self.source_reference, tuple(self.adaptation_history), self.reference_epochs)
+        return replace(record, adaptation=adaptation)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        reference, epochs = adaptation_of(checkpoint)
-        self.use_reference(reference)
-        self.adaptation_history = epochs
+        adaptation = adaptation_of(checkpoint)
+        self.use_reference(adaptation.reference)
+        self.adaptation_history = list(adaptation.epochs)
         #: The source-only epochs the resumed run trained with (None: not recorded): it goes on with as many.
-        self.resumed_reference_epochs = recorded_reference_epochs(checkpoint)
+        self.resumed_reference_epochs = adaptation.reference_epochs
 
     # ------------------------------------------------------------------------------------------------ monitoring
     def configure_callbacks(self) -> list[Callback]:

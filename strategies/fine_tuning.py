@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tlkit.backbones import Adapter, Backbone
-from tlkit.checkpoint import info_of, write_info
+from tlkit.checkpoint import CheckpointInfo, info_of
 from tlkit.errors import ConfigError, config_error
 from tlkit.features import tensors_fingerprint
 from tlkit.functional import batch_spectral_shrinkage, l2_penalty
@@ -116,16 +116,18 @@ class FineTuning(TransferModule):
         return penalties
 
     # ------------------------------------------------------------------------------------- adapter-only checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+    def checkpoint_record(self, checkpoint: dict[str, Any]) -> CheckpointInfo:
+        record = super().checkpoint_record(checkpoint)
         frozen = self._frozen_pretrained_keys()
         if not frozen:
-            return
+            return record
         state = checkpoint["state_dict"]
-        fingerprint = tensors_fingerprint((k, state[k]) for k in frozen)
-        write_info(checkpoint, dataclasses.replace(info_of(checkpoint), pretrained_fingerprint=fingerprint))
-        for key in frozen:
-            del state[key]
+        return dataclasses.replace(record, pretrained_fingerprint=tensors_fingerprint((k, state[k]) for k in frozen))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the record, with the frozen weights' fingerprint
+        for key in self._frozen_pretrained_keys():
+            del checkpoint["state_dict"][key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -15,7 +16,14 @@ from tlkit.backbones import Backbone, DataConfig
 from tlkit.checkpoint import CheckpointInfo, class_path, info_of, write_info
 from tlkit.data_request import DataRequest, Features
 from tlkit.errors import ConfigError, config_error, refuse_base_class
-from tlkit.protocols import CountedClasses, DescribesTargets, IdentifiedClasses, NamedClasses
+from tlkit.protocols import (
+    CarriesRunConfig,
+    CountedClasses,
+    DescribesTargets,
+    IdentifiedClasses,
+    NamedClasses,
+    ResolvesDataConfig,
+)
 from tlkit.randomness import default_seed, reseed_for_step
 from tlkit.tasks import Classification, Mode, Task
 from tlkit.tasks.heads import HeadKind, HeadOptions
@@ -274,24 +282,34 @@ class TransferModule(LightningModule):
         reseed_for_step(self.run_seed, self.current_epoch, batch_idx, self.global_rank)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the checkpoint's tlkit record (`tlkit.checkpoint.CheckpointInfo`): here and nowhere else."""
+        write_info(checkpoint, self.checkpoint_record(checkpoint))
+
+    def checkpoint_record(self, checkpoint: dict[str, Any]) -> CheckpointInfo:
+        """What this checkpoint records of the run. A strategy that records more extends it (``dataclasses.replace``
+        on ``super().checkpoint_record(checkpoint)``); ``checkpoint`` is Lightning's dict as it will be saved."""
         trainer = self._trainer
         optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
         schedulers = trainer.lr_scheduler_configs if trainer is not None else []
-        write_info(
-            checkpoint,
-            CheckpointInfo(
-                strategy=class_path(type(self)),
-                seed=self.run_seed,
-                class_names=tuple(self.class_names) if self.class_names else None,
-                class_ids=tuple(self.class_ids) if self.class_ids else None,
-                # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
-                optimizer=class_path(type(optimizer)) if optimizer is not None else None,
-                lr_scheduler=class_path(type(schedulers[0].scheduler))
-                if schedulers and self.lr_scheduler is not None
-                else None,
-                # The preprocessing is the datamodule's to record (it resolved it): see `trained_data_config`.
-                task=self.task.describe(),
-            ),
+        datamodule = trainer.datamodule if trainer is not None else None
+        callbacks = trainer.callbacks if trainer is not None else []
+        return CheckpointInfo(
+            strategy=class_path(type(self)),
+            seed=self.run_seed,
+            class_names=tuple(self.class_names) if self.class_names else None,
+            class_ids=tuple(self.class_ids) if self.class_ids else None,
+            # Checked on resume: optimizer state only loads into the optimizer class that wrote it.
+            optimizer=class_path(type(optimizer)) if optimizer is not None else None,
+            lr_scheduler=class_path(type(schedulers[0].scheduler))
+            if schedulers and self.lr_scheduler is not None
+            else None,
+            # As the datamodule resolved it for this model (export feeds images the same way).
+            data_config=dataclasses.asdict(datamodule.resolve_data_config())
+            if isinstance(datamodule, ResolvesDataConfig)
+            else self._saved_data_config,
+            task=self.task.describe(),
+            # The `tlkit` command's resolved config, which a callback of the run carries.
+            run_config=next((c.run_config for c in callbacks if isinstance(c, CarriesRunConfig)), None),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

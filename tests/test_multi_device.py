@@ -32,7 +32,7 @@ from tests._console import (
     wait_for_all,
 )
 from tests.conftest import write_image_folder
-from tlkit.checkpoint import ADAPTATION_KEY
+from tlkit.checkpoint import adaptation_of
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
@@ -104,8 +104,8 @@ def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family
     moved = [k for k in rank0["final"] if not torch.equal(rank0["initial"][k], rank0["final"][k])]
     assert any(k.startswith(MOVES[family]) for k in moved) and any(k.startswith("backbone.") for k in moved)
     if family == "domain_adaptation":  # epoch 0 trained source-only, epoch 1 adapted: ranks agreed through both
-        adaptation = torch.load(last, map_location="cpu", weights_only=True)[ADAPTATION_KEY]
-        assert adaptation["reference"]["epoch"] == 0.0 and [r["epoch"] for r in adaptation["epochs"]] == [0.0, 1.0]
+        adaptation = adaptation_of(torch.load(last, map_location="cpu", weights_only=True))
+        assert adaptation.reference["epoch"] == 0.0 and [r["epoch"] for r in adaptation.epochs] == [0.0, 1.0]
         # The best val/safe_im epoch's target predictions (for `tlkit select --by consensus`), of both ranks.
         kept = torch.load(last.parents[1] / "target_predictions.pt", weights_only=True)
         assert kept["probabilities"].shape == (2 * 2 * 32, 10)  # 2 ranks x 2 validation batches of 32 target images

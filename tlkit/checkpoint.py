@@ -1,16 +1,19 @@
-"""What a tlkit checkpoint carries beside Lightning's keys, as one typed, versioned schema; and the one policy for
+"""What a tlkit checkpoint carries beside Lightning's keys, as one typed, versioned record; and the one policy for
 reading any file a user hands tlkit (checkpoints, weights, cached features): data only, never code.
 
-A checkpoint is Lightning's dict (``state_dict``, ``optimizer_states``, ``loops``, ``hyper_parameters``...) with two
-of tlkit's keys: ``tlkit``, the `CheckpointInfo` below as plain data, and ``tlkit_config``, the run's resolved config
-as YAML text (so ``--ckpt_path`` alone rebuilds the run); a domain-adaptation run adds ``tlkit_adaptation``, what it
-measured of its source-only reference and of each validated epoch (`write_adaptation`). Every writer and reader goes
-through this module.
+A checkpoint is Lightning's dict (``state_dict``, ``optimizer_states``, ``loops``, ``hyper_parameters``...) with one
+key of tlkit's: ``tlkit``, the `CheckpointInfo` below as plain data. It holds what tlkit knows of the run: the
+strategy, the seed, the classes and their ids, the optimizer, the task, the preprocessing, the run's resolved config
+as YAML (so ``--ckpt_path`` alone rebuilds the run) and, for a domain-adaptation run, what it measured of its
+source-only reference and of each validated epoch (`AdaptationRecord`). It is written in one place
+(`TransferModule.on_save_checkpoint`, with `write_info`; strategies add their part by extending
+`TransferModule.checkpoint_record`) and read through `info_of`, which migrates every older layout.
 
 Schema versions: 0 is the layout before the schema had a number (the same keys, no ``schema_version``); 1 adds
 ``schema_version`` and ``task`` (empty); 2 moves the preprocessing to the datamodule's state; 3 fills ``task``; 4 adds
-``class_ids``. A
-checkpoint of a newer schema than this tlkit knows is refused in one line.
+``class_ids``; 5 puts everything under the one key (the run config was ``tlkit_config``, the adaptation record
+``tlkit_adaptation``, the preprocessing the datamodule's state ``tlkit_data_config``). A checkpoint of a newer schema
+than this tlkit knows is refused in one line.
 """
 
 from __future__ import annotations
@@ -27,26 +30,51 @@ import torch
 
 from tlkit.errors import ConfigError, config_error
 
-#: 4: the classes' ids in the user's file are recorded (`CheckpointInfo.class_ids`: a COCO file's category ids); 3: the
-#: task is recorded (`CheckpointInfo.task`; its fitted state, thresholds or target mean and std, under ``task.``
-#: in the state dict), so a tlkit without tasks refuses a multi-label or regression checkpoint in one line; 2: the
-#: preprocessing is recorded by the datamodule (in its own Lightning state, `DATA_CONFIG_STATE`), not by the model;
-#: 1: the first numbered schema; 0: checkpoints written before the schema had a number.
-SCHEMA_VERSION = 4
+#: 5: one record under one key (`CheckpointInfo.run_config`, `adaptation` and `data_config` with the rest); 4: the
+#: classes' ids in the user's file are recorded (`CheckpointInfo.class_ids`: a COCO file's category ids); 3: the task
+#: is recorded (`CheckpointInfo.task`; its fitted state, thresholds or target mean and std, under ``task.`` in the
+#: state dict), so a tlkit without tasks refuses a multi-label or regression checkpoint in one line; 2: the
+#: preprocessing is recorded by the datamodule (in its own Lightning state); 1: the first numbered schema; 0:
+#: checkpoints written before the schema had a number.
+SCHEMA_VERSION = 5
 INFO_KEY = "tlkit"
-RUN_CONFIG_KEY = "tlkit_config"
-#: A domain-adaptation run's record: ``{"reference": {metric: value} | None, "epochs": [{metric: value}, ...],
-#: "reference_epochs": int}``, plain numbers (read back with ``weights_only=True``); absent from other runs and from
-#: checkpoints of older tlkit (which also lack ``reference_epochs``, the source-only epochs the run trains).
-ADAPTATION_KEY = "tlkit_adaptation"
-#: The entry of a datamodule's state (Lightning saves it in the checkpoint under the datamodule's class name) that
-#: holds the preprocessing the datamodule resolved for the model.
-DATA_CONFIG_STATE = "tlkit_data_config"
+#: Where schema 4 and older kept the run config (YAML text), the adaptation record, and (in the datamodule's Lightning
+#: state, under its class name) the preprocessing: read by `info_of` from checkpoints of those schemas.
+LEGACY_RUN_CONFIG_KEY = "tlkit_config"
+LEGACY_ADAPTATION_KEY = "tlkit_adaptation"
+LEGACY_DATA_CONFIG_STATE = "tlkit_data_config"
+
+
+@dataclass(frozen=True)
+class AdaptationRecord:
+    """What a domain-adaptation run measured: the source-only reference's values (None until measured), each
+    validated epoch's values, and the source-only epochs the run trains (None where an older tlkit did not say).
+    Plain numbers, read back with ``weights_only=True``."""
+
+    reference: dict[str, float] | None = None
+    epochs: tuple[dict[str, float], ...] = ()
+    reference_epochs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "epochs": list(self.epochs), "reference_epochs": self.reference_epochs}
+
+    @classmethod
+    def from_dict(cls, saved: Any) -> AdaptationRecord | None:
+        if not isinstance(saved, dict):
+            return None
+        plain = lambda row: {k: float(v) for k, v in row.items()}  # noqa: E731
+        reference = saved.get("reference")
+        epochs = saved.get("reference_epochs")
+        return cls(
+            plain(reference) if reference else None,
+            tuple(plain(row) for row in saved.get("epochs") or []),
+            int(epochs) if epochs is not None else None,
+        )
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What tlkit records in every checkpoint of a strategy.
+    """What tlkit records in every checkpoint of a strategy: the one record, under the one key.
 
     Args:
         strategy: the strategy's class path (``tlkit.strategies.fine_tuning.FineTuning``).
@@ -56,13 +84,14 @@ class CheckpointInfo:
             (schema 3 and older, or data without ids): predictions are written with them.
         optimizer: the optimizer's class path (optimizer state only loads into the class that wrote it).
         lr_scheduler: the configured scheduler's class path, or None for the default cosine.
-        data_config: the preprocessing the model was trained with (a `DataConfig` as a dict): what export feeds. Read
-            from where the datamodule recorded it (`DATA_CONFIG_STATE`, schema 2), or from here (schema 0 and 1);
-            the model never writes it.
+        data_config: the preprocessing the model was trained with (a `DataConfig` as a dict), as the datamodule
+            resolved it: what export feeds.
         pretrained_fingerprint: set when the checkpoint leaves out the frozen pretrained weights (adapter-only):
             the fingerprint they must have when rebuilt from the run's ``weights``.
         task: what the model predicts and how: the task's name, class path, arguments and fitted state
             (`tlkit.tasks.Task.describe`); None (schema 2 and older) is single-label classification.
+        run_config: the run's resolved config as YAML text (written by a run of the `tlkit` command), or None.
+        adaptation: a domain-adaptation run's `AdaptationRecord`, or None.
         schema_version: the schema this was written with.
     """
 
@@ -75,6 +104,8 @@ class CheckpointInfo:
     data_config: dict[str, Any] | None = None
     pretrained_fingerprint: str | None = None
     task: dict[str, Any] | None = None
+    run_config: str | None = None
+    adaptation: AdaptationRecord | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +113,7 @@ class CheckpointInfo:
         saved = dataclasses.asdict(self)
         saved["class_names"] = list(self.class_names) if self.class_names is not None else None
         saved["class_ids"] = list(self.class_ids) if self.class_ids is not None else None
+        saved["adaptation"] = self.adaptation.to_dict() if self.adaptation is not None else None
         return saved
 
     @classmethod
@@ -97,6 +129,7 @@ class CheckpointInfo:
         for key in ("class_names", "class_ids"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
+        values["adaptation"] = AdaptationRecord.from_dict(values.get("adaptation"))
         values["schema_version"] = version
         values.setdefault("strategy", "")
         return cls(**values)
@@ -104,75 +137,51 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A checkpoint file as read: Lightning's dict, tlkit's info (None for a plain Lightning checkpoint), the
-    model's hyperparameters and the run's config text."""
+    """A checkpoint file as read: Lightning's dict, tlkit's record (None for a plain Lightning checkpoint) and the
+    model's hyperparameters."""
 
     path: Path
     contents: dict[str, Any]
     info: CheckpointInfo | None
     hyper_parameters: dict[str, Any]
-    run_config: str | None
+
+    @property
+    def run_config(self) -> str | None:
+        return self.info.run_config if self.info is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------- writing
 def write_info(checkpoint: dict[str, Any], info: CheckpointInfo) -> None:
+    """Write the record: called once per save, by `TransferModule.on_save_checkpoint`."""
     checkpoint[INFO_KEY] = info.to_dict()
 
 
-def write_adaptation(
-    checkpoint: dict[str, Any],
-    reference: dict[str, float] | None,
-    epochs: list[dict[str, float]],
-    reference_epochs: int,
-) -> None:
-    checkpoint[ADAPTATION_KEY] = {"reference": reference, "epochs": epochs, "reference_epochs": reference_epochs}
-
-
-def adaptation_of(checkpoint: dict[str, Any]) -> tuple[dict[str, float] | None, list[dict[str, float]]]:
-    """The (reference, per-epoch rows) a domain-adaptation run recorded in ``checkpoint``; (None, []) if none."""
-    saved = checkpoint.get(ADAPTATION_KEY) if isinstance(checkpoint, dict) else None
-    if not isinstance(saved, dict):
-        return None, []
-    plain = lambda row: {k: float(v) for k, v in row.items()}  # noqa: E731
-    reference = saved.get("reference")
-    return (plain(reference) if reference else None), [plain(row) for row in saved.get("epochs") or []]
-
-
-def recorded_reference_epochs(checkpoint: dict[str, Any]) -> int | None:
-    """The source-only epochs the run of ``checkpoint`` trains (what its ``reference_epochs`` resolved to), or None
-    where the checkpoint does not say (not a domain-adaptation run, or one of an older tlkit)."""
-    saved = checkpoint.get(ADAPTATION_KEY) if isinstance(checkpoint, dict) else None
-    value = saved.get("reference_epochs") if isinstance(saved, dict) else None
-    return int(value) if value is not None else None
-
-
-def write_run_config(checkpoint: dict[str, Any], text: str) -> None:
-    checkpoint[RUN_CONFIG_KEY] = text
-
-
-def data_config_state(config: dict[str, Any]) -> dict[str, Any]:
-    """The entry a datamodule adds to its Lightning state to record the preprocessing it resolved (``config``, a
-    `DataConfig` as a dict)."""
-    return {DATA_CONFIG_STATE: config}
-
-
-def recorded_data_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
-    """The preprocessing a datamodule recorded in ``checkpoint`` (its state, under its class name), or None."""
-    for value in checkpoint.values():
-        if isinstance(value, dict) and isinstance(value.get(DATA_CONFIG_STATE), dict):
-            return value[DATA_CONFIG_STATE]
-    return None
-
-
 def info_of(checkpoint: dict[str, Any], where: str = "the checkpoint") -> CheckpointInfo | None:
-    """The `CheckpointInfo` in a checkpoint dict (any schema version), or None when tlkit wrote none; its
-    ``data_config`` is the datamodule's record where there is one."""
+    """The record in a checkpoint dict (any schema version, migrated to this one's fields), or None when tlkit wrote
+    none."""
     saved = checkpoint.get(INFO_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(saved, dict):
         return None
     info = CheckpointInfo.from_dict(saved, where)
-    recorded = recorded_data_config(checkpoint)
-    return dataclasses.replace(info, data_config=recorded) if recorded is not None else info
+    if info.schema_version >= 5:
+        return info
+    # Schema 4 and older kept parts of the record under keys of their own.
+    legacy = {}
+    if isinstance(checkpoint.get(LEGACY_RUN_CONFIG_KEY), str):
+        legacy["run_config"] = checkpoint[LEGACY_RUN_CONFIG_KEY]
+    adaptation = AdaptationRecord.from_dict(checkpoint.get(LEGACY_ADAPTATION_KEY))
+    if adaptation is not None:
+        legacy["adaptation"] = adaptation
+    for value in checkpoint.values():  # the datamodule's state, under its class name (schema 2 to 4)
+        if isinstance(value, dict) and isinstance(value.get(LEGACY_DATA_CONFIG_STATE), dict):
+            legacy["data_config"] = value[LEGACY_DATA_CONFIG_STATE]
+    return dataclasses.replace(info, **legacy)
+
+
+def adaptation_of(checkpoint: dict[str, Any]) -> AdaptationRecord:
+    """The adaptation record of ``checkpoint`` (an empty one where the run kept none)."""
+    info = info_of(checkpoint) if isinstance(checkpoint, dict) else None
+    return info.adaptation if info is not None and info.adaptation is not None else AdaptationRecord()
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -234,11 +243,7 @@ def read_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Check
             f"hyperparameters name {instantiator!r}; tlkit never runs code a file names."
         )
     return Checkpoint(
-        Path(path),
-        contents,
-        info_of(contents, where),
-        dict(hparams) if isinstance(hparams, dict) else {},
-        contents.get(RUN_CONFIG_KEY) or None,
+        Path(path), contents, info_of(contents, where), dict(hparams) if isinstance(hparams, dict) else {}
     )
 
 

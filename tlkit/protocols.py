@@ -65,6 +65,14 @@ class IdentifiedPredictSamples(Protocol):
 
 
 @runtime_checkable
+class CarriesRunConfig(Protocol):
+    """A callback that carries the run's resolved config (YAML text) for the model to record in every checkpoint
+    (the `tlkit` command adds one to each fit)."""
+
+    run_config: str
+
+
+@runtime_checkable
 class ResolvesDataConfig(Protocol):
     """A datamodule that can say how it preprocesses images for the attached model (it records that in checkpoints)."""
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.conftest import quiet_trainer
 from tlkit.callbacks.embedding_projector import DOMAIN_COLOURS
-from tlkit.checkpoint import ADAPTATION_KEY
+from tlkit.checkpoint import adaptation_of
 from tlkit.cli import TLKitCLI
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
 from tlkit.errors import ConfigError
@@ -157,7 +157,7 @@ def test_a_resumed_run_keeps_the_reference_epochs_it_started_with(tmp_path, monk
     monkeypatch.setattr("tlkit.strategies.domain_adaptation.REFERENCE_STEPS", 3)
     first, _ = reference_run(3, root=tmp_path)
     assert first.reference_epochs == 1
-    assert torch.load(tmp_path / "epoch=1.ckpt", weights_only=True)[ADAPTATION_KEY]["reference_epochs"] == 1
+    assert adaptation_of(torch.load(tmp_path / "epoch=1.ckpt", weights_only=True)).reference_epochs == 1
     resumed, adapting = reference_run(6, ckpt_path=tmp_path / "epoch=1.ckpt")
     assert resumed.reference_epochs == 1 and adapting == {epoch: True for epoch in range(2, 6)}
     assert reference_run(6)[0].reference_epochs == 2  # what a new run of 6 epochs trains

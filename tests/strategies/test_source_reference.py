@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests._console import REPO, run_here
-from tlkit.checkpoint import ADAPTATION_KEY, load_file
+from tlkit.checkpoint import adaptation_of, load_file
 from tlkit.functional import below_reference, collapsed, im_score, predicted_classes, safe_im_score, top_class_share
 from tlkit.functional.collapse import marginal_entropy
 from tlkit.metrics import SafeInformationMaximization
@@ -85,13 +85,13 @@ def test_a_run_whose_adaptation_hurts_keeps_its_source_only_epoch_and_says_so(tm
     printed = capsys.readouterr()
     checkpoints = sorted((tmp_path / "logs").rglob("epoch*.ckpt"))
     assert [p.name.split("-")[0] for p in checkpoints] == ["epoch000"], checkpoints
-    saved = load_file(checkpoints[0], "ckpt")[ADAPTATION_KEY]
-    assert saved["reference"]["epoch"] == 0.0 and len(saved["epochs"]) == 1
-    last = load_file(next((tmp_path / "logs").rglob("last.ckpt")), "ckpt")[ADAPTATION_KEY]
-    adapted = [row for row in last["epochs"] if not row.get("reference")]
+    saved = adaptation_of(load_file(checkpoints[0], "ckpt"))
+    assert saved.reference["epoch"] == 0.0 and len(saved.epochs) == 1
+    last = adaptation_of(load_file(next((tmp_path / "logs").rglob("last.ckpt")), "ckpt"))
+    adapted = [row for row in last.epochs if not row.get("reference")]
     # IM alone would have preferred an adapted epoch: that is what the fallback guards against.
-    assert max(row["val/im"] for row in adapted) > last["reference"]["val/im"]
-    assert all(row["val/source_acc"] < last["reference"]["val/source_acc"] - 0.05 for row in adapted)
+    assert max(row["val/im"] for row in adapted) > last.reference["val/im"]
+    assert all(row["val/source_acc"] < last.reference["val/source_acc"] - 0.05 for row in adapted)
     said = printed.out + printed.err + caplog.text
     assert "no adapted epoch scored above the source-only reference on val/safe_im" in said
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

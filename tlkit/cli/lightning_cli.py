@@ -45,7 +45,6 @@ from tlkit.checkpoint import (
     check_same_model,
     class_path,
     import_class,
-    write_run_config,
 )
 from tlkit.cli.messages import (
     TRAINER_HARDWARE_KEYS,
@@ -115,13 +114,11 @@ class TLKitArgumentParser(LightningArgumentParser):
 
 
 class _RunConfigInCheckpoints(Callback):
-    """Stores the run's resolved config (YAML) in every checkpoint, so ``--ckpt_path`` alone can rebuild the run."""
+    """Carries the run's resolved config (YAML) for the model to record in every checkpoint
+    (`tlkit.protocols.CarriesRunConfig`), so ``--ckpt_path`` alone can rebuild the run."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        write_run_config(checkpoint, self.text)
+        self.run_config = text
 
 
 class TLKitCLI(LightningCLI):

@@ -13,10 +13,10 @@ target predictions agree with the mean prediction of all the runs' epochs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -24,6 +24,8 @@ from tlkit.engines.run_metrics import RunMetrics
 from tlkit.errors import ConfigError, config_error
 from tlkit.functional.collapse import collapsed
 from tlkit.tasks import Mode
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,23 @@ def direction_in_runs(metric: str, runs: Sequence[RunMetrics]) -> Mode:
     )
 
 
+def best_of(items: Sequence[T], value: Callable[[T], float], mode: Mode) -> T:
+    """The item of highest (``max``) or lowest (``min``) ``value``, the first given on a tie: the one rule every
+    selection applies, an epoch within a run, a run among runs, in ``tlkit select`` as in the benchmarks."""
+    if not items:
+        raise ConfigError("Expected at least one run to choose from, but got none.")
+    return (max if mode == "max" else min)(items, key=value)
+
+
+def consensus_choice(probabilities: Sequence[Any]) -> tuple[int, list[float]]:
+    """(the index of the run agreeing most, each run's agreement) among runs' target validation probabilities
+    (`tlkit.functional.consensus_agreement`)."""
+    from tlkit.functional import consensus_agreement  # imports torch: only this selector needs it
+
+    agreement = list(consensus_agreement(list(probabilities)))
+    return best_of(range(len(agreement)), agreement.__getitem__, "max"), agreement
+
+
 def metric_curve(run: Path, metric: str) -> list[tuple[int, float]]:
     """The (epoch, value) pairs ``metric`` was logged with in ``run``'s TensorBoard event files, in step order.
 
@@ -152,8 +171,7 @@ def score_runs(runs: Iterable[Path], metric: str, mode: Mode) -> list[RunScore]:
         curve = curves[metric]
         if not curve:
             raise ConfigError(f"Expected the run {run} to have logged `{metric}` at least once, but it has no value.")
-        pick = max if mode == "max" else min
-        epoch, value = pick(curve, key=lambda point: point[1])
+        epoch, value = best_of(curve, lambda point: point[1], mode)
         diagnostics = {name: v for name in DIAGNOSTICS if name in curves for e, v in curves[name] if e == epoch}
         if "val/reference_target_predicted_classes" in curves and curves["val/reference_target_predicted_classes"]:
             # Logged from the epoch after the reference on: the reference's own value, whichever epoch was picked.
@@ -175,7 +193,6 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
     """
     import torch  # slow imports: only this selector needs them
 
-    from tlkit.functional import consensus_agreement
     from tlkit.strategies.target_predictions import CONSENSUS_MONITOR, TARGET_PREDICTIONS
 
     scores, probabilities = [], []
@@ -197,19 +214,13 @@ def consensus_scores(runs: Sequence[Path]) -> list[RunScore]:
             f"Expected runs scored on the same target validation images (the same data and devices), but their "
             f"predictions differ in shape (images, classes): {found}."
         )
-    agreement = consensus_agreement(probabilities)
+    _, agreement = consensus_choice(probabilities)
     return [dataclasses.replace(score, value=value) for score, value in zip(scores, agreement)]
 
 
 def select_run(scores: Sequence[RunScore], mode: Mode) -> RunScore:
     """The run with the best score; ties go to the first given."""
-    if not scores:
-        raise ConfigError("Expected at least one run to choose from, but got none.")
-    best = scores[0]
-    for score in scores[1:]:
-        if (score.value > best.value) if mode == "max" else (score.value < best.value):
-            best = score
-    return best
+    return best_of(scores, lambda score: score.value, mode)
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
