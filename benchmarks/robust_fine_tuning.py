@@ -240,7 +240,10 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="discard stored runs")
     parser.add_argument("--costs-only", action="store_true")
     parser.add_argument("--measure-cost", nargs=2, metavar=("KIND", "METHOD"), help=argparse.SUPPRESS)
-    args = parse_args(parser, {"seeds": [0], "labels": ["2"], "epochs": [2], "fresh": True})
+    args = parse_args(
+        parser,
+        {"seeds": [0], "labels": ["2"], "epochs": [2], "fresh": True, "methods": ["FineTuning", "LP-FT", "LoRA r4"]},
+    )
     if args.measure_cost:
         print(json.dumps(measure_cost(*args.measure_cost)))
         return

@@ -10,6 +10,7 @@ import runpy
 import sys
 
 import pytest
+import torch
 
 from tests._console import REPO
 
@@ -22,11 +23,17 @@ def test_every_benchmark_runs_its_smoke_setting(script, tmp_path, monkeypatch, c
     results = tmp_path / "results"
     monkeypatch.setenv("TLKIT_BENCH_RESULTS", str(results))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # processes a script starts share the two cores with the suite's
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     path = BENCHMARKS / f"{script}.py"
     monkeypatch.setattr(sys, "argv", [str(path), "--smoke"])
-    runpy.run_path(str(path), run_name="__main__")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a console run with OMP_NUM_THREADS=1 (`tests._console.run_here`)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "|---" in printed, printed[-2000:]  # a Markdown table
     written = [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]

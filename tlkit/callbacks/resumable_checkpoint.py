@@ -63,7 +63,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         if mode not in ("min", "max"):
             raise config_error("checkpoint.mode", "'min' or 'max'", mode)
         self.monitor = monitor
-        self._use_mode(mode)
+        self.use_mode(mode)
         self.filename = f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}{{{monitor}:.4f}}"
 
     def resolve_mode(self, model: pl.LightningModule) -> None:
@@ -78,9 +78,10 @@ class ResumableCheckpoint(ModelCheckpoint):
                 f"Expected `checkpoint.monitor` to be a metric the model logs ({known}), or `checkpoint.mode` min or "
                 f"max for one of your own, but got {self.monitor!r}."
             )
-        self._use_mode(mode)
+        self.use_mode(mode)
 
-    def _use_mode(self, mode: str) -> None:
+    def use_mode(self, mode: str) -> None:
+        """Select in ``mode`` (``min`` or ``max``) from now on, keeping the monitor and the file names."""
         self.mode, self.mode_is_auto = mode, False
         # The "worst so far" sentinel ModelCheckpoint compares against, set from the mode in its __init__.
         self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)

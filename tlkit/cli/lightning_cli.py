@@ -371,7 +371,11 @@ class TLKitCLI(LightningCLI):
         if not isinstance(callback, ResumableCheckpoint):
             return
         if callback.monitor == DEFAULT_MONITOR:
-            callback.use_monitor(*self.model.checkpoint_monitor)
+            metric, mode = self.model.checkpoint_monitor
+            if metric != DEFAULT_MONITOR:
+                callback.use_monitor(metric, mode)
+            else:  # the task's metric is the default one: its direction, and the file names as configured
+                callback.use_mode(mode)
             return
         callback.resolve_mode(self.model)  # now, before any run folder: a monitor without a direction is one line
         if callback.filename == DEFAULT_CHECKPOINT_FILENAME:  # files named after the metric they were chosen by
