@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests._console import console_env
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 MARKER = "<!-- runnable -->"
@@ -76,6 +78,7 @@ def test_every_runnable_example_runs(tmp_path):
         text=True,
         timeout=300,
         check=False,
+        env=console_env(),  # one torch thread, offline: as the suite's other processes
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

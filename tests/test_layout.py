@@ -151,3 +151,40 @@ def test_no_module_imports_another_packages_private_module():
                 if private and ".".join(parts[: private[0]]) != package_of(path):
                     offending.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not offending, offending
+
+
+def calls_of(name: str) -> dict[str, int]:
+    """How many times each module of the packages calls the function ``name`` (by its bare name)."""
+    found = {}
+    for package in ("tlkit", "strategies", "datamodules"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            calls = [
+                node
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+            ]
+            if calls:
+                found[str(path.relative_to(ROOT))] = len(calls)
+    return found
+
+
+def test_a_checkpoint_record_has_one_writer_and_a_head_one_builder():
+    """One record under one key, written in one place (strategies extend `checkpoint_record`); heads are the task's
+    to build (`Task.make_head`), so a command or strategy never builds one a task would not read."""
+    assert calls_of("write_info") == {"strategies/transfer_module.py": 1}
+    assert calls_of("make_head") == {"tlkit/tasks/base.py": 1}
+    assert not (ROOT / "strategies" / "heads.py").exists()
+
+
+def test_no_command_guesses_a_metrics_direction_from_its_name():
+    """Which way a metric is better is the metric's (torchmetrics' ``higher_is_better``, through the task and the
+    strategy): no module of the engines or the command line tests a metric's name for "loss", "mae" or "err"."""
+    offenders = []
+    for package in ("tlkit/engines", "tlkit/cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+                    constants = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)]
+                    if any(c in ("loss", "mae", "rmse", "ece", "err") for c in constants):
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
