@@ -147,12 +147,12 @@ def run_task(task: str, args) -> dict:
     images, labels = task_data(task)
     FeatureCache.memory.clear()
     started = time.perf_counter()
-    zoo = {name: build() for name, build in CANDIDATES.items()}
+    zoo = {name: CANDIDATES[name]() for name in args.candidates}
     ranked = rank_backbones(datamodule(images, labels, args), zoo, cache=FeatureCache("memory"))
     ranking_seconds = time.perf_counter() - started
     by_name = {r.candidate: r for r in ranked}
     rows = []
-    for name in CANDIDATES:
+    for name in args.candidates:
         result = by_name[name]
         runs = [fine_tuned_accuracy(name, datamodule(images, labels, args), args, seed) for seed in args.seeds]
         accuracy, seconds = float(np.mean([a for a, _ in runs])), sum(t for _, t in runs)
@@ -182,7 +182,11 @@ def main() -> None:
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (mean accuracy)")
     parser.add_argument("--tasks", nargs="+", default=["digits", "mnist", "digits_m"])
-    args = parse_args(parser, {"epochs": 1, "labels_per_class": 2, "seeds": [0], "tasks": ["digits"]})
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    smoke_zoo = ["tf_efficientnet_lite0", "ccexam mnist", "lite0, random init"]
+    args = parse_args(
+        parser, {"epochs": 1, "labels_per_class": 2, "seeds": [0], "tasks": ["digits"], "candidates": smoke_zoo}
+    )
     results = [run_task(task, args) for task in args.tasks]
 
     for result in results:
