@@ -14,7 +14,8 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from tests.conftest import TINY_FIT_ARGS
 from tlkit.cli import TLKitCLI
-from tlkit.engines.export import export, load_strategy, preprocess, verification_images
+from tlkit.engines.export import export, load_strategy
+from tlkit.engines.preprocessing import preprocess, verification_images
 from tlkit.errors import ConfigError
 from tlkit.functional import fit_temperature
 from tlkit.strategies import DANN, FineTuning

@@ -18,7 +18,9 @@ from tests._snippets import page_snippet
 from tests.conftest import TINY_FIT_ARGS, quiet_trainer
 from tlkit.cli import main
 from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
-from tlkit.engines.export import FILES, SPEC_FILE, export, load_strategy, preprocess, preprocessing_spec
+from tlkit.engines.export import FILES, export, load_strategy
+from tlkit.engines.model_spec import SPEC_FILE
+from tlkit.engines.preprocessing import preprocess, preprocessing_spec
 from tlkit.strategies import DANN, FineTuning
 
 
@@ -154,7 +156,7 @@ def test_exported_model_and_the_docs_snippet_predict_what_tlkit_predict_does(tmp
 
 def test_verification_reads_images_as_the_recipe_does_and_covers_every_mode():
     from tlkit.datamodules import to_rgb
-    from tlkit.engines.export import decode, verification_images
+    from tlkit.engines.preprocessing import decode, verification_images
 
     images = verification_images()
     assert {"I;16", "P", "RGBA", "CMYK", "LA", "RGB"} <= {image.mode for image in images}
@@ -300,3 +302,21 @@ def test_each_task_judges_an_export_by_a_relative_and_absolute_tolerance_and_wha
     check = detector.check_export(moved, locations, scale=1e4)
     assert check.problem == "1 of 1 boxes scoring over the threshold moved or changed class", check
     assert not detector.check_export(locations + np.array([1.0, 0, 0, 0, 0, 0]), locations).passed  # a pixel off
+
+
+def test_model_json_is_one_typed_record_that_reads_back(tiny_checkpoint, tmp_path):
+    """What export writes, `read_model_spec` reads (a server, another tool); a newer format is one line."""
+    import json
+
+    from tlkit.engines.model_spec import FORMAT_VERSION, read_model_spec
+    from tlkit.errors import ConfigError
+
+    export(tiny_checkpoint, tmp_path / "out", formats=["onnx"])
+    spec = read_model_spec(tmp_path / "out")
+    assert spec.format_version == FORMAT_VERSION and spec.files == {"onnx": "model.onnx"}
+    assert spec.output["name"] == "probabilities" and spec.task["name"] == "classification"
+    assert spec.verification["criterion"].endswith("and the same top class")
+    saved = json.loads((tmp_path / "out" / SPEC_FILE).read_text())
+    (tmp_path / "out" / SPEC_FILE).write_text(json.dumps({**saved, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(ConfigError, match="written by a newer tlkit"):
+        read_model_spec(tmp_path / "out")

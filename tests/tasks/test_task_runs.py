@@ -18,7 +18,8 @@ from tlkit.callbacks import LRWarmup, ProgressiveUnfreezing, WiSEFT
 from tlkit.checkpoint import read_checkpoint
 from tlkit.cli import TLKitCLI
 from tlkit.datamodules import MultiDigitsDataModule
-from tlkit.engines.export import export, preprocess
+from tlkit.engines.export import export
+from tlkit.engines.preprocessing import preprocess
 from tlkit.strategies import FeatureExtraction, FineTuning
 from tlkit.strategies.regularization import L2SP
 from tlkit.tasks import MultiLabel, Regression

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from tlkit.cli._subcommand import SubcommandParser, run_reporting, subcommand_parser
-from tlkit.engines.export import FORMATS, SPEC_FILE, ExportFormat, ExportReport, export
+from tlkit.engines.export import FORMATS, ExportFormat, ExportReport, export
+from tlkit.engines.model_spec import SPEC_FILE
 
 
 def build_parser() -> SubcommandParser:

@@ -2,10 +2,10 @@
 label probabilities, or regression values in their units), a JSON with the preprocessing, the names and the task's
 fitted state, and a verification against the checkpoint on real images (the task judges it: `Task.check_export`).
 
-The JSON is all a deployment needs besides the model file: resize the shorter side to ``resize`` (PIL, with the
-named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with ``mean``/``std``, NCHW
-float32. `preprocess` does exactly that with PIL and numpy, and verification feeds the exported model through it,
-so the file's recipe is checked along with the model.
+The JSON (`tlkit.engines.model_spec.ModelSpec`) is all a deployment needs besides the model file: resize the shorter
+side to ``resize`` (PIL, with the named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with
+``mean``/``std``, NCHW float32. `tlkit.engines.preprocessing.preprocess` does exactly that with PIL and numpy, and
+verification feeds the exported model through it, so the file's recipe is checked along with the model.
 
 Examples:
     >>> report = export("logs/digits_finetune/version_0/checkpoints/last.ckpt", "exported/digits")
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import platform
 import shutil
@@ -38,15 +37,14 @@ from torch import nn
 import tlkit
 from tlkit.backbones import DataConfig
 from tlkit.checkpoint import class_path, import_class, read_checkpoint
-from tlkit.datamodules.transforms import resize_size
+from tlkit.engines.model_spec import FORMAT_VERSION, SPEC_FILE, ModelSpec
+from tlkit.engines.preprocessing import preprocess, preprocessing_spec, verification_images
 from tlkit.errors import ConfigError, config_error
 from tlkit.tasks.export_check import ExportCheck
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
-SPEC_FILE = "model.json"
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 class VerificationError(ConfigError):
@@ -80,101 +78,6 @@ class ExportReport:
     #: Each format's verification as its task judged it: the largest differences, the criterion, any problem.
     checks: dict[str, ExportCheck] = field(default_factory=dict)
     images: int = 0
-
-
-# ------------------------------------------------------------------------------------------------- preprocessing
-#: How an image is brought to the model's input size: its shorter side resized to ``resize``, then the centre
-#: ``crop`` x ``crop`` (classification, multi-label, regression); or the whole image resized to ``crop`` x ``crop``
-#: (dense tasks, whose per-pixel outputs must map back onto the whole image).
-RESIZE_MODES = ("shorter_side_then_centre_crop", "whole_image")
-
-
-def preprocessing_spec(config: DataConfig, whole_image: bool = False) -> dict[str, Any]:
-    """The JSON form of tlkit's evaluation transform for ``config`` (a dense task's with ``whole_image``)."""
-    return {
-        "resize_mode": RESIZE_MODES[1] if whole_image else RESIZE_MODES[0],
-        "resize": config.image_size if whole_image else resize_size(config),
-        "crop": config.image_size,
-        "interpolation": config.interpolation,
-        "mean": list(config.mean),
-        "std": list(config.std),
-        "divide_by": 255,
-        "color": "RGB",
-        "layout": "NCHW",
-        "decode": DECODE_RECIPE,
-    }
-
-
-#: How a file becomes 8-bit RGB before the resize, as `decode` does and as tlkit trains (`to_rgb`), for model.json.
-DECODE_RECIPE = (
-    "16-bit and 32-bit integer greyscale (PIL modes I;16*, I) times 255/65535, clipped to 0..255 and rounded to 8-bit "
-    "greyscale; then every mode (L, LA, P, RGBA with alpha dropped, CMYK) through PIL's convert('RGB'). Not covered: "
-    "32-bit integer images with values above 65535 and floating-point images (mode F), which tlkit scales by their "
-    "own range"
-)
-
-
-def decode(image: Image.Image) -> Image.Image:
-    """An opened image as 8-bit RGB by `DECODE_RECIPE`, with PIL and numpy only: what code without tlkit does."""
-    if image.mode.startswith("I"):
-        pixels = np.clip(np.asarray(image, np.float64) * (255 / 65535), 0, 255).round().astype(np.uint8)
-        image = Image.fromarray(pixels)
-    return image.convert("RGB")
-
-
-def preprocess(image: Image.Image, spec: dict[str, Any]) -> np.ndarray:
-    """One opened image (any mode) as the exported model expects it, (3, crop, crop) float32, with PIL and numpy
-    only: model.json's recipe, as the export page's snippet (docs/export.md) follows it."""
-    image = decode(image)
-    crop, resample = spec["crop"], _RESAMPLE[spec["interpolation"]]
-    if spec.get("resize_mode") == "whole_image":
-        image = image.resize((crop, crop), resample)
-    else:
-        width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
-        size = (new_short, new_long) if width <= height else (new_long, new_short)
-        image = image.resize(size, resample)
-        left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-        image = image.crop((left, top, left + crop, top + crop))
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(spec["divide_by"])
-    pixels = (pixels - np.asarray(spec["mean"], dtype=np.float32)) / np.asarray(spec["std"], dtype=np.float32)
-    return pixels.transpose(2, 0, 1).copy()
-
-
-def verification_images(folder: str | os.PathLike | None = None, limit: int = 16) -> list[Image.Image]:
-    """Real images to verify on, as opened (in their own modes, not yet RGB): up to ``limit`` from ``folder``, else
-    scikit-image's bundled photos, one of them in every mode tlkit reads (16-bit, palette, RGBA, CMYK, LA), and
-    scikit-learn's digits (offline, always available)."""
-    if folder is not None:
-        from tlkit.datamodules.folders import scan_images
-
-        return [_opened(path) for path in scan_images(Path(folder).expanduser())[:limit]]
-    from tlkit.datamodules.digits import digit_images
-    from tlkit.datamodules.digits_m import bundled_photos
-
-    photos = [Image.fromarray(photo) for photo in bundled_photos()]
-    digits, _ = digit_images()
-    images = photos + _in_every_mode(photos[0]) + digits
-    return images[: max(limit, len(photos) + 5)]
-
-
-def _opened(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
-        return image.copy()
-
-
-def _in_every_mode(photo: Image.Image) -> list[Image.Image]:
-    """``photo`` as the file types users bring hold it: 16-bit greyscale (full range), palette, RGBA, CMYK, LA."""
-    grey16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
-    return [
-        Image.fromarray(grey16),
-        photo.convert("P"),
-        photo.convert("RGBA"),
-        photo.convert("CMYK"),
-        photo.convert("LA"),
-    ]
 
 
 # ------------------------------------------------------------------------------------------------------- loading
@@ -283,7 +186,7 @@ def _export_into(
                 "inspection."
             )
     report.files["spec"] = directory / SPEC_FILE
-    report.files["spec"].write_text(json.dumps(_spec_document(model, spec, report), indent=2) + "\n")
+    report.files["spec"].write_text(_spec_document(model, spec, report).to_json())
     return report
 
 
@@ -421,31 +324,25 @@ def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
     return run
 
 
-def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> dict[str, Any]:
-    return {
-        "format_version": 1,
-        "files": {name: path.name for name, path in report.files.items() if name != "spec"},
-        "input": {"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
-        "output": {"name": model.task.output_name, "shape": model.task.export_shape(spec["crop"])},
-        "preprocessing": spec,
-        # The outputs' names in order: classes, labels, or regression targets.
-        "class_names": model.class_names or [str(i) for i in range(model.num_classes)],
-        # The ids the user's file gave the classes, in the same order (a COCO file's category ids), or null.
-        "class_ids": model.class_ids,
-        # Applied inside the exported model (its output is already calibrated); 1 without temperature scaling.
-        "temperature": float(model.calibration_temperature),
-        # What the outputs are, and the task's fitted state: a multi-label model's decision thresholds (applied by
-        # the caller: a label is predicted when its probability is at or above its threshold), a regression's target
-        # mean and std (already applied inside the model: its outputs are in the targets' units), a detector's score
-        # and NMS thresholds and detection limit (applied by the caller to the locations the model returns).
-        "task": model.task.describe(),
-        "strategy": class_path(type(model)),
-        "backbone": model.backbone.name,
-        "verification": {
+def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> ModelSpec:
+    checks = report.checks
+    return ModelSpec(
+        format_version=FORMAT_VERSION,
+        files={name: path.name for name, path in report.files.items() if name != "spec"},
+        input={"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
+        output={"name": model.task.output_name, "shape": model.task.export_shape(spec["crop"])},
+        preprocessing=spec,
+        class_names=model.class_names or [str(i) for i in range(model.num_classes)],
+        class_ids=model.class_ids,
+        temperature=float(model.calibration_temperature),
+        task=model.task.describe(),
+        strategy=class_path(type(model)),
+        backbone=model.backbone.name,
+        verification={
             "images": report.images,
             "max_abs_difference": report.max_difference,
-            "max_rel_difference": {name: check.max_rel_difference for name, check in report.checks.items()},
-            "criterion": next(iter(report.checks.values())).criterion if report.checks else None,
+            "max_rel_difference": {name: check.max_rel_difference for name, check in checks.items()},
+            "criterion": next(iter(checks.values())).criterion if checks else None,
         },
-        "versions": {"tlkit": tlkit.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
+        versions={"tlkit": tlkit.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    )
