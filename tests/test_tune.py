@@ -206,3 +206,28 @@ def test_the_objective_is_the_configs_task_metric_in_its_direction(task, metric,
     init_args = {"task": {"class_path": f"tlkit.tasks.{task}"}} if task else {}
     metrics = run_metrics_of_config({"model": {"class_path": "tlkit.strategies.FineTuning", "init_args": init_args}})
     assert resolve_objective(metric, "auto", metrics) == expected
+
+
+def test_a_trial_link_becomes_the_runs_pruning_callback_and_its_outcome_reads_back(tmp_path):
+    """The search hands a trial to its run as one typed link (`TrialLink.as_options`), and reads what the run
+    reported as one typed outcome (`TrialOutcome.of`): the attribute names live in one module."""
+    from tlkit.callbacks.trial_pruning import TrialLink, TrialOutcome
+    from tlkit.cli import TLKitCLI
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=trial_pruning.open_storage(storage), direction="maximize")
+    trial = study.ask()
+    link = TrialLink(storage, "s", trial._trial_id, "val/acc", "max", "none")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        cli = TLKitCLI(args=["--config", CONFIG, *TINY, *link.as_options()], run=False)
+    (pruning,) = [c for c in cli.trainer.callbacks if isinstance(c, TrialPruning)]
+    assert (pruning.storage, pruning.trial_id, pruning.monitor, pruning.mode) == (
+        storage,
+        trial._trial_id,
+        "val/acc",
+        "max",
+    )
+    trial.set_user_attr("best_value", 0.5)
+    trial.set_user_attr("run_dir", "logs/x/version_0")
+    assert TrialOutcome.of(study.get_trials()[0]) == TrialOutcome("logs/x/version_0", 0.5, None)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -90,6 +93,56 @@ def open_storage(url: str) -> Any:
         ) from None
 
 
+@dataclass(frozen=True)
+class TrialLink:
+    """What ties a trial's ``tlkit fit`` process to its study: `TrialPruning`'s arguments, handed from the search
+    to the run as command-line options (`as_options`).
+
+    Attributes:
+        storage: the study's storage URL.
+        study_name: the study.
+        trial_id: the trial's id in the storage (Optuna's ``Trial(study, trial_id)`` reopens it in the run's
+            process), not its number.
+        monitor: the metric reported, as logged.
+        mode: ``max`` or ``min``.
+        pruner: the search's pruner.
+    """
+
+    storage: str
+    study_name: str
+    trial_id: int
+    monitor: str
+    mode: Literal["max", "min"]
+    pruner: PrunerName = "median"
+
+    def as_options(self) -> list[str]:
+        """The ``tlkit fit`` options that add `TrialPruning` with these arguments to a run."""
+        options = ["--trainer.callbacks+=tlkit.callbacks.TrialPruning"]
+        return options + [f"--trainer.callbacks.init_args.{k}={v}" for k, v in dataclasses.asdict(self).items()]
+
+
+#: The trial's user attributes `TrialPruning` writes and `TrialOutcome` reads: the one place their names are.
+RUN_DIR, BEST_VALUE, PRUNED_AT_EPOCH = "run_dir", "best_value", "pruned_at_epoch"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a trial's run reported to the study: its run folder, its best value so far, the epoch it was pruned
+    at (None while not pruned)."""
+
+    run_dir: str | None
+    best_value: float | None
+    pruned_at_epoch: int | None
+
+    @classmethod
+    def of(cls, trial: Any) -> TrialOutcome:
+        """From an Optuna trial (frozen or live) of the study's storage."""
+        attrs = trial.user_attrs
+        value = attrs.get(BEST_VALUE)
+        finite = value is not None and not (isinstance(value, float) and math.isnan(value))
+        return cls(attrs.get(RUN_DIR), float(value) if finite else None, attrs.get(PRUNED_AT_EPOCH))
+
+
 class TrialPruning(Callback):
     """Reports the tuned metric to an Optuna trial at every validation, and stops the run when the study's pruner
     prunes the trial; records the best value and the run folder on the trial. `tlkit tune` adds it to every trial.
@@ -133,7 +186,7 @@ class TrialPruning(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero and trainer.logger is not None and trainer.log_dir:
-            self._open_trial().set_user_attr("run_dir", str(trainer.log_dir))
+            self._open_trial().set_user_attr(RUN_DIR, str(trainer.log_dir))
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -152,10 +205,10 @@ class TrialPruning(Callback):
         if trainer.is_global_zero:
             trial = self._open_trial()
             trial.report(value, step=trainer.current_epoch)
-            trial.set_user_attr("best_value", self.best)
+            trial.set_user_attr(BEST_VALUE, self.best)
             prune = bool(trial.should_prune())
             if prune:
-                trial.set_user_attr("pruned_at_epoch", trainer.current_epoch)
+                trial.set_user_attr(PRUNED_AT_EPOCH, trainer.current_epoch)
         prune = bool(trainer.strategy.broadcast(torch.tensor(prune), src=0))
         if prune:
             trainer.should_stop = True

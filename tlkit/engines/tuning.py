@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from tlkit.callbacks.trial_pruning import PrunerName, make_pruner, open_storage
+from tlkit.callbacks.trial_pruning import PrunerName, TrialLink, TrialOutcome, make_pruner, open_storage
 from tlkit.engines.run_metrics import RunMetrics
 from tlkit.errors import USER_ERROR_STATUS, ConfigError, closest, config_error, reported_error
 from tlkit.tasks import Mode
@@ -309,24 +309,14 @@ def _run_trial(
     """One trial as a ``tlkit fit`` process: (``complete``, ``pruned`` or ``failed``, its best value of ``metric``).
     A user error of the run (the same in every trial: a metric nothing logs) stops the search in one line."""
     overrides = [f"--{key}={_as_argument(value)}" for key, value in values.items()]
-    pruning = [
-        "--trainer.callbacks+=tlkit.callbacks.TrialPruning",
-        f"--trainer.callbacks.init_args.storage={storage}",
-        f"--trainer.callbacks.init_args.study_name={study_name}",
-        # The storage's id of the trial (Optuna's `Trial(study, trial_id)` reopens it in the run's process; the id
-        # has no public accessor).
-        f"--trainer.callbacks.init_args.trial_id={trial._trial_id}",
-        f"--trainer.callbacks.init_args.monitor={metric}",
-        f"--trainer.callbacks.init_args.mode={mode}",
-        f"--trainer.callbacks.init_args.pruner={pruner}",
-    ]
+    # The storage's id of the trial has no public accessor in Optuna.
+    link = TrialLink(storage, study_name, trial._trial_id, metric, mode, pruner)
     started = time.monotonic()
-    command = [*_tlkit_command(), "fit", "--config", config, *extra, *overrides, *pruning]
+    command = [*_tlkit_command(), "fit", "--config", config, *extra, *overrides, *link.as_options()]
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trial.set_user_attr("seconds", time.monotonic() - started)
-    attrs = next(
-        t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number
-    ).user_attrs
+    reported = next(t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number)
+    outcome = TrialOutcome.of(reported)
     if result.returncode == USER_ERROR_STATUS:  # a user error of the run config or tuning options: every trial's
         problem = reported_error(result.stderr) or result.stderr.strip()[-500:]
         raise ConfigError(f"Trial {trial.number} ({', '.join(overrides)}): {problem}")
@@ -334,12 +324,11 @@ def _run_trial(
         last = [line for line in result.stderr.splitlines() if line.strip()]
         trial.set_user_attr("error", last[-1] if last else f"exit status {result.returncode}")
         return "failed", None
-    if "pruned_at_epoch" in attrs:
-        return "pruned", attrs.get("best_value")
-    value = attrs.get("best_value")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if outcome.pruned_at_epoch is not None:
+        return "pruned", outcome.best_value
+    if outcome.best_value is None:
         return "failed", None
-    return "complete", float(value)
+    return "complete", outcome.best_value
 
 
 def _as_argument(value: Any) -> str:
@@ -357,7 +346,8 @@ def _result(study: Any, out: Path, mode: str, metric: str) -> TuneResult:
 
     records = []
     for t in study.get_trials(deepcopy=False):
-        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else t.user_attrs.get("best_value")
+        outcome = TrialOutcome.of(t)
+        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else outcome.best_value
         records.append(
             TrialRecord(
                 t.number,
@@ -365,7 +355,7 @@ def _result(study: Any, out: Path, mode: str, metric: str) -> TuneResult:
                 value,
                 t.state.name.lower(),
                 t.user_attrs.get("seconds"),
-                t.user_attrs.get("run_dir"),
+                outcome.run_dir,
                 len(t.intermediate_values),
             )
         )
