@@ -98,19 +98,14 @@ def read_coco(path: Path) -> CocoFile:
         x, y, w, h = (float(v) for v in annotation["bbox"])
         width, height = image["width"], image["height"]
         reach = EDGE_TOLERANCE
-        if w <= 0 or h <= 0 or x < -reach or y < -reach or x + w > width + reach or y + h > height + reach:
+        box = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]  # clipped to the image
+        past_edge = x < -reach or y < -reach or x + w > width + reach or y + h > height + reach
+        if w <= 0 or h <= 0 or past_edge or box[2] <= box[0] or box[3] <= box[1]:
             raise ConfigError(
                 f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but it "
                 f"is [x, y, w, h] = {[x, y, w, h]}."
             )
-        box = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]
-        if box != [x, y, x + w, y + h]:
-            clipped += 1
-            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
-                raise ConfigError(
-                    f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but "
-                    f"it is [x, y, w, h] = {[x, y, w, h]}."
-                )
+        clipped += box != [x, y, x + w, y + h]
         boxes[image["id"]].append(box)
         labels[image["id"]].append(index_of[annotation["category_id"]])
     samples, targets = [], []

@@ -19,6 +19,19 @@ from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import KnowsMetricDirections
 
 
+def monitor_direction(monitor: str, directions: dict[str, str]) -> str:
+    """The direction ``directions`` (a model's, `KnowsMetricDirections`) give a checkpoint ``monitor`` whose mode is
+    ``auto``; a monitor they give none is one line naming the validation metrics that have one."""
+    mode = directions.get(monitor)
+    if mode is None:
+        known = ", ".join(sorted(name for name in directions if name.startswith("val/")))
+        raise ConfigError(
+            f"Expected `checkpoint.monitor` to be a metric the model logs ({known}), or `checkpoint.mode` min or max "
+            f"for one of your own, but got {monitor!r}."
+        )
+    return mode
+
+
 class ResumableCheckpoint(ModelCheckpoint):
     """ModelCheckpoint for resuming: ``last.ckpt`` follows every save point, and no file is ever half-written.
 
@@ -71,14 +84,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         if not self.mode_is_auto or self.monitor is None:
             return
         directions = model.logged_metric_directions() if isinstance(model, KnowsMetricDirections) else {}
-        mode = directions.get(self.monitor)
-        if mode is None:
-            known = ", ".join(sorted(name for name in directions if name.startswith("val/")))
-            raise ConfigError(
-                f"Expected `checkpoint.monitor` to be a metric the model logs ({known}), or `checkpoint.mode` min or "
-                f"max for one of your own, but got {self.monitor!r}."
-            )
-        self.use_mode(mode)
+        self.use_mode(monitor_direction(self.monitor, directions))
 
     def use_mode(self, mode: str) -> None:
         """Select in ``mode`` (``min`` or ``max``) from now on, keeping the monitor and the file names."""

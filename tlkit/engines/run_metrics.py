@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tlkit.callbacks.resumable_checkpoint import monitor_direction
 from tlkit.checkpoint import import_class
 from tlkit.errors import ConfigError
 from tlkit.tasks import Classification, Mode, Task
@@ -59,13 +60,7 @@ def effective_monitor(
         return strategy_default
     if configured_mode in ("min", "max"):
         return configured, configured_mode
-    mode = directions.get(configured)
-    if mode is None:
-        raise ConfigError(
-            f"Expected `checkpoint.mode` to be 'min' or 'max' for monitor {configured!r}: tlkit does not know which "
-            "way it is better (it is none of the run's task's or strategy's metrics)."
-        )
-    return configured, mode
+    return configured, monitor_direction(configured, directions)
 
 
 def strategy_class(class_path: str) -> type:

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from tlkit.functional.calibration import fit_temperature
 from tlkit.tasks.base import ECE_BINS, Task
-from tlkit.tasks.export_check import Tolerance, clear_top
+from tlkit.tasks.export_check import Tolerance, top_changed
 
 
 class Classification(Task):
@@ -60,8 +60,7 @@ class Classification(Task):
         return f"{tolerance.describe()}, and the same top class"
 
     def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
-        top, clear = clear_top(expected, tolerance)
-        changed = int(((exported.argmax(axis=1) != top) & clear).sum())
+        changed = int(top_changed(exported, expected, tolerance).sum())
         return f"the top class differs on {changed} of {len(expected)} images" if changed else None
 
     def postprocess(self, outputs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from tlkit.errors import config_error
 from tlkit.tasks.base import Task
 from tlkit.tasks.detectors import DetectorOutputs, FCOSDetector
-from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, box_iou, clear_top, differences, outside
+from tlkit.tasks.export_check import PROBABILITIES, ExportCheck, Tolerance, box_iou, differences, outside, top_changed
 from tlkit.tasks.heads import HeadOptions
 from tlkit.tasks.segmentation import palette
 
@@ -160,8 +160,9 @@ class Detection(Task):
             expected_scores, exported_scores = expected[..., 4:].reshape(-1, self.num_outputs), exported[..., 4:]
             detected = expected_scores.max(axis=1) > self.score_threshold + clear.bound(self.score_threshold)
             moved = box_iou(expected[..., :4].reshape(-1, 4)[detected], exported[..., :4].reshape(-1, 4)[detected])
-            top, decided = clear_top(expected_scores[detected], clear)
-            relabelled = (exported_scores.reshape(-1, self.num_outputs)[detected].argmax(axis=1) != top) & decided
+            relabelled = top_changed(
+                exported_scores.reshape(-1, self.num_outputs)[detected], expected_scores[detected], clear
+            )
             changed = int(((moved <= MATCHING_IOU) | relabelled).sum())
             if changed:
                 problem = f"{changed} of {int(detected.sum())} boxes scoring over the threshold moved or changed class"

@@ -80,6 +80,13 @@ def clear_top(values: np.ndarray, tolerance: Tolerance, axis: int = 1) -> tuple[
     return values.argmax(axis=axis), best - runner_up > 2 * tolerance.bound(best)
 
 
+def top_changed(exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance, axis: int = 1) -> np.ndarray:
+    """Where the export's top index along ``axis`` differs from the checkpoint's clear one (`clear_top`): another
+    top class, another class at a pixel, another class for a box."""
+    top, clear = clear_top(expected, tolerance, axis)
+    return (exported.argmax(axis=axis) != top) & clear
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of the boxes paired row by row, (K, 4) x1, y1, x2, y2 each."""
     width = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)

@@ -18,7 +18,7 @@ from tlkit.functional.segmentation import dice_loss
 from tlkit.metrics.iou import ClassIoU
 from tlkit.tasks.base import Task
 from tlkit.tasks.decoders import SemanticFPN
-from tlkit.tasks.export_check import Tolerance, clear_top
+from tlkit.tasks.export_check import Tolerance, top_changed
 from tlkit.tasks.heads import HeadOptions
 
 #: What a mask pixel holds where no class is known (borders, unlabelled regions): the usual PNG-mask convention.
@@ -131,9 +131,8 @@ class Segmentation(Task):
         return f"{tolerance.describe()}, and the same class at every pixel"
 
     def export_disagreement(self, exported: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> str | None:
-        top, clear = clear_top(expected, tolerance)
-        changed = int(((exported.argmax(axis=1) != top) & clear).sum())
-        return f"the mask differs at {changed} of {top.size} pixels" if changed else None
+        changed = top_changed(exported, expected, tolerance)
+        return f"the mask differs at {int(changed.sum())} of {changed.size} pixels" if changed.any() else None
 
     def export_shape(self, input_size: int) -> list[Any]:
         return ["batch", self.num_outputs, input_size, input_size]  # a probability per class and pixel
