@@ -19,7 +19,7 @@ import yaml
 
 from tlkit.cli._subcommand import SubcommandParser, run_reporting
 from tlkit.engines.run_metrics import run_metrics_of_config
-from tlkit.engines.tuning import TuneResult, flat_keys, markdown_table, resolve_objective, tune
+from tlkit.engines.tuning import TuneResult, flat_keys, markdown_table, tune
 
 
 def build_parser() -> SubcommandParser:
@@ -84,13 +84,11 @@ def run(args: Sequence[str]) -> TuneResult:
     own = args[: args.index("--")] if "--" in args else args
     config = build_parser().parse_args(own)
     run_config = resolved_run_config(config.config, extra)
-    metrics = run_metrics_of_config(run_config)
-    metric, _ = resolve_objective(config.metric, config.direction, metrics)
     result = tune(
         config.config,
         config.space,
         config.n_trials,
-        metric,
+        config.metric,
         storage=config.storage,
         study_name=config.study_name,
         direction=config.direction,
@@ -102,8 +100,9 @@ def run(args: Sequence[str]) -> TuneResult:
         out_dir=config.out_dir,
         progress=lambda line: print(f"tlkit tune: {line}", file=sys.stderr, flush=True),
         config_keys=flat_keys(run_config),
-        metrics=metrics,
+        metrics=run_metrics_of_config(run_config),
     )
+    metric = result.metric
     print(markdown_table(result, metric))
     if result.best is not None:
         best = result.best

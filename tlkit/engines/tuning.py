@@ -177,11 +177,13 @@ class TrialRecord:
 
 @dataclass
 class TuneResult:
-    """What a `tune` call ends with: every trial of the study and the best one (None while none finished)."""
+    """What a `tune` call ends with: every trial of the study and the best one (None while none finished), and the
+    metric they were scored on (``auto`` resolved)."""
 
     trials: list[TrialRecord]
     best: TrialRecord | None
     out_dir: Path
+    metric: str
 
 
 def tune(
@@ -315,8 +317,6 @@ def _run_trial(
     command = [*_tlkit_command(), "fit", "--config", config, *extra, *overrides, *link.as_options()]
     result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trial.set_user_attr("seconds", time.monotonic() - started)
-    reported = next(t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number)
-    outcome = TrialOutcome.of(reported)
     if result.returncode == USER_ERROR_STATUS:  # a user error of the run config or tuning options: every trial's
         problem = reported_error(result.stderr) or result.stderr.strip()[-500:]
         raise ConfigError(f"Trial {trial.number} ({', '.join(overrides)}): {problem}")
@@ -324,6 +324,8 @@ def _run_trial(
         last = [line for line in result.stderr.splitlines() if line.strip()]
         trial.set_user_attr("error", last[-1] if last else f"exit status {result.returncode}")
         return "failed", None
+    reported = next(t for t in _fresh(study_name, storage).get_trials(deepcopy=False) if t.number == trial.number)
+    outcome = TrialOutcome.of(reported)
     if outcome.pruned_at_epoch is not None:
         return "pruned", outcome.best_value
     if outcome.best_value is None:
@@ -366,7 +368,7 @@ def _result(study: Any, out: Path, mode: str, metric: str) -> TuneResult:
     (out / "trials.json").write_text(json.dumps([r.__dict__ for r in records], indent=2, default=str) + "\n")
     _write_hparams(records, out / "hparams", metric)
     _write_plots(study, out)
-    return TuneResult(records, best, out)
+    return TuneResult(records, best, out, metric)
 
 
 def _write_hparams(records: Sequence[TrialRecord], folder: Path, metric: str) -> None:
