@@ -31,7 +31,9 @@ def read_table(path: Path, columns: dict[str, str]) -> list[Record]:
         raise ConfigError(f"Expected a table file, but {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        with path.open(newline="", encoding="utf-8") as file:
+        # utf-8-sig: spreadsheets' "CSV UTF-8" starts with a byte-order mark, which would become part of the first
+        # column's name; without one it reads as utf-8.
+        with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file, delimiter=TABLE_SUFFIXES[suffix])
             check_columns(path, list(reader.fieldnames or []), columns)
             return [(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]  # line 1 is the header

@@ -193,3 +193,12 @@ def test_a_misspelt_label_in_an_image_table_is_named_with_its_row(tmp_path, recw
             str(tmp_path / "train.csv"), label_column="digits", multi_label=True, classes=[str(d) for d in range(10)]
         ).class_names()
     assert named.num_classes == 11
+
+
+def test_a_table_a_spreadsheet_saved_as_csv_utf8_reads_as_any_other(canvas_table, tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark and ends lines with CRLF: the first column is still `image`."""
+    exported = tmp_path / "exported.csv"
+    exported.write_text(canvas_table.read_text().replace("\n", "\r\n"), encoding="utf-8-sig", newline="")
+    assert exported.read_bytes().startswith(b"\xef\xbb\xbf")
+    dm = ImageTableDataModule(str(exported), label_column="digits", multi_label=True)
+    assert dm.class_names() == [str(d) for d in range(10)] and dm.num_classes == 10
