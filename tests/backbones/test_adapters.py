@@ -78,18 +78,24 @@ def test_frozen_groups_freeze_their_adapters():
     assert trainable and all(n.startswith("model.layer4.") and "lora_" in n for n in trainable)
 
 
-def test_default_targets_leave_out_grouped_convolutions_and_self_padding_ones_for_loha():
+@pytest.mark.parametrize(
+    ("method", "marker"), [("lora", ".lora_"), ("dora", ".lora_"), ("loha", ".hada_"), ("lokr", ".lokr_")]
+)
+def test_default_targets_leave_out_grouped_convolutions_and_self_padding_ones(method, marker):
     custom = nn.Sequential(
         Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.ReLU(), nn.Conv2d(8, 16, 1)
     )
-    lora = Backbone(model=custom, num_features=16)
-    lora.add_adapter(Adapter(method="lora", rank=2))
-    assert {n.split(".lora_")[0] for n in lora.frozen_pretrained_parameters} >= {"2.weight"}
-    assert {n.split(".lora_")[0] for g in lora.layer_groups for n in g.parameter_names} == {"0", "4"}
-    loha = Backbone(model=nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 1)), num_features=16)
-    loha.add_adapter(Adapter(method="loha", rank=2))
-    assert {n.split(".hada_")[0] for g in loha.layer_groups for n in g.parameter_names} == {"2"}
-    assert loha(torch.randn(2, 3, 15, 15)).shape == (2, 16)
+    backbone = Backbone(model=custom, num_features=16)
+    backbone.add_adapter(Adapter(method=method, rank=2))
+    assert {n.split(marker)[0] for g in backbone.layer_groups for n in g.parameter_names} == {"4"}
+    assert backbone(torch.randn(2, 3, 15, 15)).shape == (2, 16)
+
+
+def test_a_self_padding_convolution_named_as_target_is_refused_with_the_reason():
+    model = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 1))
+    backbone = Backbone(model=model, num_features=16)
+    with pytest.raises(ConfigError, match=r"'0' matches none \(it matches 0, which lora cannot wrap\)"):
+        backbone.add_adapter(Adapter(method="lora", rank=2, target_modules=["0"]))
 
 
 @pytest.mark.parametrize(

@@ -74,23 +74,24 @@ class Adapter:
                 raise config_error("adapter.target_modules", f"regular expressions ({err})", pattern) from None
 
 
-def adaptable_modules(model: nn.Module, method: AdapterMethod) -> dict[str, nn.Module]:
-    """Every module a ``method`` adapter can wrap, by full name: Linear and Conv2d layers.
+def adaptable_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module an adapter can wrap, by full name: Linear and Conv2d layers.
 
-    LoHa and LoKr compute their update with the wrapped convolution's stride and padding attributes, so they cannot
-    wrap a Conv2d subclass that pads in its own forward (timm's ``Conv2dSame``, in the ``tf_*`` models).
+    peft builds an adapter's own convolutions from the wrapped layer's class and its stride and padding attributes,
+    so it cannot wrap a Conv2d subclass that pads in its own forward (timm's ``Conv2dSame``, the stem and stride-2
+    convolutions of the ``tf_*`` models): LoHa and LoKr compute a wrongly padded update and recent peft refuses
+    LoRA on it. Leaving them out for every method keeps a run's targets the same whichever peft is installed.
     """
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, nn.Linear)
-        or (isinstance(m, nn.Conv2d) and (method in ("lora", "dora") or type(m).forward is nn.Conv2d.forward))
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward)
     }
 
 
 def resolve_targets(adapter: Adapter, model: nn.Module, model_name: str) -> list[str]:
     """The full names of the modules ``adapter`` wraps in ``model``; a pattern that matches none is a ConfigError."""
-    candidates = adaptable_modules(model, adapter.method)
+    candidates = adaptable_modules(model)
     if not adapter.target_modules:
         # A grouped convolution (depthwise, in every EfficientNet/MobileNet block) cannot be merged back by peft and
         # takes LoRA only at ranks divisible by its groups: the default leaves them out.
