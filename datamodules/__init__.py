@@ -1,5 +1,5 @@
-"""DataModules: labelled image folders, image and text tables (classes, label sets or numbers), images with
-segmentation masks, bundled data and domain pairs, validated before training."""
+"""DataModules: labelled image folders, image and text tables (classes, label sets or numbers), Hugging Face
+datasets, images with segmentation masks, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.coco import CocoDataModule
@@ -9,6 +9,7 @@ from tlkit.datamodules.digit_scenes import DigitScenesDataModule
 from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
+from tlkit.datamodules.huggingface import HuggingFaceImageDataModule, HuggingFaceTextDataModule
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
 from tlkit.datamodules.image_table import ImageTableDataModule
@@ -30,6 +31,8 @@ __all__ = [
     "DomainAdaptationDataModule",
     "DomainDataModule",
     "EpochShuffleSampler",
+    "HuggingFaceImageDataModule",
+    "HuggingFaceTextDataModule",
     "ImageDataModule",
     "ImageDataset",
     "ImageFolderDataModule",

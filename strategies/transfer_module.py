@@ -22,6 +22,7 @@ from tlkit.protocols import (
     DescribesTargets,
     IdentifiedClasses,
     NamedClasses,
+    RecordsDataSource,
     ResolvesDataConfig,
 )
 from tlkit.randomness import default_seed, reseed_for_step
@@ -138,6 +139,7 @@ class TransferModule(LightningModule):
         #: Base seed of the run's randomness (see `tlkit.randomness`); fixed at the first fit, kept in checkpoints.
         self.run_seed: int | None = None
         self._saved_data_config: dict[str, Any] | None = None  # from a checkpoint (see `trained_data_config`)
+        self._saved_data_source: dict[str, Any] | None = None  # from a checkpoint: kept by the next one written
         if num_classes is not None:
             self._build_head(num_classes)
         self.configure_backbone()
@@ -307,6 +309,9 @@ class TransferModule(LightningModule):
             data_config=dataclasses.asdict(datamodule.resolve_data_config())
             if isinstance(datamodule, ResolvesDataConfig)
             else self._saved_data_config,
+            data_source=datamodule.data_source()
+            if isinstance(datamodule, RecordsDataSource)
+            else self._saved_data_source,
             task=self.task.describe(),
             # The `tlkit` command's resolved config, which a callback of the run carries.
             run_config=next((c.run_config for c in callbacks if isinstance(c, CarriesRunConfig)), None),
@@ -322,6 +327,7 @@ class TransferModule(LightningModule):
         self.class_names = list(info.class_names) if info.class_names else self.class_names
         self.class_ids = list(info.class_ids) if info.class_ids else self.class_ids
         self._saved_data_config = info.data_config
+        self._saved_data_source = info.data_source
 
     @property
     def trained_data_config(self) -> DataConfig | None:

@@ -86,6 +86,8 @@ class CheckpointInfo:
         lr_scheduler: the configured scheduler's class path, or None for the default cosine.
         data_config: the preprocessing the model was trained with (a `DataConfig` as a dict), as the datamodule
             resolved it: what export feeds.
+        data_source: where the training data came from, where the datamodule says (a Hugging Face dataset's path,
+            config, revision and split fingerprints: `tlkit.protocols.RecordsDataSource`), or None.
         pretrained_fingerprint: set when the checkpoint leaves out the frozen pretrained weights (adapter-only):
             the fingerprint they must have when rebuilt from the run's ``weights``.
         task: what the model predicts and how: the task's name, class path, arguments and fitted state
@@ -102,6 +104,7 @@ class CheckpointInfo:
     optimizer: str | None = None
     lr_scheduler: str | None = None
     data_config: dict[str, Any] | None = None
+    data_source: dict[str, Any] | None = None
     pretrained_fingerprint: str | None = None
     task: dict[str, Any] | None = None
     run_config: str | None = None

@@ -65,6 +65,22 @@ class IdentifiedPredictSamples(Protocol):
 
 
 @runtime_checkable
+class RecordsDataSource(Protocol):
+    """A datamodule that says where its data came from for every checkpoint to record (a Hugging Face dataset's
+    path, config, revision and split fingerprints); None until it has read its data."""
+
+    def data_source(self) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """A sample that is neither a file nor an image in memory (a dataset row): the bytes the feature cache keys it
+    by, which change whenever the sample does."""
+
+    def fingerprint(self) -> bytes: ...
+
+
+@runtime_checkable
 class CarriesRunConfig(Protocol):
     """A callback that carries the run's resolved config (YAML text) for the model to record in every checkpoint
     (the `tlkit` command adds one to each fit)."""

@@ -12,8 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tlkit.protocols import Fingerprinted
+
 
 def _sample_fingerprint(sample: Any) -> bytes:
+    if isinstance(sample, Fingerprinted):
+        return sample.fingerprint()
     if isinstance(sample, Image.Image):
         return sample.mode.encode() + str(sample.size).encode() + sample.tobytes()
     path = Path(sample)
