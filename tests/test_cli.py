@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests._hf_data import save_digit_dataset
 from tests.conftest import TINY_FIT_ARGS, write_image_folder
 from tlkit.checkpoint import CheckpointInfo, class_path, write_info
 from tlkit.cli import TLKitCLI
@@ -33,6 +34,10 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
         for domain in ("amazon", "webcam"):
             write_image_folder(tmp_path / "office" / domain, per_class=12)
         overrides += ["--data.init_args.root", str(tmp_path / "office"), "--data.init_args.num_workers=0"]
+    if "HuggingFaceImageDataModule" in text:  # a Hub dataset: a saved one of the same layout stands in
+        save_digit_dataset(tmp_path / "hf")
+        overrides += [f"--data.init_args.path={tmp_path / 'hf'}", "--data.init_args.revision=null"]
+        overrides += ["--data.init_args.label_column=label", "--data.init_args.splits={val: validation}"]
     if "source_checkpoint:" in text:  # SHOT: a source model of the config's backbone, as SourceOnly would save it
         overrides += ["--model.init_args.source_checkpoint", source_model_checkpoint(tmp_path)]
     if "backbone: tf_efficientnet_lite0" not in text and "backbone: hf:" not in text:  # text: bundled MiniLM

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests._console import TINY_IMAGE_MODEL, run_here, run_here_captured, shipped
+from tests._hf_data import NAMES, save_digit_dataset
 from tlkit.checkpoint import read_checkpoint
 from tlkit.datamodules import HuggingFaceImageDataModule, HuggingFaceTextDataModule
 from tlkit.datamodules.digits import digit_images
@@ -17,41 +18,11 @@ from tlkit.features import data_fingerprint
 
 datasets = pytest.importorskip("datasets")
 
-#: Deliberately not alphabetical: the ClassLabel's order is the head's, never re-sorted.
-NAMES = ["zero", "one", "two"]
-
-
-def _rows(indices, images, labels):
-    return {
-        "image": [images[i].resize((16, 16)) for i in indices],
-        "label": [int(labels[i]) for i in indices],
-        "tags": [[int(labels[i]) % 2] + ([2] if labels[i] < 2 else []) for i in indices],
-        "value": [float(labels[i]) for i in indices],
-    }
-
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A DatasetDict of digit images (ClassLabel labels, label sets, a number) saved with ``save_to_disk``."""
-    images, labels = digit_images()
-    picked = [i for i, label in enumerate(labels) if label < 3][:60]
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "label": datasets.ClassLabel(names=NAMES),
-            "tags": datasets.List(datasets.ClassLabel(names=["even", "odd", "small"])),
-            "value": datasets.Value("float32"),
-        }
-    )
-    data = datasets.DatasetDict(
-        {
-            "train": datasets.Dataset.from_dict(_rows(picked[:45], images, labels), features=features),
-            "validation": datasets.Dataset.from_dict(_rows(picked[45:], images, labels), features=features),
-        }
-    )
     folder = tmp_path_factory.mktemp("hf") / "digits"
-    data.save_to_disk(str(folder))
-    return folder, data
+    return folder, save_digit_dataset(folder)
 
 
 def test_a_saved_dataset_keeps_its_class_label_order_splits_and_records_where_it_came_from(saved):
