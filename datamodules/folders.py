@@ -8,14 +8,23 @@ from typing import Literal
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
+from tlkit.datamodules.dicom import DICOM_SUFFIXES, DicomProblem, DicomReading, is_dicom
 from tlkit.errors import ConfigError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 InvalidPolicy = Literal["error", "skip"]
 
 
-def image_problem(path: Path, verify: bool) -> str | None:
-    """Why ``path`` cannot be used as an image, or None if it can."""
+def image_problem(path: Path, verify: bool, dicom: DicomReading | None = None) -> str | None:
+    """Why ``path`` cannot be used as an image, or None if it can; a DICOM file (``.dcm``, or no suffix and DICOM's
+    header) is checked as ``dicom`` reads it."""
+    if is_dicom(path):
+        if verify:
+            try:
+                (dicom or DicomReading()).open(path)
+            except DicomProblem as problem:
+                return str(problem)
+        return None
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})"
     if verify:
@@ -41,13 +50,19 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def _usable_images(
-    files: list[Path], root: Path, what: str, on_invalid: InvalidPolicy, verify_images: bool, skipped: list[str]
+    files: list[Path],
+    root: Path,
+    what: str,
+    on_invalid: InvalidPolicy,
+    verify_images: bool,
+    skipped: list[str],
+    dicom: DicomReading | None = None,
 ) -> list[Path]:
     """The readable images among ``files``; each other file raises naming it (``on_invalid="error"``) or is added to
     ``skipped`` as "<path>: <why>" (``"skip"``). ``what`` names ``root`` in the error ("predict folder ")."""
     images = []
     for path in files:
-        problem = image_problem(path, verify_images)
+        problem = image_problem(path, verify_images, dicom)
         if problem is None:
             images.append(path)
         elif on_invalid == "skip":
@@ -60,7 +75,9 @@ def _usable_images(
     return images
 
 
-def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True) -> list[Path]:
+def scan_images(
+    root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True, dicom: DicomReading | None = None
+) -> list[Path]:
     """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images.
 
     A file that is no readable image is an error naming it (``on_invalid="error"``), or skipped with one line on
@@ -69,7 +86,7 @@ def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: b
     check_folder(root, "predict folder")
     files = _files_under(root)
     skipped: list[str] = []
-    images = _usable_images(files, root, "predict folder ", on_invalid, verify_images, skipped)
+    images = _usable_images(files, root, "predict folder ", on_invalid, verify_images, skipped, dicom)
     if skipped:
         heading = f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:"
         rank_zero_info("\n  ".join([heading, *skipped]))
@@ -81,7 +98,7 @@ def scan_images(root: Path, on_invalid: InvalidPolicy = "skip", verify_images: b
 
 
 def scan_image_folder(
-    root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True
+    root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True, dicom: DicomReading | None = None
 ) -> tuple[list[str], list[Path], list[int]]:
     """Return (class names, image paths, labels) of an ImageFolder tree, checking every file.
 
@@ -100,7 +117,7 @@ def scan_image_folder(
     labels: list[int] = []
     skipped: list[str] = []
     for label, name in enumerate(classes):
-        found = _usable_images(_files_under(root / name), root, "", on_invalid, verify_images, skipped)
+        found = _usable_images(_files_under(root / name), root, "", on_invalid, verify_images, skipped, dicom)
         if not found:
             raise ConfigError(f"Expected class folder {str(root / name)!r} to contain images, but it has none.")
         paths += found

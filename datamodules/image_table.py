@@ -92,7 +92,7 @@ class ImageTableDataModule(ClassificationDataModule):
         path = path if path.is_absolute() else folder / path
         if not path.is_file():
             raise ConfigError(f"Expected the image {value!r} of {where} to exist, but {str(path)!r} does not.")
-        problem = image_problem(path, self.hparams.verify_images)
+        problem = image_problem(path, self.hparams.verify_images, self.dicom)
         if problem is not None:
             raise ConfigError(f"Expected a readable image at {where}, but {str(path)!r} is {problem}.")
         return path
