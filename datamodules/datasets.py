@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tlkit.datamodules.dicom import DicomReading, is_dicom
+from tlkit.datamodules.medical import MedicalReading
 from tlkit.randomness import sample_seed, seeded
 
 
-def open_rgb(path: Any, dicom: DicomReading | None = None) -> Image.Image:
-    """Open an image file as 8-bit RGB (`to_rgb`); a DICOM file as ``dicom`` reads it (default: its own window)."""
-    if is_dicom(Path(path)):
-        return (dicom or DicomReading()).open(Path(path))
+def open_rgb(path: Any, medical: MedicalReading | None = None) -> Image.Image:
+    """Open an image file as 8-bit RGB (`to_rgb`); a DICOM file or a NIfTI volume's slice as ``medical`` reads it
+    (default: with the file's own window or range)."""
+    medical = medical or MedicalReading()
+    if medical.reads(path):
+        return medical.open(path)
     with Image.open(path) as image:
         return to_rgb(image)
 

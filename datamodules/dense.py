@@ -18,6 +18,7 @@ from tlkit.backbones import DataConfig
 from tlkit.datamodules._splits import train_val_test
 from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.image_datamodule import ImageDataModule
+from tlkit.datamodules.medical import MedicalReading
 from tlkit.errors import config_error
 from tlkit.randomness import sample_seed, seeded
 from tlkit.tasks.segmentation import IGNORE_INDEX
@@ -136,7 +137,8 @@ class DenseDataModule(ImageDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The predict folder's images (or the test split's), resized whole: what the model outputs maps back
         onto them."""
-        dataset = ImagesOnly(self._predict_split().samples, whole_image_transform(self.resolve_data_config()))
+        transform = whole_image_transform(self.resolve_data_config())
+        dataset = ImagesOnly(self._predict_split().samples, transform, self.medical)
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
 
@@ -145,8 +147,8 @@ class PairDataset(Dataset):
     """(image, target) pairs of a split of image paths, transformed together (`torchvision.transforms.v2` moves
     the target with the image); subclasses say how a sample's target is read (`target`) and handed out (`plain`)."""
 
-    def __init__(self, split: Split, transform: Any) -> None:
-        self.split, self.transform = split, transform
+    def __init__(self, split: Split, transform: Any, medical: MedicalReading | None = None) -> None:
+        self.split, self.transform, self.medical = split, transform, medical
 
     def __len__(self) -> int:
         return len(self.split.samples)
@@ -160,7 +162,7 @@ class PairDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int):
-        image = open_rgb(self.split.samples[index])
+        image = open_rgb(self.split.samples[index], self.medical)
         target = self.target(index, image)
         with seeded(sample_seed(index)):  # a training index carries its augmentation seed
             image, target = self.transform(image, target)
@@ -170,11 +172,11 @@ class PairDataset(Dataset):
 class ImagesOnly(Dataset):
     """Image files, transformed: what ``predict`` reads."""
 
-    def __init__(self, paths: list[Any], transform: Any) -> None:
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: list[Any], transform: Any, medical: MedicalReading | None = None) -> None:
+        self.paths, self.transform, self.medical = paths, transform, medical
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(open_rgb(self.paths[index])).as_subclass(torch.Tensor)
+        return self.transform(open_rgb(self.paths[index], self.medical)).as_subclass(torch.Tensor)

@@ -67,7 +67,7 @@ class DicomReading:
 
     def __post_init__(self) -> None:
         if self.window is not None and (len(self.window) != 2 or self.window[1] <= 0):
-            raise config_error("dicom_window", "[centre, width] with a width > 0, or null", list(self.window))
+            raise config_error("window", "[centre, width] with a width > 0, or null", list(self.window))
         if self.frame is not None and self.frame < 0:
             raise config_error("dicom_frame", "a frame index >= 0, or null", self.frame)
 

@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
-from tlkit.datamodules.dicom import DICOM_SUFFIXES, DicomProblem, DicomReading, is_dicom
+from tlkit.datamodules.dicom import DICOM_SUFFIXES
+from tlkit.datamodules.medical import MedicalReading
+from tlkit.datamodules.nifti import NIFTI_SUFFIXES
 from tlkit.errors import ConfigError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: What a folder may hold besides: DICOM files and NIfTI volumes (`MedicalReading`).
+MEDICAL_EXTENSIONS = (*DICOM_SUFFIXES, *NIFTI_SUFFIXES)
 InvalidPolicy = Literal["error", "skip"]
 
 
-def image_problem(path: Path, verify: bool, dicom: DicomReading | None = None) -> str | None:
-    """Why ``path`` cannot be used as an image, or None if it can; a DICOM file (``.dcm``, or no suffix and DICOM's
-    header) is checked as ``dicom`` reads it."""
-    if is_dicom(path):
-        if verify:
-            try:
-                (dicom or DicomReading()).open(path)
-            except DicomProblem as problem:
-                return str(problem)
-        return None
+def image_samples(path: Path, verify: bool, medical: MedicalReading | None = None) -> tuple[list[Any], str | None]:
+    """The samples an image file holds (itself; a NIfTI volume's slices) and None, or none and why ``path`` cannot
+    be used. DICOM files (``.dcm``, or no suffix and DICOM's header) and NIfTI volumes are read as ``medical`` says."""
+    medical = medical or MedicalReading()
+    if medical.reads_file(path):
+        return medical.samples(path, verify)
+    problem = image_problem(path, verify)
+    return ([], problem) if problem is not None else ([path], None)
+
+
+def image_problem(path: Path, verify: bool) -> str | None:
+    """Why ``path`` cannot be used as a plain image (one PIL reads), or None if it can."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})"
+        return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS)})"
     if verify:
         try:
             with Image.open(path) as image:
@@ -56,15 +62,15 @@ def _usable_images(
     on_invalid: InvalidPolicy,
     verify_images: bool,
     skipped: list[str],
-    dicom: DicomReading | None = None,
-) -> list[Path]:
+    medical: MedicalReading | None = None,
+) -> list[Any]:
     """The readable images among ``files``; each other file raises naming it (``on_invalid="error"``) or is added to
     ``skipped`` as "<path>: <why>" (``"skip"``). ``what`` names ``root`` in the error ("predict folder ")."""
     images = []
     for path in files:
-        problem = image_problem(path, verify_images, dicom)
+        samples, problem = image_samples(path, verify_images, medical)
         if problem is None:
-            images.append(path)
+            images += samples
         elif on_invalid == "skip":
             skipped.append(f"{path}: {problem}")
         else:
@@ -76,8 +82,8 @@ def _usable_images(
 
 
 def scan_images(
-    root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True, dicom: DicomReading | None = None
-) -> list[Path]:
+    root: Path, on_invalid: InvalidPolicy = "skip", verify_images: bool = True, medical: MedicalReading | None = None
+) -> list[Any]:
     """Every image under ``root`` (any depth, no class folders needed), sorted; for labelling new images.
 
     A file that is no readable image is an error naming it (``on_invalid="error"``), or skipped with one line on
@@ -86,7 +92,7 @@ def scan_images(
     check_folder(root, "predict folder")
     files = _files_under(root)
     skipped: list[str] = []
-    images = _usable_images(files, root, "predict folder ", on_invalid, verify_images, skipped, dicom)
+    images = _usable_images(files, root, "predict folder ", on_invalid, verify_images, skipped, medical)
     if skipped:
         heading = f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:"
         rank_zero_info("\n  ".join([heading, *skipped]))
@@ -98,8 +104,8 @@ def scan_images(
 
 
 def scan_image_folder(
-    root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True, dicom: DicomReading | None = None
-) -> tuple[list[str], list[Path], list[int]]:
+    root: Path, on_invalid: InvalidPolicy = "error", verify_images: bool = True, medical: MedicalReading | None = None
+) -> tuple[list[str], list[Any], list[int]]:
     """Return (class names, image paths, labels) of an ImageFolder tree, checking every file.
 
     Raises:
@@ -117,7 +123,7 @@ def scan_image_folder(
     labels: list[int] = []
     skipped: list[str] = []
     for label, name in enumerate(classes):
-        found = _usable_images(_files_under(root / name), root, "", on_invalid, verify_images, skipped, dicom)
+        found = _usable_images(_files_under(root / name), root, "", on_invalid, verify_images, skipped, medical)
         if not found:
             raise ConfigError(f"Expected class folder {str(root / name)!r} to contain images, but it has none.")
         paths += found

@@ -17,8 +17,8 @@ from tlkit.datamodules._attached import model_request, resolve_data_config
 from tlkit.datamodules._labelled_data import LabelledData, check_split_arguments
 from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
-from tlkit.datamodules.dicom import DicomReading
 from tlkit.datamodules.folders import InvalidPolicy, scan_images
+from tlkit.datamodules.medical import MedicalReading
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error, refuse_base_class
@@ -48,9 +48,12 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         test_fraction: fraction of each class held out for testing.
         seed: seed for every split and subset.
         predict_dir: a folder of images to label with ``tlkit predict`` (any layout); default: the test split.
-        dicom_window: [centre, width] of the window DICOM files are read through, in the modality's units after
-            rescaling (CT: Hounsfield units; [40, 400] soft tissue, [-600, 1500] lung); default: each file's own.
+        window: [centre, width] of the window DICOM files and NIfTI volumes are read through, in the modality's units
+            after rescaling (CT: Hounsfield units; [40, 400] soft tissue, [-600, 1500] lung); default: each file's
+            own window (DICOM) or display range (NIfTI), else its full range.
         dicom_frame: which frame of multi-frame DICOM files to read; default: such files are refused.
+        slice_axis: the axis NIfTI volumes are cut along into 2-D images, in canonical (RAS) orientation: 2 axial,
+            1 coronal, 0 sagittal; every slice is a sample.
     """
 
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
@@ -74,8 +77,9 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         test_fraction: float = 0.15,
         seed: int = 0,
         predict_dir: str | None = None,
-        dicom_window: list[float] | None = None,
+        window: list[float] | None = None,
         dicom_frame: int | None = None,
+        slice_axis: int = 2,
     ) -> None:
         super().__init__()
         refuse_base_class(self, "data", "tlkit.datamodules")
@@ -88,8 +92,8 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
             raise config_error("crop_pct", "in (0, 1]", crop_pct)
         if not 0.0 < min_crop_scale <= 1.0:
             raise config_error("min_crop_scale", "in (0, 1]", min_crop_scale)
-        #: How DICOM files among the images are read.
-        self.dicom = DicomReading.from_arguments(dicom_window, dicom_frame)
+        #: How DICOM files and NIfTI volumes among the images are read.
+        self.medical = MedicalReading.from_arguments(window, dicom_frame, slice_axis)
         # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames).
         self.save_hyperparameters()
         self.classes: list[str] = []
@@ -102,7 +106,7 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_image(self, sample: Any) -> Image.Image:
         """Turn one stored sample into an RGB PIL image (default: open a file path)."""
-        return open_rgb(sample, self.dicom)
+        return open_rgb(sample, self.medical)
 
     # -------------------------------------------------------------------------------------------- datasets
     #: The attached model's data config, resolved on first use after each setup.
@@ -189,7 +193,9 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
             return self.splits[self.test_split]
         # Scanned (and every image verified) once: the writer's sample names and the loader share it.
         if self._predict is None:
-            paths = scan_images(Path(self.hparams.predict_dir).expanduser(), self.predict_on_invalid, dicom=self.dicom)
+            paths = scan_images(
+                Path(self.hparams.predict_dir).expanduser(), self.predict_on_invalid, medical=self.medical
+            )
             self._predict = Split(paths, [-1] * len(paths))  # -1: no label
         return self._predict
 
@@ -201,7 +207,7 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
     def predict_dataloader(self) -> DataLoader:
         split = self._predict_split()
         # Files in a predict folder are opened as files, whatever this datamodule stores its own samples as.
-        load = self.load_image if self.hparams.predict_dir is None else partial(open_rgb, dicom=self.dicom)
+        load = self.load_image if self.hparams.predict_dir is None else partial(open_rgb, medical=self.medical)
         dataset = ImageDataset(split, load, eval_transform(self.resolve_data_config()))
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)

@@ -65,7 +65,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         classes: list[str] = []
         splits: dict[str, Split] = {}
         for split, folder in dirs.items():
-            names, paths, labels = scan_image_folder(folder, self.on_invalid, self.verify_images, self.dicom)
+            names, paths, labels = scan_image_folder(folder, self.on_invalid, self.verify_images, self.medical)
             if split == "train":
                 classes = names
             else:

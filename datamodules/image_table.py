@@ -4,10 +4,11 @@ set of labels, or numbers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.folders import image_problem
+from tlkit.datamodules.folders import image_samples
 from tlkit.datamodules.tables import TargetColumns, read_table
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
@@ -80,10 +81,15 @@ class ImageTableDataModule(ClassificationDataModule):
             if not rows:
                 raise ConfigError(f"Expected rows in the {name} table {hp[name]!r}, but it has none.")
             folder = Path(hp[name]).expanduser().parent
-            splits[name] = Split([self._image_path(row, where, folder) for row, where in rows], targets[name])
+            samples, labels = [], []
+            for (row, where), target in zip(rows, targets[name]):
+                found = self._image_samples(row, where, folder)  # a volume's slices share its row's target
+                samples += found
+                labels += [target] * len(found)
+            splits[name] = Split(samples, labels)
         return names, splits
 
-    def _image_path(self, row: dict, where: str, folder: Path) -> Path:
+    def _image_samples(self, row: dict, where: str, folder: Path) -> list[Any]:
         column = self.hparams.image_column
         value = str(row.get(column) or "").strip()
         if not value:
@@ -92,7 +98,7 @@ class ImageTableDataModule(ClassificationDataModule):
         path = path if path.is_absolute() else folder / path
         if not path.is_file():
             raise ConfigError(f"Expected the image {value!r} of {where} to exist, but {str(path)!r} does not.")
-        problem = image_problem(path, self.hparams.verify_images, self.dicom)
+        samples, problem = image_samples(path, self.hparams.verify_images, self.medical)
         if problem is not None:
             raise ConfigError(f"Expected a readable image at {where}, but {str(path)!r} is {problem}.")
-        return path
+        return samples

@@ -23,9 +23,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from tlkit.datamodules.datasets import Split
+from tlkit.datamodules.datasets import Split, open_rgb
 from tlkit.datamodules.dense import DenseDataModule, PairDataset
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS, check_folder
+from tlkit.datamodules.medical import MedicalReading, label_slice
+from tlkit.datamodules.nifti import VolumeSlice, is_nifti, same_grid
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
 
@@ -48,10 +50,12 @@ def coco_mask(target: dict[str, Any]) -> np.ndarray:
 
 
 def read_mask(path: Any) -> np.ndarray:
-    """An index mask file as an (H, W) uint8 array of class indices (a palette PNG's indices, not its colours), or
-    the mask a COCO image's annotations draw (`coco_mask`)."""
+    """An index mask file as an (H, W) array of class indices (a palette PNG's indices, not its colours), the mask a
+    COCO image's annotations draw (`coco_mask`), or a slice of a NIfTI label volume."""
     if isinstance(path, dict):
         return coco_mask(path)
+    if isinstance(path, VolumeSlice):
+        return label_slice(path)
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
             raise ConfigError(
@@ -71,13 +75,12 @@ class SegmentationDataset(PairDataset):
         return target.as_subclass(torch.Tensor)
 
 
-def check_masks(split: Split, num_classes: int, ignore_index: int) -> None:
+def check_masks(split: Split, num_classes: int, ignore_index: int, medical: MedicalReading | None = None) -> None:
     """Every mask of ``split`` against its image: the same size, and values that are class indices or
     ``ignore_index``; the first problem is one line naming the file."""
     for image_path, mask_path in zip(split.samples, split.labels):
         mask = read_mask(mask_path)
-        with Image.open(image_path) as image:
-            size = image.size
+        size = open_rgb(image_path, medical).size
         if (mask.shape[1], mask.shape[0]) != size:
             raise ConfigError(
                 f"Expected mask {str(mask_path)!r} to have its image's size {size[0]}x{size[1]}, but it is "
@@ -92,22 +95,47 @@ def check_masks(split: Split, num_classes: int, ignore_index: int) -> None:
             )
 
 
-def read_mask_folder(folder: Path, classes: list[str]) -> Split:
+def read_mask_folder(folder: Path, classes: list[str], medical: MedicalReading | None = None) -> Split:
     """``folder/images`` paired with ``folder/masks`` by name stem; one line names the first unpaired file."""
     images_dir, masks_dir = folder / "images", folder / "masks"
     check_folder(images_dir, "the images folder")
     check_folder(masks_dir, "the masks folder")
-    images = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png"}
+    images = {_stem(p): p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS or is_nifti(p)}
+    masks = {_stem(p): p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png" or is_nifti(p)}
     for stem, path in images.items():
         if stem not in masks:
-            raise ConfigError(f"Expected a mask {str(masks_dir / (stem + '.png'))!r} for image {str(path)!r}.")
+            expected = f"{stem}.nii.gz" if is_nifti(path) else f"{stem}.png"
+            raise ConfigError(f"Expected a mask {str(masks_dir / expected)!r} for image {str(path)!r}.")
     for stem, path in masks.items():
         if stem not in images:
             raise ConfigError(f"Expected an image named {stem}.* in {str(images_dir)!r} for mask {str(path)!r}.")
     if not images:
         raise ConfigError(f"Expected images in {str(images_dir)!r}, but it holds none.")
-    return Split([str(images[s]) for s in images], [str(masks[s]) for s in images])
+    samples: list[Any] = []
+    labels: list[Any] = []
+    for stem, image in images.items():
+        if is_nifti(image) != is_nifti(masks[stem]):
+            raise ConfigError(
+                f"Expected a NIfTI image and its NIfTI label volume, or an image and a PNG mask, but got "
+                f"{str(image)!r} with {str(masks[stem])!r}."
+            )
+        if not is_nifti(image):
+            samples.append(str(image))
+            labels.append(str(masks[stem]))
+            continue
+        problem = same_grid(image, masks[stem])
+        if problem is not None:
+            raise ConfigError(f"Expected label volume {str(masks[stem])!r} on its image's grid, but it is {problem}.")
+        # Slices of the image and of its labels, cut alike (the axis is the datamodule's ``slice_axis``).
+        cuts = (medical or MedicalReading()).nifti.slices(image)
+        samples += cuts
+        labels += [VolumeSlice(masks[stem], cut.axis, cut.index) for cut in cuts]
+    return Split(samples, labels)
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its suffix (both of ``.nii.gz``): what pairs an image with its mask."""
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
 
 
 def read_classes(path: Path) -> list[str]:
@@ -146,23 +174,25 @@ class MaskFolderDataModule(DenseDataModule):
         return repr(self.hparams.root)
 
     def check_split(self, split: Split, classes: list[str]) -> None:
-        check_masks(split, len(classes), self.hparams.ignore_index)
+        check_masks(split, len(classes), self.hparams.ignore_index, self.medical)
 
     def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        return SegmentationDataset(split, transform)
+        return SegmentationDataset(split, transform, self.medical)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
-        return read_mask_splits(Path(self.hparams.root).expanduser(), self.hparams.classes)
+        return read_mask_splits(Path(self.hparams.root).expanduser(), self.hparams.classes, self.medical)
 
 
-def read_mask_splits(root: Path, classes: list[str] | None = None) -> tuple[list[str], dict[str, Split]]:
+def read_mask_splits(
+    root: Path, classes: list[str] | None = None, medical: MedicalReading | None = None
+) -> tuple[list[str], dict[str, Split]]:
     """The class names (``classes``, or ``root/classes.txt``) and ``root``'s images and masks: ``root/images`` and
     ``root/masks``, or the same under each of train, val and test present."""
     check_folder(root, "`root`")
     classes = list(classes or read_classes(root / "classes.txt"))
     if (root / "images").is_dir():
-        return classes, {"train": read_mask_folder(root, classes)}
+        return classes, {"train": read_mask_folder(root, classes, medical)}
     present = [name for name in ("train", "val", "test") if (root / name).is_dir()]
     if "train" not in present:
         raise ConfigError(f"Expected {str(root)!r} to hold images/ and masks/, or train/ (with val/, test/).")
-    return classes, {name: read_mask_folder(root / name, classes) for name in present}
+    return classes, {name: read_mask_folder(root / name, classes, medical) for name in present}

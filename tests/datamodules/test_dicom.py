@@ -98,7 +98,7 @@ def test_a_folder_of_scans_fits_and_predicts_through_the_command(tmp_path, capfd
         "--data=ImageFolderDataModule",
         f"--data.data_dir={root}",
         "--data.image_size=32",
-        "--data.dicom_window=[40, 400]",
+        "--data.window=[40, 400]",
         "--trainer.max_epochs=1",
         "--trainer.enable_model_summary=false",
     ]

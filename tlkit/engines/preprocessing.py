@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from tlkit.backbones import DataConfig
-from tlkit.datamodules.dicom import DicomReading, is_dicom
+from tlkit.datamodules.datasets import open_rgb
+from tlkit.datamodules.medical import MedicalReading
 from tlkit.datamodules.transforms import resize_size
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -45,8 +46,9 @@ DECODE_RECIPE = (
     "16-bit and 32-bit integer greyscale (PIL modes I;16*, I) times 255/65535, clipped to 0..255 and rounded to 8-bit "
     "greyscale; then every mode (L, LA, P, RGBA with alpha dropped, CMYK) through PIL's convert('RGB'). Not covered: "
     "32-bit integer images with values above 65535 and floating-point images (mode F), which tlkit scales by their "
-    "own range; DICOM files, which tlkit reads with pydicom (rescale slope/intercept, the file's or the configured "
-    "window to 0..255, MONOCHROME1 inverted: tlkit.datamodules.dicom.DicomReading) before this recipe"
+    "own range; DICOM files and NIfTI volumes, which tlkit reads to 8-bit with pydicom and nibabel (rescale "
+    "slope/intercept, the file's or the configured window to 0..255, MONOCHROME1 inverted; volumes cut into slices "
+    "in canonical orientation: tlkit.datamodules.medical.MedicalReading) before this recipe"
 )
 
 
@@ -96,8 +98,8 @@ def verification_images(folder: str | os.PathLike | None = None, limit: int = 16
 
 
 def _opened(path: Path) -> Image.Image:
-    if is_dicom(path):  # as tlkit trains on it: already 8-bit RGB
-        return DicomReading().open(path)
+    if MedicalReading.reads_file(path):  # as tlkit trains on it: already 8-bit RGB
+        return open_rgb(MedicalReading().samples(path, verify=False)[0][0])
     with Image.open(path) as image:
         image.load()
         return image.copy()
