@@ -1,5 +1,5 @@
 """DataModules: labelled image folders, image and text tables (classes, label sets or numbers), Hugging Face
-datasets, images with segmentation masks, bundled data and domain pairs, validated before training."""
+datasets, LitData shards, images with segmentation masks, bundled data and domain pairs, validated before training."""
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.coco import CocoDataModule
@@ -18,6 +18,7 @@ from tlkit.datamodules.multi_digits import MultiDigitsDataModule
 from tlkit.datamodules.rotten_tomatoes import RottenTomatoesDataModule
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 from tlkit.datamodules.segmentation import MaskFolderDataModule
+from tlkit.datamodules.shards import ShardsDataModule, write_shards
 from tlkit.datamodules.text_datamodule import TextDataModule
 from tlkit.datamodules.text_files import TextFileDataModule
 
@@ -42,10 +43,12 @@ __all__ = [
     "MultiDigitsDataModule",
     "ResumableDataLoader",
     "RottenTomatoesDataModule",
+    "ShardsDataModule",
     "Split",
     "TextDataModule",
     "TextFileDataModule",
     "UnlabelledDataset",
     "open_rgb",
     "to_rgb",
+    "write_shards",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -135,6 +135,18 @@ class ResumableDataLoader(DataLoader):
         self._resume_at = batches
 
 
+class StatefulLoader(Protocol):
+    """A training loader that can say where it is and go back there: a `ResumableDataLoader`, or LitData's
+    `StreamingDataLoader` (shards)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+L = TypeVar("L", bound=StatefulLoader)
+
+
 class LoaderPositions:
     """The training loaders a datamodule built, and their positions to restore from a checkpoint.
 
@@ -144,20 +156,20 @@ class LoaderPositions:
     """
 
     def __init__(self) -> None:
-        self.loaders: dict[str, ResumableDataLoader] = {}
-        self.pending: dict[str, dict[str, int]] = {}
+        self.loaders: dict[str, StatefulLoader] = {}
+        self.pending: dict[str, dict[str, Any]] = {}
 
-    def track(self, name: str, loader: ResumableDataLoader) -> ResumableDataLoader:
+    def track(self, name: str, loader: L) -> L:
         """Remember ``loader`` and move it to its restored position, if a checkpoint holds one."""
         if name in self.pending:
             loader.load_state_dict(self.pending.pop(name))
         self.loaders[name] = loader
         return loader
 
-    def state_dict(self) -> dict[str, dict[str, int]]:
+    def state_dict(self) -> dict[str, dict[str, Any]]:
         return {name: loader.state_dict() for name, loader in self.loaders.items()}
 
-    def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
+    def load_state_dict(self, state_dict: dict[str, dict[str, Any]]) -> None:
         self.pending = dict(state_dict)
 
 
@@ -176,7 +188,7 @@ class ResumableTrainLoaders:
             positions = self.__dict__["_tlkit_loader_positions"] = LoaderPositions()
         return positions
 
-    def track_train_loader(self, name: str, loader: ResumableDataLoader) -> ResumableDataLoader:
+    def track_train_loader(self, name: str, loader: L) -> L:
         return self._loader_positions.track(name, loader)
 
     def state_dict(self) -> dict[str, Any]:

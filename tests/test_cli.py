@@ -12,6 +12,7 @@ from tests._hf_data import save_digit_dataset
 from tests.conftest import TINY_FIT_ARGS, write_image_folder
 from tlkit.checkpoint import CheckpointInfo, class_path, write_info
 from tlkit.cli import TLKitCLI
+from tlkit.datamodules import ImageFolderDataModule, write_shards
 from tlkit.strategies import SourceOnly
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +39,11 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
         save_digit_dataset(tmp_path / "hf")
         overrides += [f"--data.init_args.path={tmp_path / 'hf'}", "--data.init_args.revision=null"]
         overrides += ["--data.init_args.label_column=label", "--data.init_args.splits={val: validation}"]
+    if "ShardsDataModule" in text:  # shards written from a small image folder, read as LitData reads a remote
+        images = write_image_folder(tmp_path / "shard_images", per_class=8)
+        write_shards(ImageFolderDataModule(str(images)), tmp_path / "shards")
+        overrides += [f"--data.init_args.path=local:{tmp_path / 'shards'}", "--data.init_args.num_workers=0"]
+        overrides += [f"--data.init_args.cache_dir={tmp_path / 'chunk_cache'}"]
     if "source_checkpoint:" in text:  # SHOT: a source model of the config's backbone, as SourceOnly would save it
         overrides += ["--model.init_args.source_checkpoint", source_model_checkpoint(tmp_path)]
     if "backbone: tf_efficientnet_lite0" not in text and "backbone: hf:" not in text:  # text: bundled MiniLM

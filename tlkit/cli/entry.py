@@ -1,7 +1,8 @@
 """``tlkit <command>``: the console script's entry point, its command list, and dispatch.
 
-Lightning's four subcommands (fit, validate, test, predict) go to `TLKitCLI`; rank, export and select to their own
-modules. A user error ends in one line (exit status 2), SIGTERM in status 143 and a line saying how to continue.
+Lightning's four subcommands (fit, validate, test, predict) go to `TLKitCLI`; the others (rank, export, select,
+tune, shards) to their own modules. A user error ends in one line (exit status 2), SIGTERM in status 143 and a
+line saying how to continue.
 
 ``tlkit`` and ``tlkit --help`` answer from this module alone, before Lightning and torch are imported (seconds on a
 small CPU): everything else is imported once a command is chosen.
@@ -24,6 +25,7 @@ COMMANDS = {
     "export": "write a checkpoint as ONNX and/or TorchScript with its preprocessing, verified on real images",
     "select": "choose among finished runs by a logged metric (label-free validators for domain adaptation)",
     "tune": "search hyperparameters of a run config with Optuna, one study shared by every worker",
+    "shards": "write a datamodule's splits as LitData shards, streamed back by ShardsDataModule from disk or cloud",
 }
 #: The commands that are not Lightning's, each a module of this package with its own `main(args)`.
 TOOL_MODULES = {
@@ -31,6 +33,7 @@ TOOL_MODULES = {
     "export": "tlkit.cli.export",
     "select": "tlkit.cli.select",
     "tune": "tlkit.cli.tune",
+    "shards": "tlkit.cli.shards",
 }
 
 
