@@ -33,12 +33,13 @@ from tests._console import (
 )
 from tests.conftest import write_image_folder
 from tlkit.checkpoint import adaptation_of
+from tlkit.datamodules import ImageFolderDataModule, write_shards
 
 DDP = ["--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
 
 
-def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
+def family_args(family: str, tiny_bert: Path, tmp_path: Path) -> tuple[str, list[str]]:
     """The run name and the arguments of one shipped config made small."""
     if family == "classification":
         config = "digits_finetune.yaml"
@@ -58,6 +59,16 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
         config = "digit_scenes_segmentation.yaml"
         extra = [*TINY_IMAGE_MODEL[:2], "--data.init_args.num_images=40", "--data.init_args.scene_size=32"]
         extra.append("--data.init_args.batch_size=8")
+    elif family == "shards":  # LitData gives each rank its own chunks, read as from object storage
+        config = "shards_finetune.yaml"
+        images = write_image_folder(tmp_path / "images", per_class=16)
+        write_shards(ImageFolderDataModule(str(images), image_size=32), tmp_path / "shards", chunk_bytes="4KB")
+        extra = [
+            *TINY_IMAGE_MODEL,
+            f"--data.init_args.path=local:{tmp_path / 'shards'}",
+            "--data.init_args.batch_size=4",
+        ]
+        extra += ["--data.init_args.num_workers=1", f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
     elif family == "detection":  # mAP gathers every rank's detections before COCO's evaluation
         config = "digit_scenes_detection.yaml"
         extra = [*TINY_IMAGE_MODEL[:2], "--data.init_args.num_images=40", "--data.init_args.scene_size=64"]
@@ -70,7 +81,15 @@ def family_args(family: str, tiny_bert: Path) -> tuple[str, list[str]]:
 
 #: Per family: how many epochs (text: gradual unfreezing every 2 epochs, so both layers of the tiny BERT unfreeze),
 #: and what must have trained besides the backbone.
-EPOCHS = {"classification": 2, "text": 5, "domain_adaptation": 2, "multilabel": 2, "segmentation": 2, "detection": 2}
+EPOCHS = {
+    "classification": 2,
+    "text": 5,
+    "domain_adaptation": 2,
+    "multilabel": 2,
+    "segmentation": 2,
+    "detection": 2,
+    "shards": 2,
+}
 MOVES = {
     "classification": "head.",
     "text": "head.",
@@ -78,14 +97,15 @@ MOVES = {
     "multilabel": "head.",
     "segmentation": "head.fpn",
     "detection": "head.fcos",
+    "shards": "head.",
 }
 
 
 @pytest.mark.parametrize(
-    "family", ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection"]
+    "family", ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection", "shards"]
 )
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
-    name, args = family_args(family, tiny_bert)
+    name, args = family_args(family, tiny_bert, tmp_path)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
     ranks = [
         "--trainer.callbacks+=tests._rank_weights.SaveRankWeights",
