@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from PIL import Image
 
 from tlkit.datamodules.dicom import DICOM_SUFFIXES
+from tlkit.datamodules.image_checks import ImageChecks
 from tlkit.datamodules.medical import MedicalReading
 from tlkit.datamodules.nifti import NIFTI_SUFFIXES
 from tlkit.errors import ConfigError
@@ -19,27 +19,27 @@ MEDICAL_EXTENSIONS = (*DICOM_SUFFIXES, *NIFTI_SUFFIXES)
 InvalidPolicy = Literal["error", "skip"]
 
 
-def image_samples(path: Path, verify: bool, medical: MedicalReading | None = None) -> tuple[list[Any], str | None]:
-    """The samples an image file holds (itself; a NIfTI volume's slices) and None, or none and why ``path`` cannot
-    be used. DICOM files (``.dcm``, or no suffix and DICOM's header) and NIfTI volumes are read as ``medical`` says."""
+def check_images(
+    files: list[Path], verify: bool, medical: MedicalReading | None = None
+) -> list[tuple[list[Any], str | None]]:
+    """For each file: the samples it holds (itself; a NIfTI volume's slices) and None, or none and why it cannot be
+    used. With ``verify``, plain images are decoded in full once and remembered (`ImageChecks`: a later setup reads
+    only their sizes and times); DICOM files (``.dcm``, or no suffix and DICOM's header) and NIfTI volumes are read
+    as ``medical`` says."""
     medical = medical or MedicalReading()
-    if medical.reads_file(path):
-        return medical.samples(path, verify)
-    problem = image_problem(path, verify)
-    return ([], problem) if problem is not None else ([path], None)
-
-
-def image_problem(path: Path, verify: bool) -> str | None:
-    """Why ``path`` cannot be used as a plain image (one PIL reads), or None if it can."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file (expected one of {', '.join(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS)})"
-    if verify:
-        try:
-            with Image.open(path) as image:
-                image.load()  # decodes fully, so a truncated file fails here rather than mid-epoch
-        except Exception as err:  # noqa: BLE001 (PIL raises several types for unreadable data)
-            return f"unreadable or truncated image ({err})"
-    return None
+    plain = [p for p in files if not medical.reads_file(p) and p.suffix.lower() in IMAGE_EXTENSIONS]
+    decoded = ImageChecks().problems(plain) if verify else {}
+    found = []
+    for path in files:
+        if medical.reads_file(path):
+            found.append(medical.samples(path, verify))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            expected = ", ".join(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS)
+            found.append(([], f"not an image file (expected one of {expected})"))
+        else:
+            problem = decoded.get(path)
+            found.append(([], problem) if problem is not None else ([path], None))
+    return found
 
 
 def check_folder(path: Path, what: str) -> None:
@@ -67,8 +67,7 @@ def _usable_images(
     """The readable images among ``files``; each other file raises naming it (``on_invalid="error"``) or is added to
     ``skipped`` as "<path>: <why>" (``"skip"``). ``what`` names ``root`` in the error ("predict folder ")."""
     images = []
-    for path in files:
-        samples, problem = image_samples(path, verify_images, medical)
+    for path, (samples, problem) in zip(files, check_images(files, verify_images, medical)):
         if problem is None:
             images += samples
         elif on_invalid == "skip":

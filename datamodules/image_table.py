@@ -4,11 +4,10 @@ set of labels, or numbers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.folders import image_samples
+from tlkit.datamodules.folders import check_images
 from tlkit.datamodules.tables import TargetColumns, read_table
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
@@ -81,15 +80,18 @@ class ImageTableDataModule(ClassificationDataModule):
             if not rows:
                 raise ConfigError(f"Expected rows in the {name} table {hp[name]!r}, but it has none.")
             folder = Path(hp[name]).expanduser().parent
+            paths = [self._image_path(row, where, folder) for row, where in rows]
             samples, labels = [], []
-            for (row, where), target in zip(rows, targets[name]):
-                found = self._image_samples(row, where, folder)  # a volume's slices share its row's target
+            checked = check_images(paths, hp.verify_images, self.medical)  # every image of the table at once
+            for (_, where), path, target, (found, problem) in zip(rows, paths, targets[name], checked):
+                if problem is not None:
+                    raise ConfigError(f"Expected a readable image at {where}, but {str(path)!r} is {problem}.")
                 samples += found
-                labels += [target] * len(found)
+                labels += [target] * len(found)  # a volume's slices share its row's target
             splits[name] = Split(samples, labels)
         return names, splits
 
-    def _image_samples(self, row: dict, where: str, folder: Path) -> list[Any]:
+    def _image_path(self, row: dict, where: str, folder: Path) -> Path:
         column = self.hparams.image_column
         value = str(row.get(column) or "").strip()
         if not value:
@@ -98,7 +100,4 @@ class ImageTableDataModule(ClassificationDataModule):
         path = path if path.is_absolute() else folder / path
         if not path.is_file():
             raise ConfigError(f"Expected the image {value!r} of {where} to exist, but {str(path)!r} does not.")
-        samples, problem = image_samples(path, self.hparams.verify_images, self.medical)
-        if problem is not None:
-            raise ConfigError(f"Expected a readable image at {where}, but {str(path)!r} is {problem}.")
-        return samples
+        return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -44,6 +45,9 @@ PROCESS_MODULES = {
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in PROCESS_MODULES)  # stable: each group keeps its order
 
+
+# Image checks (and anything else tlkit caches) go to a folder of this test session, not the user's ~/.cache.
+os.environ.setdefault("TLKIT_CACHE_DIR", tempfile.mkdtemp(prefix="tlkit-test-cache-"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on the two cores: one thread each instead of two threads fighting over a core.
