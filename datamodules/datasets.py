@@ -39,6 +39,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         pixels = np.asarray(image, dtype=np.float64)
         low, high = float(pixels.min()), float(pixels.max())
         image = Image.fromarray(((pixels - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8), mode="L")
+    if image.mode == "RGB":  # most photos: decoded as they are (``convert`` would copy every pixel again)
+        image.load()
+        return image
     return image.convert("RGB")
 
 
