@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tlkit.datamodules.medical import MedicalReading
+from tlkit.errors import ConfigError
 from tlkit.randomness import sample_seed, seeded
 
 
@@ -66,11 +67,22 @@ class ImageDataset(Dataset):
         return len(self.split.labels)
 
     def __getitem__(self, index: int):
-        image = self.load(self.split.samples[index])
+        image = load_checked(self.load, self.split.samples[index])
         if self.transform is not None:
             with seeded(sample_seed(index)):  # a training index carries its augmentation seed
                 image = self.transform(image)
         return image, self.split.labels[index]
+
+
+def load_checked(load: Callable[[Any], Image.Image], sample: Any) -> Image.Image:
+    """``load(sample)``; a file that no longer decodes (setup checked it; it changed since) is one line naming it."""
+    try:
+        return load(sample)
+    except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for truncated or damaged data
+        raise ConfigError(
+            f"Expected every image to decode as it did when setup checked it, but {str(sample)!r} does not now "
+            f"({err}): replace or remove it, then continue with --ckpt_path last."
+        ) from None
 
 
 class UnlabelledDataset(Dataset):
@@ -86,7 +98,7 @@ class UnlabelledDataset(Dataset):
         return len(self.split.labels)
 
     def __getitem__(self, index: int):
-        image = self.load(self.split.samples[index])
+        image = load_checked(self.load, self.split.samples[index])
         with seeded(sample_seed(index)):  # one seed for all views: the draws continue from view to view
             views = [t(image) for t in self.transforms]
         sample = views[0] if len(views) == 1 else views

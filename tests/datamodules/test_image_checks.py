@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._console import run_here_captured
 from tests.conftest import write_image_folder
 from tlkit.datamodules import ImageFolderDataModule
 from tlkit.datamodules.image_checks import ImageChecks, cache_dir, decode_problem
@@ -70,3 +71,34 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     files = sorted(write_image_folder(tmp_path / "images", per_class=2).rglob("*.png"))
     checks = ImageChecks(blocked / "checks.sqlite")  # cannot be created: every file decoded, no error
     assert checks.problems(files) == dict.fromkeys(files)
+
+
+class DamageAfterSetup(ImageFolderDataModule):
+    """Images that break after setup checked them (a file on network storage replaced during the run)."""
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        for path in self.splits["train"].samples:
+            path.write_bytes(path.read_bytes()[:100])
+
+
+def test_an_image_damaged_after_setup_stops_training_with_one_line_naming_it(tmp_path, capfd):
+    images = write_image_folder(tmp_path / "images", per_class=8)
+    ImageFolderDataModule(str(images)).setup("fit")  # checked: every file decodes
+
+    fit = [
+        "fit",
+        "--model=FineTuning",
+        "--model.backbone=test_resnet",
+        "--model.weights=null",
+        "--data=tests.datamodules.test_image_checks.DamageAfterSetup",
+        f"--data.data_dir={images}",
+        "--data.image_size=32",
+        "--data.num_workers=2",
+        "--trainer.max_epochs=1",
+    ]
+    result = run_here_captured(fit, tmp_path, capfd)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-2]
+    assert "Expected every image to decode as it did when setup checked it, but '" in line and ".png' does not" in line
+    assert "Traceback" not in result.stderr

@@ -193,13 +193,23 @@ def report(subcommand: str | None, line: str) -> None:
     sys.exit(USER_ERROR_STATUS)
 
 
+def _from_worker(error: ConfigError) -> ConfigError:
+    """A ConfigError as a DataLoader worker process raised it, without the worker's traceback torch wraps it in."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return error
+    marker = f"{ConfigError.__module__}.{ConfigError.__name__}: "
+    last = text.rstrip().splitlines()[-1]
+    return ConfigError(last.split(marker, 1)[-1])
+
+
 def config_error_in(exception: BaseException) -> ConfigError | None:
     """The tlkit ConfigError that caused ``exception`` (it may be wrapped by jsonargparse or Lightning), if any."""
     seen = set()
     current: BaseException | None = exception
     while current is not None and id(current) not in seen:
         if isinstance(current, ConfigError):
-            return current
+            return _from_worker(current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     text = str(exception)
