@@ -61,6 +61,21 @@ class CocoFile:
     clipped: int
 
 
+def checked_box(x: float, y: float, w: float, h: float, width: int, height: int, where: str) -> list[float]:
+    """A COCO box [x, y, w, h] as [x1, y1, x2, y2] inside its ``width`` x ``height`` image: clipped to the edge where
+    it ends within `EDGE_TOLERANCE` past it (rounding in annotation tools' exports); a box without area or further
+    outside is one line naming ``where``."""
+    reach = EDGE_TOLERANCE
+    box = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]
+    past_edge = x < -reach or y < -reach or x + w > width + reach or y + h > height + reach
+    if w <= 0 or h <= 0 or past_edge or box[2] <= box[0] or box[3] <= box[1]:
+        raise ConfigError(
+            f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but it "
+            f"is [x, y, w, h] = {[x, y, w, h]}."
+        )
+    return box
+
+
 def read_coco(path: Path) -> CocoFile:
     """A COCO instances file, every annotation checked (`CocoFile`)."""
     try:
@@ -96,15 +111,7 @@ def read_coco(path: Path) -> CocoFile:
             continue
         image = images[annotation["image_id"]]
         x, y, w, h = (float(v) for v in annotation["bbox"])
-        width, height = image["width"], image["height"]
-        reach = EDGE_TOLERANCE
-        box = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]  # clipped to the image
-        past_edge = x < -reach or y < -reach or x + w > width + reach or y + h > height + reach
-        if w <= 0 or h <= 0 or past_edge or box[2] <= box[0] or box[3] <= box[1]:
-            raise ConfigError(
-                f"Expected the box of {where} to have a positive area inside its image ({width}x{height}), but it "
-                f"is [x, y, w, h] = {[x, y, w, h]}."
-            )
+        box = checked_box(x, y, w, h, image["width"], image["height"], where)
         clipped += box != [x, y, x + w, y + h]
         boxes[image["id"]].append(box)
         labels[image["id"]].append(index_of[annotation["category_id"]])
@@ -156,7 +163,8 @@ class BoxesOrMasks:
         return collate_detections if self.hparams.targets == "boxes" else torch.utils.data.default_collate
 
     def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        return (DetectionDataset if self.hparams.targets == "boxes" else SegmentationDataset)(split, transform)
+        dataset = DetectionDataset if self.hparams.targets == "boxes" else SegmentationDataset
+        return dataset(split, transform, self.load_image)
 
 
 class CocoDataModule(BoxesOrMasks, DenseDataModule):

@@ -8,6 +8,7 @@ resize the whole image (no centre crop), so what the model outputs maps back ont
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,9 +17,8 @@ from torchvision.transforms import v2
 
 from tlkit.backbones import DataConfig
 from tlkit.datamodules._splits import train_val_test
-from tlkit.datamodules.datasets import Split, open_rgb
+from tlkit.datamodules.datasets import Split, load_checked, open_rgb
 from tlkit.datamodules.image_datamodule import ImageDataModule
-from tlkit.datamodules.medical import MedicalReading
 from tlkit.errors import config_error
 from tlkit.randomness import sample_seed, seeded
 from tlkit.tasks.segmentation import IGNORE_INDEX
@@ -138,7 +138,7 @@ class DenseDataModule(ImageDataModule):
         """The predict folder's images (or the test split's), resized whole: what the model outputs maps back
         onto them."""
         transform = whole_image_transform(self.resolve_data_config())
-        dataset = ImagesOnly(self._predict_split().samples, transform, self.medical)
+        dataset = ImagesOnly(self._predict_split().samples, transform, self.predict_load())
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)
 
@@ -147,8 +147,8 @@ class PairDataset(Dataset):
     """(image, target) pairs of a split of image paths, transformed together (`torchvision.transforms.v2` moves
     the target with the image); subclasses say how a sample's target is read (`target`) and handed out (`plain`)."""
 
-    def __init__(self, split: Split, transform: Any, medical: MedicalReading | None = None) -> None:
-        self.split, self.transform, self.medical = split, transform, medical
+    def __init__(self, split: Split, transform: Any, load: Callable[[Any], Any] = open_rgb) -> None:
+        self.split, self.transform, self.load = split, transform, load
 
     def __len__(self) -> int:
         return len(self.split.samples)
@@ -162,7 +162,7 @@ class PairDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int):
-        image = open_rgb(self.split.samples[index], self.medical)
+        image = load_checked(self.load, self.split.samples[index])
         target = self.target(index, image)
         with seeded(sample_seed(index)):  # a training index carries its augmentation seed
             image, target = self.transform(image, target)
@@ -172,11 +172,11 @@ class PairDataset(Dataset):
 class ImagesOnly(Dataset):
     """Image files, transformed: what ``predict`` reads."""
 
-    def __init__(self, paths: list[Any], transform: Any, medical: MedicalReading | None = None) -> None:
-        self.paths, self.transform, self.medical = paths, transform, medical
+    def __init__(self, paths: list[Any], transform: Any, load: Callable[[Any], Any] = open_rgb) -> None:
+        self.paths, self.transform, self.load = paths, transform, load
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(open_rgb(self.paths[index], self.medical)).as_subclass(torch.Tensor)
+        return self.transform(load_checked(self.load, self.paths[index])).as_subclass(torch.Tensor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,11 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
             self._predict = Split(paths, [-1] * len(paths))  # -1: no label
         return self._predict
 
+    def predict_load(self) -> Callable[[Any], Image.Image]:
+        """How a predicted sample is opened: as this datamodule stores its samples, or a ``predict_dir``'s file."""
+        # Files in a predict folder are opened as files, whatever this datamodule stores its own samples as.
+        return self.load_image if self.hparams.predict_dir is None else partial(open_rgb, medical=self.medical)
+
     def predict_sample_names(self) -> list[str]:
         """What each predicted sample is called in the written predictions: its file path, or ``<split>/<index>``."""
         samples = self._predict_split().samples
@@ -207,7 +213,6 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
     def predict_dataloader(self) -> DataLoader:
         split = self._predict_split()
         # Files in a predict folder are opened as files, whatever this datamodule stores its own samples as.
-        load = self.load_image if self.hparams.predict_dir is None else partial(open_rgb, medical=self.medical)
-        dataset = ImageDataset(split, load, eval_transform(self.resolve_data_config()))
+        dataset = ImageDataset(split, self.predict_load(), eval_transform(self.resolve_data_config()))
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory)

@@ -14,6 +14,7 @@ mask with the image (`DenseDataModule`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from tlkit.datamodules.folders import IMAGE_EXTENSIONS, check_folder
 from tlkit.datamodules.medical import MedicalReading, label_slice
 from tlkit.datamodules.nifti import VolumeSlice, is_nifti, same_grid
 from tlkit.errors import ConfigError
-from tlkit.protocols import TargetKind
+from tlkit.protocols import StoredMask, TargetKind
 
 
 def coco_mask(target: dict[str, Any]) -> np.ndarray:
@@ -56,6 +57,8 @@ def read_mask(path: Any) -> np.ndarray:
         return coco_mask(path)
     if isinstance(path, VolumeSlice):
         return label_slice(path)
+    if isinstance(path, StoredMask):
+        return path.array()
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
             raise ConfigError(
@@ -75,12 +78,14 @@ class SegmentationDataset(PairDataset):
         return target.as_subclass(torch.Tensor)
 
 
-def check_masks(split: Split, num_classes: int, ignore_index: int, medical: MedicalReading | None = None) -> None:
-    """Every mask of ``split`` against its image: the same size, and values that are class indices or
-    ``ignore_index``; the first problem is one line naming the file."""
+def check_masks(
+    split: Split, num_classes: int, ignore_index: int, load: Callable[[Any], Image.Image] = open_rgb
+) -> None:
+    """Every mask of ``split`` against its image (opened with ``load``): the same size, and values that are class
+    indices or ``ignore_index``; the first problem is one line naming the file."""
     for image_path, mask_path in zip(split.samples, split.labels):
         mask = read_mask(mask_path)
-        size = open_rgb(image_path, medical).size
+        size = load(image_path).size
         if (mask.shape[1], mask.shape[0]) != size:
             raise ConfigError(
                 f"Expected mask {str(mask_path)!r} to have its image's size {size[0]}x{size[1]}, but it is "
@@ -174,10 +179,10 @@ class MaskFolderDataModule(DenseDataModule):
         return repr(self.hparams.root)
 
     def check_split(self, split: Split, classes: list[str]) -> None:
-        check_masks(split, len(classes), self.hparams.ignore_index, self.medical)
+        check_masks(split, len(classes), self.hparams.ignore_index, self.load_image)
 
     def pair_dataset(self, split: Split, transform: Any) -> Dataset:
-        return SegmentationDataset(split, transform, self.medical)
+        return SegmentationDataset(split, transform, self.load_image)
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
         return read_mask_splits(Path(self.hparams.root).expanduser(), self.hparams.classes, self.medical)

@@ -73,6 +73,14 @@ class RecordsDataSource(Protocol):
 
 
 @runtime_checkable
+class StoredMask(Protocol):
+    """A segmentation mask kept inside a dataset rather than as a file (a Hugging Face dataset's mask column): its
+    (H, W) class-index array."""
+
+    def array(self) -> Any: ...
+
+
+@runtime_checkable
 class Fingerprinted(Protocol):
     """A sample that is neither a file nor an image in memory (a dataset row): the bytes the feature cache keys it
     by, which change whenever the sample does."""
