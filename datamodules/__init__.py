@@ -10,6 +10,7 @@ from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.huggingface import HuggingFaceImageDataModule, HuggingFaceTextDataModule
+from tlkit.datamodules.huggingface_dense import HuggingFaceDenseDataModule
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
 from tlkit.datamodules.image_table import ImageTableDataModule
@@ -32,6 +33,7 @@ __all__ = [
     "DomainAdaptationDataModule",
     "DomainDataModule",
     "EpochShuffleSampler",
+    "HuggingFaceDenseDataModule",
     "HuggingFaceImageDataModule",
     "HuggingFaceTextDataModule",
     "ImageDataModule",
