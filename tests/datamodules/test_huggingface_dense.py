@@ -43,7 +43,9 @@ def scenes(tmp_path_factory) -> tuple[Path, Path]:
     for image in coco["images"]:
         mine = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
         rows["image"].append(str(folder / "train" / image["file_name"]))
-        rows["objects"].append({"bbox": [a["bbox"] for a in mine], "category": [ids.index(a["category_id"]) for a in mine]})
+        rows["objects"].append(
+            {"bbox": [a["bbox"] for a in mine], "category": [ids.index(a["category_id"]) for a in mine]}
+        )
         rows["annotation"].append(str(folder / "train" / "masks" / (Path(image["file_name"]).stem + ".png")))
     data = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)})
     data.save_to_disk(str(root / "hf"))
