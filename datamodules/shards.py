@@ -15,6 +15,7 @@ the run seed, the epoch and the sample's row, never by where it fell in the stre
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -112,13 +113,19 @@ def write_shards(datamodule: Any, output_dir: str | Path, chunk_bytes: str = "64
 # ------------------------------------------------------------------------------------------------- reading
 @dataclass(frozen=True)
 class ShardRow:
-    """One sample of a split of shards: the split and the row."""
+    """One sample of a split of shards: the split, the row, and a stamp of the split's shards as written (the hash
+    of its LitData index, which changes whenever they are written again)."""
 
     split: str
     row: int
+    stamp: str = ""
 
     def __str__(self) -> str:
         return f"{self.split}/{self.row}"
+
+    def fingerprint(self) -> bytes:
+        """What the feature cache keys this sample by (`tlkit.protocols.Fingerprinted`)."""
+        return f"{self.stamp}:{self.split}:{self.row}".encode()
 
 
 class ShardsDataModule(ClassificationDataModule):
@@ -196,7 +203,8 @@ class ShardsDataModule(ClassificationDataModule):
                 raise ConfigError(
                     f"Expected {count} targets in {name}/{TARGETS} of {self.hparams.path!r}, but got {len(labels)}."
                 )
-            splits[name] = Split([ShardRow(name, i) for i in range(count)], labels)
+            stamp = hashlib.sha256(self._read(f"{name}/index.json")).hexdigest()
+            splits[name] = Split([ShardRow(name, i, stamp) for i in range(count)], labels)
         if "train" not in splits:
             raise ConfigError(f"Expected a train split in the shards {self.hparams.path!r}, but it has none.")
         return list(self.metadata["classes"]), splits
@@ -237,12 +245,17 @@ class ShardsDataModule(ClassificationDataModule):
         return self._stream(self._shard_dataset(split, train=False, shuffle=False))
 
     def predict_dataloader(self) -> Any:
-        if self.hparams.predict_dir is None and self._is_remote():
-            raise ConfigError(
-                f"Expected local shards to predict their test split, but `path` is {self.hparams.path!r}: give "
-                "--data.predict_dir, or copy the shards to a local folder."
-            )
+        if self.hparams.predict_dir is None:
+            self._refuse_remote("to predict their test split (give --data.predict_dir instead)")
         return super().predict_dataloader()  # the test split read row by row, in order, as its names say
+
+    def _refuse_remote(self, purpose: str) -> None:
+        """LitData reads remote shards as a stream only: reading rows one by one needs them on a local disk."""
+        if self._is_remote():
+            raise ConfigError(
+                f"Expected local shards {purpose}, but `path` is {self.hparams.path!r}: copy the shards to a local "
+                "folder for this command."
+            )
 
     def _is_remote(self) -> bool:
         return "://" in self.hparams.path or self.hparams.path.startswith("local:")
@@ -251,6 +264,7 @@ class ShardsDataModule(ClassificationDataModule):
         """One row's image, read from local shards (training and evaluation stream instead)."""
         from tlkit.datamodules.shard_stream import ShardStream
 
+        self._refuse_remote("to read rows one by one (`tlkit rank`, predict)")
         if sample.split not in self._readers:  # one reader per split, in each worker process
             self._readers[sample.split] = ShardStream(self._location(sample.split), None, self.hparams.seed, False)
         return self._readers[sample.split][sample.row][0]

@@ -47,12 +47,13 @@ def test_shards_hold_every_split_with_its_targets_and_the_image_files_as_they_we
     dm = ShardsDataModule(str(folder), image_size=16)
     dm.setup("fit")
     assert dm.classes == ["0", "1", "2"] and dm.splits["val"].labels == source.splits["val"].labels
-    for row in (0, 4):  # what predict reads, row by row
+    assert dm.splits["train"].samples[0].fingerprint() != ShardRow("train", 0, "other shards").fingerprint()
+    for row in (0, 4):  # what predict reads, row by row (and what `tlkit rank` and the feature cache read)
         assert np.array_equal(
             np.asarray(dm.load_image(ShardRow("test", row))),
             np.asarray(source.load_image(source.splits["test"].samples[row])),
         )
-    with pytest.raises(ConfigError, match=r"Expected local shards to predict their test split, but `path` is 'local:"):
+    with pytest.raises(ConfigError, match=r"Expected local shards to predict their test split .*, but `path` is 'local:"):
         remote = ShardsDataModule(f"local:{folder}")
         remote.setup("predict")
         remote.predict_dataloader()
