@@ -53,7 +53,8 @@ def test_shards_hold_every_split_with_its_targets_and_the_image_files_as_they_we
             np.asarray(dm.load_image(ShardRow("test", row))),
             np.asarray(source.load_image(source.splits["test"].samples[row])),
         )
-    with pytest.raises(ConfigError, match=r"Expected local shards to predict their test split .*, but `path` is 'local:"):
+    remote_refused = r"Expected local shards to predict their test split .*, but `path` is 'local:"
+    with pytest.raises(ConfigError, match=remote_refused):
         remote = ShardsDataModule(f"local:{folder}")
         remote.setup("predict")
         remote.predict_dataloader()
