@@ -11,7 +11,7 @@ import pytest
 from tests._console import run_here_captured
 from tests.conftest import write_image_folder
 from tlkit.datamodules import ImageFolderDataModule
-from tlkit.datamodules.image_checks import ImageChecks, cache_dir, decode_problem
+from tlkit.datamodules.image_checks import PARALLEL_FROM, ImageChecks, cache_dir, decode_problem
 from tlkit.errors import ConfigError
 
 
@@ -102,3 +102,12 @@ def test_an_image_damaged_after_setup_stops_training_with_one_line_naming_it(tmp
     line = result.stderr.strip().splitlines()[-2]
     assert "Expected every image to decode as it did when setup checked it, but '" in line and ".png' does not" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_large_folder_is_decoded_by_worker_processes_that_find_the_broken_file(tmp_path):
+    files = sorted(write_image_folder(tmp_path / "images", per_class=100, size=8).rglob("*.png"))
+    assert len(files) >= PARALLEL_FROM  # worker processes, not this one
+    files[123].write_bytes(files[123].read_bytes()[:40])
+    found = ImageChecks(tmp_path / "checks.sqlite", workers=2).problems(files)
+    assert [path for path, problem in found.items() if problem is not None] == [files[123]]
+    assert "unreadable or truncated image" in found[files[123]]
