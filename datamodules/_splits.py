@@ -98,7 +98,7 @@ def limit_labels(
             if len(indices) < labels_per_class:
                 raise ConfigError(
                     f"Expected `labels_per_class` to be at most the smallest class's training size, but got "
-                    f"{labels_per_class} while class {classes[label]!r} has {len(indices)} training images."
+                    f"{labels_per_class} while class {classes[label]!r} has {len(indices)} training examples."
                 )
             k = labels_per_class
         else:
