@@ -212,6 +212,14 @@ class ShardsDataModule(ClassificationDataModule):
     def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
         return loaded  # the shards' own splits, as written
 
+    def data_source(self) -> dict[str, Any] | None:
+        """What a checkpoint records of the data: the shards' location and each split's stamp (the hash of its LitData
+        index), `tlkit.protocols.RecordsDataSource`."""
+        if not self.splits:
+            return None
+        stamps = {name: split.samples[0].stamp for name, split in self.splits.items() if split.samples}
+        return {"source": "litdata", "path": self.hparams.path, "splits": stamps}
+
     # ------------------------------------------------------------------------------------------- loaders
     def _shard_dataset(self, split: str, train: bool, shuffle: bool):
         hp = self.hparams

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from tests._console import TINY_IMAGE_MODEL, run_here, run_here_captured, shipped
 from tests.conftest import write_image_folder
+from tlkit.checkpoint import read_checkpoint
 from tlkit.datamodules import ImageFolderDataModule, ShardsDataModule, write_shards
 from tlkit.datamodules.shards import ShardRow
 from tlkit.errors import ConfigError
@@ -121,3 +122,6 @@ def test_a_run_crashed_mid_epoch_on_remote_shards_continues_bitwise(shards, tmp_
     assert got["global_step"] == expected["global_step"] == 12 and got["epoch"] == 1
     for key, tensor in expected["state_dict"].items():
         assert torch.equal(tensor, got["state_dict"][key]), key
+    recorded = read_checkpoint(last).info.data_source
+    assert recorded["source"] == "litdata" and recorded["path"] == f"local:{folder}"
+    assert set(recorded["splits"]) == {"train", "val", "test"}
