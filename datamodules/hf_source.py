@@ -131,9 +131,17 @@ class HubSource:
             )
         return chosen
 
-    def fingerprints(self, tables: dict[str, datasets.Dataset]) -> dict[str, str]:
-        """Each used split's Arrow fingerprint: it changes whenever the split's data does."""
-        return {split: table._fingerprint for split, table in tables.items()}
+    def record(self, split_names: dict[str, str], tables: dict[str, datasets.Dataset]) -> dict[str, Any]:
+        """What a checkpoint records of the data: where it came from, which splits were used, and each one's Arrow
+        fingerprint (it changes whenever the split's data does)."""
+        return {
+            "source": "huggingface",
+            "path": self.path,
+            "name": self.name,
+            "revision": self.revision,
+            "splits": split_names,
+            "fingerprints": {split: table._fingerprint for split, table in tables.items()},
+        }
 
 
 def _looks_local(path: str) -> bool:
@@ -334,12 +342,4 @@ def read_hub(source: HubSource, targets: TargetColumns, sample_column: str, samp
         if len(table) == 0:
             raise ConfigError(f"Expected rows in {where[split]}, but it has none.")
     classes, read = HubTargets(targets).read(tables, where)
-    record = {
-        "source": "huggingface",
-        "path": source.path,
-        "name": source.name,
-        "revision": source.revision,
-        "splits": split_names,
-        "fingerprints": source.fingerprints(tables),
-    }
-    return HubSplits(classes, tables, split_names, read, record)
+    return HubSplits(classes, tables, split_names, read, source.record(split_names, tables))

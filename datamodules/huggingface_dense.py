@@ -127,14 +127,7 @@ class HuggingFaceDenseDataModule(BoxesOrMasks, DenseDataModule):
             else:
                 labels = [HubMask(table.select_columns([target_column]), target_column, i) for i in range(len(table))]
             splits[split] = Split(rows, labels)
-        self._record = {
-            "source": "huggingface",
-            "path": self.source.path,
-            "name": self.source.name,
-            "revision": self.source.revision,
-            "splits": names,
-            "fingerprints": self.source.fingerprints({split: available[name] for split, name in names.items()}),
-        }
+        self._record = self.source.record(names, {split: available[name] for split, name in names.items()})
         return classes, splits
 
     def check_split(self, split: Split, classes: list[str]) -> None:
