@@ -98,13 +98,12 @@ def timm_loader(root: Path, workers: int, extra: dict):
     )
 
 
-def torchvision_v2(root: Path, workers: int, extra: dict):
+def torchvision_transform():
+    """The plain torchvision pipeline compared with: random resized crop, flip, TrivialAugmentWide, normalise (v2)."""
     import torch
-    from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    transform = v2.Compose(
+    return v2.Compose(
         [
             v2.RandomResizedCrop(224),
             v2.RandomHorizontalFlip(),
@@ -114,7 +113,13 @@ def torchvision_v2(root: Path, workers: int, extra: dict):
             v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         ]
     )
-    dataset = ImageFolder(str(root), transform=transform)
+
+
+def torchvision_v2(root: Path, workers: int, extra: dict):
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    dataset = ImageFolder(str(root), transform=torchvision_transform())
     return DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers)
 
 
@@ -129,8 +134,6 @@ PIPELINES = {
 
 def decode_and_augment_ms(root: Path, images: int) -> dict[str, dict[str, float]]:
     """Per image, in this process: decode (PIL to RGB) and each pipeline's training transform, apart."""
-    from torchvision.transforms import v2
-
     from tlkit.backbones import DataConfig
     from tlkit.datamodules import open_rgb
     from tlkit.datamodules.transforms import train_transform
@@ -139,20 +142,9 @@ def decode_and_augment_ms(root: Path, images: int) -> dict[str, dict[str, float]
     started = time.perf_counter()
     decoded = [open_rgb(path) for path in files]
     decode = (time.perf_counter() - started) / len(files) * 1000
-    import torch
-
     transforms = {
         "tlkit preset (crop, flip, TrivialAugment)": train_transform(DataConfig(), True, True, 0.35),
-        "torchvision v2 (crop, flip, TrivialAugmentWide)": v2.Compose(
-            [
-                v2.RandomResizedCrop(224),
-                v2.RandomHorizontalFlip(),
-                v2.TrivialAugmentWide(),
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-            ]
-        ),
+        "torchvision v2 (crop, flip, TrivialAugmentWide)": torchvision_transform(),
     }
     result = {"decode (PIL, RGB)": {"ms": decode}}
     for name, transform in transforms.items():
