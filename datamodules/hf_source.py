@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlkit.datamodules.tables import Record, TargetColumns
-from tlkit.errors import ConfigError, closest, config_error
+from tlkit.datamodules.tables import Record, TargetColumns, check_columns
+from tlkit.errors import ConfigError, config_error, import_optional
 
 if TYPE_CHECKING:
     import datasets
@@ -31,14 +31,7 @@ FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json
 
 def import_datasets():
     """The `datasets` package, or a one-line error naming the extra that installs it."""
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(
-            "Expected the package datasets for a Hugging Face dataset, but it is not installed: "
-            "pip install 'tlkit[datasets]'."
-        ) from None
-    return datasets
+    return import_optional("datasets", "for a Hugging Face dataset", "datasets")
 
 
 @dataclass(frozen=True)
@@ -156,14 +149,7 @@ def _saved_to_disk(folder: Path) -> bool:
 # ------------------------------------------------------------------------------------------------ columns
 def check_column(table: datasets.Dataset, column: str, argument: str, where: str) -> None:
     """A column the configuration names must be one of the split's; the error lists them and the closest."""
-    columns = list(table.column_names)
-    if column not in columns:
-        suggestion = closest(column, columns)
-        hint = f" Closest: {', '.join(suggestion)}." if suggestion else ""
-        raise ConfigError(
-            f"Expected `{argument}` {column!r} to be a column of {where}, but its columns are "
-            f"{', '.join(map(repr, columns))}.{hint}"
-        )
+    check_columns(where, list(table.column_names), {argument: column})
 
 
 def _class_names(feature: Any) -> list[str] | None:

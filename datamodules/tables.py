@@ -55,13 +55,15 @@ def read_table(path: Path, columns: dict[str, str]) -> list[Record]:
     raise ConfigError(f"Expected a .csv, .tsv or .jsonl file, but got {str(path)!r}.")
 
 
-def check_columns(path: Path, found: list[str], columns: dict[str, str], where: str = "") -> None:
+def check_columns(source: Path | str, found: list[str], columns: dict[str, str], where: str = "") -> None:
+    """Every column ``columns`` names (by the argument that names it) is one of ``found``, the columns of ``source``
+    (a file, a dataset's split); the error lists them and the closest."""
     for arg, column in columns.items():
         if column not in found:
             suggestion = closest(column, found)
             hint = f" Closest: {', '.join(suggestion)}." if suggestion else ""
             raise ConfigError(
-                f"Expected `{arg}` {column!r} to be a column of {path}{where}, but its columns are "
+                f"Expected `{arg}` {column!r} to be a column of {source}{where}, but its columns are "
                 f"{', '.join(map(repr, found)) or 'none'}.{hint}"
             )
 
