@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tlkit.errors import ConfigError, config_error
+from tlkit.errors import config_error, import_optional
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 #: Every DICOM file (Part 10) has these four bytes after a 128-byte preamble; many have no file name suffix.
@@ -38,13 +38,7 @@ def is_dicom(path: Path) -> bool:
 
 
 def _pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise ConfigError(
-            "Expected the package pydicom to read DICOM files, but it is not installed: pip install 'tlkit[medical]'."
-        ) from None
-    return pydicom
+    return import_optional("pydicom", "to read DICOM files", "medical")
 
 
 class DicomProblem(ValueError):

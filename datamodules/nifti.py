@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlkit.errors import ConfigError, config_error
+from tlkit.errors import config_error, import_optional
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -25,13 +25,7 @@ def is_nifti(path: Path) -> bool:
 
 
 def _nibabel():
-    try:
-        import nibabel
-    except ImportError:
-        raise ConfigError(
-            "Expected the package nibabel to read NIfTI files, but it is not installed: pip install 'tlkit[medical]'."
-        ) from None
-    return nibabel
+    return import_optional("nibabel", "to read NIfTI files", "medical")
 
 
 class VolumeProblem(ValueError):

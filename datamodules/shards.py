@@ -30,7 +30,7 @@ from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS
 from tlkit.datamodules.transforms import eval_transform, train_transform
-from tlkit.errors import ConfigError
+from tlkit.errors import ConfigError, import_optional
 from tlkit.protocols import DescribesTargets, TargetKind
 
 METADATA = "tlkit.json"
@@ -41,13 +41,7 @@ SHARDABLE_KINDS = ("class", "labels", "values")
 
 
 def _litdata():
-    try:
-        import litdata
-    except ImportError:
-        raise ConfigError(
-            "Expected the package litdata for shards, but it is not installed: pip install 'tlkit[shards]'."
-        ) from None
-    return litdata
+    return import_optional("litdata", "for shards", "shards")
 
 
 # ------------------------------------------------------------------------------------------------- writing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,6 +42,17 @@ def config_error(
         if options:
             message += f". Valid: {', '.join(map(str, options))}"
     return ConfigError(message + ".")
+
+
+def import_optional(module: str, purpose: str, extra: str) -> Any:
+    """The package ``module``, or a one-line ConfigError saying what needs it (``purpose``: "for shards", "to read
+    DICOM files") and which tlkit extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"Expected the package {module} {purpose}, but it is not installed: pip install 'tlkit[{extra}]'."
+        ) from None
 
 
 def concrete_classes(package: str) -> list[str]:

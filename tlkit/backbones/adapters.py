@@ -14,7 +14,7 @@ from typing import Literal
 
 from torch import nn
 
-from tlkit.errors import ConfigError, closest, config_error
+from tlkit.errors import ConfigError, closest, config_error, import_optional
 
 AdapterMethod = Literal["lora", "dora", "loha", "lokr"]
 ADAPTER_METHODS = ("lora", "dora", "loha", "lokr")
@@ -127,12 +127,7 @@ def inject(adapter: Adapter, model: nn.Module, model_name: str) -> nn.Module:
 
     Returns the peft tuner, which `merge` needs; the model keeps its identity and gains the adapter parameters.
     """
-    try:
-        import peft
-    except ImportError:
-        raise ConfigError(
-            "Expected the package peft for `adapter`, but it is not installed: pip install 'tlkit[adapters]'."
-        ) from None
+    peft = import_optional("peft", "for `adapter`", "adapters")
 
     targets = resolve_targets(adapter, model, model_name)
     if adapter.method in ("lora", "dora"):
