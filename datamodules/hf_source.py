@@ -10,6 +10,7 @@ naming the dataset, the split or the column, and what would be valid.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +67,10 @@ class HubSource:
         return repr(self.path) + (f" ({', '.join(extra)})" if extra else "")
 
     # --------------------------------------------------------------------------------------------- opening
-    def open(self) -> dict[str, datasets.Dataset]:
-        """Every split of the dataset, by the dataset's own split names."""
+    def open(self, streaming: bool = False, columns: list[str] | None = None) -> dict[str, Any]:
+        """Every split of the dataset, by the dataset's own split names: ``Dataset``s, or with ``streaming``
+        ``IterableDataset``s that read rows as they are iterated (only ``columns``, where given: a Parquet source
+        reads no other column's bytes)."""
         datasets = import_datasets()
         local = Path(self.path).expanduser()
         if _looks_local(self.path) and not local.exists():  # not a Hub name: say so now, not after Hub retries
@@ -77,13 +80,24 @@ class HubSource:
         try:
             if local.is_dir() and _saved_to_disk(local):
                 opened = datasets.load_from_disk(str(local))
+                if isinstance(opened, datasets.Dataset):  # a single saved split
+                    opened = {"train": opened}
+                opened = {split: _as_stream(table, columns) if streaming else table for split, table in opened.items()}
             elif local.is_file():
                 builder = FILE_BUILDERS.get(local.suffix.lower())
                 if builder is None:
                     raise config_error("path", f"a file ending in {', '.join(FILE_BUILDERS)}", self.path)
-                opened = datasets.load_dataset(builder, data_files={"train": str(local)})
+                opened = _load(datasets, streaming, columns, builder, data_files={"train": str(local)})
             else:
-                opened = datasets.load_dataset(self.path, self.name, revision=self.revision, data_files=self.data_files)
+                opened = _load(
+                    datasets,
+                    streaming,
+                    columns,
+                    self.path,
+                    self.name,
+                    revision=self.revision,
+                    data_files=self.data_files,
+                )
         except ConfigError:
             raise
         except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
@@ -92,8 +106,8 @@ class HubSource:
                 f"Expected `path` {self.describe()} to be a Hugging Face dataset (a Hub name, a save_to_disk folder, "
                 f"a data file, or a builder with `data_files`), but datasets could not open it: {first}"
             ) from None
-        if isinstance(opened, datasets.Dataset):  # a single saved split
-            return {"train": opened}
+        if isinstance(opened, (datasets.Dataset, datasets.IterableDataset)):  # a single split
+            opened = {"train": opened}
         return dict(opened)
 
     def pick_splits(self, available: dict[str, datasets.Dataset]) -> dict[str, str]:
@@ -124,17 +138,40 @@ class HubSource:
             )
         return chosen
 
-    def record(self, split_names: dict[str, str], tables: dict[str, datasets.Dataset]) -> dict[str, Any]:
-        """What a checkpoint records of the data: where it came from, which splits were used, and each one's Arrow
-        fingerprint (it changes whenever the split's data does)."""
+    def record(self, split_names: dict[str, str], tables: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
+        """What a checkpoint records of the data: where it came from, which splits were used, their rows, and each
+        downloaded split's Arrow fingerprint (it changes whenever the split's data does; a stream has none: pin a
+        ``revision``)."""
         return {
             "source": "huggingface",
             "path": self.path,
             "name": self.name,
             "revision": self.revision,
             "splits": split_names,
-            "fingerprints": {split: table._fingerprint for split, table in tables.items()},
+            "rows": rows,
+            "fingerprints": {split: getattr(table, "_fingerprint", None) for split, table in tables.items()},
         }
+
+
+def _load(datasets: Any, streaming: bool, columns: list[str] | None, *args: Any, **kwargs: Any) -> Any:
+    """``load_dataset``, streamed where asked; reading only ``columns`` where the builder can (Parquet), else all of
+    them (the caller selects)."""
+    if not streaming:
+        return datasets.load_dataset(*args, **kwargs)
+    if columns is not None:
+        try:
+            return datasets.load_dataset(*args, streaming=True, columns=columns, **kwargs)
+        except (TypeError, ValueError):  # a builder without `columns` (CSV, JSON, imagefolder): read whole rows
+            pass
+    return datasets.load_dataset(*args, streaming=True, **kwargs)
+
+
+def _as_stream(table: Any, columns: list[str] | None) -> Any:
+    """A downloaded split read as a stream: in 64 contiguous shards (fewer for a small split), so that shuffling
+    reorders shards as well as rows in its buffer, as it does a Hub dataset's files."""
+    if columns is not None:
+        table = table.select_columns(columns)
+    return table.to_iterable_dataset(num_shards=max(1, min(64, len(table))))
 
 
 def _looks_local(path: str) -> bool:
@@ -184,8 +221,11 @@ class HubTargets:
 
     columns: TargetColumns
 
-    def read(self, tables: dict[str, datasets.Dataset], where: dict[str, str]) -> tuple[list[str], dict[str, list]]:
-        """(output names, each split's targets in row order). ``where`` names each split in errors."""
+    def read(
+        self, tables: dict[str, datasets.Dataset], where: dict[str, str]
+    ) -> tuple[list[str], dict[str, list], RowTargets]:
+        """(output names, each split's targets in row order, how one row's target is read). ``where`` names each
+        split in errors."""
         for split, table in tables.items():
             for argument, column in self.columns.columns().items():
                 check_column(table, column, argument, where[split])
@@ -201,7 +241,7 @@ class HubTargets:
             records = {
                 split: _records(table, columns.target_columns or (), where[split]) for split, table in tables.items()
             }
-            return columns.read(records)
+            return (*columns.read(records), RowTargets(columns, None))
         label = columns.label_column
         train_feature = tables["train"].features[label]
         names = self._names(train_feature, where["train"])
@@ -211,6 +251,7 @@ class HubTargets:
                 f"but got {', '.join(columns.classes)}: the dataset's class feature fixes their order."
             )
         records = {}
+        stored_names = names
         for split, table in tables.items():
             feature = table.features[label]
             split_names = self._names(feature, where[split])
@@ -220,7 +261,7 @@ class HubTargets:
                     f"({', '.join(names)}), but it has {', '.join(split_names)}."
                 )
             if split_names is None and columns.classes and _is_integer(feature):  # number i is classes[i]
-                split_names = list(columns.classes)
+                split_names = stored_names = list(columns.classes)
             records[split] = _label_records(table, label, split_names, where[split])
         if names is not None:
             columns = TargetColumns(label, columns.multi_label, columns.label_separator, None, tuple(names))
@@ -230,7 +271,9 @@ class HubTargets:
                 f"names, but it holds numbers ({train_feature}): list the class names in `classes` (number i is "
                 "classes[i]), or for regression set `target_columns`."
             )
-        return columns.read(records)
+        outputs, targets = columns.read(records)
+        named = TargetColumns(label, columns.multi_label, columns.label_separator, None, tuple(outputs))
+        return outputs, targets, RowTargets(named, stored_names)
 
     def _names(self, feature: Any, where: str) -> list[str] | None:
         """The class names a label feature carries (a ClassLabel, or a list of them), else None; a label set where one
@@ -261,20 +304,52 @@ def _records(table: datasets.Dataset, columns: tuple[str, ...] | list[str], wher
 def _label_records(table: datasets.Dataset, label: str, names: list[str] | None, where: str) -> list[Record]:
     """Rows of the label column, class indices turned into their names (-1, a ClassLabel's "no label", is an error)."""
     records = _records(table, [label], where)
-    if names is None:
-        return records
-    for row, place in records:
-        value = row[label]
-        indices = value if isinstance(value, list) else [value]
-        for index in indices:
-            if index is None or not 0 <= int(index) < len(names):
-                raise ConfigError(
-                    f"Expected a class of {label!r} ({', '.join(names)}) in every row, but {place} has {index!r} "
-                    "(a ClassLabel's -1 means no label): give this split labels, or leave it out with "
-                    "`splits: {<split>: null}`."
-                )
-        row[label] = [names[int(i)] for i in indices] if isinstance(value, list) else names[int(value)]
+    if names is not None:
+        for row, place in records:
+            row[label] = _named(row[label], names, label, place)
     return records
+
+
+def _named(value: Any, names: list[str], label: str, where: str) -> Any:
+    """A stored class index (or a list of them) as its class name(s)."""
+    indices = value if isinstance(value, list) else [value]
+    for index in indices:
+        if index is None or not 0 <= int(index) < len(names):
+            raise ConfigError(
+                f"Expected a class of {label!r} ({', '.join(names)}) in every row, but {where} has {index!r} "
+                "(a ClassLabel's -1 means no label): give this split labels, or leave it out with "
+                "`splits: {<split>: null}`."
+            )
+    return [names[int(i)] for i in indices] if isinstance(value, list) else names[int(value)]
+
+
+@dataclass(frozen=True)
+class RowTargets:
+    """One row's target read from the row itself, as `HubTargets.read` reads a whole split: for rows that arrive
+    one at a time in no known order (a streamed, shuffled split).
+
+    Attributes:
+        columns: the target columns (with the output names in ``classes`` for labels).
+        stored_names: what a stored integer label means (a ClassLabel's names; ``classes`` when integer i means
+            classes[i]), or None where labels are stored as names.
+    """
+
+    columns: TargetColumns
+    stored_names: list[str] | None
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.columns.classes or ())}
+
+    def __call__(self, row: dict[str, Any], where: str) -> Any:
+        columns = self.columns
+        if columns.kind == "values":
+            return columns.values(row, where)
+        value = row.get(columns.label_column)
+        if self.stored_names is not None and value is not None:
+            value = _named(value, self.stored_names, columns.label_column, where)
+        labels = columns.raw_labels({columns.label_column: value}, where)
+        return columns.encode(labels, self.index, where)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -300,10 +375,11 @@ class HubSplits:
 
     Attributes:
         classes: the output names (class or label names, or the target columns).
-        tables: tlkit split -> the dataset's split, all columns.
+        tables: tlkit split -> the dataset's split, all columns (an ``IterableDataset`` where streamed).
         split_names: tlkit split -> the dataset's name for it.
         targets: tlkit split -> each row's target (class index, multi-hot vector or numbers).
         record: what a checkpoint records of the data (`HubSource.record`).
+        row_targets: how one row's target is read from the row (for streamed rows, which come in no known order).
     """
 
     classes: list[str]
@@ -311,21 +387,66 @@ class HubSplits:
     split_names: dict[str, str]
     targets: dict[str, list[Any]]
     record: dict[str, Any]
+    row_targets: RowTargets
 
     def rows(self, split: str) -> list[HubRow]:
-        table = self.tables[split]
-        return [HubRow(self.split_names[split], table._fingerprint, i) for i in range(len(table))]
+        """Each row of the split by its place; a stream's rows are stamped with the dataset's path and revision."""
+        stamp = self.record["fingerprints"][split] or f"{self.record['path']}@{self.record['revision']}"
+        return [HubRow(self.split_names[split], stamp, i) for i in range(len(self.targets[split]))]
 
 
-def read_hub(source: HubSource, targets: TargetColumns, sample_column: str, sample_argument: str) -> HubSplits:
-    """Open ``source``, pick its splits, check ``sample_column`` (named by ``sample_argument``) and read the targets."""
-    available = source.open()
+def read_hub(
+    source: HubSource, targets: TargetColumns, sample_column: str, sample_argument: str, streaming: bool = False
+) -> HubSplits:
+    """Open ``source``, pick its splits, check ``sample_column`` (named by ``sample_argument``) and read the targets.
+
+    With ``streaming`` the splits are ``IterableDataset``s and nothing is downloaded whole: the targets are read in
+    one pass over the target columns alone (a Parquet source reads no image bytes for it), which also counts each
+    split's rows."""
+    available = source.open(streaming)
     split_names = source.pick_splits(available)
     tables = {split: available[name] for split, name in split_names.items()}
     where = {split: f"{source.describe()} split {name!r}" for split, name in split_names.items()}
     for split, table in tables.items():
+        if streaming:
+            tables[split] = table = _with_features(table, where[split])
         check_column(table, sample_column, sample_argument, where[split])
+    target_tables = tables
+    if streaming:
+        columns = list(targets.columns().values())
+        for split, table in tables.items():
+            for argument, column in targets.columns().items():
+                check_column(table, column, argument, where[split])
+        target_streams = source.open(streaming, columns)
+        target_tables = {
+            split: _target_table(target_streams[name], tables[split].features, columns)
+            for split, name in split_names.items()
+        }
+    for split, table in target_tables.items():
         if len(table) == 0:
             raise ConfigError(f"Expected rows in {where[split]}, but it has none.")
-    classes, read = HubTargets(targets).read(tables, where)
-    return HubSplits(classes, tables, split_names, read, source.record(split_names, tables))
+    classes, read, row_targets = HubTargets(targets).read(target_tables, where)
+    rows = {split: len(values) for split, values in read.items()}
+    return HubSplits(classes, tables, split_names, read, source.record(split_names, tables, rows), row_targets)
+
+
+def _with_features(stream: Any, where: str) -> Any:
+    """A stream whose features are known (JSON and CSV streams learn theirs from their first row)."""
+    if stream.features is None:
+        stream = stream._resolve_features()  # datasets' own way: reads the first row
+    if stream.features is None:
+        raise ConfigError(f"Expected {where} to have columns, but it has no rows to learn them from.")
+    return stream
+
+
+def _target_table(target_stream: Any, features: Any, columns: list[str]) -> Any:
+    """The target columns of a stream, read in one pass, as a small in-memory ``Dataset`` with the stream's
+    features: read and checked as a downloaded split's are."""
+    datasets = import_datasets()
+    if set(target_stream.column_names or ()) != set(columns):
+        target_stream = target_stream.select_columns(columns)
+    values: dict[str, list] = {column: [] for column in columns}
+    for row in target_stream:
+        for column in columns:
+            values[column].append(row[column])
+    return datasets.Dataset.from_dict(values, features=datasets.Features({c: features[c] for c in columns}))

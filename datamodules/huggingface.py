@@ -6,14 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
+from tlkit.data_request import DataRequest
+from tlkit.datamodules._attached import model_request
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split, to_rgb
 from tlkit.datamodules.hf_source import HubRow, HubSource, HubSplits, import_datasets, read_hub
+from tlkit.datamodules.hf_stream import StreamedImages, StreamSampler, image_stream, refuse_row_reading
+from tlkit.datamodules.sampling import ResumableDataLoader
 from tlkit.datamodules.tables import TargetColumns
 from tlkit.datamodules.text_datamodule import TextDataModule
-from tlkit.errors import ConfigError
+from tlkit.datamodules.transforms import eval_transform, train_transform
+from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import TargetKind
 
 
@@ -31,9 +38,9 @@ class HubData:
     def describe_source(self) -> str:
         return self.source.describe()
 
-    def read_hub(self, sample_column: str, sample_argument: str) -> HubSplits:
+    def read_hub(self, sample_column: str, sample_argument: str, streaming: bool = False) -> HubSplits:
         if self._hub is None:
-            self._hub = read_hub(self.source, self.targets, sample_column, sample_argument)
+            self._hub = read_hub(self.source, self.targets, sample_column, sample_argument, streaming)
         return self._hub
 
     def data_source(self) -> dict[str, Any] | None:
@@ -65,13 +72,21 @@ class HuggingFaceImageDataModule(HubData, ClassificationDataModule):
         classes: the class names in output order where the label column does not carry them (names as strings, or
             integers i meaning ``classes[i]``); must match a ``ClassLabel``'s names where it does.
         verify_images: decode every image once before training (a broken one fails then, not mid-epoch).
+        streaming: read the dataset as a stream instead of downloading it (datasets too large for the disk): the
+            targets are read at setup in one pass over their columns alone; images are read as each epoch needs
+            them, shuffled through a buffer, every row once per epoch over all ranks, and resumed mid-epoch exactly.
+            Streamed images are not checked before training, the feature cache and `tlkit rank` do not apply, and
+            ``val``/``test`` must be splits of the dataset (or ``val_fraction``/``test_fraction`` 0).
+        shuffle_buffer: rows in the buffer a streamed training split is shuffled through (with its shards' order);
+            larger mixes better, and holds more rows in memory.
 
     The other arguments are `ClassificationDataModule`'s. Every checkpoint records the dataset's path, config,
-    revision and each split's fingerprint.
+    revision, each split's rows and each downloaded split's fingerprint.
 
     Examples:
         >>> dm = HuggingFaceImageDataModule("beans", label_column="labels")
         >>> dm = HuggingFaceImageDataModule("data/photos", splits={"val": "validation", "test": None})
+        >>> dm = HuggingFaceImageDataModule("user/huge-set", revision="v1", streaming=True, shuffle_buffer=10_000)
     """
 
     def __init__(
@@ -89,27 +104,118 @@ class HuggingFaceImageDataModule(HubData, ClassificationDataModule):
         target_columns: list[str] | None = None,
         classes: list[str] | None = None,
         verify_images: bool = True,
+        streaming: bool = False,
+        shuffle_buffer: int = 1000,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.source = HubSource(path, name, revision, data_files, dict(splits or {}))
         self.targets = TargetColumns.from_arguments(label_column, multi_label, label_separator, target_columns, classes)
+        if shuffle_buffer < 1:
+            raise config_error("shuffle_buffer", "a number of rows >= 1", shuffle_buffer)
+        if streaming:
+            for limit in ("labels_per_class", "train_fraction"):
+                if self.hparams[limit] is not None:
+                    raise ConfigError(
+                        f"Expected `{limit}` unset with `streaming: true`, but got {self.hparams[limit]!r}: a stream "
+                        "cannot be subset at random; set `streaming: false`."
+                    )
         self._images: dict[str, Any] = {}  # the dataset's split name -> its image column
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
         column = self.hparams.image_column
-        hub = self.read_hub(column, "image_column")
+        hub = self.read_hub(column, "image_column", self.hparams.streaming)
         splits = {}
         for split, table in hub.tables.items():
             name = hub.split_names[split]
+            if self.hparams.streaming:
+                target_columns = list(self.targets.columns().values())
+                self._images[name] = image_stream(table, column, target_columns, self._where(name))
+                splits[split] = Split(hub.rows(split), hub.targets[split])
+                continue
             self._images[name] = image_column(table, column, self.source.describe(), name)
             if self.hparams.verify_images:
                 self._verify(name)
             splits[split] = Split(hub.rows(split), hub.targets[split])
         return hub.classes, splits
 
+    def make_splits(self, loaded: dict[str, Split]) -> dict[str, Split]:
+        if not self.hparams.streaming:
+            return super().make_splits(loaded)
+        for split in ("val", "test"):
+            if split not in loaded and self.hparams[f"{split}_fraction"] > 0:
+                raise ConfigError(
+                    f"Expected a {split} split of {self.source.describe()} to stream, but it has none: streamed rows "
+                    f"cannot be held out at random; name one in `splits`, or set `{split}_fraction: 0`."
+                )
+        return loaded  # the dataset's own splits
+
     def load_image(self, sample: HubRow) -> Image.Image:
+        if self.hparams.streaming:
+            refuse_row_reading(self._where(sample.split), sample.row)
         return to_rgb(self._images[sample.split][sample.row][self.hparams.image_column])
+
+    # -------------------------------------------------------------------------------------------- streaming
+    def _where(self, name: str) -> str:
+        return f"{self.source.describe()} split {name!r}"
+
+    def dataset(self, split: str, train: bool | None = None, request: DataRequest | None = None) -> Dataset:
+        if not self.hparams.streaming:
+            return super().dataset(split, train, request)
+        hp = self.hparams
+        config = self.resolve_data_config(request if request is not None else model_request(self))
+        use_train = split == "train" if train is None else train
+        transform = (
+            train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale) if use_train else eval_transform(config)
+        )
+        serving = self.feature_serving
+        if serving is not None and serving.active:
+            rank_zero_info(
+                f"FeatureCache: the {split} split is streamed, so its features are not cached; the backbone runs "
+                "every step."
+            )
+        name = self._hub.split_names[split]
+        return StreamedImages(
+            hp.image_column, transform, self._hub.row_targets, len(self.splits[split].labels), self._where(name)
+        )
+
+    def _sampler(self, split: str, shuffle: bool, pad: bool) -> StreamSampler:
+        name = self._hub.split_names[split]
+        size = len(self.splits[split].labels)
+        return StreamSampler(
+            self._images[name], size, self.hparams.seed, shuffle, self.hparams.shuffle_buffer, pad, self._where(name)
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.hparams.streaming:
+            return super().train_dataloader()
+        loader = ResumableDataLoader(
+            self.dataset("train"), sampler=self._sampler("train", True, True), **self._loader_options()
+        )
+        return self.track_train_loader("train", loader)
+
+    def evaluation_loader(self, split: str) -> DataLoader:
+        if not self.hparams.streaming:
+            return super().evaluation_loader(split)
+        if split not in self.splits:
+            return []
+        return DataLoader(
+            self.dataset(split, train=False), sampler=self._sampler(split, False, True), **self._loader_options()
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        if not self.hparams.streaming or self.hparams.predict_dir is not None:
+            return super().predict_dataloader()
+        split = self.test_split
+        hp = self.hparams
+        # Each row once, named by its index in the split (`predict_sample_names`), on however many ranks.
+        return DataLoader(
+            self.dataset(split, train=False),
+            sampler=self._sampler(split, False, False),
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+        )
 
     def _verify(self, split: str) -> None:
         images = self._images[split]

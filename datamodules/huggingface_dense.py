@@ -127,7 +127,8 @@ class HuggingFaceDenseDataModule(BoxesOrMasks, DenseDataModule):
             else:
                 labels = [HubMask(table.select_columns([target_column]), target_column, i) for i in range(len(table))]
             splits[split] = Split(rows, labels)
-        self._record = self.source.record(names, {split: available[name] for split, name in names.items()})
+        tables = {split: available[name] for split, name in names.items()}
+        self._record = self.source.record(names, tables, {split: len(table) for split, table in tables.items()})
         return classes, splits
 
     def check_split(self, split: Split, classes: list[str]) -> None:

@@ -178,24 +178,23 @@ class TargetColumns:
                     "in `classes` to make such a label an error."
                 )
         index = {name: i for i, name in enumerate(names)}
-        targets: dict[str, list[Any]] = {}
-        for table, rows in raw.items():
-            read = []
-            for labels, where in rows:
-                for label in labels:
-                    if label not in index:
-                        raise ConfigError(
-                            f"Expected every label to be one of the classes ({', '.join(names)}), but {where} has "
-                            f"{label!r}. List every class in `classes`, or fix the label."
-                        )
-                if self.multi_label:
-                    vector = np.zeros(len(names), dtype=np.float32)
-                    vector[[index[label] for label in labels]] = 1.0
-                    read.append(vector)
-                else:
-                    read.append(index[labels[0]])
-            targets[table] = read
+        targets = {table: [self.encode(labels, index, where) for labels, where in rows] for table, rows in raw.items()}
         return names, targets
+
+    def encode(self, labels: list[str], index: dict[str, int], where: str) -> Any:
+        """One row's labels (`raw_labels`) as its target: the class index, or a multi-hot vector over ``index``
+        (name -> output); a label not in ``index`` is an error naming the row."""
+        for label in labels:
+            if label not in index:
+                raise ConfigError(
+                    f"Expected every label to be one of the classes ({', '.join(index)}), but {where} has "
+                    f"{label!r}. List every class in `classes`, or fix the label."
+                )
+        if not self.multi_label:
+            return index[labels[0]]
+        vector = np.zeros(len(index), dtype=np.float32)
+        vector[[index[label] for label in labels]] = 1.0
+        return vector
 
 
 def rare_names(rows: list[tuple[list[str], str]], names: list[str]) -> list[str]:

@@ -38,7 +38,10 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
     if "HuggingFaceImageDataModule" in text:  # a Hub dataset: a saved one of the same layout stands in
         save_digit_dataset(tmp_path / "hf")
         overrides += [f"--data.init_args.path={tmp_path / 'hf'}", "--data.init_args.revision=null"]
-        overrides += ["--data.init_args.label_column=label", "--data.init_args.splits={val: validation}"]
+        overrides += [
+            "--data.init_args.label_column=label",
+            "--data.init_args.splits={val: validation, test: validation}",
+        ]
     if "ShardsDataModule" in text:  # shards written from a small image folder, read as LitData reads a remote
         images = write_image_folder(tmp_path / "shard_images", per_class=8)
         write_shards(ImageFolderDataModule(str(images)), tmp_path / "shards")

@@ -31,6 +31,7 @@ from tests._console import (
     tlkit,
     wait_for_all,
 )
+from tests._hf_data import save_digit_dataset
 from tests.conftest import write_image_folder
 from tlkit.checkpoint import adaptation_of
 from tlkit.datamodules import ImageFolderDataModule, write_shards
@@ -69,6 +70,12 @@ def family_args(family: str, tiny_bert: Path, tmp_path: Path) -> tuple[str, list
             "--data.init_args.batch_size=4",
         ]
         extra += ["--data.init_args.num_workers=1", f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
+    elif family == "hf_streaming":  # each rank keeps every second row of one shuffled stream, padded to equal steps
+        config = "hf_image_streaming.yaml"
+        save_digit_dataset(tmp_path / "hf")  # train: 45 rows, an odd count
+        extra = [*TINY_IMAGE_MODEL, f"--data.init_args.path={tmp_path / 'hf'}", "--data.init_args.revision=null"]
+        extra += ["--data.init_args.splits={val: validation, test: validation}", "--data.init_args.batch_size=4"]
+        extra += ["--data.init_args.num_workers=1"]
     elif family == "detection":  # mAP gathers every rank's detections before COCO's evaluation
         config = "digit_scenes_detection.yaml"
         extra = [*TINY_IMAGE_MODEL[:2], "--data.init_args.num_images=40", "--data.init_args.scene_size=64"]
@@ -89,6 +96,7 @@ EPOCHS = {
     "segmentation": 2,
     "detection": 2,
     "shards": 2,
+    "hf_streaming": 2,
 }
 MOVES = {
     "classification": "head.",
@@ -98,12 +106,14 @@ MOVES = {
     "segmentation": "head.fpn",
     "detection": "head.fcos",
     "shards": "head.",
+    "hf_streaming": "head.",
 }
 
 
-@pytest.mark.parametrize(
-    "family", ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection", "shards"]
-)
+FAMILIES = ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection"]
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "shards", "hf_streaming"])
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert, tmp_path)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
