@@ -142,6 +142,7 @@ class HubSource:
         """What a checkpoint records of the data: where it came from, which splits were used, their rows, and each
         downloaded split's Arrow fingerprint (it changes whenever the split's data does; a stream has none: pin a
         ``revision``)."""
+        downloaded = import_datasets().Dataset
         return {
             "source": "huggingface",
             "path": self.path,
@@ -149,7 +150,9 @@ class HubSource:
             "revision": self.revision,
             "splits": split_names,
             "rows": rows,
-            "fingerprints": {split: getattr(table, "_fingerprint", None) for split, table in tables.items()},
+            "fingerprints": {
+                split: table._fingerprint if isinstance(table, downloaded) else None for split, table in tables.items()
+            },
         }
 
 

@@ -1,8 +1,12 @@
-"""Image transforms derived from a backbone's data config."""
+"""Image transforms derived from a backbone's data config.
+
+TrivialAugment and RandAugment are torchvision's v2 implementations: on PIL images they do the same operations as
+v1's in about half the time (1.2 ms less per 224 px image on this CPU: `benchmarks/data_loading.py`)."""
 
 from __future__ import annotations
 
 from torchvision import transforms as T
+from torchvision.transforms import v2
 
 from tlkit.backbones import DataConfig
 
@@ -37,7 +41,7 @@ def train_transform(
     steps: list = [crop]
     if hflip:
         steps.append(T.RandomHorizontalFlip())
-    steps += [T.TrivialAugmentWide(interpolation=interpolation), T.ToTensor(), T.Normalize(config.mean, config.std)]
+    steps += [v2.TrivialAugmentWide(interpolation=interpolation), T.ToTensor(), T.Normalize(config.mean, config.std)]
     return T.Compose(steps)
 
 
@@ -57,7 +61,7 @@ def strong_transform(config: DataConfig, hflip: bool = True) -> T.Compose:
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     steps += [
-        T.RandAugment(num_ops=2, magnitude=10, interpolation=interpolation),
+        v2.RandAugment(num_ops=2, magnitude=10, interpolation=interpolation),
         T.ToTensor(),
         T.Normalize(config.mean, config.std),
         T.RandomErasing(p=0.5, scale=(0.02, 0.15)),
