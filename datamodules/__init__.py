@@ -1,6 +1,8 @@
 """DataModules: labelled image folders, image and text tables (classes, label sets or numbers), Hugging Face
-datasets, LitData shards, images with segmentation masks, bundled data and domain pairs, validated before training."""
+datasets, LitData shards, images with segmentation masks, audio clips, bundled data and domain pairs, validated before
+training."""
 
+from tlkit.datamodules.audio import AudioDataModule, AudioFolderDataModule, VoicesDataModule
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.coco import CocoDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
@@ -24,6 +26,8 @@ from tlkit.datamodules.text_datamodule import TextDataModule
 from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
+    "AudioDataModule",
+    "AudioFolderDataModule",
     "ClassificationDataModule",
     "CocoDataModule",
     "DenseDataModule",
@@ -50,6 +54,7 @@ __all__ = [
     "TextDataModule",
     "TextFileDataModule",
     "UnlabelledDataset",
+    "VoicesDataModule",
     "open_rgb",
     "to_rgb",
     "write_shards",

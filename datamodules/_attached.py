@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
-from tlkit.backbones import DataConfig, TextConfig
+from tlkit.backbones import AudioConfig, DataConfig, TextConfig
 from tlkit.data_request import DataRequest
 from tlkit.errors import ConfigError
 from tlkit.protocols import RequestsData
@@ -25,10 +25,12 @@ def resolve_data_config(datamodule: Any, request: DataRequest | None = None) -> 
     else ImageNet defaults; then the datamodule's ``image_size``/``crop_pct`` overrides, checked against the backbone
     before training."""
     request = request if request is not None else model_request(datamodule)
-    if isinstance(request.input_config, TextConfig):
+    if isinstance(request.input_config, (TextConfig, AudioConfig)):
+        kind = "text" if isinstance(request.input_config, TextConfig) else "audio"
         raise ConfigError(
-            f"Expected an image backbone for {type(datamodule).__name__}, but the model's backbone reads text "
-            "(its input config is a TextConfig): use a text datamodule, or an image backbone."
+            f"Expected an image backbone for {type(datamodule).__name__}, but the model's backbone reads {kind} "
+            f"(its input config is a {type(request.input_config).__name__}): use a {kind} datamodule, or an image "
+            "backbone."
         )
     config = datamodule.data_config or request.input_config or DataConfig()
     hp = datamodule.hparams

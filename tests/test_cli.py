@@ -49,7 +49,8 @@ def offline_overrides(config: Path, tmp_path: Path) -> list[str]:
         overrides += [f"--data.init_args.cache_dir={tmp_path / 'chunk_cache'}"]
     if "source_checkpoint:" in text:  # SHOT: a source model of the config's backbone, as SourceOnly would save it
         overrides += ["--model.init_args.source_checkpoint", source_model_checkpoint(tmp_path)]
-    if "backbone: tf_efficientnet_lite0" not in text and "backbone: hf:" not in text:  # text: bundled MiniLM
+    bundled = ("backbone: tf_efficientnet_lite0", "backbone: hf:", "backbone: audio:resemblyzer")
+    if not any(backbone in text for backbone in bundled):  # text: bundled MiniLM; audio: Resemblyzer's wheel
         # This machine cannot reach the model hub; the bundled ImageNet weights stand in.
         overrides += ["--model.init_args.backbone=tf_efficientnet_lite0"]
         if "target_modules:" in text:  # module names of the config's own backbone: adapt the default ones instead

@@ -38,8 +38,9 @@ class DataRequest:
     """What a model asks of its datamodule.
 
     Attributes:
-        input_config: what the backbone expects: image size, mean and std (`DataConfig`), or a tokenizer and a maximum
-            length (`TextConfig`); None leaves the datamodule's own defaults.
+        input_config: what the backbone expects: image size, mean and std (`DataConfig`), a tokenizer and a maximum
+            length (`TextConfig`), or a sample rate and a training crop (`AudioConfig`); None leaves the datamodule's
+            own defaults.
         check_image_size: raises a `ConfigError` when the backbone cannot run on square images of a given side; a
             datamodule calls it once it knows its image size, before training.
         target_views: domain adaptation: how many augmented views of each target image a training batch carries.
@@ -61,5 +62,5 @@ class DataRequest:
     @classmethod
     def for_backbone(cls, backbone: Backbone) -> DataRequest:
         """What ``backbone`` needs of the data: its input config and its image-size check."""
-        check = None if backbone.reads_text else backbone.check_input_size
+        check = None if backbone.reads_text or backbone.reads_audio else backbone.check_input_size
         return cls(input_config=backbone.data_config, check_image_size=check)

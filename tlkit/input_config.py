@@ -1,4 +1,4 @@
-"""What a backbone expects of its input: `DataConfig` for images, `TextConfig` for text.
+"""What a backbone expects of its input: `DataConfig` for images, `TextConfig` for text, `AudioConfig` for audio.
 
 The datamodules build their transforms (or tokenization) from it; it reaches them inside a `tlkit.DataRequest`.
 """
@@ -37,5 +37,20 @@ class TextConfig:
     max_length: int = 128
 
 
-#: Either kind of input a backbone can declare.
-InputConfig = DataConfig | TextConfig
+@dataclass(frozen=True)
+class AudioConfig:
+    """What an audio backbone expects of its input: mono waveforms at ``sample_rate`` Hz (floats in [-1, 1]), a
+    batch padded to its longest clip with each clip's length given.
+
+    Args:
+        sample_rate: the rate every clip is resampled to.
+        max_seconds: the training crop: longer clips are cropped at random while training (evaluation reads them
+            whole); the length the backbone was trained on.
+    """
+
+    sample_rate: int = 16000
+    max_seconds: float = 1.6
+
+
+#: Any kind of input a backbone can declare.
+InputConfig = DataConfig | TextConfig | AudioConfig

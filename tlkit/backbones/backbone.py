@@ -15,7 +15,7 @@ from tlkit.backbones._text import TextPooling
 from tlkit.backbones.adapters import Adapter
 from tlkit.backbones.feature_maps import FeatureMap, hooked_maps, probe_group_maps, prune_after_maps, timm_maps
 from tlkit.errors import ConfigError, closest
-from tlkit.input_config import InputConfig, TextConfig
+from tlkit.input_config import AudioConfig, InputConfig, TextConfig
 
 GroupRef = int | str
 
@@ -104,9 +104,10 @@ class Backbone(nn.Module):
         self._bn_eval: set[int] = set()
 
     def _find_feature_maps(self, built, name: str) -> None:
-        if isinstance(built.data_config, TextConfig):
+        if isinstance(built.data_config, (TextConfig, AudioConfig)):
+            kind = "a text" if isinstance(built.data_config, TextConfig) else "an audio"
             raise ConfigError(
-                f"Expected an image backbone for a dense task (segmentation, detection), but {name!r} is a text "
+                f"Expected an image backbone for a dense task (segmentation, detection), but {name!r} is {kind} "
                 "model: it has no feature maps."
             )
         found = timm_maps(built.model)
@@ -315,6 +316,11 @@ class Backbone(nn.Module):
     def reads_text(self) -> bool:
         """Whether the backbone's input is tokenized text (its data config is a `TextConfig`)."""
         return isinstance(self.data_config, TextConfig)
+
+    @property
+    def reads_audio(self) -> bool:
+        """Whether the backbone's input is a batch of waveforms (its data config is an `AudioConfig`)."""
+        return isinstance(self.data_config, AudioConfig)
 
     def check_input_size(self, image_size: int) -> None:
         """Raise a ConfigError if the model cannot run on ``image_size`` x ``image_size`` inputs.

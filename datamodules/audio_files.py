@@ -1,0 +1,48 @@
+"""Audio files as an audio backbone reads them: WAV, FLAC, OGG (and MP3) decoded by soundfile, mixed to mono,
+resampled to the backbone's rate; a file that cannot be used is named in one line before training."""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from tlkit.errors import import_optional
+
+#: What soundfile (libsndfile) decodes; MP3 needs libsndfile 1.1 or later, which soundfile's wheels bundle.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3")
+
+
+def _soundfile():
+    return import_optional("soundfile", "to read audio files", "audio")
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used (unreadable, or no samples), read from its header; None when it can."""
+    soundfile = _soundfile()
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"not an audio file soundfile reads ({reason})"
+    if info.frames == 0:
+        return "empty (no samples)"
+    return None
+
+
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The file's samples as float32 in [-1, 1], its channels averaged to mono, resampled to ``sample_rate``
+    (polyphase filtering, scipy's ``resample_poly``)."""
+    samples, rate = _soundfile().read(str(path), dtype="float32", always_2d=True)
+    return resample(samples.mean(axis=1), rate, sample_rate)
+
+
+def resample(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """``waveform`` at ``rate`` Hz resampled to ``sample_rate`` Hz (unchanged when they are equal)."""
+    if rate == sample_rate:
+        return waveform.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    step = gcd(rate, sample_rate)
+    return resample_poly(waveform, sample_rate // step, rate // step).astype(np.float32)

@@ -1,0 +1,132 @@
+"""Audio clips as users keep them (class folders of WAV and FLAC at any rate and channel count) and the recorded
+voices tlkit ships, through the datamodules and the `tlkit` command: resampled, cropped, padded, checked before
+training, and a run killed mid-epoch that continues bitwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests._console import run_here, run_here_captured, shipped
+from tlkit.backbones import AudioConfig
+from tlkit.data_request import DataRequest
+from tlkit.datamodules import AudioFolderDataModule, ImageFolderDataModule, VoicesDataModule
+from tlkit.datamodules.audio import AudioClips
+from tlkit.datamodules.datasets import Split
+from tlkit.errors import ConfigError
+from tlkit.randomness import SeededIndex
+
+soundfile = pytest.importorskip("soundfile")
+
+
+def tone(seconds: float, rate: int, hz: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def write_clips(root: Path) -> Path:
+    """Two classes of tones as users' recorders write them: 44.1 kHz stereo WAV, 8 kHz FLAC."""
+    for name, hz in (("high", 880.0), ("low", 220.0)):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            soundfile.write(root / name / f"{i}.wav", tone(0.5 + 0.1 * i, 44100, hz * (1 + 0.01 * i), 2), 44100)
+            soundfile.write(root / name / f"{i}.flac", tone(0.4, 8000, hz), 8000)
+    return root
+
+
+def test_clips_are_resampled_mixed_to_mono_and_padded_with_their_lengths(tmp_path):
+    dm = AudioFolderDataModule(str(write_clips(tmp_path / "clips")), batch_size=4, val_fraction=0.25, test_fraction=0)
+    dm.setup("fit")
+    assert dm.classes == ["high", "low"] and len(dm.splits["train"].labels) + len(dm.splits["val"].labels) == 24
+    request = DataRequest(input_config=AudioConfig(sample_rate=16000, max_seconds=0.3))
+    clips = AudioClips(Split([str(tmp_path / "clips" / "low" / "5.wav")], [1]), 16000)
+    waveform, label = clips[0]
+    assert label == 1 and waveform.shape == (16000,)  # 1.0 s of 44.1 kHz stereo, at 16 kHz mono
+    spectrum = np.abs(np.fft.rfft(waveform.numpy()))
+    assert abs(int(np.argmax(spectrum)) - 231) <= 2  # the 231 Hz tone survives resampling (1 Hz per bin)
+    evaluation = dm.dataset("val", request=request)
+    batch, labels = next(
+        iter(torch.utils.data.DataLoader(evaluation, batch_size=3, collate_fn=dm._loader_options()["collate_fn"]))
+    )
+    lengths = batch["lengths"]
+    assert batch["waveform"].shape == (3, int(lengths.max())) and len(labels) == 3
+    for row, length in enumerate(lengths.tolist()):  # whole clips, padded with silence after their end
+        assert torch.all(batch["waveform"][row, length:] == 0)
+    training = dm.dataset("train", request=request)
+    first, again = training[SeededIndex(0, 7)][0], training[SeededIndex(0, 7)][0]
+    assert first.shape == (4800,) and torch.equal(first, again)  # cropped to 0.3 s, the same crop for one seed
+    assert not torch.equal(first, training[SeededIndex(0, 8)][0])
+
+
+def test_unusable_files_are_one_line_naming_them_before_training(tmp_path):
+    root = write_clips(tmp_path / "clips")
+    (root / "low" / "notes.txt").write_text("recorded on tuesday")
+    with pytest.raises(ConfigError, match=r"'.*notes.txt' is not an audio file \(.wav, .flac") as error:
+        AudioFolderDataModule(str(root)).setup("fit")
+    assert "\n" not in str(error.value)
+    (root / "low" / "notes.txt").unlink()
+    soundfile.write(root / "high" / "silent.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(
+        ConfigError, match=r"'.*silent.wav' is empty \(no samples\): remove it, or set `on_invalid: skip`"
+    ):
+        AudioFolderDataModule(str(root)).setup("fit")
+    (root / "high" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.warns(UserWarning, match=r"Skipped 2 unusable file\(s\): .*broken.wav \(not an audio file soundfile"):
+        skipping = AudioFolderDataModule(str(root), on_invalid="skip")
+        skipping.setup("fit")
+    assert sum(len(split.labels) for split in skipping.splits.values()) == 24
+    images = ImageFolderDataModule(str(root))
+    with pytest.raises(ConfigError, match=r"Expected an audio backbone .* but the model's backbone reads images"):
+        AudioFolderDataModule(str(root)).audio_config(DataRequest(input_config=images.resolve_data_config()))
+
+
+def test_the_bundled_voices_name_three_speakers_and_four_languages():
+    speakers = VoicesDataModule()
+    speakers.setup("fit")
+    assert speakers.classes == ["allison", "carlo", "june"]
+    languages = VoicesDataModule(task="language")
+    languages.setup("fit")
+    assert languages.classes == ["en", "es", "fr", "it"]
+    clips = sum(len(split.labels) for split in languages.splits.values())
+    assert clips == 84 and all(path.endswith(".flac") for path in languages.splits["test"].samples)
+    assert (Path(speakers.splits["train"].samples[0]).parents[1] / "ATTRIBUTION.md").is_file()
+
+
+RUN = [
+    *shipped("voices_speaker_id.yaml"),
+    "--data.init_args.batch_size=8",
+    "--trainer.max_epochs=2",
+    "--checkpoint.every_n_train_steps=3",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def test_the_shipped_config_killed_mid_epoch_continues_bitwise_then_tests_and_predicts(tmp_path, capfd):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    run_here(RUN, straight)
+    # 8 steps an epoch (60 training clips): a crash at step 11 (epoch 1, after step 9's checkpoint) saves nothing.
+    crash = ["--trainer.callbacks+=tests._kill.CrashAtStep", "--trainer.callbacks.init_args.step=11"]
+    with pytest.raises(RuntimeError, match="crashed at step 11"):
+        run_here(RUN + crash, killed)
+    last = killed / "logs" / "voices_speaker_id" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 9
+    run_here([*RUN, "--ckpt_path", "last"], killed)
+    expected = torch.load(straight / last.relative_to(killed), weights_only=True)["state_dict"]
+    got = torch.load(last, weights_only=True)["state_dict"]
+    assert any(key.startswith("backbone.model.lstm.2") for key in got)
+    for key, tensor in expected.items():
+        assert torch.equal(tensor, got[key]), key
+    config = str(last.parents[1] / "config.yaml")
+    tested = run_here_captured(["test", "--config", config, f"--ckpt_path={last}"], killed, capfd)
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    predicted = run_here_captured(["predict", "--config", config, f"--ckpt_path={last}"], killed, capfd)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    rows = next(killed.glob("logs/voices_speaker_id/version_0/predictions/*.jsonl")).read_text().splitlines()
+    files = [json.loads(row)["file"] for row in rows]
+    assert len(files) == 12 and all(name.endswith(".flac") for name in files)
