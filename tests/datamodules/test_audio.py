@@ -130,3 +130,19 @@ def test_the_shipped_config_killed_mid_epoch_continues_bitwise_then_tests_and_pr
     rows = next(killed.glob("logs/voices_speaker_id/version_0/predictions/*.jsonl")).read_text().splitlines()
     files = [json.loads(row)["file"] for row in rows]
     assert len(files) == 12 and all(name.endswith(".flac") for name in files)
+
+
+def test_a_linear_probe_on_clips_caches_their_features_once(tmp_path, capfd):
+    probe = [
+        "fit",
+        "--model=FeatureExtraction",
+        "--model.init_args.backbone=audio:resemblyzer",
+        "--data=VoicesDataModule",
+        "--data.init_args.augment=false",  # clips read whole: the same features every epoch
+        "--trainer.max_epochs=2",
+        "--trainer.enable_model_summary=false",
+    ]
+    result = run_here_captured(probe, tmp_path, capfd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout + result.stderr
+    assert printed.count("FeatureCache: computed train features (60 samples)") == 1  # two epochs, one pass
