@@ -3,6 +3,7 @@ datasets, LitData shards, images with segmentation masks, audio clips, bundled d
 training."""
 
 from tlkit.datamodules.audio import AudioDataModule, AudioFolderDataModule, VoicesDataModule
+from tlkit.datamodules.audio_table import AudioTableDataModule
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.coco import CocoDataModule
 from tlkit.datamodules.datasets import ImageDataset, Split, UnlabelledDataset, open_rgb, to_rgb
@@ -28,6 +29,7 @@ from tlkit.datamodules.text_files import TextFileDataModule
 __all__ = [
     "AudioDataModule",
     "AudioFolderDataModule",
+    "AudioTableDataModule",
     "ClassificationDataModule",
     "CocoDataModule",
     "DenseDataModule",

@@ -25,7 +25,7 @@ from tlkit.data_request import DataRequest, Features
 from tlkit.datamodules._attached import model_request
 from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, check_split_arguments
 from tlkit.datamodules._served_features import FeatureServingSlot
-from tlkit.datamodules.audio_files import AUDIO_EXTENSIONS, audio_problem, read_audio
+from tlkit.datamodules.audio_files import audio_problem, read_audio
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.folders import check_folder
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
@@ -193,11 +193,7 @@ def scan_audio_folder(root: Path, on_invalid: InvalidPolicy = "error") -> tuple[
     for label, name in enumerate(classes):
         found = []
         for path in sorted(p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")):
-            problem = (
-                audio_problem(path)
-                if path.suffix.lower() in AUDIO_EXTENSIONS
-                else f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
-            )
+            problem = audio_problem(path)
             if problem is None:
                 found.append(path)
             elif on_invalid == "error":

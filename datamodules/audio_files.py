@@ -19,7 +19,10 @@ def _soundfile():
 
 
 def audio_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be used (unreadable, or no samples), read from its header; None when it can."""
+    """Why ``path`` cannot be used (not an audio file by its suffix, unreadable, or no samples), read from its
+    header; None when it can."""
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        return f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
     soundfile = _soundfile()
     try:
         info = soundfile.info(str(path))

@@ -146,3 +146,57 @@ def test_a_linear_probe_on_clips_caches_their_features_once(tmp_path, capfd):
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout + result.stderr
     assert printed.count("FeatureCache: computed train features (60 samples)") == 1  # two epochs, one pass
+
+
+def write_table(root: Path) -> Path:
+    """A spreadsheet export naming clips (relative paths) with a set of tags and a number per clip."""
+    clips = write_clips(root / "clips")
+    lines = ["file,tags,pitch"]
+    for name, hz in (("high", 880), ("low", 220)):
+        for i in range(6):
+            tags = f"tone;{name}" + (";long" if i >= 3 else "")
+            lines.append(f"clips/{name}/{i}.wav,{tags},{hz * (1 + 0.01 * i):.1f}")
+    (root / "clips.csv").write_text("\n".join(lines) + "\n")
+    assert clips.is_dir()
+    return root / "clips.csv"
+
+
+@pytest.mark.parametrize(
+    ("task", "arguments", "outputs"),
+    [
+        ("MultiLabel", ["--data.init_args.multi_label=true", "--data.init_args.label_column=tags"], 4),
+        ("Regression", ["--data.init_args.target_columns=[pitch]"], 1),
+    ],
+)
+def test_a_table_of_clips_trains_label_sets_and_numbers_through_the_command(tmp_path, capfd, task, arguments, outputs):
+    table = write_table(tmp_path)
+    run = [
+        "fit",
+        "--model=FineTuning",
+        "--model.init_args.backbone=audio:resemblyzer",
+        f"--model.init_args.task={task}",
+        "--data=AudioTableDataModule",
+        f"--data.init_args.train={table}",
+        "--data.init_args.audio_column=file",
+        *arguments,
+        "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_model_summary=false",
+    ]
+    result = run_here_captured(run, tmp_path, capfd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = next(tmp_path.glob("logs/*/version_0/checkpoints/last.ckpt"))
+    head = [v for k, v in torch.load(last, weights_only=True)["state_dict"].items() if k.endswith("head.weight")]
+    assert head and head[0].shape[0] == outputs
+
+
+def test_a_table_row_naming_a_missing_or_broken_clip_is_one_line(tmp_path):
+    from tlkit.datamodules import AudioTableDataModule
+
+    table = write_table(tmp_path)
+    table.write_text(table.read_text() + "clips/low/none.wav,tone,1.0\n")
+    with pytest.raises(ConfigError, match=r"clip 'clips/low/none.wav' of .*clips.csv:14 to exist, but"):
+        AudioTableDataModule(str(table), audio_column="file", label_column="tags").setup("fit")
+    (tmp_path / "clips" / "low" / "none.wav").write_bytes(b"not a wave file")
+    with pytest.raises(ConfigError, match=r"readable audio clip at .*clips.csv:14, but .*none.wav' is not an audio"):
+        AudioTableDataModule(str(table), audio_column="file", label_column="tags").setup("fit")
