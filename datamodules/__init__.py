@@ -13,6 +13,7 @@ from tlkit.datamodules.digits import DigitsDataModule
 from tlkit.datamodules.digits_m import DigitsMDataModule
 from tlkit.datamodules.domain_adaptation import DomainAdaptationDataModule, DomainDataModule
 from tlkit.datamodules.huggingface import HuggingFaceImageDataModule, HuggingFaceTextDataModule
+from tlkit.datamodules.huggingface_audio import HuggingFaceAudioDataModule
 from tlkit.datamodules.huggingface_dense import HuggingFaceDenseDataModule
 from tlkit.datamodules.image_datamodule import ImageDataModule
 from tlkit.datamodules.image_folder import ImageFolderDataModule
@@ -39,6 +40,7 @@ __all__ = [
     "DomainAdaptationDataModule",
     "DomainDataModule",
     "EpochShuffleSampler",
+    "HuggingFaceAudioDataModule",
     "HuggingFaceDenseDataModule",
     "HuggingFaceImageDataModule",
     "HuggingFaceTextDataModule",

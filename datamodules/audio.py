@@ -10,6 +10,7 @@ unreadable or empty one is one line naming it, before training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -35,17 +36,26 @@ from tlkit.randomness import sample_seed, seeded
 
 
 class AudioClips(Dataset):
-    """(waveform, label) pairs of a `Split` of audio files, at ``sample_rate``; with ``crop_samples``, a clip longer
+    """(waveform, label) pairs of a `Split` of clips read by ``load`` (a sample and a rate to a mono float32
+    waveform at that rate; default: an audio file's path), at ``sample_rate``; with ``crop_samples``, a clip longer
     than that is cropped at a random place and its gain changed by up to ``gain_db`` (training)."""
 
-    def __init__(self, split: Split, sample_rate: int, crop_samples: int | None = None, gain_db: float = 0.0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        sample_rate: int,
+        crop_samples: int | None = None,
+        gain_db: float = 0.0,
+        load: Callable[[Any, int], np.ndarray] = read_audio,
+    ) -> None:
         self.split, self.sample_rate, self.crop_samples, self.gain_db = split, sample_rate, crop_samples, gain_db
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.split.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        waveform = read_audio(self.split.samples[index], self.sample_rate)
+        waveform = self.load(self.split.samples[index], self.sample_rate)
         if self.crop_samples is not None:
             with seeded(sample_seed(index)):  # a training index carries its augmentation's seed
                 if len(waveform) > self.crop_samples:
@@ -117,6 +127,10 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         it if missing. Called once."""
         raise NotImplementedError
 
+    def load_clip(self, sample: Any, sample_rate: int) -> np.ndarray:
+        """One stored sample as a mono float32 waveform at ``sample_rate`` (default: an audio file's path)."""
+        return read_audio(sample, sample_rate)
+
     # -------------------------------------------------------------------------------------------- datasets
     def audio_config(self, request: DataRequest | None = None) -> AudioConfig:
         """The attached model's (or ``request``'s) audio input config; another backbone is a one-line error."""
@@ -138,7 +152,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         config = self.audio_config(request)
         random = (split == "train" if train is None else train) and self.hparams.augment
         crop = round(config.max_seconds * config.sample_rate) if random else None
-        dataset = AudioClips(self.splits[split], config.sample_rate, crop, self.hparams.gain_db if random else 0.0)
+        gain = self.hparams.gain_db if random else 0.0
+        dataset = AudioClips(self.splits[split], config.sample_rate, crop, gain, self.load_clip)
         serving = self.feature_serving
         if serving is None or not serving.active or random:
             return dataset
@@ -169,8 +184,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         return self.evaluation_loader("test")
 
     def predict_sample_names(self) -> list[str]:
-        """Each predicted clip as the written predictions name it: its file path."""
-        return [str(path) for path in self.splits["test"].samples]
+        """Each predicted clip as the written predictions name it: its file path (a dataset's ``<split>/<row>``)."""
+        return [str(sample) for sample in self.splits["test"].samples]
 
 
 InvalidPolicy = Literal["error", "skip"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -23,21 +24,28 @@ def audio_problem(path: Path) -> str | None:
     header; None when it can."""
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         return f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
+    return header_problem(str(path))
+
+
+def header_problem(source: str | BinaryIO) -> str | None:
+    """Why an audio file (a path, or an open binary file such as a dataset row's bytes) cannot be used: unreadable,
+    or no samples, read from its header; None when it can."""
     soundfile = _soundfile()
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(source)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return f"not an audio file soundfile reads ({reason})"
-    if info.frames == 0:
-        return "empty (no samples)"
-    return None
+    return "empty (no samples)" if info.frames == 0 else None
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The file's samples as float32 in [-1, 1], its channels averaged to mono, resampled to ``sample_rate``
-    (polyphase filtering, scipy's ``resample_poly``)."""
-    samples, rate = _soundfile().read(str(path), dtype="float32", always_2d=True)
+def read_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
+    """An audio file's samples (a path, or an open binary file such as a dataset row's bytes) as float32 in
+    [-1, 1], its channels averaged to mono, resampled to ``sample_rate`` (polyphase filtering, scipy's
+    ``resample_poly``)."""
+    samples, rate = _soundfile().read(
+        source if hasattr(source, "read") else str(source), dtype="float32", always_2d=True
+    )
     return resample(samples.mean(axis=1), rate, sample_rate)
 
 

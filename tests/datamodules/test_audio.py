@@ -200,3 +200,44 @@ def test_a_table_row_naming_a_missing_or_broken_clip_is_one_line(tmp_path):
     (tmp_path / "clips" / "low" / "none.wav").write_bytes(b"not a wave file")
     with pytest.raises(ConfigError, match=r"readable audio clip at .*clips.csv:14, but .*none.wav' is not an audio"):
         AudioTableDataModule(str(table), audio_column="file", label_column="tags").setup("fit")
+
+
+def test_a_hugging_face_dataset_of_clips_saved_with_their_bytes_trains_through_the_command(tmp_path, capfd):
+    datasets = pytest.importorskip("datasets")
+    from tlkit.datamodules import HuggingFaceAudioDataModule
+
+    clips = write_clips(tmp_path / "clips")
+    # A DatasetDict with an Audio column (the clips' bytes) and a ClassLabel in its own order, saved to disk. (Made
+    # from a column of bytes cast to Audio: writing Audio values directly needs torchcodec, which reading does not.)
+    files = sorted(clips.glob("*/*.flac"))
+    features = datasets.Features(
+        {"audio": datasets.Value("binary"), "pitch": datasets.ClassLabel(names=["low", "high"])}
+    )
+    rows = {"audio": [f.read_bytes() for f in files], "pitch": [int(f.parent.name == "high") for f in files]}
+    table = datasets.Dataset.from_dict(rows, features=features)
+    saved = table.cast_column("audio", datasets.Audio(decode=False))
+    assert isinstance(saved.features["audio"], datasets.Audio)
+    datasets.DatasetDict({"train": saved}).save_to_disk(str(tmp_path / "saved"))
+    run = [
+        "fit",
+        "--model=FineTuning",
+        "--model.init_args.backbone=audio:resemblyzer",
+        "--data=HuggingFaceAudioDataModule",
+        f"--data.init_args.path={tmp_path / 'saved'}",
+        "--data.init_args.label_column=pitch",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_fraction=0.25",
+        "--data.init_args.test_fraction=0.25",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_model_summary=false",
+    ]
+    result = run_here_captured(run, tmp_path, capfd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from tlkit.checkpoint import read_checkpoint
+
+    info = read_checkpoint(next(tmp_path.glob("logs/*/version_0/checkpoints/last.ckpt"))).info
+    assert info.class_names == ("low", "high") and info.data_source["path"] == str(tmp_path / "saved")
+    broken = dict(rows, audio=[b"RIFF0000"] + rows["audio"][1:])  # a column of bytes, as pandas writes one
+    datasets.Dataset.from_dict(broken, features=features).save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(ConfigError, match=r"readable clip in `audio` of every row, but .* split 'train' row 0 is not"):
+        HuggingFaceAudioDataModule(str(tmp_path / "broken"), label_column="pitch").setup("fit")
