@@ -44,7 +44,7 @@ def read_audio(source: str | Path | BinaryIO, sample_rate: int) -> np.ndarray:
     [-1, 1], its channels averaged to mono, resampled to ``sample_rate`` (polyphase filtering, scipy's
     ``resample_poly``)."""
     samples, rate = _soundfile().read(
-        source if hasattr(source, "read") else str(source), dtype="float32", always_2d=True
+        str(source) if isinstance(source, (str, Path)) else source, dtype="float32", always_2d=True
     )
     return resample(samples.mean(axis=1), rate, sample_rate)
 
