@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests._console import run_here, run_here_captured, shipped
 from tlkit.backbones import AudioConfig
@@ -110,6 +111,13 @@ def test_the_shipped_config_killed_mid_epoch_continues_bitwise_then_tests_and_pr
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
     run_here(RUN, straight)
+    # TensorBoard: the worst validation clips' spectrograms (Images tab) and the clips themselves (Audio tab).
+    events = EventAccumulator(str(straight / "logs" / "voices_speaker_id" / "version_0"), size_guidance={"audio": 0})
+    events.Reload()
+    assert "val/worst_examples" in events.Tags()["images"]
+    clips = [tag for tag in events.Tags()["audio"] if tag.startswith("val/worst_clips/")]
+    assert len(clips) == 12  # every validation clip, at most 16
+    assert events.Audio(clips[0])[-1].sample_rate == 16000
     # 8 steps an epoch (60 training clips): a crash at step 11 (epoch 1, after step 9's checkpoint) saves nothing.
     crash = ["--trainer.callbacks+=tests._kill.CrashAtStep", "--trainer.callbacks.init_args.step=11"]
     with pytest.raises(RuntimeError, match="crashed at step 11"):

@@ -14,9 +14,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.utilities import dim_zero_cat
 from typing_extensions import override
 
+from tlkit.callbacks._clips import clips_of, spectrogram_figure
 from tlkit.callbacks._images import images_of, unnormalised
 from tlkit.errors import config_error
-from tlkit.protocols import CalibrationTracking, ConfusionTracking, NamedClassifier
+from tlkit.input_config import AudioConfig
+from tlkit.protocols import CalibrationTracking, ConfusionTracking, NamedClassifier, RequestsData
 from tlkit.tasks import ECE_BINS
 
 
@@ -27,7 +29,8 @@ class TensorBoardReport(Callback):
       un-normalised: the quickest check that crops, flips and colours are what was meant.
     - ``val/confusion_matrix`` (with class names) and ``val/class_acc/<class>`` every validation: which classes are
       confused with which. Computed over every rank's validation split.
-    - ``val/worst_examples``: the validation images with the highest loss, each titled true -> predicted
+    - ``val/worst_examples``: the validation images (for audio: the clips' spectrograms, and the clips themselves in
+      the Audio tab as ``val/worst_clips/<k>``) with the highest loss, each titled true -> predicted
       (probability), from rank 0's share of the first ``worst_pool`` validation images. Costs one more forward pass
       of those images.
     - ``val/reliability`` every validation: the reliability diagram of the validation probabilities (temperature-scaled
@@ -125,15 +128,18 @@ class TensorBoardReport(Callback):
             return  # domain adaptation validates the source first, then the target: the target's are shown
         if self._seen >= self.worst_pool or not isinstance(batch, (list, tuple)) or len(batch) != 2:
             return
-        images, labels = batch
-        if images_of(images) is None or not torch.is_tensor(labels) or labels.ndim != 1:
+        inputs, labels = batch
+        clips = clips_of(inputs)
+        if (images_of(inputs) is None and clips is None) or not torch.is_tensor(labels) or labels.ndim != 1:
             return
         with torch.no_grad():
-            probabilities = pl_module(images).float().softmax(dim=1)
+            probabilities = pl_module(inputs).float().softmax(dim=1)
         losses = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels, reduction="none")
         confidence, predicted = probabilities.max(dim=1)
         for i in range(min(len(labels), self.worst_pool - self._seen)):
-            entry = (float(losses[i]), self._seen, images[i].detach().float().cpu(), int(labels[i]))
+            # An image, or a clip without its padding.
+            sample = inputs[i] if clips is None else clips[0][i, : int(clips[1][i])]
+            entry = (float(losses[i]), self._seen, sample.detach().float().cpu(), int(labels[i]))
             entry += (int(predicted[i]), float(confidence[i]))
             self._seen += 1
             if len(self._worst) < self.worst_examples:
@@ -168,7 +174,20 @@ class TensorBoardReport(Callback):
             )
         if self._worst:
             worst = sorted(self._worst, reverse=True)
-            writer.add_figure("val/worst_examples", worst_figure(worst, names, trainer), step)
+            rate = _sample_rate(pl_module)
+            if rate is None:
+                writer.add_figure("val/worst_examples", worst_figure(worst, names, trainer), step)
+                return
+            # Audio: the clips' spectrograms in the Images tab, the clips themselves in the Audio tab.
+            titles = [
+                f"{names[label]} -> {names[predicted]} ({confidence:.2f})" for *_, label, predicted, confidence in worst
+            ]
+            clips = [entry[2] for entry in worst]
+            writer.add_figure("val/worst_examples", spectrogram_figure(clips, titles, rate), step)
+            for k, (clip, title) in enumerate(zip(clips, titles)):
+                peak = float(clip.abs().max().clamp_min(1e-6))
+                writer.add_audio(f"val/worst_clips/{k}", (clip / max(peak, 1.0))[None], step, sample_rate=rate)
+                writer.add_text(f"val/worst_clips/{k}", title, step)
 
 
 def _gathered_calibration(metric: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +277,12 @@ def worst_figure(worst: list[tuple], names: list[str], trainer: pl.Trainer) -> A
         text = f"{names[label]} -> {names[predicted]} ({confidence:.2f})"
         axes.text(x, y, text, ha="center", va="center", fontsize=8)
     return figure
+
+
+def _sample_rate(pl_module: pl.LightningModule) -> int | None:
+    """The sample rate of an audio model's clips (its `DataRequest`'s `AudioConfig`), else None."""
+    config = pl_module.data_request().input_config if isinstance(pl_module, RequestsData) else None
+    return config.sample_rate if isinstance(config, AudioConfig) else None
 
 
 def _writer(trainer: pl.Trainer) -> Any:
