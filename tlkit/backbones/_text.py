@@ -17,9 +17,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tlkit.backbones._hf_audio import SPECTROGRAM_ENCODERS, WAVEFORM_ENCODERS, build_waveform_encoder
 from tlkit.backbones.weights import load_into, read_state_dict
 from tlkit.errors import ConfigError
-from tlkit.input_config import TextConfig
+from tlkit.input_config import AudioConfig, TextConfig
 
 HF_PREFIX = "hf:"
 #: The inputs a text encoder reads from a tokenized batch (others a tokenizer may add are ignored).
@@ -136,12 +137,13 @@ def text_groups(encoder: nn.Module, prefix: str = "encoder.") -> tuple[list[list
 
 def build_text(
     source: str, weights: str | None, pooling: TextPooling = "auto"
-) -> tuple[TextEncoder, int, list[list[str]], list[str], TextConfig]:
-    """(model, feature width, groups, group names, text config) for ``hf:<source>``.
+) -> tuple[nn.Module, int, list[list[str]], list[str], TextConfig | AudioConfig]:
+    """(model, feature width, groups, group names, input config) for ``hf:<source>``: a text model, or a speech
+    encoder over waveforms (`tlkit.backbones._hf_audio`), as its config says.
 
     ``weights``: ``imagenet`` (tlkit's word for "the library's pretrained weights") loads the model's own, ``None``
     builds it from its config with random weights, a file path loads that state dict. ``pooling``: see
-    `TextPooling`.
+    `TextPooling` (text models).
     """
     try:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -154,8 +156,21 @@ def build_text(
     try:
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(source)
+            if config.model_type in WAVEFORM_ENCODERS:
+                encoder, width, groups, names, audio_config = build_waveform_encoder(source, config, weights)
+                if weights not in (None, "imagenet"):
+                    load_into(encoder, read_state_dict(weights), weights)
+                return encoder, width, groups, names, audio_config
+            if config.model_type in SPECTROGRAM_ENCODERS:
+                raise ConfigError(
+                    f"Expected `backbone` {HF_PREFIX + source!r} to be a text model or a speech encoder over "
+                    f"waveforms ({', '.join(WAVEFORM_ENCODERS)}), but it is {config.model_type!r}, which reads "
+                    "spectrograms: not supported yet."
+                )
             tokenizer = AutoTokenizer.from_pretrained(source)
             encoder = _encoder(AutoModel, config, source if weights == "imagenet" else None)
+    except ConfigError:
+        raise
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0][:200]
         raise ConfigError(

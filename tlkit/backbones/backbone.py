@@ -43,7 +43,9 @@ class Backbone(nn.Module):
             one prefixed with ``torchvision:`` (``torchvision:resnet18``), or a Hugging Face text model, by Hub name
             or local folder, prefixed with ``hf:`` (``hf:bert-base-uncased``, ``hf:gpt2``; needs ``tlkit[text]``): its
             groups are the embeddings and each transformer layer, its features its token states pooled (see
-            ``text_pooling``), its input a tokenized batch; or an audio model prefixed with ``audio:``
+            ``text_pooling``), its input a tokenized batch (a speech encoder over waveforms, ``hf:`` with a
+            wav2vec2, HuBERT, WavLM or data2vec-audio config, reads waveforms as audio models do); or an audio
+            model prefixed with ``audio:``
             (``audio:resemblyzer``, whose weights ship in the resemblyzer wheel): its input a batch of waveforms
             (``{"waveform", "lengths"}``). Ignored when ``model`` is given.
         weights: ``None`` for random init, ``imagenet`` for the library's default pretrained weights (a text

@@ -1,0 +1,85 @@
+"""Hugging Face speech encoders over waveforms (``hf:<folder>`` with a wav2vec2 config): groups from the feature
+encoder up, the feature extractor's rate and normalisation, features pooled over each clip's real frames, and a
+fit through the command; encoders over spectrograms refused in one line. Tiny random models saved to a folder stand
+in for the Hub's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests._audio_data import write_clips
+from tests._console import run_here_captured
+from tlkit.backbones import AudioConfig, Backbone
+from tlkit.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_wav2vec2(folder: Path, norm: str = "layer") -> Path:
+    """A 2-layer wav2vec2 with random weights and its feature extractor, saved as `save_pretrained` saves them."""
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+    )
+    torch.manual_seed(0)
+    transformers.Wav2Vec2Model(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(folder)
+    return folder
+
+
+def test_a_waveform_encoder_pools_each_clips_real_frames_whatever_it_is_batched_with(tmp_path):
+    backbone = Backbone(f"hf:{tiny_wav2vec2(tmp_path / 'w2v')}").eval()
+    assert backbone.group_names == ["feature_encoder", "feature_projection", "layer.0", "layer.1"]
+    assert backbone.data_config == AudioConfig(sample_rate=16000, max_seconds=4.0) and backbone.num_features == 32
+    clip = torch.sin(torch.arange(6000) / 7.0) * 0.2 + torch.randn(6000) * 0.01
+    with torch.no_grad():
+        alone = backbone({"waveform": clip[None], "lengths": torch.tensor([6000])})
+        padded = torch.zeros(2, 10000)
+        padded[0, :6000], padded[1] = clip, torch.randn(10000) * 0.3
+        batched = backbone({"waveform": padded, "lengths": torch.tensor([6000, 10000])})
+        louder = backbone({"waveform": clip[None] * 5, "lengths": torch.tensor([6000])})
+    torch.testing.assert_close(batched[0], alone[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(louder, alone, rtol=1e-4, atol=1e-4)  # the extractor's normalisation, inside
+
+
+def test_a_waveform_encoder_fits_with_its_feature_encoder_frozen_through_the_command(tmp_path, capfd):
+    model = tiny_wav2vec2(tmp_path / "w2v", norm="group")
+    run = [
+        "fit",
+        "--model=FineTuning",
+        f"--model.init_args.backbone=hf:{model}",
+        "--model.init_args.trainable_groups=3",  # everything above the convolutional feature encoder
+        "--data=AudioFolderDataModule",
+        f"--data.init_args.data_dir={write_clips(tmp_path / 'clips')}",
+        "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_model_summary=false",
+    ]
+    result = run_here_captured(run, tmp_path, capfd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = next(tmp_path.glob("logs/*/version_0/checkpoints/last.ckpt"))
+    state = torch.load(last, weights_only=True)["state_dict"]
+    initial = Backbone(f"hf:{model}").state_dict()
+    conv = "model.encoder.feature_extractor.conv_layers.0.conv.weight"
+    top = "model.encoder.encoder.layers.1.feed_forward.output_dense.weight"
+    assert torch.equal(state[f"backbone.{conv}"], initial[conv])  # frozen
+    assert not torch.equal(state[f"backbone.{top}"], initial[top])  # trained
+
+
+def test_an_encoder_over_spectrograms_is_refused_in_one_line(tmp_path):
+    transformers.WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1).save_pretrained(tmp_path / "whisper")
+    with pytest.raises(ConfigError, match=r"but it is 'whisper', which reads spectrograms: not supported yet") as error:
+        Backbone(f"hf:{tmp_path / 'whisper'}")
+    assert "\n" not in str(error.value)
