@@ -1,11 +1,11 @@
 """`AudioDataModule`: labelled audio clips for an audio backbone, at the backbone's sample rate.
 
 Clips are split like images and texts (seeded, stratified, limited-label options). A training clip longer than the
-backbone's ``max_seconds`` is cropped at a random place, and its volume changed at random (``augment``); evaluation
-and prediction read each clip whole. A batch is padded to its longest clip and carries each clip's length:
-``{"waveform": (N, T), "lengths": (N,)}``. The sample rate and the crop come from the attached model's `DataRequest`
-(an `AudioConfig`), so the datamodule needs no model name of its own. Every file is checked (its header) at setup: an
-unreadable or empty one is one line naming it, before training.
+backbone's ``max_seconds`` is cropped at a random place, its volume changed and (``noise_snr_db``) noise added, all
+at random (``augment``); evaluation and prediction read each clip whole. A batch is padded to its longest clip and
+carries each clip's length: ``{"waveform": (N, T), "lengths": (N,)}``. The sample rate and the crop come from the
+attached model's `DataRequest` (an `AudioConfig`), so the datamodule needs no model name of its own. Every file is
+checked (its header) at setup: an unreadable or empty one is one line naming it, before training.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from tlkit.randomness import sample_seed, seeded
 
 class AudioClips(Dataset):
     """(waveform, label) pairs of a `Split` of clips read by ``load`` (a sample and a rate to a mono float32
-    waveform at that rate; default: an audio file's path), at ``sample_rate``; with ``crop_samples``, a clip longer
-    than that is cropped at a random place and its gain changed by up to ``gain_db`` (training)."""
+    waveform at that rate; default: an audio file's path), at ``sample_rate``; with ``crop_samples`` (training), a
+    clip longer than that is cropped at a random place, its gain changed by up to ``gain_db``, and with
+    ``noise_snr_db`` white noise added at a signal-to-noise ratio drawn between its two bounds."""
 
     def __init__(
         self,
@@ -47,9 +48,10 @@ class AudioClips(Dataset):
         crop_samples: int | None = None,
         gain_db: float = 0.0,
         load: Callable[[Any, int], np.ndarray] = read_audio,
+        noise_snr_db: tuple[float, float] | None = None,
     ) -> None:
         self.split, self.sample_rate, self.crop_samples, self.gain_db = split, sample_rate, crop_samples, gain_db
-        self.load = load
+        self.load, self.noise_snr_db = load, noise_snr_db
 
     def __len__(self) -> int:
         return len(self.split.labels)
@@ -63,7 +65,16 @@ class AudioClips(Dataset):
                     waveform = waveform[start : start + self.crop_samples]
                 if self.gain_db:
                     waveform = waveform * np.float32(10 ** (np.random.uniform(-self.gain_db, self.gain_db) / 20))
+                if self.noise_snr_db is not None:
+                    waveform = with_noise(waveform, np.random.uniform(*self.noise_snr_db))
         return torch.from_numpy(np.ascontiguousarray(waveform)), self.split.labels[index]
+
+
+def with_noise(waveform: np.ndarray, snr_db: float) -> np.ndarray:
+    """``waveform`` with white Gaussian noise added at ``snr_db`` decibels below the clip's mean power."""
+    power = float(np.mean(np.square(waveform, dtype=np.float64))) if len(waveform) else 0.0
+    scale = np.sqrt(power / 10 ** (snr_db / 10))
+    return (waveform + np.random.standard_normal(len(waveform)) * scale).astype(np.float32)
 
 
 def pad_waveforms(samples: list[tuple[Any, Any]]) -> tuple[Any, torch.Tensor]:
@@ -88,6 +99,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         augment: crop long training clips at a random place and change their volume at random (``gain_db``);
             ``false`` reads training clips whole, as evaluation does.
         gain_db: the largest volume change of a training clip, in decibels either way.
+        noise_snr_db: ``[low, high]``: add white noise to each training clip at a signal-to-noise ratio drawn
+            between them, in decibels (``[10, 30]``: from clearly noisy to faint); default: none.
         val_fraction: fraction of each class held out for validation.
         test_fraction: fraction of each class held out for testing.
         labels_per_class: keep only this many labelled training clips per class (limited-label experiments).
@@ -105,6 +118,7 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         num_workers: int = 0,
         augment: bool = True,
         gain_db: float = 6.0,
+        noise_snr_db: list[float] | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         labels_per_class: int | None = None,
@@ -117,6 +131,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         check_label_limits(labels_per_class, train_fraction)
         if gain_db < 0:
             raise config_error("gain_db", "a number of decibels >= 0", gain_db)
+        if noise_snr_db is not None and (len(noise_snr_db) != 2 or noise_snr_db[0] > noise_snr_db[1]):
+            raise config_error("noise_snr_db", "[low, high] decibels with low <= high, or null", noise_snr_db)
         self.save_hyperparameters()
         self.classes: list[str] = []
         self.splits: dict[str, Split] = {}
@@ -153,7 +169,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         random = (split == "train" if train is None else train) and self.hparams.augment
         crop = round(config.max_seconds * config.sample_rate) if random else None
         gain = self.hparams.gain_db if random else 0.0
-        dataset = AudioClips(self.splits[split], config.sample_rate, crop, gain, self.load_clip)
+        noise = tuple(self.hparams.noise_snr_db) if random and self.hparams.noise_snr_db is not None else None
+        dataset = AudioClips(self.splits[split], config.sample_rate, crop, gain, self.load_clip, noise)
         serving = self.feature_serving
         if serving is None or not serving.active or random:
             return dataset

@@ -47,6 +47,15 @@ def test_clips_are_resampled_mixed_to_mono_and_padded_with_their_lengths(tmp_pat
     first, again = training[SeededIndex(0, 7)][0], training[SeededIndex(0, 7)][0]
     assert first.shape == (4800,) and torch.equal(first, again)  # cropped to 0.3 s, the same crop for one seed
     assert not torch.equal(first, training[SeededIndex(0, 8)][0])
+    noisy = AudioFolderDataModule(str(tmp_path / "clips"), noise_snr_db=[10, 10], gain_db=0, val_fraction=0.25)
+    noisy.setup("fit")
+    clean = AudioFolderDataModule(str(tmp_path / "clips"), gain_db=0, val_fraction=0.25)
+    clean.setup("fit")
+    with_noise, without = (dm.dataset("train", request=request)[SeededIndex(0, 7)][0] for dm in (noisy, clean))
+    snr = 10 * torch.log10(without.square().mean() / (with_noise - without).square().mean())
+    assert abs(float(snr) - 10.0) < 0.5  # the same crop, with noise 10 dB below the clip
+    with pytest.raises(ConfigError, match=r"`noise_snr_db` to be \[low, high\] decibels with low <= high"):
+        AudioFolderDataModule(str(tmp_path / "clips"), noise_snr_db=[30, 10])
 
 
 def test_unusable_files_are_one_line_naming_them_before_training(tmp_path):
