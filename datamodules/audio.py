@@ -28,7 +28,7 @@ from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, c
 from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.audio_files import audio_problem, read_audio
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.folders import check_folder
+from tlkit.datamodules.folders import class_folders
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.features import data_fingerprint
@@ -212,13 +212,7 @@ def scan_audio_folder(root: Path, on_invalid: InvalidPolicy = "error") -> tuple[
     """(class names, audio file paths, labels) of ``root/<class>/<clip>`` (clips at any depth under their class
     folder), every file's header checked: a file that is no usable audio is an error naming it, or with
     ``on_invalid: skip`` left out with a warning naming it."""
-    check_folder(root, "data folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ConfigError(
-            f"Expected data folder {str(root)!r} to contain one sub-folder per class (root/<class>/<clip>), but it "
-            "has none."
-        )
+    classes = class_folders(root, "clip")
     paths: list[Path] = []
     labels: list[int] = []
     skipped: list[str] = []

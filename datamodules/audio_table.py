@@ -3,12 +3,10 @@ numbers per clip."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tlkit.datamodules.audio import AudioDataModule
 from tlkit.datamodules.audio_files import audio_problem
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.tables import TargetColumns, read_table
+from tlkit.datamodules.tables import TargetColumns, read_split_tables, row_file
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
 
@@ -66,31 +64,15 @@ class AudioTableDataModule(AudioDataModule):
 
     def load_data(self) -> tuple[list[str], dict[str, Split]]:
         hp = self.hparams
-        tables = {
-            name: read_table(Path(path).expanduser(), {"audio_column": hp.audio_column, **self.targets.columns()})
-            for name, path in (("train", hp.train), ("val", hp.val), ("test", hp.test))
-            if path is not None
-        }
+        files = {"train": hp.train, "val": hp.val, "test": hp.test}
+        tables = read_split_tables(files, {"audio_column": hp.audio_column, **self.targets.columns()})
         names, targets = self.targets.read(tables)
         splits = {}
         for name, rows in tables.items():
-            if not rows:
-                raise ConfigError(f"Expected rows in the {name} table {hp[name]!r}, but it has none.")
-            folder = Path(hp[name]).expanduser().parent
-            splits[name] = Split([str(self._clip(row, where, folder)) for row, where in rows], targets[name])
+            clips = [row_file(row, hp.audio_column, where, files[name], "clip") for row, where in rows]
+            for (_, where), clip in zip(rows, clips):
+                problem = audio_problem(clip)
+                if problem is not None:
+                    raise ConfigError(f"Expected a readable audio clip at {where}, but {str(clip)!r} is {problem}.")
+            splits[name] = Split([str(clip) for clip in clips], targets[name])
         return names, splits
-
-    def _clip(self, row: dict, where: str, folder: Path) -> Path:
-        """The row's clip, checked (its header): one line naming the row where it cannot be used."""
-        column = self.hparams.audio_column
-        value = str(row.get(column) or "").strip()
-        if not value:
-            raise ConfigError(f"Expected an audio path in `{column}` of every row, but {where} has none.")
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else folder / path
-        if not path.is_file():
-            raise ConfigError(f"Expected the clip {value!r} of {where} to exist, but {str(path)!r} does not.")
-        problem = audio_problem(path)
-        if problem is not None:
-            raise ConfigError(f"Expected a readable audio clip at {where}, but {str(path)!r} is {problem}.")
-        return path

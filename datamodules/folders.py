@@ -111,13 +111,7 @@ def scan_image_folder(
         ConfigError: naming the path of a missing folder, a folder without class folders, an empty class folder, or
             (with ``on_invalid="error"``) the first non-image or unreadable file.
     """
-    check_folder(root, "data folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ConfigError(
-            f"Expected data folder {str(root)!r} to contain one sub-folder per class (root/<class>/<image>), "
-            "but it has none."
-        )
+    classes = class_folders(root, "image")
     paths: list[Path] = []
     labels: list[int] = []
     skipped: list[str] = []
@@ -130,6 +124,19 @@ def scan_image_folder(
     if skipped:
         rank_zero_warn(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(skipped))
     return classes, paths, labels
+
+
+def class_folders(root: Path, sample: str) -> list[str]:
+    """The class folders of ``root`` (``root/<class>/<sample>``), sorted; a missing folder, or one without class
+    folders, is one line naming it."""
+    check_folder(root, "data folder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ConfigError(
+            f"Expected data folder {str(root)!r} to contain one sub-folder per class (root/<class>/<{sample}>), "
+            "but it has none."
+        )
+    return classes
 
 
 def check_same_classes(reference: list[str], other: list[str], reference_dir: Path, other_dir: Path) -> None:

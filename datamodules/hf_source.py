@@ -192,6 +192,18 @@ def check_column(table: datasets.Dataset, column: str, argument: str, where: str
     check_columns(where, list(table.column_names), {argument: column})
 
 
+def check_media_feature(feature: Any, media: type, argument: str, column: str, what: str, where: str) -> None:
+    """A column a sample is read from must be a ``media`` feature (``datasets.Image``, ``datasets.Audio``) or paths or
+    bytes of such files; anything else is one line naming it (``what``: "images", "audio")."""
+    datasets = import_datasets()
+    stored = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "binary")
+    if not (isinstance(feature, media) or stored):
+        raise ConfigError(
+            f"Expected `{argument}` {column!r} of {where} to hold {what} (an {media.__name__} feature, file paths or "
+            f"file bytes), but its feature is {feature}."
+        )
+
+
 def _class_names(feature: Any) -> list[str] | None:
     """A ClassLabel's names, else None."""
     datasets = import_datasets()

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tlkit.datamodules.datasets import to_rgb
-from tlkit.datamodules.hf_source import RowTargets, import_datasets
+from tlkit.datamodules.hf_source import RowTargets, check_media_feature, import_datasets
 from tlkit.datamodules.sampling import EpochShuffleSampler
 from tlkit.errors import ConfigError
 from tlkit.randomness import SeededIndex, mix, sample_seed, seeded
@@ -51,15 +51,7 @@ def image_stream(stream: Any, image_column: str, target_columns: list[str], wher
     """The columns a sample needs, images left encoded (``{"bytes", "path"}``) so the main process only reads them
     and the workers decode."""
     datasets = import_datasets()
-    feature = stream.features[image_column]
-    if not (
-        isinstance(feature, datasets.Image)
-        or (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "binary"))
-    ):
-        raise ConfigError(
-            f"Expected `image_column` {image_column!r} of {where} to hold images (an Image feature, file paths or "
-            f"image bytes), but its feature is {feature}."
-        )
+    check_media_feature(stream.features[image_column], datasets.Image, "image_column", image_column, "images", where)
     columns = list(dict.fromkeys([image_column, *target_columns]))
     return stream.select_columns(columns).cast_column(image_column, datasets.Image(decode=False))
 

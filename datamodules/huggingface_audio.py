@@ -11,7 +11,7 @@ import numpy as np
 from tlkit.datamodules.audio import AudioDataModule
 from tlkit.datamodules.audio_files import header_problem, read_audio
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.hf_source import HubRow, HubSource, import_datasets
+from tlkit.datamodules.hf_source import HubRow, HubSource, check_media_feature, import_datasets
 from tlkit.datamodules.huggingface import HubData
 from tlkit.datamodules.tables import TargetColumns
 from tlkit.errors import ConfigError
@@ -89,15 +89,7 @@ def encoded_audio(table: Any, column: str, where: str) -> Any:
     """The split's ``column`` as stored audio files (``{"bytes", "path"}`` per row, never decoded by `datasets`): an
     ``Audio`` feature as it is, paths or bytes cast to one."""
     datasets = import_datasets()
-    feature = table.features[column]
-    if not (
-        isinstance(feature, datasets.Audio)
-        or (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "binary"))
-    ):
-        raise ConfigError(
-            f"Expected `audio_column` {column!r} of {where} to hold audio (an Audio feature, file paths or audio "
-            f"file bytes), but its feature is {feature}."
-        )
+    check_media_feature(table.features[column], datasets.Audio, "audio_column", column, "audio", where)
     return table.select_columns([column]).cast_column(column, datasets.Audio(decode=False))
 
 

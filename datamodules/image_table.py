@@ -3,12 +3,10 @@ set of labels, or numbers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.folders import check_images
-from tlkit.datamodules.tables import TargetColumns, read_table
+from tlkit.datamodules.tables import TargetColumns, read_split_tables, row_file
 from tlkit.errors import ConfigError
 from tlkit.protocols import TargetKind
 
@@ -69,18 +67,12 @@ class ImageTableDataModule(ClassificationDataModule):
 
     def load_splits(self) -> tuple[list[str], dict[str, Split]]:
         hp = self.hparams
-        tables = {
-            name: read_table(Path(path).expanduser(), {"image_column": hp.image_column, **self.targets.columns()})
-            for name, path in (("train", hp.train), ("val", hp.val), ("test", hp.test))
-            if path is not None
-        }
+        files = {"train": hp.train, "val": hp.val, "test": hp.test}
+        tables = read_split_tables(files, {"image_column": hp.image_column, **self.targets.columns()})
         names, targets = self.targets.read(tables)
         splits = {}
         for name, rows in tables.items():
-            if not rows:
-                raise ConfigError(f"Expected rows in the {name} table {hp[name]!r}, but it has none.")
-            folder = Path(hp[name]).expanduser().parent
-            paths = [self._image_path(row, where, folder) for row, where in rows]
+            paths = [row_file(row, hp.image_column, where, files[name], "image") for row, where in rows]
             samples, labels = [], []
             checked = check_images(paths, hp.verify_images, self.medical)  # every image of the table at once
             for (_, where), path, target, (found, problem) in zip(rows, paths, targets[name], checked):
@@ -90,14 +82,3 @@ class ImageTableDataModule(ClassificationDataModule):
                 labels += [target] * len(found)  # a volume's slices share its row's target
             splits[name] = Split(samples, labels)
         return names, splits
-
-    def _image_path(self, row: dict, where: str, folder: Path) -> Path:
-        column = self.hparams.image_column
-        value = str(row.get(column) or "").strip()
-        if not value:
-            raise ConfigError(f"Expected an image path in `{column}` of every row, but {where} has none.")
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else folder / path
-        if not path.is_file():
-            raise ConfigError(f"Expected the image {value!r} of {where} to exist, but {str(path)!r} does not.")
-        return path

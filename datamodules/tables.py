@@ -213,3 +213,27 @@ def rare_names(rows: list[tuple[list[str], str]], names: list[str]) -> list[str]
             shown = ", ".join(places[:3]) + (", ..." if len(places) > 3 else "")
             rare.append(f"{name!r} ({len(places)} example{'s' if len(places) > 1 else ''}: {shown})")
     return rare
+
+
+# ------------------------------------------------------------------------------------------- tables of files
+def read_split_tables(files: dict[str, str | None], columns: dict[str, str]) -> dict[str, list[Record]]:
+    """Each split's table (``files``: split -> table path, None where the split has none), every row checked for
+    ``columns`` (argument -> column name); an empty table is an error naming it."""
+    tables = {name: read_table(Path(path).expanduser(), columns) for name, path in files.items() if path is not None}
+    for name, rows in tables.items():
+        if not rows:
+            raise ConfigError(f"Expected rows in the {name} table {files[name]!r}, but it has none.")
+    return tables
+
+
+def row_file(row: dict[str, Any], column: str, where: str, table: str, what: str) -> Path:
+    """The file a row names in ``column`` (relative to its ``table``'s folder, or absolute), which must exist; each
+    problem is one line naming the row (``what``: "image", "clip")."""
+    value = str(row.get(column) or "").strip()
+    if not value:
+        raise ConfigError(f"Expected a path in `{column}` of every row, but {where} has none.")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else Path(table).expanduser().parent / path
+    if not path.is_file():
+        raise ConfigError(f"Expected the {what} {value!r} of {where} to exist, but {str(path)!r} does not.")
+    return path
