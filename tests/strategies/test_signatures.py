@@ -25,6 +25,15 @@ INHERITED_DATA = {
     "augment": "augmentation preset",
     "seed": "seed",
 }
+INHERITED_AUDIO_DATA = {
+    "batch_size": "clips per batch",
+    "num_workers": "workers",
+    "augment": "crop long training clips",
+    "gain_db": "volume change",
+    "noise_snr_db": "white noise",
+    "labels_per_class": "labelled training clips",
+    "seed": "seed",
+}
 INHERITED_TEXT_DATA = {
     "batch_size": "texts per batch",
     "num_workers": "workers",
@@ -63,6 +72,12 @@ def test_every_datamodule_documents_every_inherited_argument(name, capsys):
     from tlkit import datamodules
 
     text = help_text(capsys, "data", name)
-    reads_text = issubclass(getattr(datamodules, name), datamodules.TextDataModule)
-    for argument, description in (INHERITED_TEXT_DATA if reads_text else INHERITED_DATA).items():
+    cls = getattr(datamodules, name)
+    if issubclass(cls, datamodules.TextDataModule):
+        inherited = INHERITED_TEXT_DATA
+    elif issubclass(cls, datamodules.AudioDataModule):
+        inherited = INHERITED_AUDIO_DATA
+    else:
+        inherited = INHERITED_DATA
+    for argument, description in inherited.items():
         assert f"--data.{argument} " in text and description in text, (name, argument)
