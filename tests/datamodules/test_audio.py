@@ -243,3 +243,18 @@ def test_a_hugging_face_dataset_of_clips_saved_with_their_bytes_trains_through_t
     datasets.Dataset.from_dict(broken, features=features).save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(ConfigError, match=r"readable clip in `audio` of every row, but .* split 'train' row 0 is not"):
         HuggingFaceAudioDataModule(str(tmp_path / "broken"), label_column="pitch").setup("fit")
+
+
+def test_rank_tells_the_pretrained_speaker_encoder_from_a_random_one_on_the_voices(tmp_path, capsys, monkeypatch):
+    from tlkit.cli.entry import main
+
+    monkeypatch.chdir(tmp_path)
+    candidates = "--candidates=[audio:resemblyzer, audio:resemblyzer@null]"
+    main(["rank", "--data=VoicesDataModule", candidates, "--cache_features=memory", "--scores=[logme, knn_accuracy]"])
+    ranked = json.loads((tmp_path / "logs" / "rank" / "version_0" / "ranking.json").read_text())
+    assert [row["candidate"] for row in ranked] == ["audio:resemblyzer", "audio:resemblyzer@null"]  # best first
+    scores = {row["candidate"]: row["scores"]["knn_accuracy"] for row in ranked}
+    assert scores["audio:resemblyzer"] > scores["audio:resemblyzer@null"] + 0.2
+    with pytest.raises(SystemExit):
+        main(["rank", "--data=VoicesDataModule", "--layers_of=audio:resemblyzer"])
+    assert "audio backbones are ranked as candidates" in capsys.readouterr().err

@@ -1,12 +1,13 @@
 """``tlkit rank``: rank candidate backbones (or one backbone's layer groups) on a datamodule before training.
 
-Follows LightningCLI's conventions: ``--data`` takes any tlkit image datamodule by short name or class_path,
+Follows LightningCLI's conventions: ``--data`` takes any tlkit image or audio datamodule by short name or class_path,
 ``--config`` reads YAML, ``--print_config`` prints the resolved configuration. The ranked table is printed, written
 as CSV and JSON into a new ``logs/<name>/version_<n>`` folder, and logged to TensorBoard there.
 
     tlkit rank --data DigitsDataModule --data.labels_per_class 10 \\
         --candidates '[tf_efficientnet_lite0, tf_efficientnet_lite1, resnet50@null]'
     tlkit rank --data DigitsDataModule --layers_of tf_efficientnet_lite0
+    tlkit rank --data VoicesDataModule --candidates '[audio:resemblyzer, audio:resemblyzer@null]'
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from tlkit.cli._subcommand import run_reporting, subcommand_parser
-from tlkit.datamodules import ImageDataModule  # imports every datamodule, so they resolve by short name
+from tlkit.datamodules import AudioDataModule, ImageDataModule  # imports every datamodule: short names resolve
 from tlkit.engines.model_ranking import (
     SCORES,
     Ranked,
@@ -35,7 +36,7 @@ from tlkit.features import CacheMode, FeatureCache
 
 def build_parser() -> ArgumentParser:
     parser = subcommand_parser("rank", __doc__.split("\n\n")[0])
-    parser.add_subclass_arguments(ImageDataModule, "data", required=True, instantiate=True)
+    parser.add_subclass_arguments((ImageDataModule, AudioDataModule), "data", required=True, instantiate=True)
     parser.add_argument(
         "--candidates",
         type=list[str],

@@ -272,7 +272,9 @@ def rank_layers(
     ``sort_by``): where transferable features end, and so how many top groups are worth fine-tuning. ``progress``
     is told each group and score as it is computed."""
     _check_scores(scores, sort_by)
-    _, backbone = _candidate_backbone(backbone, weights)
+    name, backbone = _candidate_backbone(backbone, weights)
+    if backbone.reads_audio:  # an LSTM's groups output packed sequences, not features to pool
+        raise config_error("layers_of", "an image or text backbone (audio backbones are ranked as candidates)", name)
     _labelled_training_split(datamodule)
     request = DataRequest.for_backbone(backbone)
     dataset = datamodule.dataset("train", train=False, request=request)
