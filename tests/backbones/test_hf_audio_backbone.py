@@ -83,3 +83,17 @@ def test_an_encoder_over_spectrograms_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"but it is 'whisper', which reads spectrograms: not supported yet") as error:
         Backbone(f"hf:{tmp_path / 'whisper'}")
     assert "\n" not in str(error.value)
+
+
+def test_lora_adapts_a_waveform_encoders_attention_and_trains_only_its_adapters(tmp_path):
+    pytest.importorskip("peft")
+    from tlkit.backbones import Adapter
+
+    backbone = Backbone(f"hf:{tiny_wav2vec2(tmp_path / 'w2v')}")
+    backbone.add_adapter(Adapter(rank=4))
+    trainable = [name for name, p in backbone.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert any("attention.q_proj" in name for name in trainable)
+    features = backbone({"waveform": torch.randn(2, 8000) * 0.1, "lengths": torch.tensor([8000, 6000])})
+    features.sum().backward()
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
