@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tlkit.backbones import AudioConfig, TextConfig
@@ -28,7 +28,7 @@ from tlkit.datamodules._labelled_data import LabelledData, check_label_limits, c
 from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.audio_files import audio_problem, read_audio
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.folders import class_folders
+from tlkit.datamodules.folders import check_folder, class_folders
 from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.features import data_fingerprint
@@ -106,6 +106,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         labels_per_class: keep only this many labelled training clips per class (limited-label experiments).
         train_fraction: keep only this fraction of each class's training clips.
         seed: seed for every split, subset and crop.
+        predict_dir: a folder of clips to label with ``tlkit predict`` (any layout, any depth); default: the test
+            split. A file there that is no readable clip is skipped with one line naming it.
     """
 
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
@@ -124,6 +126,7 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         labels_per_class: int | None = None,
         train_fraction: float | None = None,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         refuse_base_class(self, "data", "tlkit.datamodules")
@@ -137,6 +140,7 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         self.classes: list[str] = []
         self.splits: dict[str, Split] = {}
         self._loaded: tuple[list[str], dict[str, Split]] | None = None
+        self._predict: Split | None = None  # the predict_dir's clips, once scanned
 
     def load_data(self) -> tuple[list[str], dict[str, Split]]:
         """Return (class names, splits of audio file paths); ``train`` is required, ``val``/``test`` are held out of
@@ -197,12 +201,25 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
     def test_dataloader(self) -> DataLoader:
         return self.evaluation_loader("test")
 
+    def _predict_split(self) -> Split:
+        if self.hparams.predict_dir is None:
+            return self.splits["test"]
+        if self._predict is None:  # scanned once: the writer's names and the loader share it
+            clips = scan_clips(Path(self.hparams.predict_dir).expanduser())
+            self._predict = Split([str(clip) for clip in clips], [-1] * len(clips))  # -1: no label
+        return self._predict
+
     def predict_dataloader(self) -> DataLoader:
-        return self.evaluation_loader("test")
+        if self.hparams.predict_dir is None:
+            return self.evaluation_loader("test")
+        config = self.audio_config()
+        # A predict folder's clips are files, whatever this datamodule stores its own samples as.
+        dataset = AudioClips(self._predict_split(), config.sample_rate)
+        return DataLoader(dataset, **self._loader_options())
 
     def predict_sample_names(self) -> list[str]:
         """Each predicted clip as the written predictions name it: its file path (a dataset's ``<split>/<row>``)."""
-        return [str(sample) for sample in self.splits["test"].samples]
+        return [str(sample) for sample in self._predict_split().samples]
 
 
 InvalidPolicy = Literal["error", "skip"]
@@ -236,6 +253,27 @@ def scan_audio_folder(root: Path, on_invalid: InvalidPolicy = "error") -> tuple[
     if skipped:
         rank_zero_warn(f"Skipped {len(skipped)} unusable file(s): " + "; ".join(skipped))
     return classes, paths, labels
+
+
+def scan_clips(root: Path) -> list[Path]:
+    """Every usable clip under ``root`` (any depth), sorted, for labelling new clips; a file that is no readable clip
+    is skipped with one line naming it and why (a prediction is never silently missing)."""
+    check_folder(root, "predict folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    clips, skipped = [], []
+    for path in files:
+        problem = audio_problem(path)
+        if problem is None:
+            clips.append(path)
+        else:
+            skipped.append(f"{path}: {problem}")
+    if skipped:
+        rank_zero_info(
+            "\n  ".join([f"tlkit: skipped {len(skipped)} of {len(files)} file(s) in {str(root)!r}:", *skipped])
+        )
+    if not clips:
+        raise ConfigError(f"Expected predict folder {str(root)!r} to contain audio clips, but it has none.")
+    return clips
 
 
 class AudioFolderDataModule(AudioDataModule):

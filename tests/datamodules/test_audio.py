@@ -132,6 +132,17 @@ def test_the_shipped_config_killed_mid_epoch_continues_bitwise_then_tests_and_pr
     rows = next(killed.glob("logs/voices_speaker_id/version_0/predictions/*.jsonl")).read_text().splitlines()
     files = [json.loads(row)["file"] for row in rows]
     assert len(files) == 12 and all(name.endswith(".flac") for name in files)
+    # New clips in a folder of the user's (a stereo 44.1 kHz WAV among them), and a file that is no clip: named.
+    clips = write_clips(tmp_path / "new")
+    (clips / "high" / "notes.txt").write_text("not audio")
+    folder = [f"--data.init_args.predict_dir={clips}"]
+    predicted = run_here_captured(["predict", "--config", config, f"--ckpt_path={last}", *folder], killed, capfd)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert "skipped 1 of 25 file(s)" in predicted.stdout + predicted.stderr
+    written = killed.glob("logs/voices_speaker_id/version_0/predictions/*.jsonl")
+    newest = max(written, key=lambda path: path.stat().st_mtime_ns)  # the first predictions are kept beside it
+    named = sorted(json.loads(row)["file"] for row in newest.read_text().splitlines())
+    assert len(named) == 24 and all(Path(name).is_relative_to(clips) for name in named)
 
 
 def test_a_linear_probe_on_clips_caches_their_features_once(tmp_path, capfd):
