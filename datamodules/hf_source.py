@@ -66,6 +66,10 @@ class HubSource:
         extra = [part for part in extra if part]
         return repr(self.path) + (f" ({', '.join(extra)})" if extra else "")
 
+    def describe_split(self, name: str) -> str:
+        """One of the dataset's splits as errors name it: ``'beans' split 'validation'``."""
+        return f"{self.describe()} split {name!r}"
+
     # --------------------------------------------------------------------------------------------- opening
     def open(self, streaming: bool = False, columns: list[str] | None = None) -> dict[str, Any]:
         """Every split of the dataset, by the dataset's own split names: ``Dataset``s, or with ``streaming``
@@ -421,7 +425,7 @@ def read_hub(
     available = source.open(streaming)
     split_names = source.pick_splits(available)
     tables = {split: available[name] for split, name in split_names.items()}
-    where = {split: f"{source.describe()} split {name!r}" for split, name in split_names.items()}
+    where = {split: source.describe_split(name) for split, name in split_names.items()}
     for split, table in tables.items():
         if streaming:
             tables[split] = table = _with_features(table, where[split])

@@ -11,7 +11,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.data_request import DataRequest
-from tlkit.datamodules._attached import model_request
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split, to_rgb
 from tlkit.datamodules.hf_source import HubRow, HubSource, HubSplits, import_datasets, read_hub
@@ -19,7 +18,6 @@ from tlkit.datamodules.hf_stream import StreamedImages, StreamSampler, image_str
 from tlkit.datamodules.sampling import ResumableDataLoader
 from tlkit.datamodules.tables import TargetColumns
 from tlkit.datamodules.text_datamodule import TextDataModule
-from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import ConfigError, config_error
 from tlkit.protocols import TargetKind
 
@@ -157,17 +155,12 @@ class HuggingFaceImageDataModule(HubData, ClassificationDataModule):
 
     # -------------------------------------------------------------------------------------------- streaming
     def _where(self, name: str) -> str:
-        return f"{self.source.describe()} split {name!r}"
+        return self.source.describe_split(name)
 
     def dataset(self, split: str, train: bool | None = None, request: DataRequest | None = None) -> Dataset:
         if not self.hparams.streaming:
             return super().dataset(split, train, request)
-        hp = self.hparams
-        config = self.resolve_data_config(request if request is not None else model_request(self))
-        use_train = split == "train" if train is None else train
-        transform = (
-            train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale) if use_train else eval_transform(config)
-        )
+        transform, _ = self.split_transform(split, train, request)
         serving = self.feature_serving
         if serving is not None and serving.active:
             rank_zero_info(
@@ -176,7 +169,11 @@ class HuggingFaceImageDataModule(HubData, ClassificationDataModule):
             )
         name = self._hub.split_names[split]
         return StreamedImages(
-            hp.image_column, transform, self._hub.row_targets, len(self.splits[split].labels), self._where(name)
+            self.hparams.image_column,
+            transform,
+            self._hub.row_targets,
+            len(self.splits[split].labels),
+            self._where(name),
         )
 
     def _sampler(self, split: str, shuffle: bool, pad: bool) -> StreamSampler:

@@ -70,7 +70,7 @@ class HuggingFaceAudioDataModule(HubData, AudioDataModule):
         splits = {}
         for split, table in hub.tables.items():
             name = hub.split_names[split]
-            self._clips[name] = clips = encoded_audio(table, column, f"{self.source.describe()} split {name!r}")
+            self._clips[name] = clips = encoded_audio(table, column, self.source.describe_split(name))
             for row in range(len(clips)):
                 problem = header_problem(_opened(clips[row][column]))
                 if problem is not None:

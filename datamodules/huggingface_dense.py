@@ -117,7 +117,7 @@ class HuggingFaceDenseDataModule(BoxesOrMasks, DenseDataModule):
         splits = {}
         for split, name in names.items():
             table = available[name]
-            where = f"{self.source.describe()} split {name!r}"
+            where = self.source.describe_split(name)
             check_column(table, hp.image_column, "image_column", where)
             check_column(table, target_column, argument, where)
             self._images[name] = image_column(table, hp.image_column, self.source.describe(), name)

@@ -134,15 +134,21 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         for them and the transform allows.
         """
         request = request if request is not None else model_request(self)
-        config = self.resolve_data_config(request)
-        use_train = split == "train" if train is None else train
-        if use_train:
-            hp = self.hparams
-            transform = train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale)
-        else:
-            transform = eval_transform(config)
+        transform, use_train = self.split_transform(split, train, request)
         dataset = ImageDataset(self.splits[split], self.load_image, transform)
         return self._maybe_features(dataset, split, transform, use_train and self.hparams.augment, request)
+
+    def split_transform(
+        self, split: str, train: bool | None = None, request: DataRequest | None = None
+    ) -> tuple[Callable, bool]:
+        """(the named split's transform, whether it is the training one): the training preset for ``train`` (by
+        default for the ``train`` split), else the evaluation transform, from the backbone's data config."""
+        config = self.resolve_data_config(request)
+        use_train = split == "train" if train is None else train
+        if not use_train:
+            return eval_transform(config), False
+        hp = self.hparams
+        return train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale), True
 
     def _maybe_features(
         self, dataset: ImageDataset, split: str, transform: Any, random: bool, request: DataRequest

@@ -29,7 +29,6 @@ from PIL import Image
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.folders import IMAGE_EXTENSIONS
-from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import ConfigError, import_optional
 from tlkit.protocols import DescribesTargets, TargetKind
 
@@ -217,10 +216,7 @@ class ShardsDataModule(ClassificationDataModule):
     # ------------------------------------------------------------------------------------------- loaders
     def _shard_dataset(self, split: str, train: bool, shuffle: bool):
         hp = self.hparams
-        config = self.resolve_data_config()
-        transform = (
-            train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale) if train else eval_transform(config)
-        )
+        transform, _ = self.split_transform(split, train)
         from tlkit.datamodules.shard_stream import ShardStream
 
         return ShardStream(self._location(split), transform, hp.seed, shuffle, hp.cache_dir)
