@@ -185,8 +185,8 @@ class TensorBoardReport(Callback):
             clips = [entry[2] for entry in worst]
             writer.add_figure("val/worst_examples", spectrogram_figure(clips, titles, rate), step)
             for k, (clip, title) in enumerate(zip(clips, titles)):
-                peak = float(clip.abs().max().clamp_min(1e-6))
-                writer.add_audio(f"val/worst_clips/{k}", (clip / max(peak, 1.0))[None], step, sample_rate=rate)
+                louder = max(float(clip.abs().max()), 1.0)  # a clip raised past full scale is scaled back to it
+                writer.add_audio(f"val/worst_clips/{k}", (clip / louder)[None], step, sample_rate=rate)
                 writer.add_text(f"val/worst_clips/{k}", title, step)
 
 
