@@ -1,9 +1,10 @@
 """Export to ONNX and TorchScript: parity with the checkpoint, the same predictions as `tlkit predict`, the export
-page's standalone snippet (docs/export.md), and one-line errors."""
+page's standalone snippet (docs/export.md) and the Audio page's (docs/audio.md), and one-line errors."""
 
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests._audio_data import tiny_wav2vec2, write_clips
+from tests._console import run_here, run_here_captured, shipped
 from tests._snippets import page_snippet
 from tests.conftest import TINY_FIT_ARGS, quiet_trainer
 from tlkit.cli import main
-from tlkit.datamodules import DigitsDataModule, DigitsMDataModule
+from tlkit.datamodules import DigitsDataModule, DigitsMDataModule, VoicesDataModule
+from tlkit.datamodules.audio import bundled_voices
 from tlkit.engines.export import FILES, export, load_strategy
 from tlkit.engines.model_spec import SPEC_FILE
 from tlkit.engines.preprocessing import preprocess, preprocessing_spec
@@ -320,3 +324,60 @@ def test_model_json_is_one_typed_record_that_reads_back(tiny_checkpoint, tmp_pat
     (tmp_path / "out" / SPEC_FILE).write_text(json.dumps({**saved, "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(ConfigError, match="written by a newer tlkit"):
         read_model_spec(tmp_path / "out")
+
+
+def test_an_audio_model_exports_with_its_front_end_and_the_page_snippet_predicts_what_tlkit_predict_does(
+    tmp_path, capfd
+):
+    import onnxruntime
+
+    from tlkit.engines.audio_preprocessing import pad_clips, read_clip
+
+    snippet = page_snippet("audio.md", "audio-export-snippet")
+    assert not re.search(r"^\s*(import|from)\s+(torch|tlkit)", snippet, re.M)
+    run_here(shipped("voices_speaker_id.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3"), tmp_path)
+    run = tmp_path / "logs" / "voices_speaker_id" / "version_0"
+    checkpoint, config = run / "checkpoints" / "last.ckpt", run / "config.yaml"
+    # Clips as users' recorders write them (44.1 kHz stereo WAV, 8 kHz FLAC) and recorded speech.
+    clips = write_clips(tmp_path / "clips")
+    (clips / "speech").mkdir()
+    for voice in ("en_allison", "fr_june"):
+        shutil.copy(bundled_voices() / voice / "7.flac", clips / "speech" / f"{voice}.flac")
+    predict = ["predict", "--config", str(config), f"--ckpt_path={checkpoint}", f"--data.init_args.predict_dir={clips}"]
+    assert run_here_captured(predict, tmp_path, capfd).returncode == 0
+    rows = [json.loads(row) for row in next(run.glob("predictions/*.jsonl")).read_text().splitlines()]
+    expected = {row["file"]: (row["prediction"], row["probability"]) for row in rows}
+    exported = tmp_path / "exported"
+    done = run_here_captured(["export", f"--ckpt_path={checkpoint}", f"--out_dir={exported}"], tmp_path, capfd)
+    assert done.returncode == 0 and "Verified on 16 clips" in done.stdout, done.stderr[-2000:]
+    spec = json.loads((exported / SPEC_FILE).read_text())
+    assert spec["input"]["shape"] == ["batch", "samples"] and spec["input"]["lengths"]["dtype"] == "int64"
+    assert spec["preprocessing"]["sample_rate"] == 16000 and spec["verification"]["clips"] == 16
+    assert spec["class_names"] == ["allison", "carlo", "june"]
+    # The exported model batches clips of different lengths: each one's output is its output alone.
+    session = onnxruntime.InferenceSession(str(exported / FILES["onnx"]))
+    waveforms = [read_clip(path, spec["preprocessing"]) for path in sorted((clips / "speech").iterdir())]
+    together = session.run(None, pad_clips(waveforms))[0]
+    assert len(waveforms[0]) != len(waveforms[1])
+    for row, waveform in zip(together, waveforms):
+        np.testing.assert_allclose(row, session.run(None, pad_clips([waveform]))[0][0], atol=1e-5)
+    (tmp_path / "snippet.py").write_text(snippet)
+    out = subprocess.run(
+        [sys.executable, "snippet.py", str(exported), str(clips)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = {path: (label, float(p)) for path, label, p in (line.split() for line in out.stdout.splitlines())}
+    assert got.keys() == expected.keys() and len(got) == 26
+    assert all(got[n][0] == expected[n][0] and abs(got[n][1] - expected[n][1]) < 1e-4 for n in got), [
+        (n, got[n], expected[n]) for n in got if abs(got[n][1] - expected[n][1]) >= 1e-4
+    ]
+
+
+def test_a_waveform_encoder_exports_with_its_normalisation_inside(tmp_path):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = FineTuning(f"hf:{tiny_wav2vec2(tmp_path / 'w2v')}", weights=None)
+    checkpoint = fitted_checkpoint(model, VoicesDataModule(batch_size=8), tmp_path / "w2v.ckpt")
+    report = export(checkpoint, tmp_path / "out")
+    assert report.kind == "clips" and report.images == 16
+    assert all(0 <= d <= 1e-5 for d in report.max_difference.values()), report.max_difference

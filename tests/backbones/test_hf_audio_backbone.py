@@ -5,38 +5,15 @@ in for the Hub's."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests._audio_data import write_clips
+from tests._audio_data import tiny_wav2vec2, write_clips
 from tests._console import run_here_captured
 from tlkit.backbones import AudioConfig, Backbone
 from tlkit.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_wav2vec2(folder: Path, norm: str = "layer") -> Path:
-    """A 2-layer wav2vec2 with random weights and its feature extractor, saved as `save_pretrained` saves them."""
-    config = transformers.Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm=norm,
-        do_stable_layer_norm=norm == "layer",
-    )
-    torch.manual_seed(0)
-    transformers.Wav2Vec2Model(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(folder)
-    return folder
 
 
 def test_a_waveform_encoder_pools_each_clips_real_frames_whatever_it_is_batched_with(tmp_path):

@@ -67,7 +67,13 @@ class MelSpectrogram(nn.Module):
         super().__init__()
         self.n_fft = sample_rate * window_ms // 1000
         self.hop = sample_rate * hop_ms // 1000
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        # The short-time Fourier transform as a strided convolution with the windowed DFT's cosine and sine rows:
+        # the same numbers as torch.stft (7e-7 relative) in real arithmetic, which ONNX's exporter takes (it does
+        # not take stft's complex output), so an exported model keeps its front end.
+        window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        angles = 2 * torch.pi * torch.outer(torch.arange(self.n_fft // 2 + 1), torch.arange(self.n_fft)) / self.n_fft
+        basis = torch.cat([torch.cos(angles) * window, -torch.sin(angles) * window]).float()
+        self.register_buffer("dft", basis[:, None, :], persistent=False)
         filters = torch.from_numpy(slaney_mel_filters(sample_rate, self.n_fft, n_mels))
         self.register_buffer("filters", filters, persistent=False)
 
@@ -76,16 +82,11 @@ class MelSpectrogram(nn.Module):
         return lengths // self.hop + 1
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.stft(
-            waveform.float(),
-            self.n_fft,
-            hop_length=self.hop,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        power = spectrum.real.square() + spectrum.imag.square()  # (N, freq, frames)
+        half = self.n_fft // 2  # centred frames, zero-padded at both ends
+        padded = nn.functional.pad(waveform.float()[:, None, :], (half, half))
+        spectrum = nn.functional.conv1d(padded, self.dft, stride=self.hop)  # (N, 2 x freq, frames)
+        real, imaginary = spectrum[:, : half + 1], spectrum[:, half + 1 :]
+        power = real.square() + imaginary.square()
         return torch.matmul(self.filters, power).transpose(1, 2)
 
 
@@ -102,7 +103,7 @@ def raise_volume(waveform: torch.Tensor, lengths: torch.Tensor, target_dbfs: flo
 
 class SpeakerEncoder(nn.Module):
     """Resemblyzer's network over a batch of waveforms: ``{"waveform": (N, T), "lengths": (N,)}`` to (N, 256)
-    L2-normed embeddings; each clip's last real frame is its LSTM state (padding never read)."""
+    L2-normed embeddings; each clip's state is the LSTM's at its last real frame (padding does not reach it)."""
 
     def __init__(self, sample_rate: int = 16000, hidden: int = 256, layers: int = 3, embedding: int = 256) -> None:
         super().__init__()
@@ -113,12 +114,15 @@ class SpeakerEncoder(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         waveform, lengths = batch["waveform"], batch["lengths"]
         mels = self.front_end(raise_volume(waveform, lengths))
-        frames = self.front_end.frames(lengths).clamp(max=mels.shape[1]).cpu()
-        states = nn.utils.rnn.pack_padded_sequence(mels, frames, batch_first=True, enforce_sorted=False)
-        hidden = None
+        frames = self.front_end.frames(lengths).clamp(max=mels.shape[1])
+        states = mels
         for layer in self.lstm:
-            states, (hidden, _) = layer(states)
-        embedding = torch.relu(self.linear(hidden[-1]))
+            states, _ = layer(states)
+        # A forward LSTM's state at a frame has read no later frame, so the top layer's output at each clip's last
+        # real frame is the state Resemblyzer takes, whatever padding follows (and no packed sequence, which
+        # ONNX's exporter does not take).
+        last = states[torch.arange(states.shape[0], device=states.device), frames - 1]
+        embedding = torch.relu(self.linear(last))
         return embedding / embedding.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 

@@ -20,7 +20,10 @@ def build_parser() -> SubcommandParser:
     parser.add_argument("--out_dir", type=str, required=True, help="A new or empty folder for the exported files.")
     parser.add_argument("--formats", type=list[ExportFormat], default=list(FORMATS), help="onnx and/or torchscript.")
     parser.add_argument(
-        "--images", type=str | None, default=None, help="A folder of real images to verify on (default: bundled)."
+        "--images",
+        type=str | None,
+        default=None,
+        help="A folder of real images, or clips for an audio model, to verify on (default: bundled).",
     )
     parser.add_argument("--opset", type=int, default=18, help="The ONNX opset.")
     parser.add_argument(
@@ -50,7 +53,9 @@ def run(args: Sequence[str]) -> ExportReport:
         )
         print(f"{name}: {path}{largest}")
     criterion = next(iter(report.checks.values())).criterion if report.checks else ""
-    print(f"Verified on {report.images} images ({criterion}); {SPEC_FILE} holds the preprocessing and class names.")
+    print(
+        f"Verified on {report.images} {report.kind} ({criterion}); {SPEC_FILE} holds the preprocessing and class names."
+    )
     return report
 
 

@@ -1,11 +1,14 @@
 """Shipping an adapted model: ONNX and TorchScript files of backbone + head + the task's post-processing (class or
 label probabilities, or regression values in their units), a JSON with the preprocessing, the names and the task's
-fitted state, and a verification against the checkpoint on real images (the task judges it: `Task.check_export`).
+fitted state, and a verification against the checkpoint on real images or recordings (the task judges it:
+`Task.check_export`).
 
 The JSON (`tlkit.engines.model_spec.ModelSpec`) is all a deployment needs besides the model file: resize the shorter
 side to ``resize`` (PIL, with the named interpolation), centre-crop ``crop`` x ``crop``, divide by 255, normalise with
 ``mean``/``std``, NCHW float32. `tlkit.engines.preprocessing.preprocess` does exactly that with PIL and numpy, and
-verification feeds the exported model through it, so the file's recipe is checked along with the model.
+verification feeds the exported model through it, so the file's recipe is checked along with the model. An audio
+model reads waveforms (``waveform`` (N, samples) at the JSON's ``sample_rate``, ``lengths`` (N,)) with its front end
+inside the graph: `tlkit.engines.audio_preprocessing` is its recipe.
 
 Examples:
     >>> report = export("logs/digits_finetune/version_0/checkpoints/last.ckpt", "exported/digits")
@@ -31,15 +34,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 import tlkit
 from tlkit.backbones import DataConfig
 from tlkit.checkpoint import class_path, import_class, read_checkpoint
+from tlkit.engines.audio_preprocessing import audio_preprocessing_spec, pad_clips, read_clip, verification_clips
 from tlkit.engines.model_spec import FORMAT_VERSION, SPEC_FILE, ModelSpec
 from tlkit.engines.preprocessing import preprocess, preprocessing_spec, verification_images
 from tlkit.errors import ConfigError, config_error
+from tlkit.input_config import AudioConfig
 from tlkit.tasks.export_check import ExportCheck
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -68,6 +72,85 @@ class ExportedModel(nn.Module):
         return self.task.export_outputs(self.head(features), self.temperature)
 
 
+class ExportedAudioModel(ExportedModel):
+    """`ExportedModel` over waveforms: (N, samples) float32 at the backbone's rate, zero-padded to the longest clip,
+    with each clip's length in samples (N,) int64; the backbone's front end (volume, spectrogram, normalisation) runs
+    inside, so padding does not change a clip's output."""
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward({"waveform": waveform, "lengths": lengths})
+
+
+@dataclass
+class ModelInputs:
+    """What an export feeds its model, for its kind of input: the inputs' names, an example to trace, which
+    dimensions vary, the verification samples read as tlkit trains (``eager``) and as model.json's recipe says
+    (``feeds``), and the recipe and input description model.json records."""
+
+    names: list[str]
+    example: tuple[torch.Tensor, ...]
+    dynamic_shapes: tuple[dict[int, Any], ...]
+    eager: tuple[torch.Tensor, ...]
+    feeds: dict[str, np.ndarray]
+    samples: int
+    kind: str
+    preprocessing: dict[str, Any]
+    description: dict[str, Any]
+
+
+def image_inputs(config: DataConfig, images: str | os.PathLike | None, whole_image: bool) -> ModelInputs:
+    """Images (N, 3, crop, crop): verified on real photos in every mode tlkit reads (or ``images``)."""
+    from tlkit.datamodules import to_rgb
+    from tlkit.datamodules.dense import whole_image_transform
+    from tlkit.datamodules.transforms import eval_transform
+
+    spec = preprocessing_spec(config, whole_image=whole_image)
+    samples = verification_images(images)
+    transform = whole_image_transform(config) if whole_image else eval_transform(config)
+    crop = spec["crop"]
+    return ModelInputs(
+        names=["images"],
+        example=(torch.zeros(2, 3, config.image_size, config.image_size),),
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        eager=(torch.stack([transform(to_rgb(image)) for image in samples]),),
+        feeds={"images": np.stack([preprocess(image, spec) for image in samples])},
+        samples=len(samples),
+        kind="images",
+        preprocessing=spec,
+        description={"name": "images", "shape": ["batch", 3, crop, crop], "dtype": "float32"},
+    )
+
+
+def audio_inputs(config: AudioConfig, clips: str | os.PathLike | None) -> ModelInputs:
+    """Waveforms and lengths: verified on the recorded voices tlkit ships (or the clips under ``clips``), batched
+    at their own lengths, so padding is part of the check."""
+    from tlkit.datamodules.audio import AudioClips, pad_waveforms
+    from tlkit.datamodules.datasets import Split
+
+    spec = audio_preprocessing_spec(config)
+    paths = verification_clips(clips)
+    read = AudioClips(Split([str(path) for path in paths], [0] * len(paths)), config.sample_rate)
+    eager, _ = pad_waveforms([read[i] for i in range(len(read))])
+    batch, samples = torch.export.Dim("batch", min=1), torch.export.Dim("samples", min=config.sample_rate // 10)
+    one_second = config.sample_rate
+    return ModelInputs(
+        names=["waveform", "lengths"],
+        example=(torch.zeros(2, one_second), torch.tensor([one_second, one_second // 2])),
+        dynamic_shapes=({0: batch, 1: samples}, {0: batch}),
+        eager=(eager["waveform"], eager["lengths"]),
+        feeds=pad_clips([read_clip(path, spec) for path in paths]),
+        samples=len(paths),
+        kind="clips",
+        preprocessing=spec,
+        description={
+            "name": "waveform",
+            "shape": ["batch", "samples"],
+            "dtype": "float32",
+            "lengths": {"name": "lengths", "shape": ["batch"], "dtype": "int64"},
+        },
+    )
+
+
 @dataclass
 class ExportReport:
     """What `export` wrote and how closely each format reproduced the checkpoint."""
@@ -77,7 +160,9 @@ class ExportReport:
     max_difference: dict[str, float] = field(default_factory=dict)
     #: Each format's verification as its task judged it: the largest differences, the criterion, any problem.
     checks: dict[str, ExportCheck] = field(default_factory=dict)
+    #: How many real samples it was verified on, and what they were (``images`` or ``clips``).
     images: int = 0
+    kind: str = "images"
 
 
 # ------------------------------------------------------------------------------------------------------- loading
@@ -114,7 +199,8 @@ def export(
         checkpoint_path: a checkpoint of any tlkit strategy.
         out_dir: a new or empty folder (an existing export is never overwritten).
         formats: ``onnx`` (dynamic batch size, for onnxruntime) and/or ``torchscript``.
-        images: a folder of real images to verify on (default: bundled photos and digits).
+        images: a folder of real images (or, for an audio model, clips) to verify on (default: bundled photos and
+            digits, or the recorded voices tlkit ships).
         opset: the ONNX opset.
         tolerance_scale: a factor on the task's tolerance (`Task.export_tolerance`): above 1 to accept a runtime
             whose kernels round differently, below 1 to demand more.
@@ -162,31 +248,38 @@ def _export_into(
     tolerance_scale: float,
 ) -> ExportReport:
     model.backbone.merge_adapter()  # adapters folded into the weights: a plain network, as fast as the original
-    config = model.trained_data_config or model.backbone.data_config
-    spec = preprocessing_spec(config, whole_image=model.task.reads_feature_maps)
-    network = ExportedModel(model.backbone, model.head, model.task, float(model.calibration_temperature)).eval()
-    samples = verification_images(images)
-    eager_inputs, expected = _eager_probabilities(network, samples, config)
-    batch = np.stack([preprocess(image, spec) for image in samples])
-    report = ExportReport(directory, {}, images=len(samples))
+    temperature = float(model.calibration_temperature)
+    if model.backbone.reads_audio:
+        inputs = audio_inputs(model.backbone.data_config, images)
+        network: ExportedModel = ExportedAudioModel(model.backbone, model.head, model.task, temperature).eval()
+    else:
+        config = model.trained_data_config or model.backbone.data_config
+        inputs = image_inputs(config, images, whole_image=model.task.reads_feature_maps)
+        network = ExportedModel(model.backbone, model.head, model.task, temperature).eval()
+    with torch.inference_mode():
+        expected = network(*inputs.eager).numpy()
+    report = ExportReport(directory, {}, images=inputs.samples, kind=inputs.kind)
     for name in formats:
         path = directory / FILES[name]
-        run = (
-            _export_onnx(network, path, opset, config) if name == "onnx" else _export_torchscript(network, path, config)
-        )
+        if name == "onnx":
+            run = _export_onnx(network, path, opset, inputs)
+        else:
+            run = _export_torchscript(network, path, inputs)
         report.files[name] = path
-        check = model.task.check_export(run(batch), expected, tolerance_scale)
+        check = model.task.check_export(run(inputs.feeds), expected, tolerance_scale)
         report.checks[name], report.max_difference[name] = check, check.max_abs_difference
         if not check.passed:
-            where = f" {locate_divergence(network.backbone, eager_inputs, opset)}." if name == "onnx" else ""
+            where = ""
+            if name == "onnx" and inputs.names == ["images"]:
+                where = f" {locate_divergence(network.backbone, inputs.eager[0], opset)}."
             raise VerificationError(
                 f"Expected the {name} export to reproduce the checkpoint's outputs ({check.criterion}) on "
-                f"{len(samples)} images, but {check.problem}; largest |difference| {check.max_abs_difference:.3g} "
-                f"(relative {check.max_rel_difference:.3g}).{where} The files are left in {str(directory)!r} for "
-                "inspection."
+                f"{inputs.samples} {inputs.kind}, but {check.problem}; largest |difference| "
+                f"{check.max_abs_difference:.3g} (relative {check.max_rel_difference:.3g}).{where} The files are left "
+                f"in {str(directory)!r} for inspection."
             )
     report.files["spec"] = directory / SPEC_FILE
-    report.files["spec"].write_text(_spec_document(model, spec, report).to_json())
+    report.files["spec"].write_text(_spec_document(model, inputs, report).to_json())
     return report
 
 
@@ -207,22 +300,6 @@ def _prepare_directory(directory: Path) -> Path:
     return directory
 
 
-def _eager_probabilities(
-    network: nn.Module, images: list[Image.Image], config: DataConfig
-) -> tuple[torch.Tensor, np.ndarray]:
-    """The inputs and the checkpoint's own probabilities, read as tlkit trains (`to_rgb`, then its torchvision
-    evaluation transform): the other side of the check from `preprocess`."""
-    from tlkit.datamodules import to_rgb
-    from tlkit.datamodules.dense import whole_image_transform
-    from tlkit.datamodules.transforms import eval_transform
-
-    dense = network.task.reads_feature_maps
-    transform = whole_image_transform(config) if dense else eval_transform(config)
-    inputs = torch.stack([transform(to_rgb(image)) for image in images])
-    with torch.inference_mode():
-        return inputs, network(inputs).numpy()
-
-
 class _GroupOutputs(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -239,7 +316,7 @@ def locate_divergence(backbone: nn.Module, images: torch.Tensor, opset: int = 18
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "groups.onnx"
-        session = _onnx_session(_GroupOutputs(backbone).eval(), images, path, opset)
+        session = _onnx_session(_GroupOutputs(backbone).eval(), (images,), ["images"], path, opset)
         exported = session.run(None, {"images": images.numpy()})
         graph = onnx.load(str(path)).graph
     with torch.no_grad():
@@ -267,11 +344,7 @@ def _group_operators(graph: Any, group: Any) -> set[str]:
     return operators
 
 
-def _example(config: DataConfig, batch: int = 2) -> torch.Tensor:
-    return torch.zeros(batch, 3, config.image_size, config.image_size)
-
-
-def _export_onnx(network: nn.Module, path: Path, opset: int, config: DataConfig):
+def _export_onnx(network: nn.Module, path: Path, opset: int, inputs: ModelInputs):
     try:
         import onnxruntime  # noqa: F401 (verification runs it)
         import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
@@ -279,59 +352,74 @@ def _export_onnx(network: nn.Module, path: Path, opset: int, config: DataConfig)
         raise config_error(
             "formats", "formats whose packages are installed (ONNX: pip install 'tlkit[export]')", "onnx"
         ) from err
-    batch = torch.export.Dim("batch", min=1)
-    session = _onnx_session(network, _example(config), path, opset, [network.task.output_name], ({0: batch},))
-    return lambda batch_array: session.run(None, {"images": batch_array})[0]
+    output = [network.task.output_name]
+    session = _onnx_session(network, inputs.example, inputs.names, path, opset, output, inputs.dynamic_shapes)
+    return lambda feeds: session.run(None, feeds)[0]
 
 
 def _onnx_session(
-    module: nn.Module, example: torch.Tensor, path: Path, opset: int, output_names=None, dynamic_shapes=None
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    path: Path,
+    opset: int,
+    output_names=None,
+    dynamic_shapes=None,
 ) -> Any:
-    """Export ``module`` (input ``images``) to a self-contained ONNX file and open it in onnxruntime on the CPU."""
+    """Export ``module`` to a self-contained ONNX file and open it in onnxruntime on the CPU."""
     import onnxruntime
 
+    # torch.export unrolls a recurrent layer frame by frame (minutes, and thousands of nodes for a 1 s clip); the
+    # TorchScript-based exporter writes ONNX's own LSTM/GRU operator, for any number of frames.
+    recurrent = any(isinstance(layer, nn.RNNBase) for layer in module.modules())
+    if recurrent and dynamic_shapes is not None:
+        named = zip(input_names, dynamic_shapes)
+        axes = {name: {dim: shape.__name__ for dim, shape in dims.items()} for name, dims in named}
+        options: dict[str, Any] = {"dynamo": False, "dynamic_axes": axes}
+    else:
+        options = {"dynamo": not recurrent, "dynamic_shapes": dynamic_shapes, "external_data": False}
     # The exporter narrates its passes on stdout; the export's own report says what matters.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        # external_data=False (dynamo): one self-contained file; the exporter otherwise puts the weights beside it.
         torch.onnx.export(
             module,
-            (example,),
+            example,
             str(path),
-            input_names=["images"],
+            input_names=input_names,
             output_names=output_names,
-            dynamic_shapes=dynamic_shapes,
             opset_version=opset,
-            dynamo=True,
-            external_data=False,  # one self-contained file (the exporter otherwise puts the weights beside it)
             verbose=False,
+            **options,
         )
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _export_torchscript(network: nn.Module, path: Path, config: DataConfig):
+def _export_torchscript(network: nn.Module, path: Path, inputs: ModelInputs):
     # torch marks TorchScript deprecated in favour of torch.export; the format still loads in C++ and older runtimes,
     # which is why users ask for it. ONNX is the recommended format.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         with torch.no_grad():
-            traced = torch.jit.trace(network, _example(config), check_trace=False)
+            traced = torch.jit.trace(network, inputs.example, check_trace=False)
         traced.save(str(path))
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
-    def run(batch_array: np.ndarray) -> np.ndarray:
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
-            return loaded(torch.from_numpy(batch_array)).numpy()
+            return loaded(*(torch.from_numpy(feeds[name]) for name in inputs.names)).numpy()
 
     return run
 
 
-def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> ModelSpec:
+def _spec_document(model: Any, inputs: ModelInputs, report: ExportReport) -> ModelSpec:
     checks = report.checks
     return ModelSpec(
         format_version=FORMAT_VERSION,
         files={name: path.name for name, path in report.files.items() if name != "spec"},
-        input={"name": "images", "shape": ["batch", 3, spec["crop"], spec["crop"]], "dtype": "float32"},
-        output={"name": model.task.output_name, "shape": model.task.export_shape(spec["crop"])},
-        preprocessing=spec,
+        input=inputs.description,
+        output={"name": model.task.output_name, "shape": model.task.export_shape(inputs.preprocessing.get("crop"))},
+        preprocessing=inputs.preprocessing,
         class_names=model.class_names or [str(i) for i in range(model.num_classes)],
         class_ids=model.class_ids,
         temperature=float(model.calibration_temperature),
@@ -339,7 +427,7 @@ def _spec_document(model: Any, spec: dict[str, Any], report: ExportReport) -> Mo
         strategy=class_path(type(model)),
         backbone=model.backbone.name,
         verification={
-            "images": report.images,
+            inputs.kind: report.images,
             "max_abs_difference": report.max_difference,
             "max_rel_difference": {name: check.max_rel_difference for name, check in checks.items()},
             "criterion": next(iter(checks.values())).criterion if checks else None,

@@ -273,7 +273,7 @@ def rank_layers(
     is told each group and score as it is computed."""
     _check_scores(scores, sort_by)
     name, backbone = _candidate_backbone(backbone, weights)
-    if backbone.reads_audio:  # an LSTM's groups output packed sequences, not features to pool
+    if backbone.reads_audio:  # a group's output is every frame, padding included: not features to pool
         raise config_error("layers_of", "an image or text backbone (audio backbones are ranked as candidates)", name)
     _labelled_training_split(datamodule)
     request = DataRequest.for_backbone(backbone)
