@@ -14,7 +14,15 @@ packages = []
 for name, folder in ROOTS.items():
     packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
-# Data files inside the packages: the recorded voices VoicesDataModule reads (with their attribution).
-PACKAGE_DATA = {"tlkit.datamodules": ["data/voices/*/*.flac", "data/voices/*.md"]}
+# Data files inside the packages: the recorded voices VoicesDataModule reads (with their attribution) and the
+# synthetic ones VoicesDomainDataModule adapts from (with how they were made).
+PACKAGE_DATA = {
+    "tlkit.datamodules": [
+        "data/voices/*/*.flac",
+        "data/voices/*.md",
+        "data/synthetic_voices/*/*.flac",
+        "data/synthetic_voices/*.md",
+    ]
+}
 
 setup(packages=packages, package_dir=ROOTS, package_data=PACKAGE_DATA)

@@ -3,6 +3,7 @@ datasets, LitData shards, images with segmentation masks, audio clips, bundled d
 training."""
 
 from tlkit.datamodules.audio import AudioDataModule, AudioFolderDataModule, VoicesDataModule
+from tlkit.datamodules.audio_domains import AudioDomainDataModule, AudioDomainFolderDataModule, VoicesDomainDataModule
 from tlkit.datamodules.audio_table import AudioTableDataModule
 from tlkit.datamodules.classification import ClassificationDataModule
 from tlkit.datamodules.coco import CocoDataModule
@@ -29,6 +30,8 @@ from tlkit.datamodules.text_files import TextFileDataModule
 
 __all__ = [
     "AudioDataModule",
+    "AudioDomainDataModule",
+    "AudioDomainFolderDataModule",
     "AudioFolderDataModule",
     "AudioTableDataModule",
     "ClassificationDataModule",
@@ -59,6 +62,7 @@ __all__ = [
     "TextFileDataModule",
     "UnlabelledDataset",
     "VoicesDataModule",
+    "VoicesDomainDataModule",
     "open_rgb",
     "to_rgb",
     "write_shards",

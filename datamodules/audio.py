@@ -29,7 +29,7 @@ from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.audio_files import audio_problem, read_audio
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.folders import check_folder, class_folders
-from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
+from tlkit.datamodules.sampling import ResumableTrainLoaders
 from tlkit.errors import ConfigError, config_error, refuse_base_class
 from tlkit.features import data_fingerprint
 from tlkit.randomness import sample_seed, seeded
@@ -58,16 +58,44 @@ class AudioClips(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         waveform = self.load(self.split.samples[index], self.sample_rate)
-        if self.crop_samples is not None:
-            with seeded(sample_seed(index)):  # a training index carries its augmentation's seed
-                if len(waveform) > self.crop_samples:
-                    start = np.random.randint(0, len(waveform) - self.crop_samples + 1)
-                    waveform = waveform[start : start + self.crop_samples]
-                if self.gain_db:
-                    waveform = waveform * np.float32(10 ** (np.random.uniform(-self.gain_db, self.gain_db) / 20))
-                if self.noise_snr_db is not None:
-                    waveform = with_noise(waveform, np.random.uniform(*self.noise_snr_db))
+        with seeded(sample_seed(index)):  # a training index carries its augmentation's seed
+            waveform = self.augment(waveform)
         return torch.from_numpy(np.ascontiguousarray(waveform)), self.split.labels[index]
+
+    def augment(self, waveform: np.ndarray) -> np.ndarray:
+        """``waveform`` cropped, its gain changed and noise added as configured (none for evaluation), drawing
+        from numpy's global generator (seeded by the caller)."""
+        if self.crop_samples is None:
+            return waveform
+        if len(waveform) > self.crop_samples:
+            start = np.random.randint(0, len(waveform) - self.crop_samples + 1)
+            waveform = waveform[start : start + self.crop_samples]
+        if self.gain_db:
+            waveform = waveform * np.float32(10 ** (np.random.uniform(-self.gain_db, self.gain_db) / 20))
+        if self.noise_snr_db is not None:
+            waveform = with_noise(waveform, np.random.uniform(*self.noise_snr_db))
+        return waveform
+
+
+class UnlabelledClips(Dataset):
+    """Target clips without their labels (so no strategy can use them by accident), each read once and served in
+    one or more views (`AudioClips` over the same split, each with its own augmentation; one seed for all views:
+    the draws continue from view to view); with ``with_index``, each sample is ``(views, index)``: its position in
+    the split."""
+
+    def __init__(self, views: list[AudioClips], with_index: bool = False) -> None:
+        self.views, self.with_index = views, with_index
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __getitem__(self, index: int) -> Any:
+        first = self.views[0]
+        waveform = first.load(first.split.samples[index], first.sample_rate)
+        with seeded(sample_seed(index)):
+            views = [torch.from_numpy(np.ascontiguousarray(view.augment(waveform))) for view in self.views]
+        sample = views[0] if len(views) == 1 else views
+        return (sample, index) if self.with_index else sample
 
 
 def with_noise(waveform: np.ndarray, snr_db: float) -> np.ndarray:
@@ -77,16 +105,31 @@ def with_noise(waveform: np.ndarray, snr_db: float) -> np.ndarray:
     return (waveform + np.random.standard_normal(len(waveform)) * scale).astype(np.float32)
 
 
-def pad_waveforms(samples: list[tuple[Any, Any]]) -> tuple[Any, torch.Tensor]:
-    """Collate (waveform, label) samples into ``({"waveform": (N, T), "lengths": (N,)}, labels)``, each clip padded
-    with silence to the batch's longest; samples served as cached `Features` are collated as they are."""
-    if isinstance(samples[0][0], Features):
-        return default_collate(samples)
-    lengths = torch.tensor([len(waveform) for waveform, _ in samples])
-    batch = torch.zeros(len(samples), int(lengths.max()))
-    for row, (waveform, _) in enumerate(samples):
+def pad_waveforms(samples: list[Any]) -> Any:
+    """Collate clips into ``{"waveform": (N, T), "lengths": (N,)}``, each clip padded with silence to the batch's
+    longest: (waveform, label) samples into ``(clips, labels)``; unlabelled waveforms into clips, a list of views into
+    a list of clips per view, ``(views, index)`` into ``(clips, indices)``. Samples served as cached `Features` are
+    collated as they are."""
+    first = samples[0]
+    if isinstance(first, tuple):
+        if isinstance(first[0], Features):
+            return default_collate(samples)
+        return _pad_views([sample[0] for sample in samples]), default_collate([sample[1] for sample in samples])
+    return _pad_views(samples)
+
+
+def _pad_views(clips: list[Any]) -> Any:
+    if isinstance(clips[0], list):  # views: one padded batch per view
+        return [_pad(list(view)) for view in zip(*clips)]
+    return _pad(clips)
+
+
+def _pad(clips: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    lengths = torch.tensor([len(waveform) for waveform in clips])
+    batch = torch.zeros(len(clips), int(lengths.max()))
+    for row, waveform in enumerate(clips):
         batch[row, : len(waveform)] = waveform
-    return {"waveform": batch, "lengths": lengths}, default_collate([label for _, label in samples])
+    return {"waveform": batch, "lengths": lengths}
 
 
 class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, LightningDataModule):
@@ -113,6 +156,8 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
     classes_hint = "a classifier needs one folder per class"
+    #: The split `tlkit test` and `tlkit predict` read.
+    test_split = "test"
 
     def __init__(
         self,
@@ -188,9 +233,7 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         return dict(batch_size=hp.batch_size, num_workers=hp.num_workers, collate_fn=pad_waveforms)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
-        sampler = EpochShuffleSampler(len(dataset), self.hparams.seed)
-        return self.track_train_loader("train", ResumableDataLoader(dataset, sampler=sampler, **self._loader_options()))
+        return self.training_loader("train", self.dataset("train"))
 
     def evaluation_loader(self, split: str) -> DataLoader:
         return DataLoader(self.dataset(split, train=False), **self._loader_options())
@@ -199,11 +242,11 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         return self.evaluation_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.evaluation_loader("test")
+        return self.evaluation_loader(self.test_split)
 
     def _predict_split(self) -> Split:
         if self.hparams.predict_dir is None:
-            return self.splits["test"]
+            return self.splits[self.test_split]
         if self._predict is None:  # scanned once: the writer's names and the loader share it
             clips = scan_clips(Path(self.hparams.predict_dir).expanduser())
             self._predict = Split([str(clip) for clip in clips], [-1] * len(clips))  # -1: no label
@@ -211,7 +254,7 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
 
     def predict_dataloader(self) -> DataLoader:
         if self.hparams.predict_dir is None:
-            return self.evaluation_loader("test")
+            return self.evaluation_loader(self.test_split)
         config = self.audio_config()
         # A predict folder's clips are files, whatever this datamodule stores its own samples as.
         dataset = AudioClips(self._predict_split(), config.sample_rate)

@@ -1,5 +1,5 @@
-"""Source and target domains for domain adaptation: `DomainDataModule` and the folder-based
-`DomainAdaptationDataModule`."""
+"""Source and target domains for domain adaptation: `TwoDomains` (the splits and loaders of every domain-adaptation
+datamodule, whatever its inputs), `DomainDataModule` (images) and the folder-based `DomainAdaptationDataModule`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from tlkit.data_request import DataRequest
 from tlkit.datamodules._attached import model_request
@@ -27,34 +27,32 @@ EpochLength = int | Literal["max", "min"]
 SEED_OFFSETS = {"source": 0, "target": 1, "target_labeled": 2}
 
 
-class DomainDataModule(ImageDataModule):
-    """A labelled source domain and a target domain with none, a few (``shots`` per class) or all labels.
+class TwoDomains:
+    """Datamodule mixin: a labelled source domain and a target domain with none, a few (``shots`` per class) or all
+    labels, for images (`DomainDataModule`) or audio clips (`tlkit.datamodules.AudioDomainDataModule`).
 
     Training batches are dicts from Lightning's CombinedLoader, one DataLoader per domain (so DDP gives each its own
-    DistributedSampler): ``source`` -> (images, labels); ``target`` -> images, or [weak, strong] views when the
+    DistributedSampler): ``source`` -> (inputs, labels); ``target`` -> inputs, or [weak, strong] views when the
     model's `DataRequest` asks for ``target_views: weak_strong`` (and ``(views, indices)`` when it asks for
-    ``target_indices``); ``target_labeled`` -> (images, labels) unless ``target_labels`` is ``none``. Validation has
+    ``target_indices``); ``target_labeled`` -> (inputs, labels) unless ``target_labels`` is ``none``. Validation has
     two loaders, source val and target val; test and predict use the target test split. Target val and test are held
     out of the target training pool, and model selection never sees target test. A model that asks for
     ``source_free`` (SHOT) gets no source loader at all, in training or validation.
 
-    Subclasses implement `load_domains`.
+    Subclasses implement `load_domains`; the modality's datamodule implements `target_training_set` and
+    `target_pool_set`.
 
     Args:
         target_labels: ``none`` (unsupervised), ``few`` (``shots`` per class, seeded; semi-supervised) or ``all``.
-        shots: labelled target images per class when ``target_labels`` is ``few``.
-        target_train_size: keep this many images of the target training pool (a seeded random draw, no labels
+        shots: labelled target samples per class when ``target_labels`` is ``few``.
+        target_train_size: keep this many samples of the target training pool (a seeded random draw, no labels
             read), to adapt to a small target as a user with a few hundred unlabelled images would; None keeps all.
             The target validation and test splits keep their size.
         iters_per_epoch: steps per epoch, or ``max``/``min``: the larger/smaller domain's number of batches.
         val_fraction: fraction of each domain's classes held out for validation (0: no validation).
         test_fraction: fraction of the target's classes held out for testing.
-
-    The other arguments are `ImageDataModule`'s (``batch_size`` is per domain).
     """
 
-    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
-    base_class_only = True
     test_split = "target_test"
 
     def __init__(
@@ -78,6 +76,14 @@ class DomainDataModule(ImageDataModule):
             raise config_error("iters_per_epoch", "an integer >= 1, 'max' or 'min'", iters_per_epoch)
         super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, **kwargs)
         self.steps_per_epoch: int | None = None
+
+    def target_training_set(self, request: DataRequest) -> Dataset:
+        """The target training pool without labels, in the views ``request`` asks for (with indices if asked)."""
+        raise NotImplementedError
+
+    def target_pool_set(self) -> Dataset:
+        """The target training pool in order, read for evaluation, inputs only (no labels, no index)."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def load_domains(self) -> tuple[list[str], Split, Split]:
@@ -120,20 +126,11 @@ class DomainDataModule(ImageDataModule):
             splits["target_labeled"] = splits["target_train"]
         return splits
 
-    def _target_views(self, request: DataRequest) -> list[Callable]:
-        config, hp = self.resolve_data_config(request), self.hparams
-        if request.target_views == "weak_strong":
-            return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
-        return [train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale)]
-
     # --------------------------------------------------------------------------------------------- loaders
     def train_dataloader(self) -> CombinedLoader:
         hp, request = self.hparams, model_request(self)
-        target = self.splits["target_train"]
         datasets = {} if request.source_free else {"source": self.dataset("source_train", train=True)}
-        datasets["target"] = UnlabelledDataset(
-            target, self.load_image, self._target_views(request), with_index=request.target_indices
-        )
+        datasets["target"] = self.target_training_set(request)
         if "target_labeled" in self.splits:
             datasets["target_labeled"] = self.dataset("target_labeled", train=True)
         # Epoch length: explicit steps (every domain cycles through fresh permutations), or the larger/smaller domain.
@@ -149,7 +146,7 @@ class DomainDataModule(ImageDataModule):
         self.steps_per_epoch = steps
         rank_zero_info(
             f"DomainDataModule: {steps} steps per epoch (iters_per_epoch: {hp.iters_per_epoch}); "
-            + ", ".join(f"{name} {len(d)} images" for name, d in datasets.items())
+            + ", ".join(f"{name} {len(d)} examples" for name, d in datasets.items())
         )
         return CombinedLoader(loaders, mode="min_size")
 
@@ -163,11 +160,34 @@ class DomainDataModule(ImageDataModule):
         return target if model_request(self).source_free else {"source": self.evaluation_loader("source_val"), **target}
 
     def target_pool_loader(self) -> DataLoader:
-        """The target training pool in order, with the evaluation transform, images only (no labels): what a
-        strategy labels itself (SHOT); a sample's position here is the index ``target_indices`` serves with it."""
+        """The target training pool in order, read for evaluation, inputs only (no labels): what a strategy labels
+        itself (SHOT); a sample's position here is the index ``target_indices`` serves with it."""
+        return DataLoader(self.target_pool_set(), **self._loader_options())
+
+
+class DomainDataModule(TwoDomains, ImageDataModule):
+    """`TwoDomains` of images: target views are the training transform, or weak and strong augmentations
+    (``target_views: weak_strong``); subclasses implement `load_domains`.
+
+    The arguments are `TwoDomains`' and `ImageDataModule`'s (``batch_size`` is per domain).
+    """
+
+    #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
+    base_class_only = True
+
+    def _target_views(self, request: DataRequest) -> list[Callable]:
+        config, hp = self.resolve_data_config(request), self.hparams
+        if request.target_views == "weak_strong":
+            return [weak_transform(config, hp.hflip), strong_transform(config, hp.hflip)]
+        return [train_transform(config, hp.augment, hp.hflip, hp.min_crop_scale)]
+
+    def target_training_set(self, request: DataRequest) -> Dataset:
+        views = self._target_views(request)
+        return UnlabelledDataset(self.splits["target_train"], self.load_image, views, request.target_indices)
+
+    def target_pool_set(self) -> Dataset:
         transform = eval_transform(self.resolve_data_config())
-        dataset = UnlabelledDataset(self.splits["target_train"], self.load_image, [transform])
-        return DataLoader(dataset, **self._loader_options())
+        return UnlabelledDataset(self.splits["target_train"], self.load_image, [transform])
 
 
 class DomainAdaptationDataModule(DomainDataModule):

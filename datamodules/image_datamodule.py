@@ -20,7 +20,7 @@ from tlkit.datamodules._served_features import FeatureServingSlot
 from tlkit.datamodules.datasets import ImageDataset, Split, open_rgb
 from tlkit.datamodules.folders import InvalidPolicy, scan_images
 from tlkit.datamodules.medical import MedicalReading
-from tlkit.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader, ResumableTrainLoaders
+from tlkit.datamodules.sampling import ResumableTrainLoaders
 from tlkit.datamodules.transforms import eval_transform, train_transform
 from tlkit.errors import config_error, refuse_base_class
 from tlkit.features import data_fingerprint
@@ -174,14 +174,6 @@ class ImageDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers,
         )
-
-    def training_loader(
-        self, name: str, dataset: Dataset, num_samples: int | None = None, seed_offset: int = 0, drop_last: bool = False
-    ) -> ResumableDataLoader:
-        """A shuffled loader over ``dataset`` whose position (epoch, batches consumed) checkpoints save as ``name``."""
-        sampler = EpochShuffleSampler(len(dataset), self.hparams.seed + seed_offset, num_samples)
-        loader = ResumableDataLoader(dataset, sampler=sampler, drop_last=drop_last, **self._loader_options())
-        return self.track_train_loader(name, loader)
 
     def evaluation_loader(self, split: str) -> DataLoader:
         """The named split in order, with the evaluation transform."""

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tlkit.randomness import SeededIndex, mix
 
@@ -190,6 +190,15 @@ class ResumableTrainLoaders:
 
     def track_train_loader(self, name: str, loader: L) -> L:
         return self._loader_positions.track(name, loader)
+
+    def training_loader(
+        self, name: str, dataset: Dataset, num_samples: int | None = None, seed_offset: int = 0, drop_last: bool = False
+    ) -> ResumableDataLoader:
+        """A shuffled loader over ``dataset`` whose position (epoch, batches consumed) checkpoints save as ``name``
+        (the datamodule's ``_loader_options`` give the batch size, workers and collation)."""
+        sampler = EpochShuffleSampler(len(dataset), self.hparams.seed + seed_offset, num_samples)
+        loader = ResumableDataLoader(dataset, sampler=sampler, drop_last=drop_last, **self._loader_options())
+        return self.track_train_loader(name, loader)
 
     def state_dict(self) -> dict[str, Any]:
         """Each training loader's position (epoch, batches consumed), so a resumed run continues mid-epoch."""

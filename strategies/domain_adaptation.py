@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
+from tlkit.functional import input_count, join_inputs
 from tlkit.strategies.domain_module import DomainModule
 
 # ``reference_epochs: auto`` trains the source-only reference for at least this many optimizer steps. Measured on
@@ -153,8 +154,8 @@ class DomainAdaptation(DomainModule):
             return self.reference_step(batch, batch_idx)
         xs, ys = batch["source"]
         xt = batch["target"]
-        n = len(xs)
-        features = self.extract_features(torch.cat([xs, xt]))
+        n = input_count(xs)
+        features = self.extract_features(join_inputs(xs, xt))
         logits = self.head(features)
         cls_loss = self.loss(logits[:n], ys)
         weight = self.adaptation_weight()

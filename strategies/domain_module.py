@@ -39,19 +39,19 @@ MAX_VALIDATOR_SAMPLES = 2048
 EMBEDDING_SAMPLES_PER_DOMAIN = 300
 
 
-def target_validators() -> MetricCollection:
-    """Fresh label-free validators of the target validation predictions, as logged (``val/safe_im``, ...)."""
-    return MetricCollection(
-        {
-            "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
-            "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
-            "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
-            "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
-            "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
-            "pixel_ami": ImageClusterAgreement(MAX_VALIDATOR_SAMPLES),
-        },
-        prefix="val/",
-    )
+def target_validators(images: bool = True) -> MetricCollection:
+    """Fresh label-free validators of the target validation predictions, as logged (``val/safe_im``, ...);
+    ``val/pixel_ami`` only where the inputs are ``images`` (it clusters their pixels)."""
+    validators = {
+        "im": InformationMaximization(MAX_VALIDATOR_SAMPLES),
+        "snd": SoftNeighborhoodDensity(MAX_VALIDATOR_SAMPLES),
+        "bnm": BatchNuclearNorm(MAX_VALIDATOR_SAMPLES),
+        "safe_im": SafeInformationMaximization(MAX_VALIDATOR_SAMPLES),
+        "class_ami": ClassClusterAgreement(MAX_VALIDATOR_SAMPLES),
+    }
+    if images:
+        validators["pixel_ami"] = ImageClusterAgreement(MAX_VALIDATOR_SAMPLES)
+    return MetricCollection(validators, prefix="val/")
 
 
 def target_diagnostics() -> MetricCollection:
@@ -129,7 +129,8 @@ class DomainModule(TransferModule):
         self.backbone_lr_factor = backbone_lr_factor
         super().__init__(backbone, **kwargs)
         # Label-free model selection on the target validation predictions (synchronised across ranks by torchmetrics).
-        self.target_validators = target_validators()
+        self.clusters_pixels = not (self.backbone.reads_audio or self.backbone.reads_text)  # val/pixel_ami
+        self.target_validators = target_validators(images=self.clusters_pixels)
         # Collapse diagnostics on the same predictions (shown in TensorBoard and `tlkit select`, not the progress bar).
         self.target_diagnostics = target_diagnostics()
         #: The scores of the unadapted model (`reference_epochs`, or SHOT's source model), once measured.
@@ -259,7 +260,8 @@ class DomainModule(TransferModule):
                 sync_dist=True,
             )
             probabilities = self.task.postprocess(logits, temperature)  # what predict and export give
-            self.target_validators.update(probabilities, features=features, images=x)
+            images = {"images": x} if self.clusters_pixels else {}
+            self.target_validators.update(probabilities, features=features, **images)
             self.target_diagnostics.update(probabilities)
             self.confusion.update(logits, y)  # the target's: where adaptation is judged
         self.validation_features(features, domain)

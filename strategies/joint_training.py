@@ -8,6 +8,7 @@ import torch
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
+from tlkit.functional import input_count, join_inputs
 from tlkit.strategies.domain_module import DomainModule
 
 
@@ -40,8 +41,8 @@ class JointTraining(DomainModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         xs, ys = batch["source"]
         xl, yl = batch["target_labeled"]
-        n = len(xs)
-        logits = self(torch.cat([xs, xl]))
+        n = input_count(xs)
+        logits = self(join_inputs(xs, xl))
         source_loss = self.loss(logits[:n], ys)
         target_loss = self.loss(logits[n:], yl)
         loss = self.source_weight * source_loss + target_loss

@@ -11,7 +11,7 @@ from torch import nn
 
 from tlkit.backbones import Backbone
 from tlkit.errors import config_error
-from tlkit.functional import align_distribution, class_balance_loss
+from tlkit.functional import align_distribution, class_balance_loss, input_count, join_inputs
 from tlkit.strategies.domain_adaptation import DomainAdaptation
 
 
@@ -136,12 +136,12 @@ class SelfTraining(DomainAdaptation):
             return self.reference_step(batch, batch_idx)  # the source-only reference epochs
         xs, ys = batch["source"]
         weak, strong = batch["target"]
-        n, m = len(xs), len(weak)
+        n, m = input_count(xs), input_count(weak)
         if self.teacher is None:
-            logits = self(torch.cat([xs, weak, strong]))
+            logits = self(join_inputs(xs, weak, strong))
             source_logits, weak_logits, strong_logits = logits[:n], logits[n : n + m], logits[n + m :]
         else:
-            logits = self(torch.cat([xs, strong]))
+            logits = self(join_inputs(xs, strong))
             source_logits, strong_logits, weak_logits = logits[:n], logits[n:], self.teacher_logits(weak)
         cls_loss = self.loss(source_logits, ys)
         confidence, pseudo_labels = self.pseudo_label_probabilities(weak_logits).max(dim=1)

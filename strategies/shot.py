@@ -88,6 +88,11 @@ class SHOT(DomainModule):
         super().setup(stage)
         if stage != "fit":
             return
+        if not self.clusters_pixels:  # its reference's val/pixel_ami clusters the pool's pixels
+            raise ConfigError(
+                f"Expected SHOT to adapt an image backbone, but got {self.backbone.name!r}: SHOT does not take audio "
+                "or text yet (the other domain-adaptation strategies do)."
+            )
         if not isinstance(self.trainer.datamodule, UnlabelledTargetPool):
             raise ConfigError(
                 f"Expected SHOT to train on a datamodule with `target_pool_loader` (DomainDataModule and its "

@@ -2,6 +2,7 @@
 fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
+from tlkit.functional.batches import input_count, join_inputs
 from tlkit.functional.calibration import fit_temperature
 from tlkit.functional.collapse import collapsed, marginal_entropy, predicted_classes, top_class_share
 from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
@@ -53,7 +54,9 @@ __all__ = [
     "logme_targets",
     "im_score",
     "image_thumbnails",
+    "input_count",
     "information_maximization_loss",
+    "join_inputs",
     "l2_penalty",
     "l2_sp_distance",
     "marginal_entropy",
