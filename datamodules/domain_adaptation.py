@@ -145,7 +145,7 @@ class TwoDomains:
         }
         self.steps_per_epoch = steps
         rank_zero_info(
-            f"DomainDataModule: {steps} steps per epoch (iters_per_epoch: {hp.iters_per_epoch}); "
+            f"{type(self).__name__}: {steps} steps per epoch (iters_per_epoch: {hp.iters_per_epoch}); "
             + ", ".join(f"{name} {len(d)} examples" for name, d in datasets.items())
         )
         return CombinedLoader(loaders, mode="min_size")

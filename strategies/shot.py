@@ -71,6 +71,12 @@ class SHOT(DomainModule):
         super().__init__(backbone, weights=None, **kwargs)
         # Not an argument of SHOT: a checkpoint that recorded it could not be loaded again (`weights` given twice).
         self.hparams.pop("weights", None)
+        if not self.clusters_pixels:  # its source reference's val/pixel_ami clusters the target pool's pixels
+            raise config_error(
+                "backbone",
+                "an image backbone for SHOT (audio and text take the other domain-adaptation strategies)",
+                self.backbone.name,
+            )
 
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)
@@ -88,11 +94,6 @@ class SHOT(DomainModule):
         super().setup(stage)
         if stage != "fit":
             return
-        if not self.clusters_pixels:  # its reference's val/pixel_ami clusters the pool's pixels
-            raise ConfigError(
-                f"Expected SHOT to adapt an image backbone, but got {self.backbone.name!r}: SHOT does not take audio "
-                "or text yet (the other domain-adaptation strategies do)."
-            )
         if not isinstance(self.trainer.datamodule, UnlabelledTargetPool):
             raise ConfigError(
                 f"Expected SHOT to train on a datamodule with `target_pool_loader` (DomainDataModule and its "

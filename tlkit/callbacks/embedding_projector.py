@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
 from tlkit.callbacks._images import framed, images_of, unnormalised
 from tlkit.errors import config_error
+from tlkit.functional import first_inputs, input_count
 from tlkit.protocols import DomainValidation, FeatureExtractor, NamedClasses
 
 #: Frame colours of the projector's thumbnails, by domain (matplotlib's tab10 orange and blue; then the rest of it).
@@ -29,7 +31,8 @@ class EmbeddingProjector(Callback):
     (``configure_callbacks``).
 
     Args:
-        samples_per_domain: validation images embedded per domain (the first ones, in loader order).
+        samples_per_domain: validation samples embedded per domain (the first ones, in loader order); images are
+            drawn as their thumbnails, clips and texts as TensorBoard's default points.
 
     Examples:
         >>> trainer = Trainer(callbacks=[EmbeddingProjector(samples_per_domain=500)])
@@ -59,12 +62,13 @@ class EmbeddingProjector(Callback):
                 colour = DOMAIN_COLOURS.get(domain, OTHER_COLOURS[index % len(OTHER_COLOURS)])
                 seen = 0
                 for x, y in loader:
-                    x = x[: self.samples_per_domain - seen]
+                    x = first_inputs(x, self.samples_per_domain - seen)
                     if images_of(x) is not None:
                         thumbnails.append(framed(unnormalised(x.float().cpu(), trainer), colour, THUMBNAIL_SIZE, FRAME))
-                    features.append(pl_module.extract_features(x.to(pl_module.device)).float().cpu())
-                    metadata += [[domain, classes[int(c)] if classes else str(int(c))] for c in y[: len(x)]]
-                    seen += len(x)
+                    features.append(pl_module.extract_features(move_data_to_device(x, pl_module.device)).float().cpu())
+                    count = input_count(x)
+                    metadata += [[domain, classes[int(c)] if classes else str(int(c))] for c in y[:count]]
+                    seen += count
                     if seen >= self.samples_per_domain:
                         break
         pl_module.train(was_training)

@@ -2,7 +2,7 @@
 fine-tuning regularizers."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
-from tlkit.functional.batches import input_count, join_inputs
+from tlkit.functional.batches import first_inputs, input_count, join_inputs
 from tlkit.functional.calibration import fit_temperature
 from tlkit.functional.collapse import collapsed, marginal_entropy, predicted_classes, top_class_share
 from tlkit.functional.entropy import class_balance_loss, entropy, information_maximization_loss, mcc_loss
@@ -43,6 +43,7 @@ __all__ = [
     "consensus_agreement",
     "coral_loss",
     "entropy",
+    "first_inputs",
     "fit_temperature",
     "gaussian_kernels",
     "grad_reverse",

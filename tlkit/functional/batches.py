@@ -18,6 +18,13 @@ def input_count(inputs: Inputs) -> int:
     return int(inputs.shape[0])
 
 
+def first_inputs(inputs: Inputs, count: int) -> Inputs:
+    """The first ``count`` samples of ``inputs`` (a tensor's rows, or each of a dict's tensors' rows)."""
+    if isinstance(inputs, Mapping):
+        return {key: value[:count] for key, value in inputs.items()}
+    return inputs[:count]
+
+
 def join_inputs(*parts: Inputs) -> Inputs:
     """``parts`` as one batch, in order: tensors concatenated; dicts concatenated key by key, a key's (N, T, ...)
     tensors zero-padded at the end of T to the longest (padding a clip with silence; each keeps its ``lengths``)."""
