@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from tlkit.data_request import DataRequest
 from tlkit.datamodules.audio import AudioClips, AudioDataModule, UnlabelledClips, bundled_voices, scan_audio_folder
 from tlkit.datamodules.datasets import Split
-from tlkit.datamodules.domain_adaptation import TwoDomains
+from tlkit.datamodules.domain_adaptation import TwoDomains, domain_folders
 from tlkit.datamodules.folders import InvalidPolicy, check_same_classes
 from tlkit.errors import config_error
 
@@ -81,8 +81,7 @@ class AudioDomainFolderDataModule(AudioDomainDataModule):
         if on_invalid not in ("error", "skip"):
             raise config_error("on_invalid", "'error' or 'skip'", on_invalid)
         super().__init__(**kwargs)
-        base = Path(root).expanduser() if root else Path()
-        self.source_dir, self.target_dir = base / source_dir, base / target_dir
+        self.source_dir, self.target_dir = domain_folders(source_dir, target_dir, root)
 
     def describe_source(self) -> str:
         return f"{str(self.source_dir)!r} and {str(self.target_dir)!r}"

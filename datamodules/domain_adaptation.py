@@ -190,6 +190,12 @@ class DomainDataModule(TwoDomains, ImageDataModule):
         return UnlabelledDataset(self.splits["target_train"], self.load_image, [transform])
 
 
+def domain_folders(source_dir: str, target_dir: str, root: str | None) -> tuple[Path, Path]:
+    """The source and target folders a folder-based domain datamodule reads: relative to ``root`` when given."""
+    base = Path(root).expanduser() if root else Path()
+    return base / source_dir, base / target_dir
+
+
 class DomainAdaptationDataModule(DomainDataModule):
     """Source and target domains as ImageFolder trees; Office-31 / Office-Home work as ``root`` plus domain names.
 
@@ -217,8 +223,7 @@ class DomainAdaptationDataModule(DomainDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        base = Path(root).expanduser() if root else Path()
-        self.source_dir, self.target_dir = base / source_dir, base / target_dir
+        self.source_dir, self.target_dir = domain_folders(source_dir, target_dir, root)
         self.on_invalid = self.predict_on_invalid = on_invalid
         self.verify_images = verify_images
 
