@@ -76,8 +76,11 @@ def family_args(family: str, tiny_bert: Path, tmp_path: Path) -> tuple[str, list
         extra = [*TINY_IMAGE_MODEL, f"--data.init_args.path={tmp_path / 'hf'}", "--data.init_args.revision=null"]
         extra += ["--data.init_args.splits={val: validation, test: validation}", "--data.init_args.batch_size=4"]
         extra += ["--data.init_args.num_workers=1"]
-    elif family == "audio":  # clips padded per batch, each with its length; the LSTM packs them
+    elif family == "audio":  # clips padded per batch, each with its length; the LSTM reads each one's last frame
         config = "voices_speaker_id.yaml"
+        extra = ["--data.init_args.batch_size=8"]
+    elif family == "audio_domains":  # two domains' clips of different lengths joined into one batch on each rank
+        config = "domain_adaptation/voices_dann.yaml"
         extra = ["--data.init_args.batch_size=8"]
     elif family == "detection":  # mAP gathers every rank's detections before COCO's evaluation
         config = "digit_scenes_detection.yaml"
@@ -101,6 +104,7 @@ EPOCHS = {
     "shards": 2,
     "hf_streaming": 2,
     "audio": 2,
+    "audio_domains": 2,
 }
 MOVES = {
     "classification": "head.",
@@ -112,13 +116,14 @@ MOVES = {
     "shards": "head.",
     "hf_streaming": "head.",
     "audio": "head.",
+    "audio_domains": "discriminator.",
 }
 
 
 FAMILIES = ["classification", "text", "domain_adaptation", "multilabel", "segmentation", "detection"]
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "shards", "hf_streaming", "audio"])
+@pytest.mark.parametrize("family", [*FAMILIES, "shards", "hf_streaming", "audio", "audio_domains"])
 def test_a_two_device_run_with_the_progress_bar_finishes_with_equal_ranks(family, tiny_bert, tmp_path):
     name, args = family_args(family, tiny_bert, tmp_path)
     epochs = [f"--trainer.max_epochs={EPOCHS[family]}", *SHORT[1:]]
