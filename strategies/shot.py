@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
 from tlkit.backbones import Backbone
@@ -71,12 +72,6 @@ class SHOT(DomainModule):
         super().__init__(backbone, weights=None, **kwargs)
         # Not an argument of SHOT: a checkpoint that recorded it could not be loaded again (`weights` given twice).
         self.hparams.pop("weights", None)
-        if not self.clusters_pixels:  # its source reference's val/pixel_ami clusters the target pool's pixels
-            raise config_error(
-                "backbone",
-                "an image backbone for SHOT (audio and text take the other domain-adaptation strategies)",
-                self.backbone.name,
-            )
 
     def _build_head(self, num_classes: int) -> None:
         super()._build_head(num_classes)
@@ -134,16 +129,16 @@ class SHOT(DomainModule):
         was_training = self.training
         self.eval()
         features, probabilities, thumbnails = [], [], []
-        for images, _ in loader:  # as a validation step scores them: the head on the features, in eval mode
-            batch_features = self.extract_features(images.to(self.device))
+        for inputs, _ in loader:  # as a validation step scores them: the head on the features, in eval mode
+            batch_features = self.extract_features(move_data_to_device(inputs, self.device))
             features.append(batch_features.float())
-            thumbnails.append(image_thumbnails(images))
+            if self.clusters_pixels:  # images: val/pixel_ami clusters their thumbnails
+                thumbnails.append(image_thumbnails(inputs))
             probabilities.append(self.head(batch_features).float().softmax(dim=1))
         self.train(was_training)
         rows = slice(MAX_VALIDATOR_SAMPLES)
-        scores = label_free_scores(
-            torch.cat(probabilities)[rows], torch.cat(features)[rows], torch.cat(thumbnails)[rows]
-        )
+        kept_thumbnails = torch.cat(thumbnails)[rows] if thumbnails else None
+        scores = label_free_scores(torch.cat(probabilities)[rows], torch.cat(features)[rows], kept_thumbnails)
         return {**scores, "epoch": -1.0, "reference": 1.0}
 
     def reference_label(self) -> str:
@@ -165,8 +160,8 @@ class SHOT(DomainModule):
         was_training = self.training
         self.eval()
         features, probabilities = [], []
-        for images in loader:
-            f = self.extract_features(images.to(self.device))
+        for inputs in loader:
+            f = self.extract_features(move_data_to_device(inputs, self.device))
             features.append(f.float())
             probabilities.append(self.head(f).float().softmax(dim=1))
         self.train(was_training)
@@ -192,12 +187,12 @@ class SHOT(DomainModule):
     # ------------------------------------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Information maximisation + ``pseudo_label_weight`` x cross-entropy on the pool's centroid labels."""
-        images, indices = batch["target"]
-        logits = self(images)
+        inputs, indices = batch["target"]
+        logits = self(inputs)
         im_loss = information_maximization_loss(logits)
         pseudo_loss = self.loss(logits, self.pseudo_labels[indices])
         loss = im_loss + self.pseudo_label_weight * pseudo_loss
-        n = len(images)
+        n = len(indices)
         self.log_loss("train/loss", loss, n, prog_bar=True, per_step=True)
         self.log_loss("train/im_loss", im_loss, n)
         self.log_loss("train/pseudo_label_loss", pseudo_loss, n)

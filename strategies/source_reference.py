@@ -67,21 +67,22 @@ def reference_scores(reference: dict[str, float] | None) -> dict[str, float] | N
 
 
 def label_free_scores(
-    probabilities: torch.Tensor, features: torch.Tensor, thumbnails: torch.Tensor
+    probabilities: torch.Tensor, features: torch.Tensor, thumbnails: torch.Tensor | None
 ) -> dict[str, float]:
     """What a validation records, computed here from one model's target validation probabilities, the features its
-    head classified and the images' thumbnails (`tlkit.functional.image_thumbnails`; SHOT's source model, scored
-    before training)."""
+    head classified and the images' thumbnails (`tlkit.functional.image_thumbnails`; None for clips and texts, whose
+    validation has no ``val/pixel_ami``; SHOT's source model, scored before training)."""
     scores = {
         "val/im": im_score(probabilities),
         "val/snd": snd_score(probabilities),
         "val/bnm": bnm_score(probabilities),
         "val/class_ami": class_ami_score(features, probabilities),
-        "val/pixel_ami": pixel_ami_score(thumbnails, probabilities),
         "val/target_top_class_share": top_class_share(probabilities),
         "val/target_predicted_classes": predicted_classes(probabilities),
         "val/target_marginal_entropy": marginal_entropy(probabilities),
     }
+    if thumbnails is not None:
+        scores["val/pixel_ami"] = pixel_ami_score(thumbnails, probabilities)
     return {name: float(value) for name, value in scores.items()}
 
 
