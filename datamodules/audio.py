@@ -216,16 +216,26 @@ class AudioDataModule(FeatureServingSlot, LabelledData, ResumableTrainLoaders, L
         request = request if request is not None else model_request(self)
         config = self.audio_config(request)
         random = (split == "train" if train is None else train) and self.hparams.augment
-        crop = round(config.max_seconds * config.sample_rate) if random else None
-        gain = self.hparams.gain_db if random else 0.0
-        noise = tuple(self.hparams.noise_snr_db) if random and self.hparams.noise_snr_db is not None else None
-        dataset = AudioClips(self.splits[split], config.sample_rate, crop, gain, self.load_clip, noise)
+        dataset = self.clips(split, config, random, self.configured_noise())
         serving = self.feature_serving
         if serving is None or not serving.active or random:
             return dataset
         data = self.splits[split]
         key = data_fingerprint(data.samples, data.labels)
         return serving.dataset(dataset, key, f"audio at {config.sample_rate} Hz", name=split, collate_fn=pad_waveforms)
+
+    def clips(
+        self, split: str, config: AudioConfig, random: bool, noise: tuple[float, float] | None = None
+    ) -> AudioClips:
+        """The named split's clips at ``config``'s rate; with ``random``, cropped at random to the training length,
+        varied in volume by up to ``gain_db`` and, with ``noise``, noisy at a signal-to-noise ratio in its range."""
+        crop = round(config.max_seconds * config.sample_rate) if random else None
+        gain = self.hparams.gain_db if random else 0.0
+        return AudioClips(self.splits[split], config.sample_rate, crop, gain, self.load_clip, noise if random else None)
+
+    def configured_noise(self) -> tuple[float, float] | None:
+        """``noise_snr_db`` as a (low, high) pair, or None when no noise is configured."""
+        return tuple(self.hparams.noise_snr_db) if self.hparams.noise_snr_db is not None else None
 
     # --------------------------------------------------------------------------------------------- loaders
     def _loader_options(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Literal
 from torch.utils.data import Dataset
 
 from tlkit.data_request import DataRequest
-from tlkit.datamodules.audio import AudioClips, AudioDataModule, UnlabelledClips, bundled_voices, scan_audio_folder
+from tlkit.datamodules.audio import AudioDataModule, UnlabelledClips, bundled_voices, scan_audio_folder
 from tlkit.datamodules.datasets import Split
 from tlkit.datamodules.domain_adaptation import TwoDomains, domain_folders
 from tlkit.datamodules.folders import InvalidPolicy, check_same_classes
@@ -33,23 +33,17 @@ class AudioDomainDataModule(TwoDomains, AudioDataModule):
     #: Not usable on its own: the CLI offers only its subclasses, and using it directly is a one-line error.
     base_class_only = True
 
-    def _view(self, request: DataRequest, noise: tuple[float, float] | None) -> AudioClips:
-        config, hp = self.audio_config(request), self.hparams
-        crop = round(config.max_seconds * config.sample_rate) if hp.augment else None
-        gain = hp.gain_db if hp.augment else 0.0
-        return AudioClips(self.splits["target_train"], config.sample_rate, crop, gain, self.load_clip, noise)
-
     def target_training_set(self, request: DataRequest) -> Dataset:
-        configured = tuple(self.hparams.noise_snr_db) if self.hparams.noise_snr_db is not None else None
+        config, random, noise = self.audio_config(request), self.hparams.augment, self.configured_noise()
         if request.target_views == "weak_strong":
-            views = [self._view(request, None), self._view(request, configured or STRONG_NOISE_SNR_DB)]
+            strong = noise or STRONG_NOISE_SNR_DB
+            views = [self.clips("target_train", config, random), self.clips("target_train", config, random, strong)]
         else:
-            views = [self._view(request, configured)]
+            views = [self.clips("target_train", config, random, noise)]
         return UnlabelledClips(views, request.target_indices)
 
     def target_pool_set(self) -> Dataset:
-        config = self.audio_config()
-        return UnlabelledClips([AudioClips(self.splits["target_train"], config.sample_rate, load=self.load_clip)])
+        return UnlabelledClips([self.clips("target_train", self.audio_config(), random=False)])
 
 
 class AudioDomainFolderDataModule(AudioDomainDataModule):
