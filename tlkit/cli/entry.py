@@ -1,7 +1,7 @@
 """``tlkit <command>``: the console script's entry point, its command list, and dispatch.
 
-Lightning's four subcommands (fit, validate, test, predict) go to `TLKitCLI`; the others (rank, export, select,
-tune, shards) to their own modules. A user error ends in one line (exit status 2), SIGTERM in status 143 and a
+Lightning's four subcommands (fit, validate, test, predict) go to `TLKitCLI`; the others (rank, export, serve,
+select, tune, shards) to their own modules. A user error ends in one line (exit status 2), SIGTERM in status 143 and a
 line saying how to continue.
 
 ``tlkit`` and ``tlkit --help`` answer from this module alone, before Lightning and torch are imported (seconds on a
@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": "label new images or texts with a checkpoint (--data.predict_dir); CSV and JSONL beside it",
     "rank": "score candidate backbones (or one backbone's layers) on your data before training any",
     "export": "write a checkpoint as ONNX and/or TorchScript with its preprocessing, verified on real images",
+    "serve": "answer predictions over HTTP (LitServe) from a checkpoint or an export folder, with batching",
     "select": "choose among finished runs by a logged metric (label-free validators for domain adaptation)",
     "tune": "search hyperparameters of a run config with Optuna, one study shared by every worker",
     "shards": "write a datamodule's splits as LitData shards, streamed back by ShardsDataModule from disk or cloud",
@@ -31,6 +32,7 @@ COMMANDS = {
 TOOL_MODULES = {
     "rank": "tlkit.cli.rank",
     "export": "tlkit.cli.export",
+    "serve": "tlkit.cli.serve",
     "select": "tlkit.cli.select",
     "tune": "tlkit.cli.tune",
     "shards": "tlkit.cli.shards",

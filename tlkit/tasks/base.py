@@ -63,6 +63,9 @@ class Task(nn.Module):
     reads_feature_maps: ClassVar[bool] = False
     #: Whether ``predict`` writes files per sample (`write_prediction`: masks, drawn boxes) besides its table.
     writes_files: ClassVar[bool] = False
+    #: Whether the exported model returns `postprocess`'s outputs, so that serving an export folder needs nothing
+    #: but `response_record` (a detector's export leaves its score threshold and NMS to the caller).
+    exports_predictions: ClassVar[bool] = True
     #: Which of the strategy's head options (`HeadOptions`) shape this task's head; another set to anything but its
     #: default is refused in one line (a dense task's decoder is its own).
     head_options: ClassVar[frozenset[str]] = frozenset({"head", "head_hidden_dim", "dropout"})
@@ -187,6 +190,19 @@ class Task(nn.Module):
         """One sample's ``predict`` output (a row of `postprocess`) as the fields the prediction files hold."""
         raise NotImplementedError
 
+    def response_record(
+        self,
+        output: Any,
+        image_size: tuple[int, int] | None,
+        names: list[str],
+        class_ids: list[int] | None,
+        top_k: int,
+    ) -> dict[str, Any]:
+        """One sample's prediction as ``tlkit serve`` answers it (``output`` a row of `postprocess`; ``image_size``
+        the original image's (width, height), onto which masks and boxes are mapped back): `prediction_record`'s
+        fields, or, for a task that `writes_files`, the files' contents inline (a mask as a base64 PNG)."""
+        return self.prediction_record(output.tolist(), names, top_k)
+
     def write_prediction(
         self,
         output: torch.Tensor,
@@ -247,6 +263,17 @@ class Task(nn.Module):
     def describe(self) -> dict[str, Any]:
         """The task and its fitted state, as plain data: the checkpoint's ``task`` entry and ``model.json``'s."""
         return {"name": self.name, **self.config()}
+
+    def restore(self, described: dict[str, Any]) -> None:
+        """Take back the fitted state `describe` wrote (a built task; ``model.json``'s ``task`` entry)."""
+
+    @staticmethod
+    def from_description(described: dict[str, Any], num_outputs: int) -> Task:
+        """The task `describe` wrote (``model.json``'s ``task``), built for ``num_outputs`` with its fitted state."""
+        task = Task.from_config(described)
+        task.build(num_outputs)
+        task.restore(described)
+        return task
 
     @staticmethod
     def from_config(value: Any) -> Task:

@@ -45,6 +45,35 @@ class BoxMAP(MeanAveragePrecision):
         return super().compute()[self.key]
 
 
+def image_boxes(output: dict[str, torch.Tensor], size: tuple[int, int] | None) -> torch.Tensor:
+    """One image's boxes (x1, y1, x2, y2) from the model input's pixels to the image's (``size``: width, height)."""
+    boxes = output["boxes"].float()
+    if size is not None:
+        height, width = output["input_size"].tolist()
+        boxes = boxes * torch.tensor([size[0] / width, size[1] / height] * 2)
+    return boxes
+
+
+def image_detections(
+    output: dict[str, torch.Tensor], boxes: torch.Tensor, names: list[str], class_ids: list[int] | None
+) -> list[dict[str, Any]]:
+    """One image's detections as ``predict`` writes them: class, ``category_id``, score and COCO's box."""
+    return [
+        {
+            "class": names[int(label)],
+            "category_id": category_id(int(label), class_ids),
+            "score": round(float(score), 6),
+            "box": [
+                round(float(box[0]), 2),
+                round(float(box[1]), 2),
+                round(float(box[2] - box[0]), 2),
+                round(float(box[3] - box[1]), 2),
+            ],
+        }
+        for box, score, label in zip(boxes, output["scores"], output["labels"])
+    ]
+
+
 class Detection(Task):
     """Object detection: an `FCOSDetector` (torchvision's FCOS head on a feature pyramid over the backbone's maps at
     strides 8 to 32) boxes every object and classes it. Trained from the backbone's ImageNet weights (the head starts
@@ -78,6 +107,7 @@ class Detection(Task):
     calibrates: ClassVar[bool] = False
     reads_feature_maps: ClassVar[bool] = True
     writes_files: ClassVar[bool] = True
+    exports_predictions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -184,24 +214,8 @@ class Detection(Task):
         """The image's detections in its own pixels (COCO's ``[x, y, width, height]``), each with its class's
         ``category_id`` (``class_ids``, the user's file's; else the class's index from 1), and the image with those
         scoring ``display_threshold`` or more drawn under ``folder/drawn`` (when the image is a file)."""
-        boxes = output["boxes"].float()
-        if image is not None:  # from the model's input size back to the image's
-            height, width = output["input_size"].tolist()
-            boxes = boxes * torch.tensor([image.width / width, image.height / height] * 2)
-        detections = [
-            {
-                "class": names[int(label)],
-                "category_id": category_id(int(label), class_ids),
-                "score": round(float(score), 6),
-                "box": [
-                    round(float(box[0]), 2),
-                    round(float(box[1]), 2),
-                    round(float(box[2] - box[0]), 2),
-                    round(float(box[3] - box[1]), 2),
-                ],
-            }
-            for box, score, label in zip(boxes, output["scores"], output["labels"])
-        ]
+        boxes = image_boxes(output, image.size if image is not None else None)
+        detections = image_detections(output, boxes, names, class_ids)
         record: dict[str, Any] = {"detections": detections}
         if image is not None:
             drawn = image.copy()
@@ -217,6 +231,17 @@ class Detection(Task):
             record["drawn"] = str(folder / "drawn" / f"{stem}.png")
             drawn.save(record["drawn"])
         return record
+
+    def response_record(
+        self,
+        output: dict[str, torch.Tensor],
+        image_size: tuple[int, int] | None,
+        names: list[str],
+        class_ids: list[int] | None,
+        top_k: int,
+    ) -> dict[str, Any]:
+        """The image's detections in its own pixels, as `write_prediction` records them."""
+        return {"detections": image_detections(output, image_boxes(output, image_size), names, class_ids)}
 
     def write_results(self, rows: list[dict[str, Any]], folder: Path, names: list[str]) -> Path:
         """Every image's detections in COCO's results format, to evaluate against the user's file with pycocotools:

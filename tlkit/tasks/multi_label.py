@@ -147,3 +147,7 @@ class MultiLabel(Task):
         if self.num_outputs is not None:
             described["thresholds"] = self.thresholds.tolist()
         return described
+
+    def restore(self, described: dict[str, Any]) -> None:
+        if "thresholds" in described:
+            self.thresholds.copy_(torch.tensor(described["thresholds"], dtype=torch.float64))

@@ -109,3 +109,8 @@ class Regression(Task):
             described["target_mean"] = self.target_mean.tolist()
             described["target_std"] = self.target_std.tolist()
         return described
+
+    def restore(self, described: dict[str, Any]) -> None:
+        if "target_mean" in described and "target_std" in described:
+            self.target_mean.copy_(torch.tensor(described["target_mean"], dtype=torch.float64))
+            self.target_std.copy_(torch.tensor(described["target_std"], dtype=torch.float64))

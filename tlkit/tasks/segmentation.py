@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +48,21 @@ def index_mask_image(mask: np.ndarray) -> Image.Image:
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(palette())
     return image
+
+
+def predicted_mask(output: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
+    """The class of each pixel of one image's (classes, H, W) probabilities, resized (nearest) to ``size`` (width,
+    height) when given: the mask at the original image's size."""
+    mask = output.argmax(dim=0).to(torch.uint8).numpy()
+    if size is not None:
+        mask = np.asarray(index_mask_image(mask).resize(size, Image.NEAREST))
+    return mask
+
+
+def class_shares(mask: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Each class present in ``mask`` and its share of the pixels."""
+    counts = np.bincount(mask.reshape(-1), minlength=len(names))
+    return {names[k]: round(float(c) / mask.size, 6) for k, c in enumerate(counts) if c}
 
 
 def overlay(image: Image.Image, mask: np.ndarray, alpha: float = 0.5) -> Image.Image:
@@ -149,9 +166,7 @@ class Segmentation(Task):
     ) -> dict[str, Any]:
         """Write one image's mask (at ``image``'s size when the image is given, with its overlay) under ``folder``;
         return its record: the files and each predicted class's share of the pixels."""
-        mask = output.argmax(dim=0).to(torch.uint8).numpy()
-        if image is not None:
-            mask = np.asarray(index_mask_image(mask).resize(image.size, Image.NEAREST))
+        mask = predicted_mask(output, image.size if image is not None else None)
         (folder / "masks").mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"mask": str(folder / "masks" / f"{stem}.png")}
         index_mask_image(mask).save(record["mask"])
@@ -159,9 +174,23 @@ class Segmentation(Task):
             (folder / "overlays").mkdir(parents=True, exist_ok=True)
             record["overlay"] = str(folder / "overlays" / f"{stem}.png")
             overlay(image, mask).save(record["overlay"])
-        counts = np.bincount(mask.reshape(-1), minlength=len(names))
-        record["classes"] = {names[k]: round(float(c) / mask.size, 6) for k, c in enumerate(counts) if c}
+        record["classes"] = class_shares(mask, names)
         return record
+
+    def response_record(
+        self,
+        output: torch.Tensor,
+        image_size: tuple[int, int] | None,
+        names: list[str],
+        class_ids: list[int] | None,
+        top_k: int,
+    ) -> dict[str, Any]:
+        """The mask (at the image's size) as a base64 palette PNG, the same file ``predict`` writes under
+        ``masks/``, and each predicted class's share of the pixels."""
+        mask = predicted_mask(output, image_size)
+        png = io.BytesIO()
+        index_mask_image(mask).save(png, format="PNG")
+        return {"mask_png": base64.b64encode(png.getvalue()).decode("ascii"), "classes": class_shares(mask, names)}
 
     def csv_columns(self, names: list[str], top_k: int) -> list[str]:
         return ["file", "mask", "overlay", "classes"]
