@@ -25,6 +25,7 @@ from tlkit.datamodules.audio import bundled_voices
 from tlkit.engines.export import FILES, export, load_strategy
 from tlkit.engines.model_spec import SPEC_FILE
 from tlkit.engines.preprocessing import preprocess, preprocessing_spec
+from tlkit.engines.served_models import load_served_model
 from tlkit.strategies import DANN, FineTuning
 
 
@@ -371,6 +372,14 @@ def test_an_audio_model_exports_with_its_front_end_and_the_page_snippet_predicts
     assert all(got[n][0] == expected[n][0] and abs(got[n][1] - expected[n][1]) < 1e-4 for n in got), [
         (n, got[n], expected[n]) for n in got if abs(got[n][1] - expected[n][1]) >= 1e-4
     ]
+    # `tlkit serve` reads the same files (the sound files' own bytes) to the same answers, from the checkpoint in
+    # torch and from the export folder in ONNX Runtime, the clips batched at their own lengths.
+    for served, tolerance in ((load_served_model(checkpoint, None), 1e-5), (load_served_model(None, exported), 1e-4)):
+        assert served.kind == "clips"
+        answers = served.predict([served.decode(Path(path).read_bytes(), "file") for path in expected])
+        for path, answer in zip(expected, answers):
+            assert answer["prediction"] == expected[path][0], path
+            assert abs(answer["probability"] - expected[path][1]) < tolerance, path
 
 
 def test_a_waveform_encoder_exports_with_its_normalisation_inside(tmp_path):

@@ -218,3 +218,28 @@ def test_a_model_that_cannot_load_stops_the_command_in_one_line(served_run, tmp_
         lines = done.stderr.strip().splitlines()  # the error, and how to see its traceback
         assert done.returncode == 2 and len(lines) == 2 and named in lines[0], (args, done.stderr[-2000:])
         assert lines[0].startswith("tlkit serve: error: Expected") and "TLKIT_TRACEBACK=1" in lines[1], lines
+
+
+def test_a_text_model_answers_texts_as_predict_does_cut_where_its_run_cut_them(tiny_bert, tmp_path):
+    from tlkit.datamodules import RottenTomatoesDataModule
+    from tlkit.engines.served_models import load_served_model
+    from tlkit.engines.serving import parse_request
+
+    fit = shipped("text_finetune.yaml", f"--model.init_args.backbone=hf:{tiny_bert}", "--data.init_args.max_length=8")
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    run_here([*fit, *short], tmp_path)
+    run = tmp_path / "logs" / "text_finetune" / "version_0"
+    run_here(["predict", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")], tmp_path)
+    rows = [json.loads(line) for line in next(run.glob("predictions/*.jsonl")).read_text().splitlines()]
+    data = RottenTomatoesDataModule(labels_per_class=100, max_length=8)
+    data.setup("test")
+    texts = data.splits["test"].samples
+    assert len(rows) == len(texts) and any(len(text.split()) > 8 for text in texts)  # some are cut at 8 tokens
+    served = load_served_model(run / "checkpoints" / "last.ckpt", None)
+    assert served.kind == "texts"
+    request = parse_request({"texts": texts}, served, max_items=len(texts))
+    assert request.many and [sample.value for sample in request.samples] == texts
+    for row, answer in zip(rows, served.predict(request.samples)):
+        assert answer["prediction"] == row["prediction"] and abs(answer["probability"] - row["probability"]) < 1e-5
+    with pytest.raises(ValueError, match="Expected 'texts\\[1\\]' to be a string, but got int"):
+        parse_request({"texts": ["good", 3]}, served, max_items=8)

@@ -18,6 +18,7 @@ from tests._console import REPO, run_here
 from tests._snippets import page_snippet
 from tests.conftest import quiet_trainer
 from tlkit.datamodules import CocoDataModule, DigitScenesDataModule
+from tlkit.engines.served_models import load_served_model
 from tlkit.errors import ConfigError
 from tlkit.strategies import FeatureExtraction, FineTuning
 from tlkit.tasks import Detection
@@ -192,6 +193,13 @@ def test_the_shipped_config_fits_tests_predicts_and_exports_boxes_drawn_and_coco
     assert (
         written and len(unmatched) <= 0.02 * len(written) and abs(len(exported) - len(written)) <= 0.02 * len(written)
     )
+    # `tlkit serve` answers with predict's detections (the image's pixels, the file's category ids); an export
+    # folder, whose boxes need their caller's NMS, is refused in one line that says to serve the checkpoint.
+    served = load_served_model(last, None)
+    answers = served.predict([served.decode((tmp_path / r["file"]).read_bytes(), "file") for r in records])
+    assert [answer["detections"] for answer in answers] == [record["detections"] for record in records]
+    with pytest.raises(ConfigError, match="serve its checkpoint with --ckpt_path instead"):
+        load_served_model(None, tmp_path / "exported")
 
 
 def test_coco_masks_draw_what_the_mask_files_hold_and_a_box_only_annotation_is_one_line(tmp_path):

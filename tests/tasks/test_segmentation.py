@@ -3,7 +3,9 @@ bundled scenes (their bad input in one line), and runs through the `tlkit` comma
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from tests._snippets import page_snippet
 from tests.conftest import quiet_trainer
 from tlkit.backbones import Backbone
 from tlkit.datamodules import DigitScenesDataModule, MaskFolderDataModule
+from tlkit.engines.served_models import load_served_model
 from tlkit.errors import ConfigError
 from tlkit.metrics.iou import ClassIoU
 from tlkit.strategies import FeatureExtraction, FineTuning
@@ -214,6 +217,15 @@ def test_the_shipped_config_fits_tests_predicts_masks_and_exports_what_predict_w
     for row in rows:
         exported = np.asarray(Image.open(tmp_path / "onnx_masks" / Path(row["file"]).name))
         assert np.array_equal(exported, np.asarray(Image.open(row["mask"]))), row["file"]
+    # `tlkit serve`'s answers, from the checkpoint and from the export folder: the same mask PNG and class shares.
+    for served in (load_served_model(last, None), load_served_model(None, tmp_path / "exported")):
+        files = [(tmp_path / row["file"]).read_bytes() for row in rows]
+        answers = served.predict([served.decode(data, "file") for data in files])
+        for row, answer in zip(rows, answers):
+            mask = Image.open(io.BytesIO(base64.b64decode(answer["mask_png"])))
+            assert mask.mode == "P" and np.array_equal(np.asarray(mask), np.asarray(Image.open(row["mask"])))
+            shares = " ".join(f"{name}:{share:.4f}" for name, share in answer["classes"].items())
+            assert shares == row["classes"], row["file"]
 
 
 def test_feature_extraction_trains_the_decoder_on_a_frozen_backbone(tmp_path, caplog):

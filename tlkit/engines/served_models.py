@@ -139,10 +139,13 @@ class CheckpointModel(ServedModel):
             config = self.model.trained_data_config or backbone.data_config
             self.transform = whole_image_transform(config) if self.task.reads_feature_maps else eval_transform(config)
         elif self.kind == "texts":
+            from tlkit.checkpoint import read_checkpoint
             from tlkit.datamodules.text_datamodule import Tokenize
 
+            # Texts are cut where the run's datamodule cut them (its `max_length`), at most the backbone's limit.
+            data = read_checkpoint(ckpt_path).contents.get("datamodule_hyper_parameters") or {}
             config = backbone.data_config
-            self.tokenize = Tokenize(config, config.max_length)
+            self.tokenize = Tokenize(config, min(data.get("max_length") or config.max_length, config.max_length))
 
     def decode(self, data: bytes | str, field: str) -> Sample:
         if self.kind == "texts":
