@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests._console import TINY_IMAGE_MODEL, run_here, run_here_captured, shipped, start_tlkit
+from tests._console import REPO, TINY_IMAGE_MODEL, run_here, run_here_captured, shipped, start_tlkit
+from tests._snippets import page_snippet
 
 #: How long a server may take to answer /health after it starts (two worker processes import torch on 2 cores).
 START_SECONDS = 90
@@ -162,6 +164,28 @@ def test_a_served_checkpoint_answers_as_predict_does_for_the_same_files(served_r
     assert status == 200 and info["model"]["task"] == "classification" and info["model"]["outputs"][0] == "0"
     status, openapi = call(f"{base}/openapi.json")
     assert status == 200 and "/predict" in openapi["paths"]
+    # The Serving page's curl line and Python client, run as written against this server.
+    folder, names = served_run["folder"], ["d0.png", "scan16.png", "d7.jpg"]
+    page = (REPO / "docs" / "serving.md").read_text()
+    start = page.index("```bash\n", page.index("<!-- serve-curl -->")) + len("```bash\n")
+    curl = page[start : page.index("```", start)].strip().replace("photo.jpg", "images/d7.jpg")
+    printed = subprocess.run(
+        curl.replace(":8000", f":{base.rsplit(':', 1)[1]}"),
+        shell=True,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    shown = json.loads(page[page.index("```json\n", start) + len("```json\n") :].split("```", 1)[0])
+    answer = json.loads(printed)
+    assert answer.keys() == shown.keys() and answer["prediction"] == predicted["d7.jpg"]["prediction"]
+    (folder / "client.py").write_text(page_snippet("serving.md", "serve-client-snippet"))
+    paths = [f"images/{name}" for name in names]
+    printed = subprocess.run(
+        [sys.executable, "client.py", base, *paths], cwd=folder, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line.split()[:2] for line in printed] == [[p, predicted[n]["prediction"]] for p, n in zip(paths, names)]
 
 
 def test_an_export_folder_served_with_batching_answers_concurrent_clients_each_their_own(served_run, serving):
