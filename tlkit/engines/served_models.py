@@ -1,6 +1,10 @@
 """The model behind ``tlkit serve``: one request's files or texts in, the task's records out, from a checkpoint (the
 strategy in torch, with the exact evaluation transform ``tlkit predict`` uses) or an export folder (ONNX Runtime or
-TorchScript, with ``model.json``'s recipe). `load_served_model` chooses; `ServedModel` is what the server calls."""
+TorchScript, with ``model.json``'s recipe). `load_served_model` chooses; `ServedModel` is what the server calls.
+
+torch is imported where a model is loaded, not with this module: LitServe's HTTP process unpickles the server's API
+(`tlkit.engines.serving`), and importing torch there would add seconds to every start.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tlkit.errors import ConfigError, config_error
@@ -122,6 +125,8 @@ class CheckpointModel(ServedModel):
     outputs from the strategy's own ``predict_step``."""
 
     def __init__(self, ckpt_path: str | os.PathLike, device: str = "cpu", top_k: int = 3) -> None:
+        import torch
+
         from tlkit.engines.export import load_strategy
 
         self.model = load_strategy(ckpt_path).to(device)
@@ -151,14 +156,23 @@ class CheckpointModel(ServedModel):
         if self.kind == "texts":
             return Sample(data)
         if self.kind == "clips":
+            import torch
+
             return Sample(torch.from_numpy(open_clip(data, self.model.backbone.data_config.sample_rate, field)))
         from tlkit.datamodules import to_rgb
 
         image = to_rgb(open_image(data, field))
         return Sample(self.transform(image), image.size)
 
-    @torch.inference_mode()
     def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
+        import torch
+
+        with torch.inference_mode():
+            return self._predict(samples)
+
+    def _predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
+        import torch
+
         values = [sample.value for sample in samples]
         if self.kind == "texts":
             batch = {k: v.to(self.device) for k, v in self.tokenize([(text, 0) for text in values])[0].items()}
@@ -219,6 +233,8 @@ class ExportedFolderModel(ServedModel):
             feeds = pad_clips(values)
         else:
             feeds = {"images": np.stack(values)}
+        import torch
+
         outputs = torch.from_numpy(np.asarray(self.run(feeds)))
         return [
             self.task.response_record(output, sample.image_size, self.names, self.class_ids, self.top_k)
@@ -238,6 +254,8 @@ def _runtime(folder: Path, spec: Any, device: str) -> Any:
         session = onnxruntime.InferenceSession(str(folder / spec.files["onnx"]), providers=providers)
         return lambda feeds: session.run(None, feeds)[0]
     if "torchscript" in spec.files:
+        import torch
+
         module = torch.jit.load(str(folder / spec.files["torchscript"]), map_location=device).eval()
         names = ["waveform", "lengths"] if "sample_rate" in spec.preprocessing else ["images"]
 
