@@ -68,6 +68,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/tuning.py
 	$(BIN)/python benchmarks/tune_workers.py
 	$(BIN)/python benchmarks/dense.py
+	$(BIN)/python benchmarks/serving.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
