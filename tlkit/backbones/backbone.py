@@ -361,6 +361,43 @@ class Backbone(nn.Module):
             self.train(was_training)
         checked.add(image_size)
 
+    def activation_map_module(self) -> nn.Module | None:
+        """The module whose output is the backbone's last spatial feature map, (N, C, H, W): the output of the last
+        layer group that has one, which class activation maps (Grad-CAM) weight by the gradient; None for a
+        backbone without spatial maps (a transformer's tokens, text, audio). Found once, by a forward pass on a
+        blank image of the backbone's size (eval mode, no grad)."""
+        if self.reads_text or self.reads_audio:
+            return None
+        if "_activation_map_name" not in self.__dict__:
+            modules = dict(self.model.named_modules())
+            spatial: dict[str, bool] = {}
+
+            def recorder(name: str):
+                return lambda module, inputs, output: spatial.__setitem__(
+                    name, isinstance(output, torch.Tensor) and output.dim() == 4
+                )
+
+            hooks = [
+                modules[group.output_module].register_forward_hook(recorder(group.output_module))
+                for group in self.layer_groups
+            ]
+            parameter = next(self.parameters(), None)
+            size = self.data_config.image_size
+            blank = torch.zeros(1, 3, size, size, device=parameter.device if parameter is not None else None)
+            was_training = self.training
+            try:
+                self.eval()
+                with torch.no_grad():
+                    self(blank)
+            finally:
+                self.train(was_training)
+                for hook in hooks:
+                    hook.remove()
+            names = [group.output_module for group in self.layer_groups if spatial.get(group.output_module)]
+            self.__dict__["_activation_map_name"] = names[-1] if names else None
+        name = self.__dict__["_activation_map_name"]
+        return None if name is None else self.model.get_submodule(name)
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, num_features={self.num_features}, groups={len(self.layer_groups)}"
 

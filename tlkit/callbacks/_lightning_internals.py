@@ -33,8 +33,9 @@ PRIVATE_API: dict[type, tuple[str, ...]] = {
         "_save_checkpoint",
         "_should_skip_saving_checkpoint",
     ),
-    # TLKitCLI: seeding `true` truly at random, the checkpoint's config read before parsing, a refused resume undone.
-    LightningCLI: ("_set_seed", "_parse_ckpt_path", "_run_subcommand"),
+    # TLKitCLI: seeding `true` truly at random, the checkpoint's config read before parsing, a refused resume undone,
+    # and predict's own `--explain` option on its subcommand's parser.
+    LightningCLI: ("_set_seed", "_parse_ckpt_path", "_run_subcommand", "_prepare_subcommand_parser"),
 }
 #: The private attributes of a ModelCheckpoint that ResumableCheckpoint sets (``kth_value``: the "worst so far"
 #: sentinel; ``_last_checkpoint_saved``: what Lightning's own bookkeeping reads after a save) or reads

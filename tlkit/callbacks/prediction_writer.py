@@ -55,6 +55,10 @@ class PredictionWriter(BasePredictionWriter):
         name: file stem; an existing file is never overwritten (``-1``, ``-2``, ... are appended).
         formats: which files to write.
         top_k: how many classes to list per sample.
+        explain: also explain each image's predicted class (a multi-label model's most probable label) with a map of
+            its pixels (`tlkit.functional.attribution`: ``gradcam`` or ``occlusion``): the image as the model saw it
+            with the map over it (``explanations/<n>_<name>.png``) and the map alone (``..._map.png``, 8-bit
+            greyscale, 255 the strongest evidence), named in each row's ``explanation``.
 
     Examples:
         >>> trainer.predict(model, datamodule=dm, callbacks=[PredictionWriter("predictions")])
@@ -66,9 +70,10 @@ class PredictionWriter(BasePredictionWriter):
         name: str = "predictions",
         formats: list[Literal["csv", "jsonl"]] | None = None,
         top_k: int = 3,
+        explain: Literal["gradcam", "occlusion"] | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir, self.name, self.top_k = Path(output_dir), name, top_k
+        self.output_dir, self.name, self.top_k, self.explain = Path(output_dir), name, top_k, explain
         self.formats = list(formats or ["csv", "jsonl"])
         self.rows: list[dict[str, Any]] = []
         self.written: list[Path] = []
@@ -116,6 +121,29 @@ class PredictionWriter(BasePredictionWriter):
                 record = self._task.prediction_record(values, names, self.top_k)
             identified = {"image_id": self._ids[index]} if self._ids else {}
             self.rows.append({"index": int(index), "file": file, **identified, **record})
+        if self.explain is not None:
+            self._explain(pl_module, batch, outputs, [row["index"] for row in self.rows[offset:]], names)
+
+    def _explain(
+        self, pl_module: pl.LightningModule, batch: Any, outputs: torch.Tensor, indices: list[int], names: list[str]
+    ) -> None:
+        """Each image's map for its most probable class, written under ``explanations/`` and named in its row."""
+        from tlkit.functional import attribution
+
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        targets = outputs.argmax(dim=1)
+        maps = attribution.activation_maps(pl_module, images, targets.to(images.device), self.explain)
+        config = pl_module.trained_data_config or pl_module.backbone.data_config
+        folder = self.output_dir / "explanations"
+        folder.mkdir(parents=True, exist_ok=True)
+        for row, image, activation_map, target in zip(self.rows[-len(indices) :], images, maps, targets.tolist()):
+            stem = f"{row['index']:06d}_{Path(row['file']).stem}"
+            shown = attribution.shown_image(image, config.mean, config.std)
+            overlay, alone = folder / f"{stem}.png", folder / f"{stem}_map.png"
+            attribution.overlay_map(shown, activation_map).save(overlay)
+            attribution.map_image(activation_map).save(alone)
+            why = {"method": self.explain, "class": names[target], "overlay": str(overlay), "map": str(alone)}
+            row["explanation"] = why
 
     def _output_names(self, count: int) -> list[str]:
         return [self._classes[i] if i < len(self._classes) else str(i) for i in range(count)]
@@ -136,9 +164,11 @@ class PredictionWriter(BasePredictionWriter):
             names = self._output_names(self._width)
             with path.open("w", newline="") as file:
                 writer = csv.writer(file)
-                writer.writerow(self._task.csv_columns(names, self.top_k))
+                explained = ["explained", "explanation"] if self.explain is not None else []
+                writer.writerow([*self._task.csv_columns(names, self.top_k), *explained])
                 for row in self.rows:
-                    writer.writerow(self._task.csv_row(row, names))
+                    why = [row["explanation"]["class"], row["explanation"]["overlay"]] if explained else []
+                    writer.writerow([*self._task.csv_row(row, names), *why])
             self.written.append(path)
         if self._task.writes_files:
             results = self._task.write_results(self.rows, self.output_dir, self._output_names(self._width))

@@ -23,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -189,6 +189,17 @@ class TLKitCLI(LightningCLI):
             n += 1
         return f"config-resumed-{n}.yaml"
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":  # predict's own option, beside Trainer.predict's arguments
+            parser.add_argument(
+                "--explain",
+                type=Literal["gradcam", "occlusion"] | None,
+                default=None,
+                help="Also write a map of why each image got its class (Grad-CAM, or occlusion for any backbone).",
+            )
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Added as forced callbacks: always present, configurable as --checkpoint.* and --lr_monitor.*.
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
@@ -347,7 +358,12 @@ class TLKitCLI(LightningCLI):
         run = run_folder_of(ckpt)
         output_dir = (run if run is not None else ckpt.parent if ckpt is not None else Path.cwd()) / "predictions"
         name = f"predictions-{ckpt.stem}" if ckpt is not None else "predictions"
-        self.trainer.callbacks.append(PredictionWriter(str(output_dir), name=name))
+        explain = self.config["predict"].get("explain")
+        if explain is not None:
+            from tlkit.functional.attribution import check_explainable
+
+            check_explainable(self.model, explain)
+        self.trainer.callbacks.append(PredictionWriter(str(output_dir), name=name, explain=explain))
 
     def _check_optimizer_arguments(self) -> None:
         """Build the configured optimizer and scheduler once on a stand-in parameter, so that a value they refuse (a

@@ -1,5 +1,5 @@
 """Pure loss and score functions: domain adaptation, model selection without target labels, transferability,
-fine-tuning regularizers."""
+fine-tuning regularizers; and attribution maps of a model's predictions (`tlkit.functional.attribution`)."""
 
 from tlkit.functional.alignment import coral_loss, gaussian_kernels, mmd_loss
 from tlkit.functional.batches import first_inputs, input_count, join_inputs
