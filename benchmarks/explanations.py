@@ -8,7 +8,8 @@ Each scene's label set is the digits on it; the model is `tf_efficientnet_lite0`
 the training scenes (128 px, so that Grad-CAM reads a 4 x 4 last map; the same steps for both inits). On the test
 scenes, each map explains the scene's most probable label (as `--explain` does); scenes where that label is not on
 the scene are left out (there is no object to point at), and their share is reported. "Chance" is the share of the
-image the digit's box covers: a map spread evenly would score it. Prints a Markdown table and writes benchmarks/results/explanations.json.
+image the digit's box covers: a map spread evenly would score it. Prints a Markdown table and writes
+benchmarks/results/explanations.json.
 """
 
 from __future__ import annotations
