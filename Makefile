@@ -69,6 +69,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/tune_workers.py
 	$(BIN)/python benchmarks/dense.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/explanations.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
