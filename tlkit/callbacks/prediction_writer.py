@@ -28,6 +28,11 @@ def unused_path(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
+def output_names(classes: list[str], count: int) -> list[str]:
+    """The names of ``count`` outputs: the model's class names, and an output's index where it has none."""
+    return [classes[i] if i < len(classes) else str(i) for i in range(count)]
+
+
 def _original_image(file: str) -> Image.Image | None:
     """The image a prediction was made for, as a file holds it (None for in-memory data)."""
     path = Path(file)
@@ -146,7 +151,7 @@ class PredictionWriter(BasePredictionWriter):
             row["explanation"] = why
 
     def _output_names(self, count: int) -> list[str]:
-        return [self._classes[i] if i < len(self._classes) else str(i) for i in range(count)]
+        return output_names(self._classes, count)
 
     @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -134,8 +134,9 @@ class CheckpointModel(ServedModel):
         self.task = self.model.task
         backbone = self.model.backbone
         self.kind = "texts" if backbone.reads_text else "clips" if backbone.reads_audio else "images"
-        classes = list(self.model.class_names or [])
-        self.names = [classes[i] if i < len(classes) else str(i) for i in range(self.task.num_outputs)]
+        from tlkit.callbacks.prediction_writer import output_names
+
+        self.names = output_names(list(self.model.class_names or []), self.task.num_outputs)
         self.class_ids = self.model.class_ids
         if self.kind == "images":
             from tlkit.datamodules.dense import whole_image_transform
